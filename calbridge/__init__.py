@@ -1,0 +1,125 @@
+"""calbridge: one calendar API over many providers, routed per user.
+
+The public surface is what this module exports, plus :mod:`calbridge.errors`,
+:mod:`calbridge.hookspecs`, :mod:`calbridge.testing` and :mod:`calbridge.sandbox`.
+Everything in an underscore module is private.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from . import errors
+from ._http import RateLimiter, RetryPolicy, make_http_client, parse_retry_after, redact_url, send
+from ._manager import DEFAULT_PLUGINS, PluginHost, ProviderInfo, get_plugin_host
+from ._serialization import make_converter
+from .hookspecs import ChangeSource, ProviderRegistrar, hookimpl
+from .models import (
+    Account,
+    AccountStatus,
+    Attendee,
+    Calendar,
+    Change,
+    ChangeKind,
+    ChangePage,
+    Channel,
+    Event,
+    EventDraft,
+    EventStatus,
+    EventTime,
+    FreeBusy,
+    FreeBusyStatus,
+    Person,
+    ResponseStatus,
+    Secret,
+    SeriesRole,
+    TimeKind,
+    TimeRange,
+    TokenSet,
+    Transparency,
+    Visibility,
+)
+from .provider import (
+    AuthorizationRequest,
+    Capabilities,
+    ChannelLookup,
+    ChannelRequest,
+    Notification,
+    NotificationKind,
+    Provider,
+    ProviderSettings,
+    Session,
+    StaticTokenSource,
+    TokenGrant,
+    TokenSource,
+    WebhookReply,
+    WebhookRequest,
+)
+
+__all__ = [
+    "DEFAULT_PLUGINS",
+    "Account",
+    "AccountStatus",
+    "Attendee",
+    "AuthorizationRequest",
+    "Calendar",
+    "Capabilities",
+    "Change",
+    "ChangeKind",
+    "ChangePage",
+    "ChangeSource",
+    "Channel",
+    "ChannelLookup",
+    "ChannelRequest",
+    "Event",
+    "EventDraft",
+    "EventStatus",
+    "EventTime",
+    "FreeBusy",
+    "FreeBusyStatus",
+    "Notification",
+    "NotificationKind",
+    "Person",
+    "PluginHost",
+    "Provider",
+    "ProviderInfo",
+    "ProviderRegistrar",
+    "ProviderSettings",
+    "RateLimiter",
+    "ResponseStatus",
+    "RetryPolicy",
+    "Secret",
+    "SeriesRole",
+    "Session",
+    "StaticTokenSource",
+    "TimeKind",
+    "TimeRange",
+    "TokenGrant",
+    "TokenSet",
+    "TokenSource",
+    "Transparency",
+    "Visibility",
+    "WebhookReply",
+    "WebhookRequest",
+    "errors",
+    "get_plugin_host",
+    "hookimpl",
+    "make_converter",
+    "make_http_client",
+    "parse_retry_after",
+    "redact_url",
+    "send",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "__version__":
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            return version("calbridge")
+        except PackageNotFoundError:  # pragma: no cover - running from a checkout
+            from ._version import __version__
+
+            return __version__
+    raise AttributeError(f"module 'calbridge' has no attribute {name!r}")

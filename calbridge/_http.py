@@ -1,0 +1,259 @@
+"""The shared HTTP layer: one ``httpx.AsyncClient`` per bridge, retries, rate limits.
+
+Providers never build clients; they receive one and send through :func:`send`, which
+retries idempotent requests on connection errors, timeouts, 429, 502, 503 and 504 with
+exponential backoff and full jitter (tenacity), honours ``Retry-After`` (delay-seconds,
+fractional too, or an HTTP-date), and surfaces a wait longer than the policy allows as a
+typed error carrying the delay, so a job can be rescheduled instead of sleeping.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import email.utils
+import logging
+import math
+import random
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+
+import attrs
+import httpx
+import tenacity
+
+from ._version import __version__
+from .errors import RateLimited, Unavailable
+
+__all__ = [
+    "RateLimiter",
+    "RetryPolicy",
+    "make_http_client",
+    "parse_retry_after",
+    "redact_url",
+    "send",
+]
+
+log = logging.getLogger("calbridge.http")
+
+IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
+RETRY_STATUSES = frozenset({429, 502, 503, 504})
+
+
+def make_http_client(
+    *,
+    timeout: float = 30.0,
+    connect_timeout: float = 10.0,
+    max_connections: int = 100,
+    max_keepalive: int = 20,
+    transport: httpx.AsyncBaseTransport | None = None,
+    user_agent: str | None = None,
+) -> httpx.AsyncClient:
+    """The client a bridge shares with all its providers (HTTP/1.1 keep-alive, pooled)."""
+    return httpx.AsyncClient(
+        timeout=httpx.Timeout(timeout, connect=connect_timeout),
+        limits=httpx.Limits(
+            max_connections=max_connections, max_keepalive_connections=max_keepalive
+        ),
+        headers={"User-Agent": user_agent or f"calbridge/{__version__}"},
+        transport=transport,
+        follow_redirects=False,
+    )
+
+
+def redact_url(url: httpx.URL | str) -> str:
+    """The URL without its query string (queries may carry codes or tokens)."""
+    u = httpx.URL(str(url))
+    return str(u.copy_with(query=None, fragment=None))
+
+
+def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header, or None when absent or garbage.
+
+    Accepts delay-seconds (``"120"``, ``"1.5"`` as Graph sends) and HTTP-dates.
+    Negative or past values become 0.
+    """
+    if value is None:
+        return None
+    text = value.strip()
+    if not text:
+        return None
+    try:
+        seconds = float(text)
+    except ValueError:
+        pass
+    else:
+        if math.isnan(seconds) or math.isinf(seconds):
+            return None
+        return max(0.0, seconds)
+    try:
+        when = email.utils.parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when is None:
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.UTC)
+    current = time.time() if now is None else now
+    return max(0.0, when.timestamp() - current)
+
+
+@attrs.frozen(kw_only=True)
+class RetryPolicy:
+    """How :func:`send` retries.
+
+    ``max_wait`` caps any single wait: a ``Retry-After`` beyond it raises
+    :class:`~calbridge.errors.RateLimited` (429) or :class:`~calbridge.errors.Unavailable`
+    carrying ``retry_after`` rather than sleeping.
+    """
+
+    attempts: int = 4
+    initial_backoff: float = 0.25
+    max_backoff: float = 8.0
+    max_wait: float = 30.0
+
+    def backoff(self, attempt: int, rng: Callable[[], float] = random.random) -> float:
+        """Full jitter: uniform in ``[0, min(max_backoff, initial * 2**(attempt-1))]``."""
+        ceiling = min(self.max_backoff, self.initial_backoff * (2 ** max(0, attempt - 1)))
+        return rng() * ceiling
+
+
+class _RetryableStatus(Exception):
+    def __init__(self, response: httpx.Response) -> None:
+        super().__init__(response.status_code)
+        self.response = response
+
+
+async def send(
+    client: httpx.AsyncClient,
+    request: httpx.Request,
+    *,
+    provider: str,
+    policy: RetryPolicy | None = None,
+    idempotent: bool | None = None,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    rng: Callable[[], float] = random.random,
+    clock: Callable[[], float] = time.time,
+) -> httpx.Response:
+    """Send ``request`` with retries; return the final response (any status).
+
+    Args:
+        idempotent: whether the request may be repeated. Defaults to the method's nature
+            (GET, PUT, DELETE ... yes; POST, PATCH no). Pass True for a POST that carries
+            an idempotency key. Non-idempotent requests are retried only when the request
+            surely did not reach the server (connect errors) or was refused with 429.
+        sleep, rng, clock: injectable for tests (fake clock).
+
+    Raises:
+        Unavailable: connection errors or timeouts persisted, or a 5xx asked to wait too long.
+        RateLimited: a 429 asked to wait longer than ``policy.max_wait``.
+    """
+    policy = policy or RetryPolicy()
+    may_repeat = request.method in IDEMPOTENT_METHODS if idempotent is None else idempotent
+
+    def should_retry(state: tenacity.RetryCallState) -> bool:
+        exc = state.outcome.exception() if state.outcome else None
+        if exc is None:
+            return False
+        if isinstance(exc, _RetryableStatus):
+            return may_repeat or exc.response.status_code == 429
+        if isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)):
+            return True
+        if isinstance(exc, (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError)):
+            return may_repeat
+        return False
+
+    def wait(state: tenacity.RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome else None
+        if isinstance(exc, _RetryableStatus):
+            hinted = parse_retry_after(exc.response.headers.get("retry-after"), now=clock())
+            if hinted is not None:
+                if hinted > policy.max_wait:
+                    raise _too_long(exc.response, hinted, provider)
+                return hinted
+        return policy.backoff(state.attempt_number, rng)
+
+    async def once() -> httpx.Response:
+        response = await client.send(request)
+        if response.status_code in RETRY_STATUSES:
+            raise _RetryableStatus(response)
+        return response
+
+    retrying = tenacity.AsyncRetrying(
+        stop=tenacity.stop_after_attempt(policy.attempts),
+        wait=wait,
+        retry=should_retry,
+        sleep=sleep,
+        reraise=True,
+        before_sleep=lambda s: log.info(
+            "%s %s retry %d", request.method, redact_url(request.url), s.attempt_number
+        ),
+    )
+    try:
+        return await retrying(once)
+    except _RetryableStatus as exc:
+        response = exc.response
+        hinted = parse_retry_after(response.headers.get("retry-after"), now=clock())
+        if hinted is not None and hinted > policy.max_wait:
+            raise _too_long(response, hinted, provider) from None
+        return response
+    except httpx.TimeoutException as exc:
+        raise Unavailable(
+            f"{request.method} {redact_url(request.url)} timed out ({type(exc).__name__})",
+            provider=provider,
+        ) from None
+    except (httpx.NetworkError, httpx.RemoteProtocolError) as exc:
+        raise Unavailable(
+            f"{request.method} {redact_url(request.url)} failed: {type(exc).__name__}",
+            provider=provider,
+        ) from None
+
+
+def _too_long(response: httpx.Response, seconds: float, provider: str) -> Exception:
+    if response.status_code == 429:
+        return RateLimited("the provider throttled this call", provider=provider,
+                           retry_after=seconds)
+    return Unavailable(
+        f"the provider is unavailable; retry after {seconds:g} s",
+        provider=provider,
+        status=response.status_code,
+        retry_after=seconds,
+    )
+
+
+@attrs.define
+class RateLimiter:
+    """A client-side sliding-window limiter: at most ``limit`` calls per ``period`` seconds.
+
+    Several limiters can be stacked (Cronofy: 50/s and 500/min per application)::
+
+        async with per_second, per_minute:
+            await send(...)
+    """
+
+    limit: int
+    period: float
+    clock: Callable[[], float] = time.monotonic
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+    _stamps: deque[float] = attrs.field(init=False, factory=deque)
+    _lock: asyncio.Lock = attrs.field(init=False, factory=asyncio.Lock)
+
+    async def acquire(self) -> None:
+        """Wait until one more call fits in the window, then record it."""
+        async with self._lock:
+            while True:
+                now = self.clock()
+                while self._stamps and self._stamps[0] <= now - self.period:
+                    self._stamps.popleft()
+                if len(self._stamps) < self.limit:
+                    self._stamps.append(now)
+                    return
+                await self.sleep(self._stamps[0] + self.period - now)
+
+    async def __aenter__(self) -> RateLimiter:
+        await self.acquire()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        return None

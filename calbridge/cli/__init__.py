@@ -1,0 +1,39 @@
+"""The ``calbridge`` command.
+
+Sub-commands live in their own modules and load lazily (so ``calbridge --help`` is fast
+and one broken command cannot break the others). Add a command by adding a line to
+``COMMANDS``: name -> ``"module:attribute"`` of a click command or group.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+import click
+
+__all__ = ["COMMANDS", "main"]
+
+COMMANDS: dict[str, str] = {
+    "providers": "calbridge.cli._providers:providers",
+}
+
+
+class _LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        target = COMMANDS.get(cmd_name)
+        if target is None:
+            return None
+        module, _, attr = target.partition(":")
+        command: Any = getattr(importlib.import_module(module), attr)
+        assert isinstance(command, click.Command)
+        return command
+
+
+@click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="calbridge")
+def main() -> None:
+    """calbridge: one calendar API over many providers, routed per user."""

@@ -1,0 +1,149 @@
+"""calbridge's plugin hooks: the plugin author's reference.
+
+Naming rule: hooks are unprefixed verbs (``register_providers``, ``make_change_source``);
+the module name already says "calbridge". Implement a hook with :data:`hookimpl`::
+
+    import calbridge
+
+    @calbridge.hookimpl
+    def register_providers(register):
+        register(ExampleProvider)
+
+and expose the module through the ``calbridge`` entry-point group in your ``pyproject.toml``::
+
+    [project.entry-points.calbridge]
+    example = "calbridge_example"
+
+Every hook is listed in ``docs/plugins/hooks.md`` (generated from these docstrings).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Literal, Protocol
+
+import attrs
+import pluggy
+
+if TYPE_CHECKING:
+    from .models import Account, AccountStatus
+    from .provider import Provider
+
+__all__ = [
+    "ChangeSource",
+    "ProviderRegistrar",
+    "account_status_changed",
+    "hookimpl",
+    "hookspec",
+    "make_change_source",
+    "register_providers",
+]
+
+PROJECT = "calbridge"
+
+hookspec = pluggy.HookspecMarker(PROJECT)
+#: Decorator marking a function as a calbridge hook implementation.
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+
+class ProviderRegistrar(Protocol):
+    """The callback passed to :func:`register_providers`.
+
+    Core owns its keyword arguments, so new options never break existing plugins.
+    """
+
+    def __call__(
+        self,
+        provider_cls: type[Provider],
+        *,
+        aliases: Sequence[str] = (),
+    ) -> None:
+        """Register ``provider_cls`` under its ``name`` (and ``aliases``).
+
+        Raises :class:`calbridge.errors.PluginError` for an invalid name and
+        :class:`calbridge.errors.ProviderConflictError` naming both plugins for a duplicate.
+        """
+        ...
+
+
+@attrs.frozen(kw_only=True)
+class ChangeSource:
+    """How changes of one provider's calendars are observed (answer of :func:`make_change_source`).
+
+    ``kind`` is ``"push"`` (provider channels to a webhook) or ``"poll"`` (periodic
+    incremental reads every ``interval_seconds``, jittered).
+    """
+
+    kind: Literal["push", "poll"]
+    interval_seconds: float | None = None
+    #: plugin that answered (filled by core for ``calbridge channels``)
+    reason: str = ""
+
+
+@hookspec
+def register_providers(register: ProviderRegistrar) -> None:  # type: ignore[empty-body]
+    """Register provider classes.
+
+    Args:
+        register: call ``register(ProviderClass, aliases=(...))`` once per provider.
+
+    Example::
+
+        @calbridge.hookimpl
+        def register_providers(register):
+            register(ExampleProvider, aliases=("ex",))
+
+    .. versionadded:: 0.1
+    """
+
+
+@hookspec(firstresult=True)
+def make_change_source(  # type: ignore[empty-body]
+    provider: Provider, callback_url: str | None
+) -> ChangeSource | None:
+    """Decide how changes of ``provider``'s calendars are observed. First answer wins.
+
+    A provider plugin answers ``ChangeSource(kind="push")`` for its own provider when it
+    can push and a public ``callback_url`` is configured, and ``None`` otherwise. The
+    built-in ``calbridge_polling`` plugin implements this hook with ``trylast=True`` and
+    always answers ``"poll"``, so core never branches on push support.
+
+    Args:
+        provider: the provider instance.
+        callback_url: the public webhook URL for this provider, or None when none is set.
+
+    Returns:
+        a :class:`ChangeSource`, or None to let other plugins decide.
+
+    Example::
+
+        @calbridge.hookimpl
+        def make_change_source(provider, callback_url):
+            if provider.name == "example" and callback_url:
+                return calbridge.ChangeSource(kind="push")
+            return None
+
+    .. versionadded:: 0.1
+    """
+
+
+@hookspec
+def account_status_changed(
+    account: Account, old_status: AccountStatus, reason: str
+) -> None:
+    """Called once when an account's status changes (e.g. it now needs re-authorization).
+
+    Args:
+        account: the account, carrying its new ``status``.
+        old_status: the status before the change.
+        reason: a short, secret-free explanation (``"invalid_grant"``, ``"revoked"``).
+
+    Example::
+
+        @calbridge.hookimpl
+        def account_status_changed(account, old_status, reason):
+            if account.status == "needs_reauth":
+                send_reconnect_email(account.app_user_id)
+
+    .. versionadded:: 0.1
+    """

@@ -1,0 +1,516 @@
+"""calbridge's domain model: immutable values shared by every provider.
+
+Wire models (each provider's JSON) live inside the provider plugins; these are the
+provider-neutral shapes applications see. Every value is an ``attrs`` frozen class and is
+(de)serialised through :func:`calbridge.make_converter`, never cattrs' global converter.
+
+Nothing is lost in translation: :attr:`Event.raw` and :attr:`Calendar.raw` keep the
+provider's untouched payload.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+import hmac
+from collections.abc import Mapping
+from typing import Any, NoReturn
+
+import attrs
+
+__all__ = [
+    "Account",
+    "AccountStatus",
+    "Attendee",
+    "Calendar",
+    "Change",
+    "ChangeKind",
+    "ChangePage",
+    "Channel",
+    "EventDraft",
+    "Event",
+    "EventStatus",
+    "EventTime",
+    "FreeBusy",
+    "FreeBusyStatus",
+    "Person",
+    "ResponseStatus",
+    "Secret",
+    "SeriesRole",
+    "TimeKind",
+    "TimeRange",
+    "TokenSet",
+    "Transparency",
+    "Visibility",
+]
+
+_RECURRENCE_PREFIXES = ("RRULE:", "RDATE", "EXDATE", "EXRULE:")
+
+
+class Secret:
+    """A secret string (token, client secret, channel secret) that never prints itself.
+
+    ``repr``, ``str`` and ``format`` show ``***``; pickling is refused; equality is a
+    constant-time comparison. Code that must send the value (an ``Authorization`` header,
+    a signature check) calls :meth:`reveal`; the store encrypts it before it is written.
+
+    >>> s = Secret("canary")
+    >>> s
+    Secret('***')
+    >>> s.reveal()
+    'canary'
+    """
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        if not isinstance(value, str):
+            raise TypeError("Secret wraps a str")
+        object.__setattr__(self, "_value", value)
+
+    def reveal(self) -> str:
+        """Return the secret's text. Call only at the point of use; never log it."""
+        return self._value  # type: ignore[no-any-return]
+
+    def __setattr__(self, name: str, value: object) -> NoReturn:
+        raise AttributeError("Secret is immutable")
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    def __str__(self) -> str:
+        return "***"
+
+    def __format__(self, spec: str) -> str:
+        return "***"
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Secret):
+            return NotImplemented
+        return hmac.compare_digest(self._value.encode(), other._value.encode())
+
+    def __hash__(self) -> int:
+        return hash(("calbridge.Secret", self._value))
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+    def __reduce__(self) -> NoReturn:
+        raise TypeError("Secret cannot be pickled; store it through the token vault")
+
+
+def _opt_secret(value: str | Secret | None) -> Secret | None:
+    if value is None or isinstance(value, Secret):
+        return value
+    return Secret(value)
+
+
+def _secret(value: str | Secret) -> Secret:
+    return value if isinstance(value, Secret) else Secret(value)
+
+
+def _aware(name: str, value: dt.datetime) -> None:
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError(f"{name} must be timezone-aware, got naive {value.isoformat()}")
+
+
+# --------------------------------------------------------------------------- time
+
+
+class TimeKind(enum.StrEnum):
+    """How an :class:`EventTime` is anchored."""
+
+    DATE = "date"  #: an all-day date; as an event end it is exclusive
+    FLOATING = "floating"  #: a wall-clock time in whatever zone the viewer is in
+    ZONED = "zoned"  #: an instant, displayed in an IANA time zone
+
+
+@attrs.frozen(kw_only=True)
+class EventTime:
+    """The start or end of an event, keeping all-day, floating and zoned times apart.
+
+    Build one with :meth:`all_day`, :meth:`floating` or :meth:`zoned`::
+
+        EventTime.all_day(dt.date(2026, 12, 24))
+        EventTime.zoned(dt.datetime(2026, 12, 24, 9, tzinfo=ZoneInfo("Europe/Paris")), "Europe/Paris")
+    """
+
+    kind: TimeKind
+    date: dt.date | None = None
+    #: naive for FLOATING; timezone-aware (any offset) for ZONED
+    datetime: dt.datetime | None = None
+    #: IANA zone name for ZONED times (``"UTC"`` when the provider gave only an offset)
+    tzid: str | None = None
+
+    def __attrs_post_init__(self) -> None:
+        if self.kind is TimeKind.DATE:
+            if self.date is None or self.datetime is not None or self.tzid is not None:
+                raise ValueError("an all-day EventTime has a date and nothing else")
+            if isinstance(self.date, dt.datetime):
+                raise ValueError("an all-day EventTime takes a date, not a datetime")
+        elif self.kind is TimeKind.FLOATING:
+            if self.datetime is None or self.date is not None or self.tzid is not None:
+                raise ValueError("a floating EventTime has a naive datetime and no tzid")
+            if self.datetime.tzinfo is not None:
+                raise ValueError("a floating EventTime takes a naive datetime")
+        else:
+            if self.datetime is None or self.date is not None or not self.tzid:
+                raise ValueError("a zoned EventTime has an aware datetime and a tzid")
+            _aware("EventTime.datetime", self.datetime)
+
+    @classmethod
+    def all_day(cls, date: dt.date) -> EventTime:
+        """An all-day date (end dates are exclusive)."""
+        return cls(kind=TimeKind.DATE, date=date)
+
+    @classmethod
+    def floating(cls, local: dt.datetime) -> EventTime:
+        """A wall-clock time with no zone."""
+        return cls(kind=TimeKind.FLOATING, datetime=local)
+
+    @classmethod
+    def zoned(cls, instant: dt.datetime, tzid: str | None = None) -> EventTime:
+        """An instant shown in ``tzid`` (defaults to the datetime's own zone key, else UTC)."""
+        _aware("instant", instant)
+        if tzid is None:
+            tzid = getattr(instant.tzinfo, "key", None) or "UTC"
+        return cls(kind=TimeKind.ZONED, datetime=instant, tzid=tzid)
+
+    @property
+    def is_all_day(self) -> bool:
+        """True for all-day dates."""
+        return self.kind is TimeKind.DATE
+
+    def as_utc(self, default_tz: dt.tzinfo = dt.UTC) -> dt.datetime:
+        """This time as an aware UTC datetime (dates at midnight, floating in ``default_tz``)."""
+        if self.kind is TimeKind.DATE:
+            assert self.date is not None
+            d = self.date
+            return dt.datetime(d.year, d.month, d.day, tzinfo=default_tz).astimezone(dt.UTC)
+        assert self.datetime is not None
+        if self.kind is TimeKind.FLOATING:
+            return self.datetime.replace(tzinfo=default_tz).astimezone(dt.UTC)
+        return self.datetime.astimezone(dt.UTC)
+
+
+@attrs.frozen(kw_only=True)
+class TimeRange:
+    """A half-open window ``[start, end)`` of aware datetimes."""
+
+    start: dt.datetime
+    end: dt.datetime
+
+    def __attrs_post_init__(self) -> None:
+        _aware("TimeRange.start", self.start)
+        _aware("TimeRange.end", self.end)
+        if self.end <= self.start:
+            raise ValueError("TimeRange.end must be after start")
+
+    def overlaps(self, start: dt.datetime, end: dt.datetime) -> bool:
+        """True when ``[start, end)`` intersects this window."""
+        return start < self.end and end > self.start
+
+    def contains(self, instant: dt.datetime) -> bool:
+        """True when ``instant`` is inside ``[start, end)``."""
+        return self.start <= instant < self.end
+
+
+# --------------------------------------------------------------------------- people
+
+
+class ResponseStatus(enum.StrEnum):
+    """An attendee's answer."""
+
+    NEEDS_ACTION = "needs_action"
+    ACCEPTED = "accepted"
+    DECLINED = "declined"
+    TENTATIVE = "tentative"
+    UNKNOWN = "unknown"
+
+
+@attrs.frozen(kw_only=True)
+class Person:
+    """An organizer or creator."""
+
+    email: str | None = None
+    name: str | None = None
+
+
+@attrs.frozen(kw_only=True)
+class Attendee:
+    """An invitee and their response."""
+
+    email: str
+    name: str | None = None
+    response: ResponseStatus = ResponseStatus.NEEDS_ACTION
+    optional: bool = False
+    organizer: bool = False
+    resource: bool = False
+
+
+# --------------------------------------------------------------------------- calendars and events
+
+
+@attrs.frozen(kw_only=True)
+class Calendar:
+    """A calendar as one provider exposes it."""
+
+    id: str
+    provider: str
+    name: str
+    primary: bool = False
+    read_only: bool = False
+    time_zone: str | None = None
+    raw: Mapping[str, Any] = attrs.field(factory=dict, hash=False, repr=False)
+
+
+class EventStatus(enum.StrEnum):
+    """Whether the event takes place."""
+
+    CONFIRMED = "confirmed"
+    TENTATIVE = "tentative"
+    CANCELLED = "cancelled"
+
+
+class Transparency(enum.StrEnum):
+    """Whether the event blocks time in free/busy."""
+
+    OPAQUE = "opaque"
+    TRANSPARENT = "transparent"
+
+
+class Visibility(enum.StrEnum):
+    """Who may see the event's details."""
+
+    DEFAULT = "default"
+    PUBLIC = "public"
+    PRIVATE = "private"
+    CONFIDENTIAL = "confidential"
+
+
+class SeriesRole(enum.StrEnum):
+    """Where an event stands in a recurring series."""
+
+    SINGLE = "single"  #: not recurring
+    MASTER = "master"  #: the series definition (carries the recurrence lines)
+    INSTANCE = "instance"  #: an unmodified occurrence of a series
+    EXCEPTION = "exception"  #: an occurrence that was moved, edited or cancelled
+
+
+def _recurrence(lines: Any) -> tuple[str, ...]:
+    out = tuple(str(x).strip() for x in lines)
+    for line in out:
+        if not line.upper().startswith(_RECURRENCE_PREFIXES):
+            raise ValueError(f"not a recurrence line (RRULE/RDATE/EXDATE/EXRULE): {line!r}")
+        if "DTSTART" in line.upper().split(":", 1)[0]:
+            raise ValueError("recurrence lines carry no DTSTART; the event start is the anchor")
+    return out
+
+
+def _properties(value: Mapping[str, str]) -> dict[str, str]:
+    out = dict(value)
+    for k, v in out.items():
+        if not isinstance(k, str) or not isinstance(v, str):
+            raise TypeError("event properties map str keys to str values")
+    return out
+
+
+@attrs.frozen(kw_only=True)
+class Event:
+    """A calendar event as a provider holds it.
+
+    ``id`` is the provider's event id; ``ical_uid`` is shared across providers that front
+    the same native calendar. Series identity: a master carries ``recurrence``; an instance
+    or exception carries ``recurring_event_id`` and ``original_start``.
+    """
+
+    id: str
+    calendar_id: str
+    provider: str
+    start: EventTime
+    end: EventTime
+    summary: str | None = None
+    description: str | None = None
+    location: str | None = None
+    ical_uid: str | None = None
+    status: EventStatus = EventStatus.CONFIRMED
+    transparency: Transparency = Transparency.OPAQUE
+    visibility: Visibility = Visibility.DEFAULT
+    organizer: Person | None = None
+    attendees: tuple[Attendee, ...] = ()
+    recurrence: tuple[str, ...] = attrs.field(default=(), converter=_recurrence)
+    series_role: SeriesRole = SeriesRole.SINGLE
+    recurring_event_id: str | None = None
+    original_start: EventTime | None = None
+    created: dt.datetime | None = None
+    updated: dt.datetime | None = None
+    etag: str | None = None
+    #: string key -> value pairs the app stores for correlation (e.g. its own ids)
+    properties: Mapping[str, str] = attrs.field(factory=dict, converter=_properties, hash=False)
+    #: the provider's untouched payload
+    raw: Mapping[str, Any] = attrs.field(factory=dict, hash=False, repr=False)
+
+    def __attrs_post_init__(self) -> None:
+        if self.start.is_all_day != self.end.is_all_day:
+            raise ValueError("start and end must both be all-day or both be timed")
+        if self.series_role in (SeriesRole.INSTANCE, SeriesRole.EXCEPTION) and (
+            not self.recurring_event_id
+        ):
+            raise ValueError("an instance or exception needs recurring_event_id")
+
+
+@attrs.frozen(kw_only=True)
+class EventDraft:
+    """What an application asks a provider to create or update.
+
+    Provider ids, etags and timestamps are the provider's to assign, so they are absent.
+    """
+
+    start: EventTime
+    end: EventTime
+    summary: str | None = None
+    description: str | None = None
+    location: str | None = None
+    status: EventStatus = EventStatus.CONFIRMED
+    transparency: Transparency = Transparency.OPAQUE
+    visibility: Visibility = Visibility.DEFAULT
+    attendees: tuple[Attendee, ...] = ()
+    recurrence: tuple[str, ...] = attrs.field(default=(), converter=_recurrence)
+    properties: Mapping[str, str] = attrs.field(factory=dict, converter=_properties, hash=False)
+
+    def __attrs_post_init__(self) -> None:
+        if self.start.is_all_day != self.end.is_all_day:
+            raise ValueError("start and end must both be all-day or both be timed")
+        if self.end.as_utc() <= self.start.as_utc():
+            raise ValueError("an event must end after it starts")
+        if self.recurrence and self.start.kind is TimeKind.FLOATING:
+            raise ValueError("a recurring event needs a zoned or all-day start (IANA tzid)")
+
+
+# --------------------------------------------------------------------------- free/busy
+
+
+class FreeBusyStatus(enum.StrEnum):
+    """How a block of time is held."""
+
+    BUSY = "busy"
+    TENTATIVE = "tentative"
+    FREE = "free"
+    UNAVAILABLE = "unavailable"
+
+
+@attrs.frozen(kw_only=True)
+class FreeBusy:
+    """A block of time that is not free."""
+
+    calendar_id: str
+    start: dt.datetime
+    end: dt.datetime
+    status: FreeBusyStatus = FreeBusyStatus.BUSY
+
+
+# --------------------------------------------------------------------------- changes
+
+
+class ChangeKind(enum.StrEnum):
+    """What happened to an event."""
+
+    UPSERTED = "upserted"
+    DELETED = "deleted"
+
+
+@attrs.frozen(kw_only=True)
+class Change:
+    """One event created/updated (``event`` set) or deleted (only ``event_id``)."""
+
+    kind: ChangeKind
+    calendar_id: str
+    event_id: str
+    event: Event | None = None
+    #: the cursor of the sync round this change came with (None until the round ends)
+    cursor: str | None = None
+
+    def __attrs_post_init__(self) -> None:
+        if self.kind is ChangeKind.UPSERTED and self.event is None:
+            raise ValueError("an upsert carries its event")
+
+
+@attrs.frozen(kw_only=True)
+class ChangePage:
+    """One page of a change stream.
+
+    ``cursor`` is set on the last page only: it is what to store and pass next time.
+    ``full`` is True when the stream is a full read (no cursor given, or a reset), in
+    which case anything not seen in the round should be treated as deleted.
+    """
+
+    changes: tuple[Change, ...]
+    cursor: str | None = None
+    full: bool = False
+
+    @property
+    def last(self) -> bool:
+        """True on the page that ends the round."""
+        return self.cursor is not None
+
+
+# --------------------------------------------------------------------------- subscriptions and credentials
+
+
+@attrs.frozen(kw_only=True)
+class Channel:
+    """A change subscription at a provider (Cronofy channel, Google watch, Graph subscription)."""
+
+    provider: str
+    id: str
+    callback_url: str
+    account_id: str | None = None
+    calendar_ids: tuple[str, ...] = ()
+    #: provider-specific filters, e.g. ``{"only_managed": "true"}``
+    filters: Mapping[str, str] = attrs.field(factory=dict, hash=False)
+    #: epoch seconds; None when the provider does not expire channels
+    expires_at: int | None = None
+    secret: Secret | None = attrs.field(default=None, converter=_opt_secret)
+    #: Google's resourceId and similar secondary identifiers
+    resource_id: str | None = None
+    raw: Mapping[str, Any] = attrs.field(factory=dict, hash=False, repr=False)
+
+
+@attrs.frozen(kw_only=True)
+class TokenSet:
+    """OAuth tokens for one account. ``expires_at`` is integer epoch seconds."""
+
+    access_token: Secret = attrs.field(converter=_secret)
+    refresh_token: Secret | None = attrs.field(default=None, converter=_opt_secret)
+    expires_at: int | None = None
+    scope: tuple[str, ...] = ()
+    token_type: str = "Bearer"
+    #: non-secret extras from the token response (e.g. Cronofy ``sub``, ``account_id``)
+    extra: Mapping[str, str] = attrs.field(factory=dict, hash=False)
+
+    def expired(self, now: float, leeway: float = 60.0) -> bool:
+        """True when the access token expires within ``leeway`` seconds of ``now``."""
+        return self.expires_at is not None and self.expires_at - leeway <= now
+
+
+class AccountStatus(enum.StrEnum):
+    """Whether an account's authorization works."""
+
+    ACTIVE = "active"
+    NEEDS_REAUTH = "needs_reauth"
+    REVOKED = "revoked"
+
+
+@attrs.frozen(kw_only=True)
+class Account:
+    """One app user's connection to one provider.
+
+    An app user may hold several accounts at once (a legacy Google one and a Cronofy one).
+    """
+
+    app_user_id: str
+    provider: str
+    provider_account_id: str
+    status: AccountStatus = AccountStatus.ACTIVE
+    email: str | None = None
+    id: str | None = None

@@ -1,0 +1,1 @@
+"""calbridge cronofy provider plugin."""

@@ -1,0 +1,1 @@
+"""calbridge google provider plugin."""

@@ -1,0 +1,1 @@
+"""calbridge outlook provider plugin."""
