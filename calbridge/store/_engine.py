@@ -1,0 +1,190 @@
+"""Engines and transactions: one code path for SQLite (embedded) and PostgreSQL.
+
+``create_engine(url)`` accepts ``sqlite:///path`` (default ``./calbridge.db``) and
+``postgresql+psycopg://user@host/db``. Every unit of work runs in :func:`write` or
+:func:`read`::
+
+    engine = create_engine("sqlite:///calbridge.db")
+    with write(engine) as conn:          # SQLite: BEGIN IMMEDIATE (one writer, no deadlock)
+        conn.execute(table.insert().values(...))
+    with read(engine) as conn:           # SQLite: BEGIN (deferred; a consistent snapshot)
+        rows = conn.execute(sa.select(table)).all()
+
+SQLite connections run in WAL mode with ``synchronous=FULL`` (a committed row survives a
+power loss, so a 2xx promised to a webhook sender holds), ``foreign_keys=ON`` and a busy
+timeout; writers take the write lock when the transaction starts (``BEGIN IMMEDIATE``),
+so a read-then-write transaction never fails half-way with ``SQLITE_BUSY``.
+PostgreSQL uses a pooled engine (``pool_pre_ping``) with ordinary READ COMMITTED
+transactions; take row locks with ``SELECT ... FOR UPDATE`` where needed.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, Final
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.engine import make_url
+
+from calbridge.errors import ConfigurationError
+
+__all__ = [
+    "DEFAULT_URL",
+    "ENV_URL",
+    "SQLITE_BUSY_TIMEOUT_MS",
+    "create_engine",
+    "is_postgres",
+    "is_sqlite",
+    "read",
+    "resolve_url",
+    "write",
+]
+
+#: the embedded default: one SQLite file in the working directory
+DEFAULT_URL: Final = "sqlite:///./calbridge.db"
+#: environment variable naming the database when no URL is passed
+ENV_URL: Final = "CALBRIDGE_DATABASE_URL"
+#: how long a SQLite writer waits for the write lock before failing
+SQLITE_BUSY_TIMEOUT_MS: Final = 30_000
+
+_WRITE_OPTION: Final = "calbridge_write"
+
+
+def resolve_url(url: str | None = None) -> str:
+    """The database URL: ``url``, else ``$CALBRIDGE_DATABASE_URL``, else ``./calbridge.db``."""
+    return url or os.environ.get(ENV_URL) or DEFAULT_URL
+
+
+def is_sqlite(engine: sa.Engine | sa.Connection) -> bool:
+    """True for a SQLite engine or connection."""
+    return engine.dialect.name == "sqlite"
+
+
+def is_postgres(engine: sa.Engine | sa.Connection) -> bool:
+    """True for a PostgreSQL engine or connection."""
+    return engine.dialect.name == "postgresql"
+
+
+def create_engine(
+    url: str | None = None,
+    *,
+    upgrade: bool | None = None,
+    pool_size: int = 5,
+    echo: bool = False,
+) -> sa.Engine:
+    """An engine for ``url`` (see :func:`resolve_url`), configured for calbridge.
+
+    Args:
+        url: ``sqlite:///path`` or ``postgresql+psycopg://...``.
+        upgrade: run the Alembic migrations to head now. The default (None) upgrades an
+            embedded SQLite file automatically and leaves PostgreSQL to
+            ``calbridge db upgrade`` (a deploy step).
+        pool_size: PostgreSQL pool size (connections kept open per process).
+        echo: log SQL (never use with real data: parameters are logged).
+
+    Raises:
+        ConfigurationError: the URL is not a SQLite or ``postgresql+psycopg`` URL.
+    """
+    text = resolve_url(url)
+    try:
+        parsed = make_url(text)
+    except sa.exc.ArgumentError as exc:
+        raise ConfigurationError(
+            f"{ENV_URL} / database URL is not a valid SQLAlchemy URL: {exc}"
+        ) from None
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        engine = _sqlite_engine(parsed, echo=echo)
+    elif backend == "postgresql":
+        if parsed.get_driver_name() != "psycopg":
+            raise ConfigurationError(
+                "PostgreSQL URLs must use the psycopg 3 driver: postgresql+psycopg://... "
+                "(install calbridge[postgres])"
+            )
+        engine = sa.create_engine(
+            parsed,
+            pool_size=pool_size,
+            max_overflow=pool_size,
+            pool_pre_ping=True,
+            pool_recycle=1800,
+            echo=echo,
+        )
+    else:
+        raise ConfigurationError(
+            f"unsupported database {backend!r}: use sqlite:///path or postgresql+psycopg://..."
+        )
+    if upgrade is None:
+        upgrade = backend == "sqlite"
+    if upgrade:
+        from ._migrate import upgrade as run_upgrade
+
+        run_upgrade(engine)
+    return engine
+
+
+def _sqlite_engine(parsed: sa.URL, *, echo: bool) -> sa.Engine:
+    database = parsed.database or ""
+    if database in ("", ":memory:"):
+        raise ConfigurationError(
+            "calbridge needs a SQLite file (sqlite:///path/to/calbridge.db), not :memory:, "
+            "so that several connections and processes share one database"
+        )
+    directory = os.path.dirname(os.path.abspath(database))
+    if not os.path.isdir(directory):
+        raise ConfigurationError(
+            f"the directory of the SQLite database does not exist: {directory}"
+        )
+    engine = sa.create_engine(
+        parsed,
+        connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000, "check_same_thread": False},
+        echo=echo,
+    )
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        # take transaction control away from the sqlite3 module: we emit BEGIN ourselves
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        try:
+            cur.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+            cur.execute("PRAGMA journal_mode = WAL")
+            cur.execute("PRAGMA synchronous = FULL")
+            cur.execute("PRAGMA foreign_keys = ON")
+        finally:
+            cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: sa.Connection) -> None:
+        if conn.get_execution_options().get(_WRITE_OPTION):
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        else:
+            conn.exec_driver_sql("BEGIN")
+
+    return engine
+
+
+@contextmanager
+def write(engine: sa.Engine) -> Iterator[sa.Connection]:
+    """A write transaction: committed on success, rolled back on an exception.
+
+    On SQLite it starts with ``BEGIN IMMEDIATE`` (waits up to the busy timeout for the
+    single write lock). Keep it short: never await network I/O inside.
+    """
+    with engine.connect() as raw:
+        conn = raw.execution_options(**{_WRITE_OPTION: True})
+        with conn.begin():
+            yield conn
+
+
+@contextmanager
+def read(engine: sa.Engine) -> Iterator[sa.Connection]:
+    """A read-only transaction (a consistent snapshot on SQLite WAL); always rolled back."""
+    with engine.connect() as conn:
+        trans = conn.begin()
+        try:
+            yield conn
+        finally:
+            trans.rollback()
