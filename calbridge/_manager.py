@@ -30,7 +30,7 @@ import pluggy
 
 from . import hookspecs
 from .errors import PluginError, ProviderConflictError, ProviderNotFoundError
-from .hookspecs import ChangeSource
+from .hookspecs import ChangeSource, SandboxFactory
 from .provider import Provider
 
 __all__ = ["DEFAULT_PLUGINS", "PluginHost", "ProviderInfo", "get_plugin_host"]
@@ -39,6 +39,7 @@ log = logging.getLogger("calbridge.plugins")
 
 DEFAULT_PLUGINS: tuple[str, ...] = (
     "calbridge_cronofy",
+    "calbridge_cronofy.sandbox",
     "calbridge_google",
     "calbridge_outlook",
     "calbridge_polling",
@@ -195,7 +196,7 @@ class PluginHost:
         self._providers, self._aliases = infos, alias_map
         return infos, alias_map
 
-    def _add(
+    def _add(  # noqa: PLR0917 - private helper
         self,
         infos: dict[str, ProviderInfo],
         owners: dict[str, str],
@@ -239,6 +240,46 @@ class PluginHost:
         if real not in infos:
             raise ProviderNotFoundError(name, list(infos))
         return infos[real].cls
+
+    def sandbox_factories(self) -> Mapping[str, SandboxFactory]:
+        """Every registered provider sandbox: provider name -> factory (see
+        :func:`calbridge.hookspecs.register_sandboxes`)."""
+        self.load()
+        factories: dict[str, SandboxFactory] = {}
+        owners: dict[str, str] = {}
+        for impl in reversed(self.pm.hook.register_sandboxes.get_hookimpls()):
+            plugin_name = impl.plugin_name
+
+            def register(
+                provider: str, factory: SandboxFactory, _plugin: str = plugin_name
+            ) -> None:
+                if not isinstance(provider, str) or not _NAME_RE.match(provider):
+                    raise PluginError(
+                        f"plugin {_plugin!r} registered sandbox name {provider!r}: names are "
+                        "lower-case letters, digits and underscores, starting with a letter",
+                        plugin=_plugin,
+                    )
+                if not callable(factory):
+                    raise PluginError(
+                        f"plugin {_plugin!r} registered a sandbox factory that is not callable",
+                        plugin=_plugin,
+                    )
+                if provider in owners:
+                    raise ProviderConflictError(provider, [owners[provider], _plugin])
+                owners[provider] = _plugin
+                factories[provider] = factory
+
+            try:
+                impl.function(register=register)
+            except PluginError:
+                raise
+            except Exception as exc:
+                raise PluginError(
+                    f"plugin {plugin_name!r} failed in register_sandboxes: "
+                    f"{type(exc).__name__}: {exc}",
+                    plugin=plugin_name,
+                ) from exc
+        return types.MappingProxyType(factories)
 
     def make_change_source(self, provider: Provider, callback_url: str | None) -> ChangeSource:
         """How ``provider``'s changes are observed (first plugin answer wins)."""

@@ -19,24 +19,30 @@ Every hook is listed in ``docs/plugins/hooks.md`` (generated from these docstrin
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Literal, Protocol
 
 import attrs
 import pluggy
 
 if TYPE_CHECKING:
+    from starlette.types import ASGIApp
+
     from .models import Account, AccountStatus
     from .provider import Provider
+    from .sandbox import World
 
 __all__ = [
     "ChangeSource",
     "ProviderRegistrar",
+    "SandboxFactory",
+    "SandboxRegistrar",
     "account_status_changed",
     "hookimpl",
     "hookspec",
     "make_change_source",
     "register_providers",
+    "register_sandboxes",
 ]
 
 PROJECT = "calbridge"
@@ -59,6 +65,22 @@ class ProviderRegistrar(Protocol):
         aliases: Sequence[str] = (),
     ) -> None:
         """Register ``provider_cls`` under its ``name`` (and ``aliases``).
+
+        Raises :class:`calbridge.errors.PluginError` for an invalid name and
+        :class:`calbridge.errors.ProviderConflictError` naming both plugins for a duplicate.
+        """
+        ...
+
+
+#: builds one provider's sandbox ASGI app as a view of a :class:`calbridge.sandbox.World`
+SandboxFactory = Callable[["World"], "ASGIApp"]
+
+
+class SandboxRegistrar(Protocol):
+    """The callback passed to :func:`register_sandboxes`."""
+
+    def __call__(self, provider: str, factory: SandboxFactory) -> None:
+        """Register ``factory`` as the sandbox of ``provider`` (served under ``/{provider}``).
 
         Raises :class:`calbridge.errors.PluginError` for an invalid name and
         :class:`calbridge.errors.ProviderConflictError` naming both plugins for a duplicate.
@@ -97,6 +119,29 @@ def register_providers(register: ProviderRegistrar) -> None:  # type: ignore[emp
     """
 
 
+@hookspec
+def register_sandboxes(register: SandboxRegistrar) -> None:
+    """Register provider sandboxes: local emulators of a provider's HTTP API.
+
+    Each factory receives the shared :class:`calbridge.sandbox.World` (users, native
+    calendars, clock, faults, webhook delivery) and returns an ASGI app answering the
+    provider's wire protocol. ``calbridge sandbox serve`` mounts every registered app
+    under ``/{provider}`` on one port; tests can call the app in-process through
+    ``httpx.ASGITransport``.
+
+    Args:
+        register: call ``register("example", factory)`` once per provider sandbox.
+
+    Example::
+
+        @calbridge.hookimpl
+        def register_sandboxes(register):
+            register("example", lambda world: ExampleSandbox(world).app)
+
+    .. versionadded:: 0.1
+    """
+
+
 @hookspec(firstresult=True)
 def make_change_source(  # type: ignore[empty-body]
     provider: Provider, callback_url: str | None
@@ -128,9 +173,7 @@ def make_change_source(  # type: ignore[empty-body]
 
 
 @hookspec
-def account_status_changed(
-    account: Account, old_status: AccountStatus, reason: str
-) -> None:
+def account_status_changed(account: Account, old_status: AccountStatus, reason: str) -> None:
     """Called once when an account's status changes (e.g. it now needs re-authorization).
 
     Args:

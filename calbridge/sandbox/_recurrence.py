@@ -1,0 +1,141 @@
+"""Expanding native series into occurrences, for views that return single instances."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable
+from zoneinfo import ZoneInfo
+
+import attrs
+from dateutil import rrule
+
+from ..models import EventStatus, EventTime, TimeKind
+from ._model import NativeEvent
+
+__all__ = ["Occurrence", "expand"]
+
+_MAX_OCCURRENCES = 5000
+
+
+@attrs.frozen(kw_only=True)
+class Occurrence:
+    """One occurrence in a window: a single event, or an instance/exception of a series."""
+
+    event: NativeEvent  #: the single event, the exception, or (for plain instances) the master
+    start: EventTime
+    end: EventTime
+    #: set for occurrences of a series
+    original_start: EventTime | None = None
+    #: Google-style instance id ``<masterId>_<YYYYMMDDTHHMMSSZ>`` (``_<YYYYMMDD>`` all-day)
+    instance_id: str = ""
+
+    @property
+    def recurring(self) -> bool:
+        """True for an occurrence of a series."""
+        return self.original_start is not None
+
+
+def _instance_suffix(t: EventTime) -> str:
+    if t.kind is TimeKind.DATE:
+        assert t.date is not None
+        return t.date.strftime("%Y%m%d")
+    return t.as_utc().strftime("%Y%m%dT%H%M%SZ")
+
+
+def _shift(t: EventTime, anchor: dt.datetime) -> EventTime:
+    if t.kind is TimeKind.DATE:
+        return EventTime.all_day(anchor.date())
+    if t.kind is TimeKind.FLOATING:
+        return EventTime.floating(anchor.replace(tzinfo=None))
+    assert t.tzid is not None
+    return EventTime.zoned(anchor, t.tzid)
+
+
+def _anchor(t: EventTime) -> dt.datetime:
+    if t.kind is TimeKind.DATE:
+        assert t.date is not None
+        return dt.datetime(t.date.year, t.date.month, t.date.day)
+    assert t.datetime is not None
+    if t.kind is TimeKind.FLOATING:
+        return t.datetime
+    assert t.tzid is not None
+    return t.datetime.astimezone(ZoneInfo(t.tzid))
+
+
+def _overlaps(start: EventTime, end: EventTime, lo: dt.datetime, hi: dt.datetime) -> bool:
+    return start.as_utc() < hi and end.as_utc() > lo
+
+
+def expand(
+    events: Iterable[NativeEvent], window_start: dt.datetime, window_end: dt.datetime
+) -> list[Occurrence]:
+    """Occurrences of live ``events`` overlapping ``[window_start, window_end)``, by start.
+
+    Masters are expanded with their RRULE/EXDATE/RDATE lines in their start's zone;
+    exceptions replace (or, when cancelled, remove) the occurrence at their original start.
+    """
+    live = [e for e in events if not e.deleted]
+    exceptions: dict[tuple[str, dt.datetime], NativeEvent] = {}
+    for e in live:
+        if e.recurring_event_id is not None and e.original_start is not None:
+            exceptions[(e.recurring_event_id, e.original_start.as_utc())] = e
+    out: list[Occurrence] = []
+    for e in live:
+        if e.recurring_event_id is not None:
+            continue  # rendered through its master
+        if not e.recurrence:
+            if _overlaps(e.start, e.end, window_start, window_end):
+                out.append(Occurrence(event=e, start=e.start, end=e.end, instance_id=e.id))
+            continue
+        first = _anchor(e.start)
+        duration = _anchor(e.end) - first
+        rule = rrule.rrulestr("\n".join(e.recurrence), dtstart=first, forceset=True)
+        for n, when in enumerate(rule):
+            if n >= _MAX_OCCURRENCES:
+                break
+            start = _shift(e.start, when)
+            end = _shift(e.end, when + duration)
+            if start.as_utc() >= window_end:
+                break
+            exc = exceptions.get((e.id, start.as_utc()))
+            if exc is not None:
+                if exc.status is EventStatus.CANCELLED:
+                    continue
+                if _overlaps(exc.start, exc.end, window_start, window_end):
+                    out.append(
+                        Occurrence(
+                            event=exc,
+                            start=exc.start,
+                            end=exc.end,
+                            original_start=start,
+                            instance_id=exc.id,
+                        )
+                    )
+                continue
+            if _overlaps(start, end, window_start, window_end):
+                out.append(
+                    Occurrence(
+                        event=e,
+                        start=start,
+                        end=end,
+                        original_start=start,
+                        instance_id=f"{e.id}_{_instance_suffix(start)}",
+                    )
+                )
+    # exceptions moved into the window from an original start outside it
+    seen = {(o.event.id, o.start.as_utc()) for o in out}
+    for exc in exceptions.values():
+        if exc.status is EventStatus.CANCELLED or (exc.id, exc.start.as_utc()) in seen:
+            continue
+        if _overlaps(exc.start, exc.end, window_start, window_end):
+            out.append(
+                Occurrence(
+                    event=exc,
+                    start=exc.start,
+                    end=exc.end,
+                    original_start=exc.original_start,
+                    instance_id=exc.id,
+                )
+            )
+    out.sort(key=lambda o: (o.start.as_utc(), o.instance_id))
+    return out
