@@ -115,8 +115,8 @@ class RetryPolicy:
 
     def backoff(self, attempt: int, rng: Callable[[], float] = random.random) -> float:
         """Full jitter: uniform in ``[0, min(max_backoff, initial * 2**(attempt-1))]``."""
-        ceiling = min(self.max_backoff, self.initial_backoff * (2 ** max(0, attempt - 1)))
-        return rng() * ceiling
+        ceiling = min(self.max_backoff, self.initial_backoff * 2.0 ** max(0, attempt - 1))
+        return float(rng()) * ceiling
 
 
 class _RetryableStatus(Exception):
@@ -172,7 +172,7 @@ async def send(
                 if hinted > policy.max_wait:
                     raise _too_long(exc.response, hinted, provider)
                 return hinted
-        return policy.backoff(state.attempt_number, rng)
+        return float(policy.backoff(state.attempt_number, rng))
 
     async def once() -> httpx.Response:
         response = await client.send(request)
@@ -212,8 +212,9 @@ async def send(
 
 def _too_long(response: httpx.Response, seconds: float, provider: str) -> Exception:
     if response.status_code == 429:
-        return RateLimited("the provider throttled this call", provider=provider,
-                           retry_after=seconds)
+        return RateLimited(
+            "the provider throttled this call", provider=provider, retry_after=seconds
+        )
     return Unavailable(
         f"the provider is unavailable; retry after {seconds:g} s",
         provider=provider,

@@ -12,7 +12,7 @@ Every error calbridge raises on purpose derives from :class:`CalbridgeError`::
     ├── OAuthError                    an OAuth callback was refused before any token request
     │   └── InvalidStateError         missing, reused, expired or foreign ``state``
     └── ProviderError                 a provider call failed (.provider, .status)
-        ├── ReauthRequired            the user must connect again (invalid_grant, revoked, 403 scope)
+        ├── ReauthRequired            connect again (invalid_grant, revoked, 403 scope)
         ├── RateLimited               throttled; retry after ``.retry_after`` seconds
         ├── NotFound                  the calendar, event or channel does not exist
         ├── Conflict                  etag / If-Match mismatch or duplicate id

@@ -27,8 +27,8 @@ __all__ = [
     "ChangeKind",
     "ChangePage",
     "Channel",
-    "EventDraft",
     "Event",
+    "EventDraft",
     "EventStatus",
     "EventTime",
     "FreeBusy",
@@ -62,6 +62,7 @@ class Secret:
     """
 
     __slots__ = ("_value",)
+    _value: str
 
     def __init__(self, value: str) -> None:
         if not isinstance(value, str):
@@ -70,7 +71,7 @@ class Secret:
 
     def reveal(self) -> str:
         """Return the secret's text. Call only at the point of use; never log it."""
-        return self._value  # type: ignore[no-any-return]
+        return self._value
 
     def __setattr__(self, name: str, value: object) -> NoReturn:
         raise AttributeError("Secret is immutable")
@@ -132,7 +133,8 @@ class EventTime:
     Build one with :meth:`all_day`, :meth:`floating` or :meth:`zoned`::
 
         EventTime.all_day(dt.date(2026, 12, 24))
-        EventTime.zoned(dt.datetime(2026, 12, 24, 9, tzinfo=ZoneInfo("Europe/Paris")), "Europe/Paris")
+        paris = ZoneInfo("Europe/Paris")
+        EventTime.zoned(dt.datetime(2026, 12, 24, 9, tzinfo=paris), "Europe/Paris")
     """
 
     kind: TimeKind
@@ -454,7 +456,7 @@ class ChangePage:
         return self.cursor is not None
 
 
-# --------------------------------------------------------------------------- subscriptions and credentials
+# --------------------------------------------------------------------------- channels, credentials
 
 
 @attrs.frozen(kw_only=True)
@@ -484,7 +486,7 @@ class TokenSet:
     refresh_token: Secret | None = attrs.field(default=None, converter=_opt_secret)
     expires_at: int | None = None
     scope: tuple[str, ...] = ()
-    token_type: str = "Bearer"
+    token_type: str = "Bearer"  # noqa: S105 - a scheme name, not a secret
     #: non-secret extras from the token response (e.g. Cronofy ``sub``, ``account_id``)
     extra: Mapping[str, str] = attrs.field(factory=dict, hash=False)
 

@@ -61,6 +61,10 @@ __all__ = [
 ]
 
 
+def _opt_secret(value: str | Secret | None) -> Secret | None:
+    return value if value is None or isinstance(value, Secret) else Secret(value)
+
+
 @attrs.frozen(kw_only=True)
 class Capabilities:
     """What a provider can do. Core reads these instead of guessing."""
@@ -96,10 +100,7 @@ class ProviderSettings:
     """
 
     client_id: str = ""
-    client_secret: Secret | None = attrs.field(
-        default=None,
-        converter=lambda v: v if v is None or isinstance(v, Secret) else Secret(v),
-    )
+    client_secret: Secret | None = attrs.field(default=None, converter=_opt_secret)
     base_urls: Mapping[str, str] = attrs.field(factory=dict, hash=False)
     #: provider-specific options (data centre, tenant, page size ...)
     options: Mapping[str, Any] = attrs.field(factory=dict, hash=False)
@@ -169,8 +170,9 @@ class StaticTokenSource:
         if self.refresher is None:
             from .errors import ReauthRequired
 
-            raise ReauthRequired("the access token was refused and cannot be refreshed",
-                                 provider="static")
+            raise ReauthRequired(
+                "the access token was refused and cannot be refreshed", provider="static"
+            )
         self.tokens = await self.refresher(stale)
         self.refreshes += 1
         return self.tokens
@@ -410,5 +412,5 @@ class Provider(abc.ABC):
         """
         raise self._unsupported("push")
 
-    async def aclose(self) -> None:
+    async def aclose(self) -> None:  # noqa: B027 - optional hook, empty by design
         """Release resources the provider holds (not the shared HTTP client)."""

@@ -32,6 +32,14 @@ class _LazyGroup(click.Group):
         assert isinstance(command, click.Command)
         return command
 
+    def invoke(self, ctx: click.Context) -> Any:
+        from ..errors import CalbridgeError
+
+        try:
+            return super().invoke(ctx)
+        except CalbridgeError as exc:
+            raise click.ClickException(str(exc)) from None
+
 
 @click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="calbridge")

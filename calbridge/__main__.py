@@ -1,0 +1,5 @@
+"""``python -m calbridge`` runs the CLI."""
+
+from calbridge.cli import main
+
+main()
