@@ -2,11 +2,13 @@
 
 Engine and transactions (see ``docs/store.md``)::
 
-    from calbridge.store import create_engine, metadata, read, write
+    from calbridge.store import Store, Vault, create_engine, read, write
 
     engine = create_engine()                  # ./calbridge.db, migrated on open
+    store = Store(engine, Vault.from_env())   # keys from CALBRIDGE_KEYS
+    account = store.upsert_account(app_user_id="u1", provider="google", provider_account_id="g1")
     with write(engine) as conn:               # BEGIN IMMEDIATE on SQLite
-        ...
+        store.audit("router", "route", app_user_id="u1", conn=conn)
 
 All tables live on :data:`metadata`; migrations are in ``calbridge/store/migrations``.
 """
@@ -14,6 +16,7 @@ All tables live on :data:`metadata`; migrations are in ``calbridge/store/migrati
 from __future__ import annotations
 
 from . import schema
+from ._data import event_bounds
 from ._engine import (
     DEFAULT_URL,
     ENV_URL,
@@ -25,21 +28,51 @@ from ._engine import (
     write,
 )
 from ._migrate import MIGRATIONS_DIR, alembic_config, current_revisions, head_revisions, upgrade
+from ._records import (
+    AuditEntry,
+    ChannelRecord,
+    CredentialRecord,
+    IdMapEntry,
+    InboxItem,
+    OAuthStateRecord,
+    ProviderStatus,
+    RotationReport,
+    RoutingState,
+)
+from ._store import StaleWriteError, Store
 from .schema import metadata
+from .vault import ENV_KEYS, KeyRing, Vault, generate_key, row_aad
 
 __all__ = [
     "DEFAULT_URL",
+    "ENV_KEYS",
     "ENV_URL",
     "MIGRATIONS_DIR",
+    "AuditEntry",
+    "ChannelRecord",
+    "CredentialRecord",
+    "IdMapEntry",
+    "InboxItem",
+    "KeyRing",
+    "OAuthStateRecord",
+    "ProviderStatus",
+    "RotationReport",
+    "RoutingState",
+    "StaleWriteError",
+    "Store",
+    "Vault",
     "alembic_config",
     "create_engine",
     "current_revisions",
+    "event_bounds",
+    "generate_key",
     "head_revisions",
     "is_postgres",
     "is_sqlite",
     "metadata",
     "read",
     "resolve_url",
+    "row_aad",
     "schema",
     "upgrade",
     "write",
