@@ -1,0 +1,77 @@
+"""calbridge's durable job queue: at-least-once jobs on the store's database.
+
+In the manner of Solid Queue, Oban and procrastinate, on SQLite (one process or a few
+on one machine) or PostgreSQL (many workers on many hosts, ``FOR UPDATE SKIP LOCKED``):
+leases with fencing tokens and heartbeats, retries with backoff, dead letters,
+scheduled and recurring jobs, coalescing keys, serial keys and graceful shutdown.
+See ``docs/jobs.md``.
+
+Example::
+
+    from calbridge.jobs import HandlerRegistry, Job, JobQueue, Worker, enqueue
+
+    handlers = HandlerRegistry()
+
+    @handlers.handler("sync")
+    async def sync(job: Job) -> None: ...
+
+    with write(engine) as conn:                    # the caller's own transaction
+        conn.execute(webhook_inbox.insert().values(...))
+        enqueue(conn, "sync", {"account": "a1", "calendar": "c1"}, coalesce_key="sync:a1:c1")
+
+    await Worker(JobQueue(engine), handlers).run()  # until worker.stop() / SIGTERM
+"""
+
+from __future__ import annotations
+
+from ._model import (
+    DEFAULT_MAX_ATTEMPTS,
+    DEFAULT_QUEUE,
+    Clock,
+    Handler,
+    Job,
+    LeaseLost,
+    RetryLater,
+    describe_error,
+)
+from ._queue import (
+    JobQueue,
+    assert_lease,
+    claim,
+    complete,
+    enqueue,
+    enqueue_due_schedules,
+    ensure_schedule,
+    fail,
+    heartbeat,
+    release,
+)
+from ._schema import STATES, job_schedules, jobs
+from ._worker import HandlerRegistry, Worker, default_backoff
+
+__all__ = [
+    "DEFAULT_MAX_ATTEMPTS",
+    "DEFAULT_QUEUE",
+    "STATES",
+    "Clock",
+    "Handler",
+    "HandlerRegistry",
+    "Job",
+    "JobQueue",
+    "LeaseLost",
+    "RetryLater",
+    "Worker",
+    "assert_lease",
+    "claim",
+    "complete",
+    "default_backoff",
+    "describe_error",
+    "enqueue",
+    "enqueue_due_schedules",
+    "ensure_schedule",
+    "fail",
+    "heartbeat",
+    "job_schedules",
+    "jobs",
+    "release",
+]
