@@ -107,7 +107,10 @@ class UserFacts:
 class Rule(Protocol):
     """A policy rule: name a provider for the user, or None to pass."""
 
-    name: str
+    @property
+    def name(self) -> str:
+        """Shown in explanations."""
+        ...
 
     def decide(self, facts: UserFacts, target: str) -> str | None:
         """The provider this rule picks, or None."""

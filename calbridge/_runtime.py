@@ -1,0 +1,224 @@
+"""The bridge's runtime: store, vault, plugin host, shared HTTP client, providers, queue.
+
+:class:`Runtime` is what every part of calbridge that acts on behalf of accounts (the
+bridge facade, the sync engine, the webhook receiver, workers, the CLI) is built on. It
+owns exactly one ``httpx.AsyncClient``, one store engine and one provider instance per
+provider name.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+import httpx
+import sqlalchemy as sa
+
+from ._config import BridgeConfig
+from ._http import make_http_client
+from ._manager import PluginHost, get_plugin_host
+from .errors import ConfigurationError, NotFound
+from .models import Account
+from .provider import Provider, Session
+from .router import AccountFacts, Phase, Router, UserFacts
+
+__all__ = ["Runtime"]
+
+
+@attrs.define
+class Runtime:
+    """Shared machinery behind :class:`calbridge.CalBridge`.
+
+    Build with :meth:`open`; close with :meth:`aclose`.
+    """
+
+    config: BridgeConfig
+    host: PluginHost
+    http: httpx.AsyncClient
+    engine: sa.Engine
+    store: Any  # calbridge.store.Store (imported lazily: no import-time cost)
+    queue: Any  # calbridge.jobs.JobQueue
+    clock: Callable[[], float] = time.time
+    router: Router = attrs.field(init=False)
+    _providers: dict[str, Provider] = attrs.field(init=False, factory=dict)
+    _owns_http: bool = True
+
+    def __attrs_post_init__(self) -> None:
+        self.router = Router(
+            load_facts=self.user_facts,
+            target=self.config.target_provider,
+            rules=self.config.routing.rules(),
+            ttl=self.config.routing.ttl,
+            on_change=self._audit_route_change,
+        )
+
+    @classmethod
+    def open(
+        cls,
+        config: BridgeConfig | None = None,
+        *,
+        host: PluginHost | None = None,
+        http: httpx.AsyncClient | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> Runtime:
+        """Open the store (migrating an embedded SQLite file), load plugins, build the client."""
+        from .jobs import JobQueue
+        from .store import Store, create_engine
+        from .store.vault import KeyRing, Vault
+
+        config = config or BridgeConfig.from_env()
+        engine = create_engine(config.database_url)
+        vault = Vault(KeyRing.parse(config.keys.reveal())) if config.keys else None
+        store = Store(engine, vault, clock=clock)
+        owns = http is None
+        client = http or make_http_client(transport=transport)
+        return cls(
+            config=config,
+            host=(host or get_plugin_host()).load(),
+            http=client,
+            engine=engine,
+            store=store,
+            queue=JobQueue(engine, clock=clock),
+            clock=clock,
+            owns_http=owns,
+        )
+
+    async def aclose(self) -> None:
+        """Close providers, the HTTP client (when owned) and the engine."""
+        for provider in self._providers.values():
+            await provider.aclose()
+        if self._owns_http:
+            await self.http.aclose()
+        self.engine.dispose()
+
+    # -- providers and sessions ------------------------------------------------------
+
+    def provider(self, name: str) -> Provider:
+        """The provider instance for ``name`` (created once, sharing the HTTP client)."""
+        found = self._providers.get(name)
+        if found is None:
+            cls = self.host.provider_class(name)
+            found = cls(http=self.http, settings=self.config.settings_for(cls.name))
+            self._providers[cls.name] = found
+            self._providers[name] = found
+        return found
+
+    def account(self, account_id: str) -> Account:
+        """A stored account, or NotFound."""
+        account = self.store.get_account(account_id)
+        if account is None:
+            raise NotFound(f"account {account_id!r} is not connected", provider="calbridge")
+        assert isinstance(account, Account)
+        return account
+
+    def session(self, account: Account | str) -> Session:
+        """A session whose tokens come from the vault, refreshed single-flight."""
+        from .auth import StoreTokenSource
+
+        if isinstance(account, str):
+            account = self.account(account)
+        assert account.id is not None
+        provider = self.provider(account.provider)
+        source = StoreTokenSource(
+            store=self.store, account_id=account.id, provider=provider, host=self.host
+        )
+        return Session(account=account, tokens=source)
+
+    def require_vault(self) -> None:
+        """Fail closed when no vault keys are configured."""
+        if self.config.keys is None and self.store.vault is None:
+            raise ConfigurationError(
+                "no token vault keys: set CALBRIDGE_KEYS (generate one with "
+                "`calbridge keys generate`)"
+            )
+
+    # -- routing facts -----------------------------------------------------------------
+
+    def user_facts(self, app_user_id: str) -> UserFacts:
+        """Everything the router needs for one user (accounts + routing state)."""
+        accounts = self.store.list_accounts(app_user_id=app_user_id)
+        routing = self.store.get_routing(app_user_id)
+        data: dict[str, Any] = dict(routing.data) if routing is not None else {}
+        phase = Phase(routing.phase) if routing is not None and routing.phase else None
+        return UserFacts(
+            app_user_id=app_user_id,
+            accounts=tuple(
+                AccountFacts(
+                    account_id=a.id or "",
+                    provider=a.provider,
+                    status=str(a.status),
+                    email=a.email,
+                )
+                for a in accounts
+            ),
+            phase=phase,
+            pin=data.get("pin"),
+            tenant=data.get("tenant"),
+            legacy_provider=data.get("legacy_provider"),
+            last_provider=data.get("last_provider"),
+        )
+
+    def _audit_route_change(self, decision: Any, previous: str | None) -> None:
+        self.store.audit(
+            actor="router",
+            action="route.changed",
+            app_user_id=decision.app_user_id,
+            account_id=decision.account_id,
+            detail={
+                "from": previous,
+                "to": decision.provider,
+                "source": decision.source,
+                "steps": list(decision.steps),
+            },
+        )
+        # the router already caches this decision: do not invalidate it
+        self.update_routing(
+            decision.app_user_id, data={"last_provider": decision.provider}, invalidate=False
+        )
+
+    def update_routing(
+        self,
+        app_user_id: str,
+        *,
+        phase: str | None = None,
+        data: dict[str, Any] | None = None,
+        drop: tuple[str, ...] = (),
+        invalidate: bool = True,
+    ) -> Any:
+        """Change a user's routing row (compare-and-set, retried); returns the new state.
+
+        ``phase=None`` keeps the phase (``""`` means: not in a migration).
+        """
+        from .store import RoutingState, StaleWriteError
+
+        for _ in range(20):
+            current = self.store.get_routing(app_user_id)
+            merged = dict(current.data) if current is not None else {}
+            merged.update(data or {})
+            for key in drop:
+                merged.pop(key, None)
+            state = RoutingState(
+                app_user_id=app_user_id,
+                phase=phase if phase is not None else (current.phase if current else ""),
+                primary_account_id=current.primary_account_id if current else None,
+                secondary_account_id=current.secondary_account_id if current else None,
+                data=merged,
+            )
+            try:
+                stored = self.store.set_routing(
+                    state, expected_version=current.version if current else 0
+                )
+            except StaleWriteError:
+                continue
+            if invalidate:
+                self.router.invalidate(app_user_id)
+            return stored
+        raise ConfigurationError(f"routing of {app_user_id!r} keeps changing; retry later")
+
+    async def to_thread(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+        """Run a blocking store call off the event loop."""
+        return await asyncio.to_thread(fn, *args, **kwargs)
