@@ -1,0 +1,510 @@
+"""The Cronofy sandbox's HTTP surface (api host and app host on one Starlette app)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import Any, Literal
+from urllib.parse import parse_qsl, urlencode
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
+from starlette.routing import Route
+
+from calbridge import Secret
+from calbridge.sandbox import World
+
+from ._engine import PROVIDER, CronofyEngine, engine_for
+from ._query import PageStore, Query, renderer, run_query
+from ._state import Channel, Grant, PendingWrite, new_id
+from ._wire import FieldError, calendar_json, profile_json
+from ._writes import parse_upsert
+
+__all__ = ["CronofySandbox"]
+
+Handler = Callable[[Request], Awaitable[Response]]
+AuthedHandler = Callable[[Request, Grant], Awaitable[Response]]
+
+_MICROSOFT = {"office365", "exchange", "live_connect", "microsoft", "outlook", "outlook_com"}
+
+
+def _empty(status: int) -> Response:
+    return Response(status_code=status)
+
+
+def _unprocessable(exc: FieldError) -> JSONResponse:
+    return JSONResponse(exc.body(), status_code=422)
+
+
+async def _body(request: Request) -> dict[str, Any]:
+    """A JSON or form body as a dict (``{}`` when empty)."""
+    raw = await request.body()
+    if not raw.strip():
+        return {}
+    if request.headers.get("content-type", "").startswith("application/x-www-form-urlencoded"):
+        return dict(parse_qsl(raw.decode()))
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        raise FieldError("base", "errors.invalid_json", "the body is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise FieldError("base", "errors.invalid_json", "the body must be a JSON object")
+    return data
+
+
+class _RateLimiter:
+    """Per-application sliding windows in real time (50 req/s and 500 req/min)."""
+
+    def __init__(self) -> None:
+        self._hits: dict[str, deque[float]] = {}
+
+    def allow(self, client_id: str, limits: tuple[tuple[int, float], ...]) -> bool:
+        if not limits:
+            return True
+        now = time.monotonic()
+        hits = self._hits.setdefault(client_id, deque())
+        longest = max(window for _, window in limits)
+        while hits and hits[0] <= now - longest:
+            hits.popleft()
+        for limit, window in limits:
+            if sum(1 for t in hits if t > now - window) >= limit:
+                return False
+        hits.append(now)
+        return True
+
+
+class CronofySandbox:
+    """Cronofy's API over a sandbox world. :attr:`app` is the ASGI app."""
+
+    def __init__(self, world: World) -> None:
+        self.world = world
+        self.engine: CronofyEngine = engine_for(world)
+        self.pages = PageStore(self.engine.settings.page_size)
+        self._limiter = _RateLimiter()
+        self.app = Starlette(routes=self._routes())
+
+    # -- plumbing ----------------------------------------------------------------------
+
+    def _guard(self, handler: Handler) -> Handler:
+        """Injected latency and errors, then the handler (field errors become 422)."""
+
+        async def wrapped(request: Request) -> Response:
+            delay = self.world.faults.latency(PROVIDER)
+            if delay:
+                await asyncio.sleep(delay)
+            injected = self.world.faults.take_error(
+                PROVIDER, request.url.path[len(self._prefix(request)) :]
+            )
+            if injected is not None:
+                headers = {}
+                if injected.retry_after is not None:
+                    headers["Retry-After"] = f"{injected.retry_after:g}"
+                return Response(status_code=injected.status, headers=headers)
+            try:
+                return await handler(request)
+            except FieldError as exc:
+                return _unprocessable(exc)
+
+        return wrapped
+
+    @staticmethod
+    def _prefix(request: Request) -> str:
+        return str(request.scope.get("root_path", ""))
+
+    def _authed(self, handler: AuthedHandler, scope: str | None = None) -> Handler:
+        """Bearer authentication, rate limiting and the scope check."""
+
+        async def wrapped(request: Request) -> Response:
+            header = request.headers.get("authorization", "")
+            token = header[7:].strip() if header.lower().startswith("bearer ") else ""
+            grant = self.engine.authenticate(token) if token else None
+            if grant is None:
+                return Response(
+                    status_code=401, headers={"WWW-Authenticate": 'Bearer realm="cronofy"'}
+                )
+            if not self._limiter.allow(grant.client_id, self.engine.settings.rate_limits):
+                return _empty(429)
+            if scope is not None and scope not in grant.scopes():
+                return _empty(403)
+            return await handler(request, grant)
+
+        return self._guard(wrapped)
+
+    def _base(self, request: Request) -> str:
+        """The absolute base URL the client used (scheme, host and mount prefix)."""
+        return f"{request.url.scheme}://{request.url.netloc}{self._prefix(request)}"
+
+    def _client(self, body: dict[str, Any]) -> str | None:
+        client_id = str(body.get("client_id", ""))
+        expected = self.world.application_secret(client_id)
+        given = Secret(str(body.get("client_secret", "")))
+        return client_id if expected is not None and expected == given else None
+
+    # -- OAuth (app host and api host) ---------------------------------------------------
+
+    async def authorize(self, request: Request) -> Response:
+        q = request.query_params
+        client_id = q.get("client_id", "")
+        redirect_uri = q.get("redirect_uri", "")
+        if self.world.application_secret(client_id) is None or not redirect_uri:
+            return PlainTextResponse("unknown client_id or missing redirect_uri", 400)
+        sep = "&" if "?" in redirect_uri else "?"
+        state = {"state": q["state"]} if "state" in q else {}
+        if q.get("response_type") != "code":
+            query = urlencode({"error": "unsupported_response_type", **state})
+            return RedirectResponse(f"{redirect_uri}{sep}{query}", 302)
+        email = q.get("login_hint") or f"user-{new_id('', 4)}@sandbox.example"
+        provider = (q.get("provider_name") or "").lower()
+        native: Literal["google", "microsoft"] | None = None
+        if provider:
+            native = "microsoft" if provider in _MICROSOFT else "google"
+        account = self.engine.account_for(email, native)
+        if not account.profile_connected:
+            self.engine.reconnect_profile(account.email)
+        code = self.engine.issue_code(client_id, redirect_uri, account.sub, q.get("scope", ""))
+        query = urlencode({"code": code, **state})
+        return RedirectResponse(f"{redirect_uri}{sep}{query}", 302)
+
+    async def token(self, request: Request) -> Response:
+        body = await _body(request)
+        client_id = self._client(body)
+        if client_id is None:
+            return JSONResponse({"error": "invalid_client"}, status_code=401)
+        grant_type = body.get("grant_type")
+        try:
+            if grant_type == "authorization_code":
+                grant, access = self.engine.exchange_code(
+                    client_id, str(body.get("code", "")), str(body.get("redirect_uri", ""))
+                )
+            elif grant_type == "refresh_token":
+                grant, access = self.engine.refresh_grant(
+                    client_id, str(body.get("refresh_token", ""))
+                )
+            else:
+                return JSONResponse({"error": "unsupported_grant_type"}, status_code=400)
+        except LookupError:
+            return JSONResponse({"error": "invalid_grant"}, status_code=400)
+        out: dict[str, Any] = {
+            "token_type": "bearer",
+            "access_token": access,
+            "expires_in": self.engine.token_ttl(grant),
+            "refresh_token": grant.refresh_token,
+            "scope": grant.scope,
+        }
+        if grant_type == "authorization_code":
+            account = self.engine.accounts[grant.sub]
+            out.update(
+                account_id=account.sub,
+                sub=account.sub,
+                linking_profile={
+                    "provider_name": account.provider_name,
+                    "profile_id": account.profile_id,
+                    "profile_name": account.email,
+                },
+            )
+        return JSONResponse(out, headers={"Cache-Control": "no-store", "Pragma": "no-cache"})
+
+    async def revoke(self, request: Request) -> Response:
+        body = await _body(request)
+        client_id = self._client(body)
+        if client_id is None:
+            return JSONResponse({"error": "invalid_client"}, status_code=401)
+        token = body.get("token")
+        self.engine.revoke(client_id, token=str(token) if token else None, sub=body.get("sub"))
+        return _empty(200)
+
+    # -- identity ----------------------------------------------------------------------
+
+    async def userinfo(self, request: Request, grant: Grant) -> Response:
+        account = self.engine.accounts[grant.sub]
+        profile = profile_json(account, self._relink(request))
+        profile["profile_calendars"] = self._calendars(account)
+        return JSONResponse(
+            {
+                "sub": account.sub,
+                "email": account.email,
+                "name": account.name,
+                "zoneinfo": account.time_zone,
+                "cronofy.type": "account",
+                "cronofy.data": {
+                    "authorization": {"scope": grant.scope, "status": "active"},
+                    "profiles": [profile],
+                },
+            }
+        )
+
+    def _relink(self, request: Request) -> str:
+        return f"{self._base(request)}/oauth/authorize?relink=true"
+
+    async def account(self, request: Request, grant: Grant) -> Response:
+        account = self.engine.accounts[grant.sub]
+        return JSONResponse(
+            {
+                "account": {
+                    "account_id": account.sub,
+                    "email": account.email,
+                    "name": account.name,
+                    "scope": grant.scope,
+                    "default_tzid": account.time_zone,
+                }
+            }
+        )
+
+    async def profiles(self, request: Request, grant: Grant) -> Response:
+        account = self.engine.accounts[grant.sub]
+        return JSONResponse({"profiles": [profile_json(account, self._relink(request))]})
+
+    async def revoke_profile(self, request: Request, grant: Grant) -> Response:
+        account = self.engine.accounts[grant.sub]
+        if request.path_params["profile_id"] != account.profile_id:
+            return _empty(404)
+        self.engine.disconnect_profile(account.email)
+        return _empty(202)
+
+    # -- calendars ---------------------------------------------------------------------
+
+    def _calendars(self, account: Any) -> list[dict[str, Any]]:
+        return [
+            calendar_json(cal, self.world.calendar(cal.native_id), account)
+            for cal in self.engine.account_calendars(account)
+        ]
+
+    async def calendars(self, request: Request, grant: Grant) -> Response:
+        account = self.engine.accounts[grant.sub]
+        if request.method == "GET":
+            return JSONResponse({"sub": account.sub, "calendars": self._calendars(account)})
+        if "create_calendar" not in grant.scopes():
+            return _empty(403)
+        body = await _body(request)
+        if body.get("profile_id") != account.profile_id:
+            raise FieldError("profile_id", "errors.not_found", "unknown profile_id")
+        name = str(body.get("name") or "")
+        if not name:
+            raise FieldError("name", "errors.required", "required")
+        user = self.world.user(account.email)
+        taken = {c.name for c in self.world.calendars(account.email)}
+        if user.native == "microsoft" and name in taken:
+            raise FieldError("name", "errors.duplicate_calendar_name", "already exists")
+        native = self.world.add_calendar(account.email, name)
+        self.engine.account_calendars(account)
+        cal = self.engine.by_native[native.id]
+        return JSONResponse({"calendar": calendar_json(cal, native, account)})
+
+    def _own_calendar(self, grant: Grant, calendar_id: str) -> Any:
+        cal = self.engine.calendars.get(calendar_id)
+        return cal if cal is not None and cal.sub == grant.sub else None
+
+    # -- events ------------------------------------------------------------------------
+
+    async def read_events(self, request: Request, grant: Grant) -> Response:
+        return self._read(request, grant, free_busy=False)
+
+    async def free_busy(self, request: Request, grant: Grant) -> Response:
+        return self._read(request, grant, free_busy=True)
+
+    def _read(self, request: Request, grant: Grant, *, free_busy: bool) -> Response:
+        q = Query.parse(request.query_params)
+        rows = run_query(self.engine, grant, q, free_busy=free_busy)
+        render = renderer(self.engine, grant, q, free_busy=free_busy)
+        key = "free_busy" if free_busy else "events"
+        return JSONResponse(self.pages.first_page(rows, render, key, self._base(request)))
+
+    async def next_page(self, request: Request, grant: Grant) -> Response:
+        key = "free_busy" if "/free_busy/" in request.url.path else "events"
+        page = self.pages.page(request.path_params["token"], self._base(request), key)
+        return _empty(404) if page is None else JSONResponse(page)
+
+    async def upsert_event(self, request: Request, grant: Grant) -> Response:
+        cal = self._own_calendar(grant, request.path_params["calendar_id"])
+        if cal is None:
+            return _empty(404)
+        if request.method == "DELETE":
+            return await self._delete_event(request, grant, cal)
+        if "create_event" not in grant.scopes():
+            return _empty(403)
+        if self.world.calendar(cal.native_id).read_only:
+            raise FieldError("calendar_id", "errors.calendar_readonly", "calendar is read-only")
+        body = await _body(request)
+        event_id, event_uid = body.get("event_id"), body.get("event_uid")
+        reject = [a["email"] for a in (body.get("attendees") or {}).get("reject", [])]
+        reject += [a["email"] for a in (body.get("attendees") or {}).get("remove", [])]
+        if event_id:
+            key = (grant.client_id, cal.calendar_id, str(event_id))
+            link = self.engine.links.get(key)
+            fields = parse_upsert(body, creating=link is None)
+        elif event_uid:
+            if self.engine.find_by_uid(grant.sub, cal.calendar_id, str(event_uid)) is None:
+                raise FieldError("event_uid", "errors.not_found", "unknown event_uid")
+            fields = parse_upsert(body, creating=False)
+        else:
+            raise FieldError("event_id", "errors.required", "required")
+        write = PendingWrite(
+            client_id=grant.client_id,
+            sub=grant.sub,
+            calendar_id=cal.calendar_id,
+            op="upsert",
+            event_id=str(event_id) if event_id else None,
+            event_uid=None if event_id else str(event_uid),
+            body={"fields": fields, "reject": reject},
+        )
+        if event_id and link is None:
+            from ._state import ManagedLink
+
+            self.engine.links[key] = ManagedLink(
+                client_id=grant.client_id, calendar_id=cal.calendar_id, event_id=str(event_id)
+            )
+        self.engine.accept(write)
+        return _empty(202)
+
+    async def _delete_event(self, request: Request, grant: Grant, cal: Any) -> Response:
+        if "delete_event" not in grant.scopes():
+            return _empty(403)
+        body = await _body(request)
+        event_id, event_uid = body.get("event_id"), body.get("event_uid")
+        if not event_id and not event_uid:
+            raise FieldError("event_id", "errors.required", "required")
+        self.engine.accept(
+            PendingWrite(
+                client_id=grant.client_id,
+                sub=grant.sub,
+                calendar_id=cal.calendar_id,
+                op="delete",
+                event_id=str(event_id) if event_id else None,
+                event_uid=None if event_id else str(event_uid),
+            )
+        )
+        return _empty(202)
+
+    async def bulk_delete(self, request: Request, grant: Grant) -> Response:
+        if "delete_event" not in grant.scopes():
+            return _empty(403)
+        body = await _body(request)
+        q = request.query_params
+        ids = body.get("calendar_ids") or q.getlist("calendar_ids[]") or q.getlist("calendar_ids")
+        delete_all = str(body.get("delete_all", q.get("delete_all", ""))).lower() == "true"
+        if bool(ids) == delete_all:
+            raise FieldError(
+                "base", "errors.invalid", "pass exactly one of delete_all, calendar_ids"
+            )
+        for (client_id, calendar_id, event_id), _link in list(self.engine.links.items()):
+            cal = self._own_calendar(grant, calendar_id)
+            if client_id != grant.client_id or cal is None or (ids and calendar_id not in ids):
+                continue
+            self.engine.accept(
+                PendingWrite(
+                    client_id=client_id,
+                    sub=grant.sub,
+                    calendar_id=calendar_id,
+                    op="delete",
+                    event_id=event_id,
+                )
+            )
+        return _empty(202)
+
+    async def participation(self, request: Request, grant: Grant) -> Response:
+        cal = self._own_calendar(grant, request.path_params["calendar_id"])
+        if cal is None:
+            return _empty(404)
+        body = await _body(request)
+        status = body.get("status")
+        if status not in ("accepted", "tentative", "declined"):
+            raise FieldError("status", "errors.invalid", "accepted, tentative or declined")
+        uid = request.path_params["event_uid"]
+        if self.engine.find_by_uid(grant.sub, cal.calendar_id, uid) is None:
+            return _empty(404)
+        self.engine.accept(
+            PendingWrite(
+                client_id=grant.client_id,
+                sub=grant.sub,
+                calendar_id=cal.calendar_id,
+                op="upsert",
+                event_uid=uid,
+                body={"status": status},
+            )
+        )
+        return _empty(202)
+
+    # -- channels ----------------------------------------------------------------------
+
+    async def channels(self, request: Request, grant: Grant) -> Response:
+        open_channels = self.engine.open_channels(grant.client_id, grant.sub)
+        if request.method == "GET":
+            return JSONResponse({"channels": [c.json() for c in open_channels]})
+        body = await _body(request)
+        url = body.get("callback_url")
+        if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+            raise FieldError("callback_url", "errors.required", "required")
+        filters = body.get("filters") or {}
+        ids = filters.get("calendar_ids")
+        if ids is not None:
+            if not ids:
+                raise FieldError("filters", "errors.invalid", "calendar_ids needs an id")
+            for cid in ids:
+                if self._own_calendar(grant, cid) is None:
+                    raise FieldError("filters", "errors.not_found", f"unknown calendar {cid}")
+        channel = Channel(
+            channel_id=new_id("chn_"),
+            client_id=grant.client_id,
+            sub=grant.sub,
+            callback_url=url,
+            calendar_ids=tuple(ids or ()),
+            only_managed=bool(filters.get("only_managed", False)),
+        )
+        for existing in open_channels:
+            if existing.json()["callback_url"] == url and (
+                existing.filters_json() == channel.filters_json()
+            ):
+                return JSONResponse({"channel": existing.json()})
+        if len(open_channels) >= self.engine.settings.max_channels:
+            raise FieldError("base", "errors.channel_limit_reached", "too many channels")
+        self.engine.channels[channel.channel_id] = channel
+        self.engine.send(channel, "verification")
+        return JSONResponse({"channel": channel.json()})
+
+    async def close_channel(self, request: Request, grant: Grant) -> Response:
+        channel = self.engine.channels.get(request.path_params["channel_id"])
+        if (
+            channel is None
+            or channel.closed
+            or channel.sub != grant.sub
+            or channel.client_id != grant.client_id
+        ):
+            return _empty(404)
+        channel.closed = True
+        return _empty(202)
+
+    # -- routes ------------------------------------------------------------------------
+
+    def _routes(self) -> list[Route]:
+        a = self._authed
+        return [
+            Route("/oauth/authorize", self._guard(self.authorize), methods=["GET"]),
+            Route("/oauth/token", self._guard(self.token), methods=["POST"]),
+            Route("/oauth/token/revoke", self._guard(self.revoke), methods=["POST"]),
+            Route("/v1/userinfo", a(self.userinfo), methods=["GET"]),
+            Route("/v1/account", a(self.account), methods=["GET"]),
+            Route("/v1/profiles", a(self.profiles), methods=["GET"]),
+            Route("/v1/profiles/{profile_id}/revoke", a(self.revoke_profile), methods=["POST"]),
+            Route("/v1/calendars", a(self.calendars), methods=["GET", "POST"]),
+            Route(
+                "/v1/calendars/{calendar_id}/events",
+                a(self.upsert_event),
+                methods=["POST", "DELETE"],
+            ),
+            Route(
+                "/v1/calendars/{calendar_id}/events/{event_uid}/participation_status",
+                a(self.participation),
+                methods=["POST"],
+            ),
+            Route("/v1/events", a(self.read_events, "read_events"), methods=["GET"]),
+            Route("/v1/events", a(self.bulk_delete), methods=["DELETE"]),
+            Route("/v1/events/pages/{token}", a(self.next_page), methods=["GET"]),
+            Route("/v1/free_busy", a(self.free_busy, "read_free_busy"), methods=["GET"]),
+            Route("/v1/free_busy/pages/{token}", a(self.next_page), methods=["GET"]),
+            Route("/v1/channels", a(self.channels), methods=["GET", "POST"]),
+            Route("/v1/channels/{channel_id}", a(self.close_channel), methods=["DELETE"]),
+        ]

@@ -1,0 +1,194 @@
+"""The Cronofy sandbox's own state: accounts, grants, codes, calendars, channels, cache."""
+
+from __future__ import annotations
+
+import datetime as dt
+import secrets
+from typing import Literal
+
+import attrs
+
+from calbridge.sandbox import NativeEvent
+
+__all__ = [
+    "Account",
+    "CachedEvent",
+    "Channel",
+    "CodeGrant",
+    "CronofyCalendar",
+    "Grant",
+    "PendingWrite",
+    "SandboxSettings",
+    "new_id",
+]
+
+#: scopes granted when the authorize request names none
+DEFAULT_SCOPE = "read_account list_calendars read_events create_event delete_event"
+
+
+def new_id(prefix: str, nbytes: int = 12) -> str:
+    """``prefix`` + random lower-case hex, e.g. ``acc_5ba21743f408617d1269ea1e``."""
+    return prefix + secrets.token_hex(nbytes)
+
+
+def new_token() -> str:
+    """A 32-character token, shaped like Cronofy's access and refresh tokens."""
+    return secrets.token_urlsafe(24)[:32]
+
+
+@attrs.define(kw_only=True)
+class SandboxSettings:
+    """Knobs of the Cronofy sandbox (``world.views["cronofy"].settings``)."""
+
+    #: seconds an access token lives
+    access_token_ttl: int = 3600
+    #: seconds a service-account token lives
+    service_account_token_ttl: int = 1800
+    #: seconds after a 202 before an integrator write reaches the native calendar
+    write_delay: float = 1.0
+    #: seconds after a native change before its native push makes Cronofy sync
+    native_push_delay: float = 2.0
+    #: whether the native provider pushes changes to Cronofy (else only polling finds them)
+    native_push: bool = True
+    #: Cronofy polls each native calendar this often (seconds)
+    poll_interval: float = 300.0
+    #: sync window, days before and after now
+    window_past_days: int = 42
+    window_future_days: int = 201
+    #: events per page of Read Events / Free Busy
+    page_size: int = 100
+    #: per-application limits: (requests, seconds) pairs; empty disables rate limiting
+    rate_limits: tuple[tuple[int, float], ...] = ((50, 1.0), (500, 60.0))
+    max_channels: int = 128
+    #: failing deliveries close the channel after this many seconds
+    channel_failure_window: float = 24 * 3600.0
+    #: native provider of users first seen at /oauth/authorize (``provider_name`` overrides)
+    default_native: Literal["google", "microsoft"] = "google"
+    #: seconds a paging snapshot stays readable
+    page_ttl: float = 3600.0
+
+
+@attrs.define(kw_only=True)
+class Account:
+    """A Cronofy account (one user, one linked calendar profile)."""
+
+    sub: str
+    email: str
+    name: str
+    profile_id: str
+    provider_name: str  #: ``google`` or ``exchange``
+    provider_service: str  #: ``gsuite`` or ``office365``
+    time_zone: str
+    profile_connected: bool = True
+    initial_sync_done: bool = False
+
+
+@attrs.define(kw_only=True)
+class Grant:
+    """One application's authorization of one account (the refresh token's lifetime)."""
+
+    client_id: str
+    sub: str
+    scope: str
+    refresh_token: str
+    access_tokens: dict[str, float] = attrs.field(factory=dict)  #: token -> expires (epoch)
+    revoked: bool = False
+    service_account: bool = False
+
+    def scopes(self) -> set[str]:
+        """The granted scopes, with implied ones (``read_events`` implies free/busy)."""
+        granted = set(self.scope.split())
+        if {"read_events", "read_write", "read_only"} & granted:
+            granted |= {"read_events", "read_free_busy", "list_calendars", "read_account"}
+        if "read_write" in granted:
+            granted |= {"create_event", "delete_event", "create_calendar"}
+        if "free_busy" in granted:
+            granted.add("read_free_busy")
+        return granted
+
+
+@attrs.define(kw_only=True)
+class CodeGrant:
+    """An authorization code waiting to be exchanged."""
+
+    client_id: str
+    redirect_uri: str
+    sub: str
+    scope: str
+    expires: float
+    service_account: bool = False
+
+
+@attrs.define(kw_only=True)
+class CronofyCalendar:
+    """Cronofy's id for one native calendar."""
+
+    calendar_id: str
+    native_id: str
+    sub: str
+
+
+@attrs.define(kw_only=True)
+class CachedEvent:
+    """Cronofy's cached copy of one native event (as of its last sync)."""
+
+    event_uid: str
+    native: NativeEvent
+    #: when Cronofy's copy last changed (what ``last_modified`` filters on)
+    last_modified: dt.datetime
+    deleted: bool = False
+
+
+@attrs.define(kw_only=True)
+class ManagedLink:
+    """A managed event: the app's ``event_id`` and the native event it became."""
+
+    client_id: str
+    calendar_id: str  #: Cronofy calendar id
+    event_id: str
+    native_id: str | None = None  #: None until the write was applied
+
+
+@attrs.define(kw_only=True)
+class PendingWrite:
+    """An accepted (202) integrator write not yet applied to the native calendar."""
+
+    client_id: str
+    sub: str
+    calendar_id: str
+    op: Literal["upsert", "delete"]
+    event_id: str | None = None
+    event_uid: str | None = None
+    body: dict[str, object] = attrs.field(factory=dict)
+
+
+@attrs.define(kw_only=True)
+class Channel:
+    """A notification channel."""
+
+    channel_id: str
+    client_id: str
+    sub: str
+    callback_url: str
+    calendar_ids: tuple[str, ...] = ()
+    only_managed: bool = False
+    closed: bool = False
+    #: sandbox time of the first failed delivery since the last success
+    failing_since: dt.datetime | None = None
+
+    def filters_json(self) -> dict[str, object]:
+        """The non-default filters, as Cronofy echoes them."""
+        out: dict[str, object] = {}
+        if self.calendar_ids:
+            out["calendar_ids"] = list(self.calendar_ids)
+        if self.only_managed:
+            out["only_managed"] = True
+        return out
+
+    def json(self) -> dict[str, object]:
+        """The channel object of Cronofy's responses and notifications."""
+        return {
+            "channel_id": self.channel_id,
+            "callback_url": self.callback_url,
+            "filters": self.filters_json(),
+        }
