@@ -16,6 +16,7 @@ __all__ = ["COMMANDS", "main"]
 
 COMMANDS: dict[str, str] = {
     "providers": "calbridge.cli._providers:providers",
+    "sandbox": "calbridge.cli._sandbox:sandbox",
 }
 
 

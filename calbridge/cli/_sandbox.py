@@ -1,0 +1,82 @@
+"""``calbridge sandbox``: run every installed provider sandbox on one loopback port."""
+
+from __future__ import annotations
+
+import json
+import socket
+import sys
+
+import click
+
+__all__ = ["sandbox"]
+
+
+@click.group()
+def sandbox() -> None:
+    """Local emulators of the providers' APIs (no network, no accounts)."""
+
+
+@sandbox.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
+@click.option("--port", default=0, show_default=True, help="Port (0 picks a free one).")
+@click.option(
+    "--client-id",
+    default="sandbox-client",
+    show_default=True,
+    envvar="CALBRIDGE_SANDBOX_CLIENT_ID",
+    help="OAuth client id every provider sandbox accepts.",
+)
+@click.option(
+    "--client-secret",
+    default="sandbox-secret",
+    envvar="CALBRIDGE_SANDBOX_CLIENT_SECRET",
+    help="OAuth client secret (also signs Cronofy notifications). "
+    "Prefer the CALBRIDGE_SANDBOX_CLIENT_SECRET environment variable.",
+)
+@click.option(
+    "--manual-clock",
+    is_flag=True,
+    help="Freeze the sandbox clock; it moves only through POST /_sandbox/clock.",
+)
+@click.option(
+    "--tick",
+    default=0.2,
+    show_default=True,
+    help="Seconds between runs of due timers (write application, deliveries, polling).",
+)
+@click.option("--log-level", default="warning", show_default=True, help="uvicorn log level.")
+def serve(
+    *,
+    host: str,
+    port: int,
+    client_id: str,
+    client_secret: str,
+    manual_clock: bool,
+    tick: float,
+    log_level: str,
+) -> None:
+    """Serve every installed provider sandbox under its own prefix until interrupted.
+
+    The first line on stdout is one JSON object mapping each provider name to its base
+    URL (e.g. {"cronofy": "http://127.0.0.1:PORT/cronofy"}). Control endpoints live under
+    /_sandbox (see docs/sandbox.md).
+    """
+    import uvicorn
+
+    from ..sandbox import Clock, World, build_app, installed_sandboxes
+
+    world = World(clock=Clock() if manual_clock else Clock.realtime())
+    world.add_application(client_id, client_secret)
+    factories = installed_sandboxes()
+    app = build_app(world, factories, tick_interval=tick)
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    bound = sock.getsockname()[1]
+    shown = f"[{host}]" if ":" in host else host
+    origin = f"http://{shown}:{bound}"
+    sys.stdout.write(json.dumps({name: f"{origin}/{name}" for name in sorted(factories)}) + "\n")
+    sys.stdout.flush()
+    click.echo(f"calbridge sandbox on {origin} (control: {origin}/_sandbox/)", err=True)
+    config = uvicorn.Config(app, log_level=log_level, lifespan="on")
+    uvicorn.Server(config).run(sockets=[sock])
