@@ -16,7 +16,9 @@ Settings (``ProviderSettings``):
   - ``clock``: a callable returning Cronofy's current time as an aware datetime (the
     sandbox's clock in tests); defaults to the system clock.
   - ``rate_limit_per_second`` / ``rate_limit_per_minute``: the client-side limiter
-    (Cronofy's documented 50 and 500 per application; 0 turns one off).
+    (Cronofy's documented 50 and 500 per application; 0 turns one off), or
+    ``rate_limiters``: the :class:`calbridge.RateLimiter` instances to use instead (share
+    them between providers of one application).
   - ``retry``: a :class:`calbridge.RetryPolicy`.
   - ``prefetch``: fetch the next page while the current one is consumed (default True).
 """
@@ -130,14 +132,19 @@ class CronofyProvider(calbridge.Provider):
         self._margin = float(settings.option("cursor_margin_seconds", 120))
         self._clock: Callable[[], dt.datetime] | None = settings.option("clock")
         self._prefetch = bool(settings.option("prefetch", True))
-        self._limiters = [
-            calbridge.RateLimiter(limit=int(limit), period=period)
-            for limit, period in (
-                (settings.option("rate_limit_per_second", 50), 1.0),
-                (settings.option("rate_limit_per_minute", 500), 60.0),
-            )
-            if limit
-        ]
+        given: Sequence[calbridge.RateLimiter] | None = settings.option("rate_limiters")
+        self._limiters: list[calbridge.RateLimiter] = (
+            list(given)
+            if given is not None
+            else [
+                calbridge.RateLimiter(limit=int(limit), period=period)
+                for limit, period in (
+                    (settings.option("rate_limit_per_second", 50), 1.0),
+                    (settings.option("rate_limit_per_minute", 500), 60.0),
+                )
+                if limit
+            ]
+        )
 
     # -- plumbing ---------------------------------------------------------------------
 

@@ -332,7 +332,7 @@ def _make_converter() -> cattrs.Converter:
             cronofy_data=override(rename="cronofy.data"),
         ),
     )
-    for cls in (EventUpsert, Location, ChannelFilters):
+    for cls in (Location, ChannelFilters, EventUpsert):  # inner classes first
         conv.register_unstructure_hook(
             cls, make_dict_unstructure_fn(cls, conv, _cattrs_omit_if_default=True)
         )
