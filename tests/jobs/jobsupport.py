@@ -90,7 +90,8 @@ def start_worker(
         str(lease),
         *args,
     ]
-    return subprocess.Popen(cmd, stderr=subprocess.PIPE)
+    with log.with_suffix(".err").open("ab") as err:
+        return subprocess.Popen(cmd, stderr=err)
 
 
 def stop_workers(procs: Sequence[subprocess.Popen[bytes]], *, timeout: float = 15.0) -> None:
@@ -106,13 +107,11 @@ def stop_workers(procs: Sequence[subprocess.Popen[bytes]], *, timeout: float = 1
         except subprocess.TimeoutExpired:
             p.kill()
             p.wait()
-        if p.stderr is not None:
-            p.stderr.close()
 
 
-def stderr_of(proc: subprocess.Popen[bytes]) -> str:
-    assert proc.stderr is not None
-    return proc.stderr.read().decode(errors="replace")
+def stderr_of(log: Path) -> str:
+    """What the worker writing ``log`` printed on stderr."""
+    return log.with_suffix(".err").read_text(errors="replace")
 
 
 def process_state(pid: int) -> str:
