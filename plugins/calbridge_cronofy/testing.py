@@ -5,27 +5,40 @@
 * :class:`FakeCronofy`: an ``httpx.MockTransport`` handler answering by method and path
   and recording every request, for unit tests with no network.
 
-For tests against the faithful emulator, use the sandbox (``calbridge_cronofy.sandbox``).
+* :func:`sandbox_rig`: a connected account on the Cronofy sandbox (loopback or in-process),
+  with a ``settle()`` that drives the sandbox clock and the notifications it delivered.
 """
 
 from __future__ import annotations
 
+import contextlib
+import datetime as dt
 import json
-from collections.abc import Callable
+import urllib.parse
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 import attrs
 import httpx
 
+import calbridge
+
+from ._provider import CronofyProvider
+from ._push import sign
+
 __all__ = [
     "API",
     "APP",
     "CLIENT_SECRET",
+    "SANDBOX_CLIENT_ID",
+    "SANDBOX_CLIENT_SECRET",
+    "CronofySandboxRig",
     "FakeCronofy",
     "Handler",
     "event_json",
     "events_page",
     "ok",
+    "sandbox_rig",
     "token_answer",
 ]
 
@@ -135,3 +148,211 @@ def ok(data: Any = None, status: int = 200, **kw: Any) -> httpx.Response:
     if data is None:
         return httpx.Response(status, **kw)
     return httpx.Response(status, json=data, **kw)
+
+
+# --------------------------------------------------------------------------- the sandbox rig
+
+
+@attrs.define
+class CronofySandboxRig:
+    """A connected Cronofy account on the Cronofy sandbox, for tests and benchmarks.
+
+    Build one with :func:`sandbox_rig`. ``provider`` talks to the sandbox over real
+    loopback HTTP or in-process (``httpx.ASGITransport``); notifications the sandbox sends
+    are captured in :attr:`deliveries`.
+    """
+
+    world: Any
+    provider: CronofyProvider
+    session: calbridge.Session
+    calendar_id: str
+    #: the native (world) calendar behind :attr:`calendar_id`
+    native_calendar_id: str
+    email: str
+    callback_url: str
+    #: base URL of the server (loopback) or None (in-process)
+    server_url: str | None
+    deliveries: list[httpx.Request]
+    control: httpx.AsyncClient
+
+    def now(self) -> dt.datetime:
+        """The sandbox clock's current time."""
+        now: dt.datetime = self.world.clock.now()
+        return now
+
+    async def settle(self, seconds: float = 5.0) -> None:
+        """Advance the sandbox clock so 202 writes, native pushes and deliveries happen."""
+        if self.server_url is None:
+            await self.world.clock.advance(seconds)
+            return
+        response = await self.control.post("/_sandbox/clock", json={"seconds": seconds})
+        response.raise_for_status()
+
+    async def insert_native_event(
+        self, summary: str, start: dt.datetime, minutes: int = 30
+    ) -> None:
+        """An event the user creates in their own calendar app, behind the app's back."""
+        body = {
+            "summary": summary,
+            "start": {"time": start.isoformat(), "tzid": "UTC"},
+            "end": {"time": (start + dt.timedelta(minutes=minutes)).isoformat(), "tzid": "UTC"},
+        }
+        url = f"/_sandbox/calendars/{urllib.parse.quote(self.native_calendar_id, safe='')}/events"
+        response = await self.control.post(url, json=body)
+        response.raise_for_status()
+
+    def captured(self, channel_id: str, kind: str | None = None) -> list[calbridge.WebhookRequest]:
+        """Notifications the sandbox delivered for ``channel_id`` (optionally of one type)."""
+        out = []
+        for request in self.deliveries:
+            data = json.loads(request.content)
+            if data.get("channel", {}).get("channel_id") != channel_id:
+                continue
+            if kind is not None and data.get("notification", {}).get("type") != kind:
+                continue
+            out.append(
+                calbridge.WebhookRequest.build(
+                    headers=list(request.headers.items()), body=request.content
+                )
+            )
+        return out
+
+    async def genuine_notification(self, channel: calbridge.Channel) -> calbridge.WebhookRequest:
+        """A real ``change`` notification: a native change the sandbox notices and signs."""
+        await self.insert_native_event("changed behind the app's back", self.now() + _DAY)
+        await self.settle()
+        found = self.captured(channel.id, "change") or self.captured(channel.id)
+        if not found:
+            raise AssertionError(f"the sandbox delivered nothing for channel {channel.id}")
+        return found[-1]
+
+    def forged_notifications(
+        self, channel: calbridge.Channel, genuine: calbridge.WebhookRequest
+    ) -> list[calbridge.WebhookRequest]:
+        """Variants that must be refused: wrong secret, no signature, re-serialised JSON."""
+        headers = dict(genuine.headers)
+        wrong = {**headers, "cronofy-hmac-sha256": sign(genuine.body, "not the secret")}
+        unsigned = {k: v for k, v in headers.items() if k != "cronofy-hmac-sha256"}
+        reserialised = json.dumps(json.loads(genuine.body), indent=2).encode()
+        return [
+            attrs.evolve(genuine, headers=wrong),
+            attrs.evolve(genuine, headers=unsigned),
+            attrs.evolve(genuine, body=reserialised),
+        ]
+
+
+_DAY = dt.timedelta(days=1)
+SANDBOX_CLIENT_ID = "calbridge-test"
+SANDBOX_CLIENT_SECRET = "calbridge-test-secret"  # noqa: S105 - the sandbox's own test secret
+
+
+@contextlib.asynccontextmanager
+async def sandbox_rig(
+    *,
+    loopback: bool,
+    email: str = "alice@example.com",
+    page_size: int | None = None,
+    sandbox_rate_limits: tuple[tuple[int, float], ...] | None = None,
+    options: Mapping[str, Any] | None = None,
+) -> AsyncIterator[CronofySandboxRig]:
+    """A sandbox world (manual clock) with ``email`` connected through the real OAuth flow.
+
+    Args:
+        loopback: serve the sandbox with uvicorn on 127.0.0.1 (real HTTP, notifications
+            POSTed to a loopback receiver); otherwise in-process through ASGITransport.
+        page_size: the sandbox's Read Events page size.
+        sandbox_rate_limits: the sandbox's per-application limits (``()`` disables them).
+        options: extra provider options.
+    """
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import Response
+    from starlette.routing import Route
+
+    from calbridge.sandbox import World, build_app, serve_in_thread
+
+    from .sandbox import create_app
+
+    deliveries: list[httpx.Request] = []
+
+    def capture(request: httpx.Request) -> httpx.Response:
+        request.read()
+        deliveries.append(request)
+        return httpx.Response(200)
+
+    async def receiver(request: Request) -> Response:
+        body = await request.body()
+        deliveries.append(
+            httpx.Request("POST", str(request.url), headers=request.headers.raw, content=body)
+        )
+        return Response(status_code=200)
+
+    world = World(transport=None if loopback else httpx.MockTransport(capture))
+    world.add_application(SANDBOX_CLIENT_ID, SANDBOX_CLIENT_SECRET)
+    build_app(world, {"cronofy": create_app}, control=False)  # creates the engine
+    settings = world.views["cronofy"].settings
+    if page_size is not None:
+        settings.page_size = page_size
+    if sandbox_rate_limits is not None:
+        settings.rate_limits = sandbox_rate_limits
+    app = build_app(world, {"cronofy": create_app})  # the app reads the settings
+
+    async with contextlib.AsyncExitStack() as stack:
+        if loopback:
+            server = stack.enter_context(serve_in_thread(app))
+            hooks = stack.enter_context(
+                serve_in_thread(Starlette(routes=[Route("/hooks", receiver, methods=["POST"])]))
+            )
+            base, callback = server.base_url, f"{hooks.base_url}/hooks"
+            http = calbridge.make_http_client()
+            control = httpx.AsyncClient(base_url=base)
+        else:
+            base, callback = "http://cronofy.sandbox", "https://app.example.test/hooks"
+            transport = httpx.ASGITransport(app=app)
+            http = calbridge.make_http_client(transport=transport)
+            control = httpx.AsyncClient(transport=transport, base_url=base)
+        await stack.enter_async_context(http)
+        await stack.enter_async_context(control)
+        provider = CronofyProvider(
+            http=http,
+            settings=calbridge.ProviderSettings(
+                client_id=SANDBOX_CLIENT_ID,
+                client_secret=SANDBOX_CLIENT_SECRET,
+                base_urls={"api": f"{base}/cronofy", "app": f"{base}/cronofy"},
+                options={"clock": world.clock.now, **(options or {})},
+            ),
+        )
+        redirect = "https://app.example.test/oauth/callback"
+        url = provider.authorization_url(
+            calbridge.AuthorizationRequest(redirect_uri=redirect, state="st", login_hint=email)
+        )
+        answer = await http.get(url)
+        location = urllib.parse.urlsplit(answer.headers["location"])
+        code = dict(urllib.parse.parse_qsl(location.query))["code"]
+        grant = await provider.exchange_code(code=code, redirect_uri=redirect)
+        session = calbridge.Session(
+            account=calbridge.Account(
+                app_user_id=email,
+                provider="cronofy",
+                provider_account_id=grant.provider_account_id,
+                email=email,
+                id=f"acct-{email}",
+            ),
+            tokens=calbridge.StaticTokenSource(
+                tokens=grant.tokens, refresher=provider.refresh_tokens
+            ),
+        )
+        calendars = await provider.list_calendars(session)
+        primary = next(c for c in calendars if c.primary)
+        yield CronofySandboxRig(
+            world=world,
+            provider=provider,
+            session=session,
+            calendar_id=primary.id,
+            native_calendar_id=world.primary_calendar(email).id,
+            email=email,
+            callback_url=callback,
+            server_url=base if loopback else None,
+            deliveries=deliveries,
+            control=control,
+        )

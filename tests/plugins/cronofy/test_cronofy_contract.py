@@ -1,0 +1,45 @@
+"""The Cronofy plugin passes calbridge's ProviderContract against the Cronofy sandbox,
+over real loopback HTTP and in-process (ASGITransport)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+from calbridge_cronofy.testing import sandbox_rig
+
+from calbridge.testing import ContractHarness, ProviderContract
+
+
+class TestCronofyContractInProcess(ProviderContract):
+    @pytest.fixture
+    async def contract_harness(self) -> AsyncIterator[ContractHarness]:
+        async with sandbox_rig(loopback=False, page_size=5) as rig:
+            yield ContractHarness(
+                provider=rig.provider,
+                session=rig.session,
+                calendar_id=rig.calendar_id,
+                settle=rig.settle,
+                now=rig.now,
+                page_size=5,
+                callback_url=rig.callback_url,
+                genuine_notification=rig.genuine_notification,
+                forged_notifications=rig.forged_notifications,
+            )
+
+
+class TestCronofyContractLoopback(ProviderContract):
+    @pytest.fixture
+    async def contract_harness(self) -> AsyncIterator[ContractHarness]:
+        async with sandbox_rig(loopback=True, page_size=5) as rig:
+            yield ContractHarness(
+                provider=rig.provider,
+                session=rig.session,
+                calendar_id=rig.calendar_id,
+                settle=rig.settle,
+                now=rig.now,
+                page_size=5,
+                callback_url=rig.callback_url,
+                genuine_notification=rig.genuine_notification,
+                forged_notifications=rig.forged_notifications,
+            )
