@@ -41,6 +41,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "calbridge_cronofy",
     "calbridge_cronofy.sandbox",
     "calbridge_google",
+    "calbridge_google.sandbox",
     "calbridge_outlook",
     "calbridge_polling",
 )

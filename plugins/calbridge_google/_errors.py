@@ -75,8 +75,12 @@ def _message(response: httpx.Response) -> str:
     return response.reason_phrase or "error"
 
 
-def error_for(response: httpx.Response, *, what: str) -> ProviderError:
-    """The calbridge error for a failed Google response (messages carry no secrets)."""
+def error_for(response: httpx.Response, *, what: str, sync: bool = False) -> ProviderError:
+    """The calbridge error for a failed Google response (messages carry no secrets).
+
+    A 410 is :class:`SyncCursorExpired` for sync reads (``sync=True``), whatever its
+    reason, and :class:`NotFound` (deleted) elsewhere.
+    """
     status = response.status_code
     items = reasons(response)
     reason = ",".join(i.reason for i in items if i.reason) or "none"
@@ -105,7 +109,9 @@ def error_for(response: httpx.Response, *, what: str) -> ProviderError:
     if status in (409, 412):
         return Conflict(text, provider=PROVIDER, status=status)
     if status == 410:
-        return SyncCursorExpired(text, provider=PROVIDER, status=410)
+        if sync:
+            return SyncCursorExpired(text, provider=PROVIDER, status=410)
+        return NotFound(text, provider=PROVIDER, status=410)
     if status >= 500:
         return Unavailable(
             text,

@@ -147,13 +147,19 @@ class GoogleProvider(Provider):
         json: Any = None,
         headers: Mapping[str, str] | None = None,
         idempotent: bool | None = None,
+        sync: bool = False,
     ) -> Any:
         response = await self.google.call(
-            session, method, url, params=params, json=json, headers=headers,
+            session,
+            method,
+            url,
+            params=params,
+            json=json,
+            headers=headers,
             idempotent=idempotent,
-        )  # fmt: skip
+        )
         if response.status_code >= 400:
-            raise error_for(response, what=what)
+            raise error_for(response, what=what, sync=sync)
         if response.status_code == 204 or not response.content:
             return None
         return _json(response, what)
@@ -182,9 +188,11 @@ class GoogleProvider(Provider):
                 tokens=StaticTokenSource(tokens),
             )
             primary = await self._ok(
-                session, "GET", self._url("users", "me", "calendarList", "primary"),
+                session,
+                "GET",
+                self._url("users", "me", "calendarList", "primary"),
                 what="calendarList.get primary",
-            )  # fmt: skip
+            )
             email = primary.get("id") if isinstance(primary, dict) else None
         return grant(tokens, claims, email)
 
@@ -204,10 +212,12 @@ class GoogleProvider(Provider):
         page_token: str | None = None
         while True:
             data = await self._ok(
-                session, "GET", self._url("users", "me", "calendarList"),
+                session,
+                "GET",
+                self._url("users", "me", "calendarList"),
                 params={"maxResults": 250, "pageToken": page_token},
                 what="calendarList.list",
-            )  # fmt: skip
+            )
             for item in data.get("items", []):
                 entry = parse(item, CalendarListEntry)
                 if not entry.deleted:
@@ -259,9 +269,12 @@ class GoogleProvider(Provider):
             params["timeMin"] = format_datetime(window.start)
             params["timeMax"] = format_datetime(window.end)
         async for page in self._event_pages(
-            session, calendar_id, ["events", event_id, "instances"], params,
+            session,
+            calendar_id,
+            ["events", event_id, "instances"],
+            params,
             what="events.instances",
-        ):  # fmt: skip
+        ):
             yield [
                 self._event(item, calendar_id) for item in page if item.get("status") != "cancelled"
             ]
@@ -278,9 +291,12 @@ class GoogleProvider(Provider):
         page_token: str | None = None
         while True:
             data = await self._ok(
-                session, "GET", self._url("calendars", calendar_id, *path),
-                params={**params, "pageToken": page_token}, what=what,
-            )  # fmt: skip
+                session,
+                "GET",
+                self._url("calendars", calendar_id, *path),
+                params={**params, "pageToken": page_token},
+                what=what,
+            )
             yield list(data.get("items", []))
             page_token = data.get("nextPageToken")
             if not page_token:
@@ -314,9 +330,13 @@ class GoogleProvider(Provider):
         page_token: str | None = None
         while True:
             data = await self._ok(
-                session, "GET", self._url("calendars", calendar_id, "events"),
-                params={**params, "pageToken": page_token}, what="events.list (sync)",
-            )  # fmt: skip
+                session,
+                "GET",
+                self._url("calendars", calendar_id, "events"),
+                params={**params, "pageToken": page_token},
+                what="events.list (sync)",
+                sync=True,
+            )
             page_token = data.get("nextPageToken")
             next_sync = None if page_token else data.get("nextSyncToken")
             if not page_token and not next_sync:
@@ -361,14 +381,19 @@ class GoogleProvider(Provider):
         event_id = client_event_id(idempotency_key)
         body = event_to_wire(draft, event_id=event_id, default_tz=self.default_tz)
         response = await self.google.call(
-            session, "POST", self._url("calendars", calendar_id, "events"),
-            json=body, idempotent=True,
-        )  # fmt: skip
+            session,
+            "POST",
+            self._url("calendars", calendar_id, "events"),
+            json=body,
+            idempotent=True,
+        )
         if response.status_code == 409:
             existing = await self._ok(
-                session, "GET", self._url("calendars", calendar_id, "events", event_id),
+                session,
+                "GET",
+                self._url("calendars", calendar_id, "events", event_id),
                 what="events.get after 409",
-            )  # fmt: skip
+            )
             return self._event(existing, calendar_id)
         if response.status_code >= 400:
             raise error_for(response, what="events.insert")
@@ -386,17 +411,23 @@ class GoogleProvider(Provider):
         """events.update (full replace) with ``If-Match``; a stale etag raises Conflict."""
         body = event_to_wire(draft, default_tz=self.default_tz)
         data = await self._ok(
-            session, "PUT", self._url("calendars", calendar_id, "events", event_id),
-            json=body, headers={"If-Match": etag} if etag else None, what="events.update",
-        )  # fmt: skip
+            session,
+            "PUT",
+            self._url("calendars", calendar_id, "events", event_id),
+            json=body,
+            headers={"If-Match": etag} if etag else None,
+            what="events.update",
+        )
         return self._event(data, calendar_id)
 
     async def get_event(self, session: Session, calendar_id: str, event_id: str) -> Event:
         """events.get (a deleted event reads as NotFound)."""
         data = await self._ok(
-            session, "GET", self._url("calendars", calendar_id, "events", event_id),
+            session,
+            "GET",
+            self._url("calendars", calendar_id, "events", event_id),
             what="events.get",
-        )  # fmt: skip
+        )
         wire = parse(data, GEvent)
         if is_tombstone(wire):
             raise NotFound(f"event {event_id!r} was deleted", provider=self.name, status=200)
@@ -416,14 +447,17 @@ class GoogleProvider(Provider):
     ) -> list[FreeBusy]:
         """freebusy.query; a calendar Google cannot read raises NotFound."""
         data = await self._ok(
-            session, "POST", self._url("freeBusy"),
+            session,
+            "POST",
+            self._url("freeBusy"),
             json={
                 "timeMin": format_datetime(window.start),
                 "timeMax": format_datetime(window.end),
                 "items": [{"id": cid} for cid in calendar_ids],
             },
-            idempotent=True, what="freebusy.query",
-        )  # fmt: skip
+            idempotent=True,
+            what="freebusy.query",
+        )
         out: list[FreeBusy] = []
         calendars = data.get("calendars", {})
         for cid in calendar_ids:
@@ -484,9 +518,12 @@ class GoogleProvider(Provider):
             now=self.clock(),
         )
         data = await self._ok(
-            session, "POST", self._url("calendars", calendar_id, "events", "watch"),
-            json=body, what="events.watch",
-        )  # fmt: skip
+            session,
+            "POST",
+            self._url("calendars", calendar_id, "events", "watch"),
+            json=body,
+            what="events.watch",
+        )
         return _push.channel_from_wire(
             data,
             callback_url=callback_url,
@@ -513,9 +550,12 @@ class GoogleProvider(Provider):
     async def unsubscribe(self, session: Session, channel: Channel) -> None:
         """channels.stop by id and resourceId; an unknown channel counts as stopped."""
         response = await self.google.call(
-            session, "POST", self._url("channels", "stop"),
-            json={"id": channel.id, "resourceId": channel.resource_id}, idempotent=True,
-        )  # fmt: skip
+            session,
+            "POST",
+            self._url("channels", "stop"),
+            json={"id": channel.id, "resourceId": channel.resource_id},
+            idempotent=True,
+        )
         if response.status_code in (200, 204, 404):
             return
         raise error_for(response, what="channels.stop")

@@ -127,12 +127,18 @@ async def test_exchange_reads_the_id_token_and_refresh_keeps_the_refresh_token()
     rec = Recorder(
         httpx.Response(
             200,
-            json={"access_token": "A1", "refresh_token": "R1", "expires_in": 3599,
-                  "token_type": "Bearer", "scope": "openid email", "id_token": id_token},
+            json={
+                "access_token": "A1",
+                "refresh_token": "R1",
+                "expires_in": 3599,
+                "token_type": "Bearer",
+                "scope": "openid email",
+                "id_token": id_token,
+            },
         ),
         httpx.Response(200, json={"access_token": "A2", "expires_in": 3599}),
         httpx.Response(400, json={"error": "invalid_grant"}),
-    )  # fmt: skip
+    )
     p = make(rec)
     got = await p.exchange_code(code="c", redirect_uri="https://app/cb", code_verifier="v")
     form = parse_qs(rec.requests[0].content.decode())
@@ -151,11 +157,17 @@ async def test_exchange_reads_the_id_token_and_refresh_keeps_the_refresh_token()
 async def test_list_calendars_follows_pages() -> None:
     """calendarList.list is read to the last page."""
     rec = Recorder(
-        httpx.Response(200, json={"items": [{"id": "a@b.c", "summary": "A", "primary": True,
-                                              "accessRole": "owner"}], "nextPageToken": "p2"}),
-        httpx.Response(200, json={"items": [{"id": "x@group", "summary": "X",
-                                              "accessRole": "reader"}]}),
-    )  # fmt: skip
+        httpx.Response(
+            200,
+            json={
+                "items": [{"id": "a@b.c", "summary": "A", "primary": True, "accessRole": "owner"}],
+                "nextPageToken": "p2",
+            },
+        ),
+        httpx.Response(
+            200, json={"items": [{"id": "x@group", "summary": "X", "accessRole": "reader"}]}
+        ),
+    )
     cals = await make(rec).list_calendars(session())
     assert [(c.id, c.primary, c.read_only) for c in cals] == [
         ("a@b.c", True, False),
@@ -166,8 +178,12 @@ async def test_list_calendars_follows_pages() -> None:
 
 async def test_list_events_sends_the_window_expanded() -> None:
     """Window reads expand series and bound timeMin/timeMax; cancelled instances are dropped."""
-    cancelled = {"id": "m_20260303T090000Z", "status": "cancelled", "recurringEventId": "m",
-                 "originalStartTime": {"dateTime": "2026-03-03T09:00:00Z"}}  # fmt: skip
+    cancelled = {
+        "id": "m_20260303T090000Z",
+        "status": "cancelled",
+        "recurringEventId": "m",
+        "originalStartTime": {"dateTime": "2026-03-03T09:00:00Z"},
+    }
     rec = Recorder(httpx.Response(200, json={"items": [EV, cancelled]}))
     pages = [p async for p in make(rec).list_events(session(), "primary", WINDOW, page_size=7)]
     q = rec.query(0)
@@ -182,13 +198,22 @@ async def test_list_events_sends_the_window_expanded() -> None:
 
 async def test_changes_keeps_parameters_and_takes_the_cursor_from_the_last_page() -> None:
     """Incremental pages repeat the syncToken; only the last page's nextSyncToken is the cursor."""
-    exception = {"id": "m_1", "status": "cancelled", "recurringEventId": "m",
-                 "originalStartTime": {"dateTime": "2026-03-03T09:00:00Z"}}  # fmt: skip
+    exception = {
+        "id": "m_1",
+        "status": "cancelled",
+        "recurringEventId": "m",
+        "originalStartTime": {"dateTime": "2026-03-03T09:00:00Z"},
+    }
     rec = Recorder(
         httpx.Response(200, json={"items": [EV], "nextPageToken": "P"}),
-        httpx.Response(200, json={"items": [{"id": "gone", "status": "cancelled"}, exception],
-                                  "nextSyncToken": "S2"}),
-    )  # fmt: skip
+        httpx.Response(
+            200,
+            json={
+                "items": [{"id": "gone", "status": "cancelled"}, exception],
+                "nextSyncToken": "S2",
+            },
+        ),
+    )
     pages = [p async for p in make(rec).changes(session(), "primary", "S1")]
     assert [p.cursor for p in pages] == [None, "S2"]
     first, second = rec.query(0), rec.query(1)
@@ -270,8 +295,11 @@ async def test_other_403_is_not_retried_and_429_is() -> None:
         await make(rec).list_calendars(session())
     assert not isinstance(info.value, E.RateLimited)
     assert len(rec.requests) == 1
-    rec = Recorder(gerr(429, "rateLimitExceeded", "usageLimits"), gerr(500, "backendError"),
-                   httpx.Response(200, json={"items": []}))  # fmt: skip
+    rec = Recorder(
+        gerr(429, "rateLimitExceeded", "usageLimits"),
+        gerr(500, "backendError"),
+        httpx.Response(200, json={"items": []}),
+    )
     assert await make(rec).list_calendars(session()) == []
     assert len(rec.requests) == 3
     rec = Recorder(*[gerr(403, "rateLimitExceeded", "usageLimits") for _ in range(4)])
@@ -281,8 +309,12 @@ async def test_other_403_is_not_retried_and_429_is() -> None:
 
 async def test_401_refreshes_once() -> None:
     """A 401 refreshes the session's tokens once and retries with the new token."""
-    rec = Recorder(gerr(401, "authError"), httpx.Response(200, json={"items": []}),
-                   gerr(401, "authError"), gerr(401, "authError"))  # fmt: skip
+    rec = Recorder(
+        gerr(401, "authError"),
+        httpx.Response(200, json={"items": []}),
+        gerr(401, "authError"),
+        gerr(401, "authError"),
+    )
     p, s = make(rec), session()
     await p.list_calendars(s)
     assert rec.requests[1].headers["authorization"] == "Bearer fresh"
@@ -292,8 +324,18 @@ async def test_401_refreshes_once() -> None:
 
 async def test_free_busy() -> None:
     """freebusy.query blocks come back per calendar."""
-    rec = Recorder(httpx.Response(200, json={"calendars": {"primary": {"busy": [
-        {"start": "2026-03-02T09:00:00Z", "end": "2026-03-02T10:00:00Z"}]}}}))  # fmt: skip
+    rec = Recorder(
+        httpx.Response(
+            200,
+            json={
+                "calendars": {
+                    "primary": {
+                        "busy": [{"start": "2026-03-02T09:00:00Z", "end": "2026-03-02T10:00:00Z"}]
+                    }
+                }
+            },
+        )
+    )
     (block,) = await make(rec).free_busy(session(), ["primary"], WINDOW)
     assert block.start == dt.datetime(2026, 3, 2, 9, tzinfo=dt.UTC)
     assert json.loads(rec.requests[0].content)["items"] == [{"id": "primary"}]
@@ -301,9 +343,17 @@ async def test_free_busy() -> None:
 
 def _watch_reply(request: httpx.Request) -> httpx.Response:
     body = json.loads(request.content)
-    return httpx.Response(200, json={"kind": "api#channel", "id": body["id"], "resourceId": "R",
-                                     "resourceUri": "u", "token": body["token"],
-                                     "expiration": body["expiration"]})  # fmt: skip
+    return httpx.Response(
+        200,
+        json={
+            "kind": "api#channel",
+            "id": body["id"],
+            "resourceId": "R",
+            "resourceUri": "u",
+            "token": body["token"],
+            "expiration": body["expiration"],
+        },
+    )
 
 
 async def test_watch_renew_and_verify() -> None:
@@ -323,7 +373,10 @@ async def test_watch_renew_and_verify() -> None:
     assert new.id != ch.id
     assert new.secret != ch.secret
     assert [r.url.path.rsplit("/", 2)[-2:] for r in rec.requests] == [
-        ["events", "watch"], ["events", "watch"], ["channels", "stop"]]  # fmt: skip
+        ["events", "watch"],
+        ["events", "watch"],
+        ["channels", "stop"],
+    ]
     assert json.loads(rec.requests[2].content) == {"id": ch.id, "resourceId": "R"}
 
     async def lookup(channel_id: str) -> Channel | None:
@@ -333,9 +386,14 @@ async def test_watch_renew_and_verify() -> None:
     assert secret is not None
 
     def req(state: str, n: int, **over: str) -> WebhookRequest:
-        h = {"X-Goog-Channel-ID": new.id, "X-Goog-Channel-Token": secret.reveal(),
-             "X-Goog-Resource-ID": "R", "X-Goog-Resource-State": state,
-             "X-Goog-Message-Number": str(n), "X-Goog-Resource-URI": "u"}  # fmt: skip
+        h = {
+            "X-Goog-Channel-ID": new.id,
+            "X-Goog-Channel-Token": secret.reveal(),
+            "X-Goog-Resource-ID": "R",
+            "X-Goog-Resource-State": state,
+            "X-Goog-Message-Number": str(n),
+            "X-Goog-Resource-URI": "u",
+        }
         h.update(over)
         return WebhookRequest.build(headers=h, body=b"")
 

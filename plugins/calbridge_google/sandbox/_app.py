@@ -1,0 +1,697 @@
+"""The Google sandbox ASGI app: Calendar v3 over the shared world.
+
+Served under ``/google`` by the composite sandbox server:
+
+* ``/calendar/v3/...``: calendarList, events (list, get, insert, update, patch, delete,
+  instances, watch), channels.stop, freeBusy, with Google's JSON and error envelope;
+* ``/o/oauth2/v2/auth``, ``/token``, ``/revoke``: OAuth (see ``_oauth``);
+* ``/_sandbox/...``: Google-only controls (expire sync tokens, inject an error reason,
+  mint tokens).
+
+Faults armed for ``"google"`` in the world (``world.faults.fail_next("google", 403)``)
+answer with Google's envelope: 403 ``usageLimits/rateLimitExceeded`` (or the next reason
+queued by :meth:`GoogleSandbox.fail_next`), 429 ``rateLimitExceeded``, 5xx
+``backendError``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import email.utils
+import hashlib
+import json
+import secrets
+from collections.abc import Awaitable, Callable
+from typing import Any
+from urllib.parse import quote
+
+import attrs
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from calbridge import EventStatus, Transparency
+from calbridge.sandbox import (
+    ChangeKind,
+    NativeCalendar,
+    NativeChange,
+    NativeEvent,
+    UnknownCalendar,
+    UnknownEvent,
+    UnknownUser,
+    World,
+    expand,
+)
+
+from ._events import list_events, occurrence_by_id
+from ._oauth import oauth_routes
+from ._params import GoogleError, parse_rfc3339, validate
+from ._render import (
+    calendar_entry,
+    check_client_id,
+    check_times,
+    event_fields,
+    event_json,
+    occurrence_json,
+)
+from ._state import GoogleState, WatchChannel
+
+__all__ = ["GoogleSandbox"]
+
+PROVIDER = "google"
+ORIGIN = "google"
+_REASONS = {
+    400: ("global", "badRequest", "Bad Request"),
+    401: ("global", "authError", "Invalid Credentials"),
+    403: ("usageLimits", "rateLimitExceeded", "Rate Limit Exceeded"),
+    404: ("global", "notFound", "Not Found"),
+    409: ("global", "conflict", "Conflict"),
+    410: (
+        "calendar",
+        "fullSyncRequired",
+        "Sync token is no longer valid, a full sync is required.",
+    ),
+    412: ("global", "conditionNotMet", "Precondition Failed"),
+    429: ("usageLimits", "rateLimitExceeded", "Rate Limit Exceeded"),
+}
+_REASON_DOMAINS = {
+    "rateLimitExceeded": ("usageLimits", "Rate Limit Exceeded"),
+    "userRateLimitExceeded": ("usageLimits", "User Rate Limit Exceeded"),
+    "quotaExceeded": ("usageLimits", "Calendar usage limits exceeded."),
+    "forbidden": ("global", "Forbidden"),
+    "forbiddenForNonOrganizer": (
+        "calendar",
+        "Shared properties can only be changed by the organizer of the event.",
+    ),
+}
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+def error_response(err: GoogleError, headers: dict[str, str] | None = None) -> JSONResponse:
+    """Google's error envelope."""
+    item: dict[str, Any] = {"domain": err.domain, "reason": err.reason, "message": err.message}
+    if err.location_type:
+        item["locationType"] = err.location_type
+    if err.location:
+        item["location"] = err.location
+    body = {"error": {"errors": [item], "code": err.status, "message": err.message}}
+    return JSONResponse(body, status_code=err.status, headers=headers)
+
+
+def _not_found() -> GoogleError:
+    return GoogleError(status=404, reason="notFound", message="Not Found")
+
+
+def _deleted() -> GoogleError:
+    return GoogleError(status=410, reason="deleted", message="Resource has been deleted")
+
+
+@attrs.define
+class _Ctx:
+    email: str
+    cal: NativeCalendar
+
+
+class GoogleSandbox:
+    """The Google view of a :class:`~calbridge.sandbox.World` (one per world)."""
+
+    def __init__(self, world: World) -> None:
+        self.world = world
+        self.state = GoogleState(world)
+        self.settings = self.state.settings
+        world.views["google"] = self
+        world.faults.on(PROVIDER, "expire_tokens", self.state.expire_access)
+        world.faults.on(PROVIDER, "revoke_tokens", self.state.revoke_user)
+        self._unsubscribe = world.subscribe(self._on_change)
+        api = "/calendar/v3"
+        routes = [
+            Route(f"{api}/users/me/calendarList", self._h(self.calendar_list), methods=["GET"]),
+            Route(
+                f"{api}/users/me/calendarList/{{cid:path}}",
+                self._h(self.calendar_get),
+                methods=["GET"],
+            ),
+            Route(f"{api}/calendars/{{cid}}/events/watch", self._h(self.watch), methods=["POST"]),
+            Route(f"{api}/calendars/{{cid}}/events", self._h(self.events), methods=["GET", "POST"]),
+            Route(
+                f"{api}/calendars/{{cid}}/events/{{eid}}/instances",
+                self._h(self.instances),
+                methods=["GET"],
+            ),
+            Route(
+                f"{api}/calendars/{{cid}}/events/{{eid}}",
+                self._h(self.event),
+                methods=["GET", "PUT", "PATCH", "DELETE"],
+            ),
+            Route(f"{api}/channels/stop", self._h(self.stop), methods=["POST"]),
+            Route(f"{api}/freeBusy", self._h(self.freebusy), methods=["POST"]),
+            Route("/_sandbox/expire-sync-tokens", self._control_expire, methods=["POST"]),
+            Route("/_sandbox/errors", self._control_errors, methods=["POST"]),
+        ]
+        routes += [
+            Route(r.path, self._faulty(r.endpoint), methods=r.methods)
+            for r in oauth_routes(self.state)
+        ]
+        self.app = Starlette(routes=routes)
+
+    # -- controls (Python) ---------------------------------------------------------------
+
+    def expire_sync_tokens(self, calendar_id: str | None = None) -> None:
+        """Every sync token issued so far (of one calendar, or all) now answers 410."""
+        self.state.expire_sync_tokens(calendar_id)
+
+    def fail_next(
+        self,
+        status: int,
+        *,
+        reason: str | None = None,
+        times: int = 1,
+        path_prefix: str = "",
+        retry_after: float | None = None,
+    ) -> None:
+        """Answer the next ``times`` calls with ``status`` (and ``reason``, e.g. quotaExceeded)."""
+        if reason is not None:
+            self.state.injected_reasons.extend([reason] * times)
+        self.world.faults.fail_next(
+            PROVIDER, status, times=times, path_prefix=path_prefix, retry_after=retry_after
+        )
+
+    def issue_tokens(self, email: str, client_id: str = "sandbox") -> dict[str, Any]:
+        """Tokens for ``email`` (created natively on Google if unknown), no OAuth dance."""
+        try:
+            self.world.user(email)
+        except UnknownUser:
+            self.world.add_user(email, native="google")
+        grant = self.state.new_grant(
+            email.lower(), client_id, "https://www.googleapis.com/auth/calendar", True
+        )
+        access, life = self.state.mint_access(grant)
+        return {"access_token": access, "refresh_token": grant.refresh_token, "expires_in": life}
+
+    def channels(self) -> list[WatchChannel]:
+        """Every watch channel opened so far."""
+        return list(self.state.channels.values())
+
+    # -- plumbing ------------------------------------------------------------------------
+
+    async def _inject(self, request: Request) -> Response | None:
+        latency = self.world.faults.latency(PROVIDER)
+        if latency:
+            await asyncio.sleep(latency)
+        path = request.url.path
+        root = request.scope.get("root_path", "")
+        if root and path.startswith(root):
+            path = path[len(root) :]
+        injected = self.world.faults.take_error(PROVIDER, path)
+        if injected is None:
+            return None
+        domain, reason, message = _REASONS.get(
+            injected.status,
+            ("global", "backendError", "Backend Error")
+            if injected.status >= 500
+            else ("global", "badRequest", "Bad Request"),
+        )
+        if self.state.injected_reasons:
+            reason = self.state.injected_reasons.pop(0)
+            domain, message = _REASON_DOMAINS.get(reason, (domain, message))
+        headers = {}
+        if injected.retry_after is not None:
+            headers["Retry-After"] = f"{injected.retry_after:g}"
+        err = GoogleError(status=injected.status, reason=reason, message=message, domain=domain)
+        return error_response(err, headers)
+
+    def _faulty(self, fn: Any) -> Handler:
+        async def run(request: Request) -> Response:
+            injected = await self._inject(request)
+            if injected is not None:
+                return injected
+            response: Response = await fn(request)
+            return response
+
+        return run
+
+    def _h(self, fn: Callable[[Request, _Ctx], Awaitable[Response]]) -> Handler:
+        async def run(request: Request) -> Response:
+            injected = await self._inject(request)
+            if injected is not None:
+                return injected
+            auth = request.headers.get("authorization", "")
+            email = None
+            if auth.lower().startswith("bearer "):
+                email = self.state.user_for(auth[7:].strip())
+            if email is None:
+                err = GoogleError(
+                    status=401,
+                    reason="authError",
+                    message="Invalid Credentials",
+                    location="Authorization",
+                    location_type="header",
+                )
+                return error_response(
+                    err,
+                    {
+                        "WWW-Authenticate": 'Bearer realm="https://'
+                        'accounts.google.com/", error="invalid_token"'
+                    },
+                )
+            try:
+                cid = request.path_params.get("cid")
+                cal = self._calendar(email, cid) if cid else self.world.primary_calendar(email)
+                return await fn(request, _Ctx(email=email, cal=cal))
+            except GoogleError as err:
+                return error_response(err)
+            except (UnknownCalendar, UnknownEvent, UnknownUser):
+                return error_response(_not_found())
+
+        return run
+
+    def _calendar(self, email: str, cid: str) -> NativeCalendar:
+        if cid == "primary":
+            return self.world.primary_calendar(email)
+        cal = self.world.calendar(cid)
+        if cal.owner != email or cal.deleted:
+            raise _not_found()
+        return cal
+
+    @staticmethod
+    async def _json(request: Request) -> dict[str, Any]:
+        raw = await request.body()
+        if not raw:
+            return {}
+        try:
+            data = json.loads(raw)
+        except ValueError:
+            raise GoogleError(status=400, reason="parseError", message="Parse Error") from None
+        if not isinstance(data, dict):
+            raise GoogleError(status=400, reason="parseError", message="Parse Error")
+        return data
+
+    @staticmethod
+    def _params(request: Request, method: str) -> dict[str, Any]:
+        return validate(method, request.query_params.multi_items())
+
+    # -- calendarList --------------------------------------------------------------------
+
+    async def calendar_list(self, request: Request, ctx: _Ctx) -> Response:
+        p = self._params(request, "calendar.calendarList.list")
+        size = min(250, int(p.get("maxResults", 100)))
+        cals = [c for c in self.world.calendars(ctx.email) if p.get("showDeleted") or not c.deleted]
+        if p.get("minAccessRole") in ("owner", "writer"):
+            cals = [c for c in cals if not c.read_only]
+        start = 0
+        if "pageToken" in p:
+            try:
+                start = int(p["pageToken"].removeprefix("cl"))
+            except ValueError:
+                raise GoogleError(
+                    status=400,
+                    reason="invalid",
+                    message="Invalid page token value.",
+                    location="pageToken",
+                    location_type="parameter",
+                ) from None
+        page = cals[start : start + size]
+        body: dict[str, Any] = {
+            "kind": "calendar#calendarList",
+            "etag": f'"cl{len(cals):014d}"',
+            "items": [calendar_entry(c) for c in page],
+        }
+        if start + size < len(cals):
+            body["nextPageToken"] = f"cl{start + size}"
+        else:
+            body["nextSyncToken"] = "cls" + secrets.token_urlsafe(12)
+        return JSONResponse(body)
+
+    async def calendar_get(self, request: Request, ctx: _Ctx) -> Response:
+        return JSONResponse(calendar_entry(ctx.cal))
+
+    # -- events --------------------------------------------------------------------------
+
+    async def events(self, request: Request, ctx: _Ctx) -> Response:
+        if request.method == "GET":
+            p = self._params(request, "calendar.events.list")
+            return JSONResponse(list_events(self.world, self.state, ctx.cal, p))
+        self._params(request, "calendar.events.insert")
+        return JSONResponse(await self._insert(request, ctx))
+
+    def _writable(self, cal: NativeCalendar) -> None:
+        if cal.read_only:
+            raise GoogleError(
+                status=403,
+                reason="requiredAccessLevel",
+                message="You need to have writer access to this calendar.",
+            )
+
+    async def _insert(self, request: Request, ctx: _Ctx) -> dict[str, Any]:
+        self._writable(ctx.cal)
+        body = await self._json(request)
+        fields = event_fields(body)
+        if "start" not in body or "end" not in body:
+            raise GoogleError(status=400, reason="required", message="Missing end time.")
+        check_times(fields["start"], fields["end"], fields["recurrence"])
+        event_id = check_client_id(body["id"]) if body.get("id") is not None else None
+        if event_id is not None:
+            try:
+                self.world.event(ctx.cal.id, event_id, include_deleted=True)
+            except UnknownEvent:
+                pass
+            else:
+                raise GoogleError(
+                    status=409,
+                    reason="duplicate",
+                    message="The requested identifier already exists.",
+                )
+        ical = body.get("iCalUID")
+        event = self.world.insert_event(
+            ctx.cal.id,
+            id=event_id,
+            ical_uid=str(ical) if ical else None,
+            origin=ORIGIN,
+            **fields,
+        )
+        return event_json(event, ctx.cal)
+
+    def _find(self, cal: NativeCalendar, eid: str) -> NativeEvent | None:
+        try:
+            return self.world.event(cal.id, eid, include_deleted=True)
+        except UnknownEvent:
+            return None
+
+    async def event(self, request: Request, ctx: _Ctx) -> Response:
+        eid = request.path_params["eid"]
+        method = request.method
+        self._params(
+            request,
+            {
+                "GET": "calendar.events.get",
+                "PUT": "calendar.events.update",
+                "PATCH": "calendar.events.patch",
+                "DELETE": "calendar.events.delete",
+            }[method],
+        )
+        stored = self._find(ctx.cal, eid)
+        occurrence = None if stored is not None else occurrence_by_id(self.world, ctx.cal, eid)
+        if stored is None and occurrence is None:
+            raise _not_found()
+        current = stored if stored is not None else occurrence.event  # type: ignore[union-attr]
+        if method == "GET":
+            if stored is not None:
+                return JSONResponse(event_json(stored, ctx.cal))
+            assert occurrence is not None
+            return JSONResponse(occurrence_json(occurrence, ctx.cal))
+        self._writable(ctx.cal)
+        if_match = request.headers.get("if-match")
+        if if_match and if_match not in ("*", current.etag):
+            raise GoogleError(
+                status=412,
+                reason="conditionNotMet",
+                message="Precondition Failed",
+                location="If-Match",
+                location_type="header",
+            )
+        if method == "DELETE":
+            self._delete(ctx.cal, stored, occurrence)
+            return Response(status_code=204)
+        body = await self._json(request)
+        if stored is not None and stored.deleted:
+            raise _not_found()
+        partial = method == "PATCH"
+        base = stored if stored is not None else occurrence.event  # type: ignore[union-attr]
+        recurring = bool(body.get("recurrence")) or (partial and bool(base.recurrence))
+        if partial and recurring and "recurrence" not in body:
+            body = {**body, "recurrence": list(base.recurrence)}
+        fields = event_fields(body, partial=partial)
+        start = fields.get("start", base.start if stored is not None else occurrence.start)  # type: ignore[union-attr]
+        end = fields.get("end", base.end if stored is not None else occurrence.end)  # type: ignore[union-attr]
+        check_times(start, end, fields.get("recurrence", base.recurrence))
+        if stored is not None:
+            updated = self.world.update_event(ctx.cal.id, stored.id, origin=ORIGIN, **fields)
+            return JSONResponse(event_json(updated, ctx.cal))
+        assert occurrence is not None
+        fields.pop("recurrence", None)
+        master = occurrence.event
+        merged: dict[str, Any] = (
+            {
+                "summary": master.summary,
+                "description": master.description,
+                "location": master.location,
+                "transparency": master.transparency,
+                "visibility": master.visibility,
+                "attendees": master.attendees,
+                "private_properties": master.private_properties,
+                "shared_properties": master.shared_properties,
+            }
+            if partial
+            else {}
+        )
+        merged.update(fields)
+        merged["start"], merged["end"] = start, end
+        exception = self.world.insert_event(
+            ctx.cal.id,
+            id=eid,
+            ical_uid=master.ical_uid,
+            recurring_event_id=master.id,
+            original_start=occurrence.original_start,
+            origin=ORIGIN,
+            **merged,
+        )
+        return JSONResponse(event_json(exception, ctx.cal))
+
+    def _delete(self, cal: NativeCalendar, stored: NativeEvent | None, occurrence: Any) -> None:
+        if stored is not None:
+            if stored.deleted or (stored.status is EventStatus.CANCELLED):
+                raise _deleted()
+            if stored.recurring_event_id:
+                self.world.update_event(
+                    cal.id, stored.id, origin=ORIGIN, status=EventStatus.CANCELLED
+                )
+            else:
+                self.world.delete_event(cal.id, stored.id, origin=ORIGIN)
+            return
+        master = occurrence.event
+        self.world.insert_event(
+            cal.id,
+            id=occurrence.instance_id,
+            ical_uid=master.ical_uid,
+            recurring_event_id=master.id,
+            original_start=occurrence.original_start,
+            start=occurrence.start,
+            end=occurrence.end,
+            summary=master.summary,
+            status=EventStatus.CANCELLED,
+            origin=ORIGIN,
+        )
+
+    async def instances(self, request: Request, ctx: _Ctx) -> Response:
+        p = self._params(request, "calendar.events.instances")
+        master = self._find(ctx.cal, request.path_params["eid"])
+        if master is None or master.deleted:
+            raise _not_found()
+        if not master.recurrence:
+            return JSONResponse(
+                {
+                    "kind": "calendar#events",
+                    "summary": ctx.cal.name,
+                    "timeZone": ctx.cal.time_zone,
+                    "accessRole": "owner",
+                    "defaultReminders": [],
+                    "items": [event_json(master, ctx.cal)],
+                }
+            )
+        if "originalStart" in p:
+            p.pop("originalStart")
+        return JSONResponse(list_events(self.world, self.state, ctx.cal, p, master=master))
+
+    # -- push ----------------------------------------------------------------------------
+
+    async def watch(self, request: Request, ctx: _Ctx) -> Response:
+        self._params(request, "calendar.events.watch")
+        body = await self._json(request)
+        cid = str(body.get("id") or "")
+        address = str(body.get("address") or "")
+        if not cid or len(cid) > 64:
+            raise GoogleError(status=400, reason="required", message="Channel id is required.")
+        if body.get("type") not in ("web_hook", "webhook"):
+            raise GoogleError(
+                status=400, reason="invalid", message=f"Invalid channel type: {body.get('type')!r}."
+            )
+        if not address.startswith(("https://", "http://")):
+            raise GoogleError(
+                status=400,
+                reason="push.webhookUrlNotHttps",
+                message="WebHook callback must be HTTPS: " + address,
+            )
+        now = self.state.now()
+        cap = now + self.settings.max_channel_ttl
+        expiration = cap
+        if body.get("expiration"):
+            try:
+                expiration = min(cap, int(str(body["expiration"])) / 1000)
+            except ValueError:
+                raise GoogleError(
+                    status=400, reason="invalid", message="Invalid expiration."
+                ) from None
+            if expiration <= now:
+                raise GoogleError(
+                    status=400, reason="invalid", message="Expiration must be in the future."
+                )
+        path_cid = request.path_params["cid"]
+        channel = WatchChannel(
+            id=cid,
+            resource_id=_resource_id(ctx.cal.id),
+            resource_uri="https://www.googleapis.com/calendar/v3/calendars/"
+            f"{quote(path_cid, safe='')}/events?alt=json",
+            calendar_id=ctx.cal.id,
+            email=ctx.email,
+            address=address,
+            token=str(body["token"]) if body.get("token") is not None else None,
+            expiration=expiration,
+        )
+        self.state.add_channel(channel)
+        self._notify(channel, "sync")
+        out: dict[str, Any] = {
+            "kind": "api#channel",
+            "id": channel.id,
+            "resourceId": channel.resource_id,
+            "resourceUri": channel.resource_uri,
+            "expiration": str(int(channel.expiration * 1000)),
+        }
+        if channel.token is not None:
+            out["token"] = channel.token
+        return JSONResponse(out)
+
+    async def stop(self, request: Request, ctx: _Ctx) -> Response:
+        body = await self._json(request)
+        channel = self.state.channels.get(str(body.get("id") or ""))
+        if (
+            channel is None
+            or channel.email != ctx.email
+            or channel.resource_id != body.get("resourceId")
+        ):
+            raise GoogleError(
+                status=404,
+                reason="notFound",
+                message=f"Channel '{body.get('id')}' not found for project 'sandbox'",
+            )
+        channel.stopped = True
+        return Response(status_code=204)
+
+    def _on_change(self, change: NativeChange) -> None:
+        for channel in list(self.state.channels.values()):
+            if channel.calendar_id != change.calendar_id:
+                continue
+            state = "not_exists" if change.kind is ChangeKind.DELETED else "exists"
+            self._notify(channel, state)
+
+    def _notify(self, channel: WatchChannel, resource_state: str) -> None:
+        number = self.state.next_message(channel)
+        if number is None:
+            return
+        headers = {
+            "X-Goog-Channel-ID": channel.id,
+            "X-Goog-Channel-Expiration": email.utils.format_datetime(
+                self.state.expires_at(channel), usegmt=True
+            ),
+            "X-Goog-Message-Number": str(number),
+            "X-Goog-Resource-ID": channel.resource_id,
+            "X-Goog-Resource-State": resource_state,
+            "X-Goog-Resource-URI": channel.resource_uri,
+        }
+        if channel.token is not None:
+            headers["X-Goog-Channel-Token"] = channel.token
+
+        def live() -> bool:
+            return not channel.stopped and self.state.now() < channel.expiration
+
+        self.world.delivery.deliver(PROVIDER, channel.address, b"", headers, keep_trying=live)
+
+    # -- free/busy -----------------------------------------------------------------------
+
+    async def freebusy(self, request: Request, ctx: _Ctx) -> Response:
+        body = await self._json(request)
+        for key in ("timeMin", "timeMax"):
+            if not body.get(key):
+                raise GoogleError(status=400, reason="required", message=f"Missing {key}.")
+        lo = parse_rfc3339(str(body["timeMin"]), "timeMin")
+        hi = parse_rfc3339(str(body["timeMax"]), "timeMax")
+        if lo >= hi:
+            raise GoogleError(
+                status=400,
+                reason="timeRangeEmpty",
+                domain="calendar",
+                message="The specified time range is empty.",
+            )
+        items = body.get("items") or []
+        if len(items) > 50:
+            raise GoogleError(
+                status=400,
+                reason="tooManyCalendarsRequested",
+                message="Too many calendars requested.",
+            )
+        calendars: dict[str, Any] = {}
+        for item in items:
+            cid = str(item.get("id", ""))
+            try:
+                cal = (
+                    self.world.primary_calendar(ctx.email)
+                    if cid == "primary"
+                    else (self.world.calendar(cid))
+                )
+            except (UnknownCalendar, StopIteration):
+                calendars[cid] = {
+                    "errors": [{"domain": "global", "reason": "notFound"}],
+                    "busy": [],
+                }
+                continue
+            calendars[cid] = {"busy": _busy(self.world, cal, lo, hi)}
+        return JSONResponse(
+            {
+                "kind": "calendar#freeBusy",
+                "timeMin": _z(lo),
+                "timeMax": _z(hi),
+                "calendars": calendars,
+            }
+        )
+
+    # -- controls (HTTP) -----------------------------------------------------------------
+
+    async def _control_expire(self, request: Request) -> Response:
+        body = await self._json(request)
+        self.expire_sync_tokens(body.get("calendar_id"))
+        return Response(status_code=204)
+
+    async def _control_errors(self, request: Request) -> Response:
+        body = await self._json(request)
+        self.fail_next(
+            int(body["status"]), reason=body.get("reason"), times=int(body.get("times", 1))
+        )
+        return Response(status_code=204)
+
+
+def _resource_id(calendar_id: str) -> str:
+    return hashlib.sha256(f"events:{calendar_id}".encode()).hexdigest()[:27]
+
+
+def _z(value: dt.datetime) -> str:
+    return value.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _busy(
+    world: World, cal: NativeCalendar, lo: dt.datetime, hi: dt.datetime
+) -> list[dict[str, str]]:
+    spans = sorted(
+        (max(o.start.as_utc(), lo), min(o.end.as_utc(), hi))
+        for o in expand(world.events(cal.id), lo, hi)
+        if o.event.transparency is Transparency.OPAQUE
+        and o.event.status is not EventStatus.CANCELLED
+    )
+    merged: list[list[dt.datetime]] = []
+    for start, end in spans:
+        if merged and start <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], end)
+        else:
+            merged.append([start, end])
+    return [{"start": _z(s), "end": _z(e)} for s, e in merged]

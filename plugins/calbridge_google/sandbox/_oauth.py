@@ -1,0 +1,198 @@
+"""The sandbox's Google OAuth endpoints: ``/o/oauth2/v2/auth``, ``/token``, ``/revoke``.
+
+The authorize endpoint consents on the user's behalf: ``login_hint`` names the user, who
+is created natively on Google (with a primary calendar) when the world does not know
+them yet, and the browser is redirected (302) to ``redirect_uri`` with ``code`` and
+``state``. PKCE (``S256`` and ``plain``) is checked at the token endpoint.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+from urllib.parse import parse_qsl, urlencode
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, RedirectResponse, Response
+from starlette.routing import Route
+
+from calbridge.sandbox import UnknownUser
+
+from ._state import AuthCode, GoogleState
+
+__all__ = ["oauth_routes"]
+
+
+def _oauth_error(status: int, error: str, description: str) -> JSONResponse:
+    return JSONResponse({"error": error, "error_description": description}, status_code=status)
+
+
+def _id_token(state: GoogleState, email: str, client_id: str) -> str:
+    user = state.world.user(email)
+    now = int(state.now())
+    claims = {
+        "iss": "https://accounts.google.com",
+        "azp": client_id,
+        "aud": client_id,
+        "sub": user.id,
+        "email": user.email,
+        "email_verified": True,
+        "iat": now,
+        "exp": now + 3600,
+    }
+
+    def part(data: dict[str, object]) -> str:
+        raw = json.dumps(data, separators=(",", ":")).encode()
+        return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+    # unsigned in the sandbox: the signature segment is a placeholder
+    return f"{part({'alg': 'RS256', 'kid': 'sandbox', 'typ': 'JWT'})}.{part(claims)}.sandbox"
+
+
+async def _form(request: Request) -> dict[str, str]:
+    """An ``application/x-www-form-urlencoded`` body (the token endpoint's format)."""
+    raw = (await request.body()).decode("utf-8", "replace")
+    return dict(parse_qsl(raw, keep_blank_values=True))
+
+
+def oauth_routes(state: GoogleState) -> list[Route]:
+    """The OAuth routes of the Google sandbox."""
+    world = state.world
+
+    async def authorize(request: Request) -> Response:
+        q = request.query_params
+        client_id = q.get("client_id", "")
+        redirect_uri = q.get("redirect_uri", "")
+        if world.application_secret(client_id) is None:
+            return _oauth_error(401, "invalid_client", "The OAuth client was not found.")
+        if not redirect_uri:
+            return _oauth_error(400, "invalid_request", "Missing required parameter: redirect_uri")
+        if q.get("response_type") != "code":
+            return _oauth_error(400, "unsupported_response_type", "response_type must be code")
+        email = (q.get("login_hint") or "").strip().lower()
+        if not email:
+            return _oauth_error(
+                400,
+                "invalid_request",
+                "The sandbox consents automatically and needs login_hint=<email>.",
+            )
+        try:
+            user = world.user(email)
+        except UnknownUser:
+            user = world.add_user(email, native="google")
+        state_param = q.get("state")
+        if user.native != "google":
+            params = {"error": "access_denied"}
+            if state_param is not None:
+                params["state"] = state_param
+            return RedirectResponse(f"{redirect_uri}?{urlencode(params)}", status_code=302)
+        method = q.get("code_challenge_method") or ("plain" if q.get("code_challenge") else None)
+        if method not in (None, "S256", "plain"):
+            return _oauth_error(400, "invalid_request", "Invalid code_challenge_method.")
+        scope = q.get("scope", "")
+        code = state.new_code(
+            AuthCode(
+                email=user.email,
+                client_id=client_id,
+                redirect_uri=redirect_uri,
+                scope=scope,
+                code_challenge=q.get("code_challenge"),
+                code_challenge_method=method,
+                offline=q.get("access_type") == "offline",
+                expires=state.now() + state.settings.code_lifetime,
+            )
+        )
+        params = {"code": code, "scope": scope}
+        if state_param is not None:
+            params["state"] = state_param
+        sep = "&" if "?" in redirect_uri else "?"
+        return RedirectResponse(f"{redirect_uri}{sep}{urlencode(params)}", status_code=302)
+
+    async def token(request: Request) -> Response:
+        f = await _form(request)
+        client_id = f.get("client_id", "")
+        expected = world.application_secret(client_id)
+        given = f.get("client_secret", "")
+        if expected is None or not hmac.compare_digest(given.encode(), expected.reveal().encode()):
+            return _oauth_error(401, "invalid_client", "Unauthorized")
+        grant_type = f.get("grant_type")
+        if grant_type == "authorization_code":
+            code = state.take_code(f.get("code", ""))
+            if code is None or code.client_id != client_id:
+                return _oauth_error(400, "invalid_grant", "Malformed auth code.")
+            if code.redirect_uri != f.get("redirect_uri"):
+                return _oauth_error(400, "redirect_uri_mismatch", "Bad Request")
+            if code.code_challenge is not None:
+                verifier = f.get("code_verifier", "")
+                if code.code_challenge_method == "S256":
+                    digest = hashlib.sha256(verifier.encode()).digest()
+                    derived = base64.urlsafe_b64encode(digest).decode().rstrip("=")
+                else:
+                    derived = verifier
+                if not verifier or not hmac.compare_digest(derived, code.code_challenge):
+                    return _oauth_error(400, "invalid_grant", "Invalid code verifier.")
+            grant = state.new_grant(code.email, client_id, code.scope, code.offline)
+            access, life = state.mint_access(grant)
+            body: dict[str, object] = {
+                "access_token": access,
+                "expires_in": life,
+                "scope": code.scope,
+                "token_type": "Bearer",
+            }
+            if grant.refresh_token:
+                body["refresh_token"] = grant.refresh_token
+            if "openid" in code.scope.split():
+                body["id_token"] = _id_token(state, code.email, client_id)
+            return JSONResponse(body, headers={"Cache-Control": "no-store"})
+        if grant_type == "refresh_token":
+            found = state.grant_by_refresh(f.get("refresh_token", ""))
+            if found is None or found.client_id != client_id:
+                return _oauth_error(400, "invalid_grant", "Token has been expired or revoked.")
+            access, life = state.mint_access(found)
+            return JSONResponse(
+                {
+                    "access_token": access,
+                    "expires_in": life,
+                    "scope": found.scope,
+                    "token_type": "Bearer",
+                },
+                headers={"Cache-Control": "no-store"},
+            )
+        return _oauth_error(400, "unsupported_grant_type", "Invalid grant_type.")
+
+    async def revoke(request: Request) -> Response:
+        form = await _form(request)
+        value = form.get("token") or request.query_params.get("token") or ""
+        if not value or not state.revoke(value):
+            return _oauth_error(400, "invalid_token", "Token expired or revoked")
+        return JSONResponse({})
+
+    async def issue(request: Request) -> Response:
+        """Sandbox shortcut: tokens for a user without the browser dance."""
+        body = await request.json()
+        email = str(body["email"]).lower()
+        try:
+            world.user(email)
+        except UnknownUser:
+            world.add_user(email, native="google")
+        scope = str(body.get("scope") or "https://www.googleapis.com/auth/calendar")
+        grant = state.new_grant(email, str(body.get("client_id", "sandbox")), scope, True)
+        access, life = state.mint_access(grant)
+        return JSONResponse(
+            {
+                "access_token": access,
+                "refresh_token": grant.refresh_token,
+                "expires_in": life,
+                "scope": scope,
+                "token_type": "Bearer",
+            }
+        )
+
+    return [
+        Route("/o/oauth2/v2/auth", authorize, methods=["GET"]),
+        Route("/token", token, methods=["POST"]),
+        Route("/revoke", revoke, methods=["POST"]),
+        Route("/_sandbox/tokens", issue, methods=["POST"]),
+    ]

@@ -1,0 +1,280 @@
+"""The Google view's own state over the shared world: OAuth grants, sync and page tokens,
+watch channels. Everything calendars and events is the world's.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import hashlib
+import json
+import secrets
+import threading
+from typing import Any
+
+import attrs
+
+from calbridge.sandbox import World
+
+from ._params import GoogleError
+
+__all__ = ["AuthCode", "GoogleSettings", "GoogleState", "Grant", "WatchChannel"]
+
+
+@attrs.define
+class GoogleSettings:
+    """Knobs of the Google sandbox (``world.views["google"].settings``)."""
+
+    access_token_lifetime: int = 3599
+    code_lifetime: int = 600
+    #: events.watch lifetime cap (Google: 7 days)
+    max_channel_ttl: int = 7 * 24 * 3600
+    #: sync tokens older than this (sandbox seconds) answer 410; None = never
+    sync_token_ttl: float | None = None
+    #: how far back ``updatedMin`` may reach before 410 updatedMinTooLongAgo
+    updated_min_horizon: float = 28 * 24 * 3600
+
+
+@attrs.define
+class AuthCode:
+    """An issued authorization code (single use)."""
+
+    email: str
+    client_id: str
+    redirect_uri: str
+    scope: str
+    code_challenge: str | None
+    code_challenge_method: str | None
+    offline: bool
+    expires: float
+
+
+@attrs.define
+class Grant:
+    """One consent: a refresh token and the access tokens minted from it."""
+
+    email: str
+    client_id: str
+    scope: str
+    refresh_token: str | None
+    access_tokens: dict[str, float] = attrs.field(factory=dict)  # token -> expiry
+    revoked: bool = False
+
+
+@attrs.define
+class WatchChannel:
+    """An events.watch channel."""
+
+    id: str
+    resource_id: str
+    resource_uri: str
+    calendar_id: str
+    email: str
+    address: str
+    token: str | None
+    expiration: float  #: epoch seconds (sandbox clock)
+    message_number: int = 0
+    stopped: bool = False
+    unsubscribe: Any = None
+
+
+def _b64(data: dict[str, Any]) -> str:
+    raw = json.dumps(data, separators=(",", ":"), sort_keys=True).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _unb64(token: str) -> dict[str, Any] | None:
+    try:
+        data = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+    except ValueError:
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def signature(params: dict[str, Any]) -> str:
+    """A short digest of request parameters (what a page or sync token is bound to)."""
+    text = json.dumps(params, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+class GoogleState:
+    """Thread-safe registries of the Google view."""
+
+    def __init__(self, world: World) -> None:
+        self.world = world
+        self.settings = GoogleSettings()
+        self._lock = threading.RLock()
+        self.codes: dict[str, AuthCode] = {}
+        self.grants: list[Grant] = []
+        self.channels: dict[str, WatchChannel] = {}
+        self._sync_issued = 0
+        #: sync tokens issued at or before this counter are expired, per calendar ("*" = all)
+        self._expired_upto: dict[str, int] = {}
+        self._sync_times: dict[int, float] = {}
+        #: extra error reasons for injected errors, consumed in order
+        self.injected_reasons: list[str] = []
+
+    def now(self) -> float:
+        """Sandbox epoch seconds."""
+        return self.world.clock.timestamp()
+
+    # -- OAuth -------------------------------------------------------------------------
+
+    def new_code(self, code: AuthCode) -> str:
+        """Store an authorization code; returns it."""
+        value = "4/0A" + secrets.token_urlsafe(24)
+        with self._lock:
+            self.codes[value] = code
+        return value
+
+    def take_code(self, value: str) -> AuthCode | None:
+        """Consume a code (None when unknown, used or expired)."""
+        with self._lock:
+            code = self.codes.pop(value, None)
+        if code is None or code.expires < self.now():
+            return None
+        return code
+
+    def new_grant(self, email: str, client_id: str, scope: str, offline: bool) -> Grant:
+        """Record a consent."""
+        grant = Grant(
+            email=email,
+            client_id=client_id,
+            scope=scope,
+            refresh_token=("1//0g" + secrets.token_urlsafe(32)) if offline else None,
+        )
+        with self._lock:
+            self.grants.append(grant)
+        return grant
+
+    def mint_access(self, grant: Grant) -> tuple[str, int]:
+        """A new access token for ``grant`` and its lifetime."""
+        token = "ya29.a0" + secrets.token_urlsafe(40)
+        life = self.settings.access_token_lifetime
+        with self._lock:
+            grant.access_tokens[token] = self.now() + life
+        return token, life
+
+    def grant_by_refresh(self, refresh_token: str) -> Grant | None:
+        """The live grant of a refresh token."""
+        with self._lock:
+            for grant in self.grants:
+                if not grant.revoked and grant.refresh_token == refresh_token:
+                    return grant
+        return None
+
+    def user_for(self, access_token: str) -> str | None:
+        """The email an unexpired, unrevoked access token belongs to."""
+        now = self.now()
+        with self._lock:
+            for grant in self.grants:
+                expiry = grant.access_tokens.get(access_token)
+                if expiry is not None and not grant.revoked and expiry > now:
+                    return grant.email
+        return None
+
+    def revoke(self, token: str) -> bool:
+        """Revoke the grant owning an access or refresh token."""
+        with self._lock:
+            for grant in self.grants:
+                if grant.revoked:
+                    continue
+                if grant.refresh_token == token or token in grant.access_tokens:
+                    grant.revoked = True
+                    return True
+        return False
+
+    def expire_access(self, email: str) -> None:
+        """Make every access token of ``email`` expired (refresh still works)."""
+        with self._lock:
+            for grant in self.grants:
+                if grant.email == email:
+                    grant.access_tokens = dict.fromkeys(grant.access_tokens, 0.0)
+
+    def revoke_user(self, email: str) -> None:
+        """Revoke every grant of ``email`` (refresh answers invalid_grant)."""
+        with self._lock:
+            for grant in self.grants:
+                if grant.email == email:
+                    grant.revoked = True
+
+    # -- sync and page tokens -------------------------------------------------------------
+
+    def issue_sync_token(self, calendar_id: str, sequence: int, sig: str) -> str:
+        """A sync token meaning "changes of ``calendar_id`` after ``sequence``"."""
+        with self._lock:
+            self._sync_issued += 1
+            n = self._sync_issued
+            self._sync_times[n] = self.now()
+        return _b64({"c": calendar_id, "s": sequence, "f": sig, "n": n})
+
+    def read_sync_token(self, token: str, calendar_id: str) -> tuple[int, str]:
+        """``(sequence, signature)`` of a valid token; 410 fullSyncRequired otherwise."""
+        data = _unb64(token)
+        gone = GoogleError(
+            status=410,
+            reason="fullSyncRequired",
+            message="Sync token is no longer valid, a full sync is required.",
+            domain="calendar",
+            location="syncToken",
+            location_type="parameter",
+        )
+        if data is None or data.get("c") != calendar_id or not isinstance(data.get("n"), int):
+            raise gone
+        n = int(data["n"])
+        with self._lock:
+            issued_at = self._sync_times.get(n)
+            cutoff = max(self._expired_upto.get("*", 0), self._expired_upto.get(calendar_id, 0))
+        ttl = self.settings.sync_token_ttl
+        if issued_at is None or n <= cutoff or (ttl is not None and self.now() - issued_at > ttl):
+            raise gone
+        return int(data["s"]), str(data.get("f", ""))
+
+    def expire_sync_tokens(self, calendar_id: str | None = None) -> None:
+        """Every sync token issued so far (for one calendar, or all) now answers 410."""
+        with self._lock:
+            self._expired_upto[calendar_id or "*"] = self._sync_issued
+
+    @staticmethod
+    def page_token(sig: str, snapshot: int, since: int | None, last: list[Any]) -> str:
+        """A page token bound to the request signature, its snapshot and the last key."""
+        return _b64({"f": sig, "s": snapshot, "p": since, "k": last})
+
+    @staticmethod
+    def read_page_token(token: str, sig: str) -> tuple[int, int | None, list[Any]]:
+        """``(snapshot, since, last_key)``; a token of another query is a 400."""
+        data = _unb64(token)
+        if data is None or data.get("f") != sig:
+            raise GoogleError(
+                status=400,
+                reason="invalid",
+                message="Invalid page token value.",
+                location="pageToken",
+                location_type="parameter",
+            )
+        return int(data["s"]), data.get("p"), list(data["k"])
+
+    # -- channels ------------------------------------------------------------------------
+
+    def add_channel(self, channel: WatchChannel) -> None:
+        """Register a channel (ids are unique)."""
+        with self._lock:
+            if channel.id in self.channels:
+                raise GoogleError(
+                    status=400,
+                    reason="channelIdNotUnique",
+                    message=f"Channel id {channel.id} not unique",
+                )
+            self.channels[channel.id] = channel
+
+    def next_message(self, channel: WatchChannel) -> int | None:
+        """The next message number, or None once the channel is stopped or expired."""
+        with self._lock:
+            if channel.stopped or self.now() >= channel.expiration:
+                return None
+            channel.message_number += 1
+            return channel.message_number
+
+    def expires_at(self, channel: WatchChannel) -> dt.datetime:
+        """The channel's expiry as a datetime."""
+        return dt.datetime.fromtimestamp(channel.expiration, dt.UTC)
