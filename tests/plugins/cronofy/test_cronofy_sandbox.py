@@ -1,0 +1,204 @@
+"""The Cronofy plugin against the Cronofy sandbox: what the contract does not cover.
+
+Each test runs over real loopback HTTP and in-process.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import AsyncIterator
+
+import pytest
+from calbridge_cronofy.testing import CronofySandboxRig, sandbox_rig
+
+import calbridge
+from calbridge.errors import InvalidRequest, NotificationRejected, ReauthRequired, Unavailable
+
+
+@pytest.fixture(params=["in-process", "loopback"])
+async def rig(request: pytest.FixtureRequest) -> AsyncIterator[CronofySandboxRig]:
+    async with sandbox_rig(
+        loopback=request.param == "loopback",
+        page_size=4,
+        options={"retry": calbridge.RetryPolicy(attempts=3, initial_backoff=0.01)},
+    ) as r:
+        yield r
+
+
+def _draft(start: dt.datetime, summary: str) -> calbridge.EventDraft:
+    return calbridge.EventDraft(
+        summary=summary,
+        start=calbridge.EventTime.zoned(start, "UTC"),
+        end=calbridge.EventTime.zoned(start + dt.timedelta(hours=1), "UTC"),
+    )
+
+
+def _window(rig: CronofySandboxRig, days: int = 5) -> calbridge.TimeRange:
+    start = rig.now().replace(hour=0, minute=0, second=0, microsecond=0)
+    return calbridge.TimeRange(start=start, end=start + dt.timedelta(days=days))
+
+
+async def _all(rig: CronofySandboxRig) -> list[calbridge.Event]:
+    out: list[calbridge.Event] = []
+    async for page in rig.provider.list_events(rig.session, rig.calendar_id, _window(rig)):
+        out.extend(page)
+    return out
+
+
+async def _fault(rig: CronofySandboxRig, **body: object) -> None:
+    response = await rig.control.post("/_sandbox/faults/cronofy", json=body)
+    response.raise_for_status()
+
+
+async def test_identity_and_calendars(rig: CronofySandboxRig) -> None:
+    info = await rig.provider.userinfo(rig.session)
+    assert info.email == rig.email
+    assert info.sub == rig.session.account.provider_account_id
+    assert info.cronofy_data is not None
+    (profile,) = info.cronofy_data.profiles
+    assert profile.profile_connected
+    assert rig.calendar_id in {c.calendar_id for c in profile.profile_calendars}
+    profiles = await rig.provider.list_profiles(rig.session)
+    assert [p.profile_id for p in profiles] == [profile.profile_id]
+    tokens = await rig.session.access_token()
+    assert tokens.extra["linking_profile.profile_id"] == profile.profile_id
+
+    new = await rig.provider.create_calendar(rig.session, profile.profile_id, "Bookings")
+    assert new.name == "Bookings"
+    assert new.id in {c.id for c in await rig.provider.list_calendars(rig.session)}
+    with pytest.raises(InvalidRequest) as err:
+        await rig.provider.create_calendar(rig.session, "pro_unknown", "X")
+    assert "profile_id" in err.value.field_errors
+
+
+async def test_external_events_by_event_uid(rig: CronofySandboxRig) -> None:
+    start = rig.now().replace(minute=0, second=0, microsecond=0) + dt.timedelta(days=1)
+    await rig.insert_native_event("dentist", start)
+    await rig.settle()
+    (ext,) = [e for e in await _all(rig) if e.summary == "dentist"]
+    assert ext.id.startswith("evt_external_")
+    assert ext.ical_uid
+    assert "event_id" not in ext.raw
+
+    await rig.provider.update_event(rig.session, rig.calendar_id, ext.id, _draft(start, "dentist!"))
+    await rig.settle()
+    (moved,) = [e for e in await _all(rig) if e.id == ext.id]
+    assert moved.summary == "dentist!"
+
+    await rig.provider.change_participation_status(
+        rig.session, rig.calendar_id, ext.id, calbridge.ResponseStatus.DECLINED
+    )
+    await rig.provider.delete_event(rig.session, rig.calendar_id, ext.id)
+    await rig.settle()
+    assert ext.id not in {e.id for e in await _all(rig)}
+
+
+async def test_managed_events_keep_the_callers_id(rig: CronofySandboxRig) -> None:
+    start = rig.now().replace(minute=0, second=0, microsecond=0) + dt.timedelta(hours=30)
+    created = await rig.provider.create_event(
+        rig.session, rig.calendar_id, _draft(start, "mine"), idempotency_key="booking-42"
+    )
+    assert created.id == "booking-42"
+    await rig.settle()
+    (read,) = [e for e in await _all(rig) if e.summary == "mine"]
+    assert read.id == "booking-42"
+    assert read.raw["event_id"] == "booking-42"
+    assert read.raw["event_uid"].startswith("evt_")
+
+    blocks = await rig.provider.free_busy(rig.session, [rig.calendar_id], _window(rig))
+    assert any(b.start == start and b.status is calbridge.FreeBusyStatus.BUSY for b in blocks)
+
+
+async def test_push_end_to_end(rig: CronofySandboxRig) -> None:
+    channel = await rig.provider.subscribe(
+        rig.session,
+        calbridge.ChannelRequest(callback_url=rig.callback_url, calendar_ids=(rig.calendar_id,)),
+    )
+    again = await rig.provider.subscribe(
+        rig.session,
+        calbridge.ChannelRequest(callback_url=rig.callback_url, calendar_ids=(rig.calendar_id,)),
+    )
+    assert again.id == channel.id
+    assert [c.id for c in await rig.provider.list_channels(rig.session)] == [channel.id]
+
+    async def lookup(channel_id: str) -> calbridge.Channel | None:
+        return channel if channel_id == channel.id else None
+
+    # a full read first, then the app's own write: no notification for it
+    cursor = None
+    async for page in rig.provider.changes(rig.session, rig.calendar_id, None):
+        cursor = page.cursor or cursor
+    assert cursor is not None
+    await rig.settle()
+    (verification,) = rig.captured(channel.id, "verification")
+    (note,) = await rig.provider.verify_notification(verification, lookup)
+    assert note.kind is calbridge.NotificationKind.VERIFICATION
+    start = rig.now().replace(minute=0, second=0, microsecond=0) + dt.timedelta(days=2)
+    await rig.provider.create_event(
+        rig.session, rig.calendar_id, _draft(start, "own"), idempotency_key="own-1"
+    )
+    await rig.settle()
+    assert rig.captured(channel.id, "change") == []
+
+    # a change behind the app's back is pushed, signed, and readable from changes_since
+    await rig.insert_native_event("pushed", start + dt.timedelta(hours=3))
+    await rig.settle()
+    (change,) = rig.captured(channel.id, "change")
+    (note,) = await rig.provider.verify_notification(change, lookup)
+    assert note.kind is calbridge.NotificationKind.CHANGE
+    assert note.changes_since
+    assert note.calendar_ids == (rig.calendar_id,)
+    seen = []
+    async for page in rig.provider.changes(rig.session, rig.calendar_id, note.changes_since):
+        seen += [c.event.summary for c in page.changes if c.event is not None]
+    assert "pushed" in seen
+    assert "own" not in seen  # modified before changes_since
+
+    forged = calbridge.WebhookRequest.build(
+        headers=dict(change.headers),
+        body=json.dumps(json.loads(change.body), indent=2).encode(),
+    )
+    with pytest.raises(NotificationRejected):
+        await rig.provider.verify_notification(forged, lookup)
+
+    await _fault(rig, action="disconnect_profile", email=rig.email)
+    await rig.settle()
+    kinds = []
+    for request in rig.captured(channel.id):
+        (n,) = await rig.provider.verify_notification(request, lookup)
+        kinds.append(n.kind)
+    assert calbridge.NotificationKind.PROFILE_DISCONNECTED in kinds
+    profiles = await rig.provider.list_profiles(rig.session)
+    assert not profiles[0].profile_connected
+    assert profiles[0].profile_relink_url
+
+    await rig.provider.unsubscribe(rig.session, channel)
+    await rig.provider.unsubscribe(rig.session, channel)
+    assert await rig.provider.list_channels(rig.session) == []
+
+
+async def test_expired_token_is_refreshed_once(rig: CronofySandboxRig) -> None:
+    before = await rig.session.access_token()
+    await _fault(rig, action="expire_tokens", email=rig.email)
+    assert await rig.provider.list_calendars(rig.session)
+    after = await rig.session.access_token()
+    assert after.access_token != before.access_token
+    assert rig.session.tokens.refreshes == 1  # type: ignore[attr-defined]
+
+
+async def test_revoked_authorization_needs_reauth(rig: CronofySandboxRig) -> None:
+    tokens = await rig.session.access_token()
+    await rig.provider.revoke_tokens(tokens)
+    with pytest.raises(ReauthRequired):
+        await rig.provider.list_calendars(rig.session)
+
+
+async def test_injected_faults(rig: CronofySandboxRig) -> None:
+    await _fault(rig, status=503, times=1, path_prefix="/v1/calendars")
+    assert await rig.provider.list_calendars(rig.session)  # retried
+    await _fault(rig, status=429, times=1, path_prefix="/v1/calendars")
+    assert await rig.provider.list_calendars(rig.session)  # retried
+    await _fault(rig, status=500, times=5, path_prefix="/v1/calendars")
+    with pytest.raises(Unavailable):
+        await rig.provider.list_calendars(rig.session)
