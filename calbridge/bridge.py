@@ -1,0 +1,548 @@
+"""The one API applications call: :class:`CalBridge` (async) and :class:`SyncCalBridge`.
+
+Every per-user call is routed (:mod:`calbridge.router`) to the provider that serves the
+user now — the legacy one, or Cronofy once the user has moved — and the application never
+names a provider::
+
+    async with CalBridge(BridgeConfig.from_file("calbridge.toml")) as bridge:
+        url = await bridge.connect_url("user-42", "google")        # send the user there
+        account = await bridge.complete_connect("google", callback_query)
+        async for event in bridge.events("user-42", "primary", window):
+            ...
+        await bridge.create_event("user-42", "primary", draft, key="booking-981")
+
+Writes are keyed by the application's own idempotency key; the id map ties it to each
+provider's event id, so the same key never makes two events, before or after migration.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from typing import Any
+
+import attrs
+import httpx
+
+from ._config import BridgeConfig
+from ._identity import APP_KEY_PROPERTY, resolve_event_id
+from ._manager import PluginHost
+from ._runtime import Runtime
+from .errors import NotFound
+from .models import Account, Calendar, Event, EventDraft, FreeBusy, TimeRange
+from .provider import Provider, Session
+from .router import Decision, Phase
+
+__all__ = ["CalBridge", "ForgetReport", "SyncCalBridge"]
+
+ChangeCallback = Callable[[Any], Awaitable[None]]
+
+
+@attrs.frozen(kw_only=True)
+class ForgetReport:
+    """What :meth:`CalBridge.forget_user` removed."""
+
+    app_user_id: str
+    accounts: int
+    channels_stopped: int
+    tokens_revoked: int
+    revoke_failures: tuple[str, ...] = ()
+
+
+class CalBridge:
+    """One calendar API over every provider, routed per user.
+
+    Args:
+        config: configuration (defaults to :meth:`BridgeConfig.from_env`).
+        host: a plugin host (defaults to the process-wide one).
+        http: a shared ``httpx.AsyncClient`` to use instead of building one.
+        transport: an httpx transport for the client calbridge builds (e.g. an ASGI
+            transport onto a sandbox in tests).
+    """
+
+    def __init__(
+        self,
+        config: BridgeConfig | None = None,
+        *,
+        host: PluginHost | None = None,
+        http: httpx.AsyncClient | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.runtime = Runtime.open(config, host=host, http=http, transport=transport, clock=clock)
+        self._calendars: dict[str, tuple[float, list[Calendar]]] = {}
+        self._callbacks: list[ChangeCallback] = []
+
+    @classmethod
+    def from_file(cls, path: str, **kwargs: Any) -> CalBridge:
+        """A bridge configured from a TOML file (see :class:`BridgeConfig`)."""
+        return cls(BridgeConfig.from_file(path), **kwargs)
+
+    def __repr__(self) -> str:
+        return f"<CalBridge store={self.runtime.engine.dialect.name}>"
+
+    async def __aenter__(self) -> CalBridge:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the HTTP client and the store."""
+        await self.runtime.aclose()
+
+    @property
+    def config(self) -> BridgeConfig:
+        """The configuration in use."""
+        return self.runtime.config
+
+    @property
+    def store(self) -> Any:
+        """The state store (:class:`calbridge.store.Store`)."""
+        return self.runtime.store
+
+    # -- routing -------------------------------------------------------------------------
+
+    def route(self, app_user_id: str) -> Decision:
+        """Which provider and account serve this user now (cached)."""
+        return self.runtime.router.route(app_user_id)
+
+    def explain_route(self, app_user_id: str) -> Decision:
+        """A fresh routing decision with every step of its reasoning."""
+        return self.runtime.router.explain(app_user_id)
+
+    async def pin(self, app_user_id: str, provider: str | None) -> None:
+        """Pin a user to ``provider`` (None removes the pin). Audited."""
+        if provider is None:
+            self.runtime.update_routing(app_user_id, drop=("pin",))
+        else:
+            self.runtime.host.provider_class(provider)
+            self.runtime.update_routing(app_user_id, data={"pin": provider})
+        self.store.audit("cli", "route.pin", app_user_id=app_user_id, detail={"provider": provider})
+
+    async def set_tenant(self, app_user_id: str, tenant: str | None) -> None:
+        """Record the user's tenant (for tenant routing rules and cohorts)."""
+        if tenant is None:
+            self.runtime.update_routing(app_user_id, drop=("tenant",))
+        else:
+            self.runtime.update_routing(app_user_id, data={"tenant": tenant})
+
+    # -- accounts ------------------------------------------------------------------------
+
+    async def accounts(self, app_user_id: str | None = None) -> list[Account]:
+        """Connected accounts (of one user, or all)."""
+        found: list[Account] = await asyncio.to_thread(
+            self.store.list_accounts, app_user_id=app_user_id
+        )
+        return found
+
+    async def account_status(self, app_user_id: str) -> dict[str, Any]:
+        """The user's accounts, routing decision and migration phase, JSON-ready."""
+        facts = self.runtime.user_facts(app_user_id)
+        try:
+            decision: dict[str, Any] | None = self.explain_route(app_user_id).as_dict()
+        except LookupError:
+            decision = None
+        return {
+            "app_user_id": app_user_id,
+            "phase": str(facts.phase) if facts.phase else None,
+            "accounts": [
+                {"id": a.account_id, "provider": a.provider, "status": a.status, "email": a.email}
+                for a in facts.accounts
+            ],
+            "route": decision,
+        }
+
+    # -- calendars -----------------------------------------------------------------------
+
+    async def _account_calendars(self, account_id: str, *, fresh: bool = False) -> list[Calendar]:
+        hit = self._calendars.get(account_id)
+        now = time.monotonic()
+        if hit is not None and hit[0] > now and not fresh:
+            return hit[1]
+        account = self.runtime.account(account_id)
+        provider = self.runtime.provider(account.provider)
+        calendars = await provider.list_calendars(self.runtime.session(account))
+        self._calendars[account_id] = (now + 300.0, calendars)
+        return calendars
+
+    async def calendars(self, app_user_id: str) -> list[Calendar]:
+        """The calendars of the provider serving this user."""
+        decision = self.route(app_user_id)
+        return list(await self._account_calendars(decision.account_id, fresh=True))
+
+    async def _calendar_for(self, decision: Decision, ref: str) -> str:
+        """Translate an app calendar reference to the routed account's calendar id.
+
+        ``"primary"`` is each provider's primary calendar; an id from another of the
+        user's accounts maps to the routed account's calendar of the same name (or the
+        primary one when the other was primary).
+        """
+        mine = await self._account_calendars(decision.account_id)
+        if ref == "primary":
+            primary = next((c for c in mine if c.primary), mine[0] if mine else None)
+            if primary is None:
+                raise NotFound("the account has no calendar", provider=decision.provider)
+            return primary.id
+        if any(c.id == ref for c in mine):
+            return ref
+        facts = self.runtime.user_facts(decision.app_user_id)
+        for other in facts.accounts:
+            if other.account_id == decision.account_id or not other.active:
+                continue
+            theirs = await self._account_calendars(other.account_id)
+            source = next((c for c in theirs if c.id == ref), None)
+            if source is None:
+                continue
+            if source.primary:
+                return await self._calendar_for(decision, "primary")
+            same = next((c for c in mine if c.name == source.name), None)
+            if same is not None:
+                return same.id
+        raise NotFound(
+            f"calendar {ref!r} is not one of the user's calendars at {decision.provider}",
+            provider=decision.provider,
+        )
+
+    # -- events --------------------------------------------------------------------------
+
+    async def events(
+        self,
+        app_user_id: str,
+        calendar_id: str,
+        window: TimeRange,
+        *,
+        live: bool = False,
+    ) -> AsyncIterator[Event]:
+        """Events of a calendar overlapping ``window``.
+
+        Served from the synced cache when the calendar has been synced (fast), else live
+        from the provider, streamed page by page. In the ``shadow`` phase the same read
+        is replayed against the target provider in the background and compared.
+        """
+        decision = self.route(app_user_id)
+        cal = await self._calendar_for(decision, calendar_id)
+        cursor = None if live else self.store.get_cursor(decision.account_id, cal)
+        if cursor is not None:
+            for event in self.store.list_events(decision.account_id, cal, window):
+                if window.overlaps(event.start.as_utc(), event.end.as_utc()) or event.recurrence:
+                    yield event
+        else:
+            provider = self.runtime.provider(decision.provider)
+            session = self.runtime.session(decision.account_id)
+            async for page in provider.list_events(session, cal, window):
+                for event in page:
+                    yield event
+        if self.runtime.user_facts(app_user_id).phase is Phase.SHADOW:
+            self._enqueue_shadow_compare(app_user_id, window)
+
+    def _enqueue_shadow_compare(self, app_user_id: str, window: TimeRange) -> None:
+        self.runtime.queue.enqueue(
+            "migration.compare",
+            {
+                "app_user_id": app_user_id,
+                "start": window.start.isoformat(),
+                "end": window.end.isoformat(),
+            },
+            coalesce_key=f"compare:{app_user_id}",
+        )
+
+    async def list_events(
+        self, app_user_id: str, calendar_id: str, window: TimeRange, *, live: bool = False
+    ) -> list[Event]:
+        """:meth:`events` collected into a list."""
+        return [e async for e in self.events(app_user_id, calendar_id, window, live=live)]
+
+    async def create_event(
+        self, app_user_id: str, calendar_id: str, draft: EventDraft, *, key: str
+    ) -> Event:
+        """Create an event keyed by the app's idempotency ``key``.
+
+        The same key never makes two events: not on retry, and not after the user moved
+        to another provider (the existing copy is found by iCalendar UID).
+        """
+        from .store import IdMapEntry
+
+        decision = self.route(app_user_id)
+        provider = self.runtime.provider(decision.provider)
+        session = self.runtime.session(decision.account_id)
+        cal = await self._calendar_for(decision, calendar_id)
+        existing, entries = await resolve_event_id(
+            self.store,
+            key=key,
+            app_user_id=app_user_id,
+            provider=provider,
+            session=session,
+            account_id=decision.account_id,
+            calendar_id=cal,
+            around=draft.start.as_utc(),
+        )
+        if existing is not None:
+            cached = self.store.get_event(decision.account_id, cal, existing)
+            if isinstance(cached, Event):
+                return cached
+        if existing is None and entries:
+            # another provider holds the event, and this one has not seen it yet
+            raise NotFound(
+                f"event {key!r} exists at {', '.join(sorted(entries))} but is not yet "
+                f"visible through {decision.provider}; retry after its next sync",
+                provider=decision.provider,
+            )
+        marked = attrs.evolve(draft, properties={**draft.properties, APP_KEY_PROPERTY: key})
+        event = await provider.create_event(session, cal, marked, idempotency_key=key)
+        self.store.put_id(
+            IdMapEntry(
+                key=key,
+                provider=decision.provider,
+                app_user_id=app_user_id,
+                calendar_id=cal,
+                event_id=event.id,
+                account_id=decision.account_id,
+                ical_uid=event.ical_uid,
+            )
+        )
+        self._after_write(app_user_id, key, "create")
+        return event
+
+    async def update_event(
+        self, app_user_id: str, key: str, draft: EventDraft, *, etag: str | None = None
+    ) -> Event:
+        """Update the event created under ``key`` (wherever the user is served now)."""
+        _, provider, session, entry_cal, event_id = await self._resolve(
+            app_user_id, key, around=draft.start.as_utc()
+        )
+        marked = attrs.evolve(draft, properties={**draft.properties, APP_KEY_PROPERTY: key})
+        event = await provider.update_event(session, entry_cal, event_id, marked, etag=etag)
+        self._after_write(app_user_id, key, "update")
+        return event
+
+    async def delete_event(self, app_user_id: str, key: str) -> None:
+        """Delete the event created under ``key``; deleting twice succeeds."""
+        if not self.store.get_ids(key):
+            return
+        decision, provider, session, entry_cal, event_id = await self._resolve(app_user_id, key)
+        await provider.delete_event(session, entry_cal, event_id)
+        self.store.audit(
+            "bridge",
+            "event.deleted",
+            app_user_id=app_user_id,
+            account_id=decision.account_id,
+            detail={"key": key},
+        )
+        self.store.delete_ids(key)
+
+    async def _resolve(
+        self, app_user_id: str, key: str, *, around: dt.datetime | None = None
+    ) -> tuple[Decision, Provider, Session, str, str]:
+        decision = self.route(app_user_id)
+        provider = self.runtime.provider(decision.provider)
+        session = self.runtime.session(decision.account_id)
+        entries = self.store.get_ids(key)
+        if not entries:
+            raise NotFound(f"no event was created under key {key!r}", provider=decision.provider)
+        mine = entries.get(decision.provider)
+        if mine is not None:
+            return decision, provider, session, mine.calendar_id, mine.event_id
+        primary_cal = await self._calendar_for(decision, "primary")
+        other = next(iter(entries.values()))
+        try:
+            cal = await self._calendar_for(decision, other.calendar_id)
+        except NotFound:
+            cal = primary_cal
+        event_id, _ = await resolve_event_id(
+            self.store,
+            key=key,
+            app_user_id=app_user_id,
+            provider=provider,
+            session=session,
+            account_id=decision.account_id,
+            calendar_id=cal,
+            around=around,
+        )
+        if event_id is None:
+            raise NotFound(
+                f"event {key!r} is not (yet) visible through {decision.provider}",
+                provider=decision.provider,
+            )
+        return decision, provider, session, cal, event_id
+
+    def _after_write(self, app_user_id: str, key: str, action: str) -> None:
+        if self.runtime.user_facts(app_user_id).phase is Phase.DUAL:
+            self.runtime.queue.enqueue(
+                "migration.verify_write",
+                {"app_user_id": app_user_id, "key": key, "action": action},
+                run_at=self.runtime.clock() + 60,
+            )
+
+    async def free_busy(
+        self, app_user_id: str, calendar_ids: Sequence[str], window: TimeRange
+    ) -> list[FreeBusy]:
+        """Busy blocks of the user's calendars at the provider serving them."""
+        decision = self.route(app_user_id)
+        provider = self.runtime.provider(decision.provider)
+        cals = [await self._calendar_for(decision, c) for c in calendar_ids]
+        return await provider.free_busy(self.runtime.session(decision.account_id), cals, window)
+
+    # -- changes -------------------------------------------------------------------------
+
+    def on_changes(self, callback: ChangeCallback) -> ChangeCallback:
+        """Register an async callback receiving every change batch (also a decorator)."""
+        self._callbacks.append(callback)
+        return callback
+
+    # -- forgetting ----------------------------------------------------------------------
+
+    async def forget_user(self, app_user_id: str) -> ForgetReport:
+        """GDPR erasure: revoke tokens, stop channels, purge cache, id map and tokens.
+
+        An audit line (without personal data beyond the app's user id) is kept.
+        """
+        from .store import schema as t
+        from .store import write
+
+        accounts = await self.accounts(app_user_id)
+        stopped = revoked = 0
+        failures: list[str] = []
+        for account in accounts:
+            assert account.id is not None
+            provider = self.runtime.provider(account.provider)
+            session = self.runtime.session(account)
+            for record in self.store.list_channels(account_id=account.id):
+                try:
+                    await provider.unsubscribe(session, record.channel)
+                    stopped += 1
+                except Exception as exc:  # keep erasing; report what failed
+                    failures.append(f"{account.provider} channel: {type(exc).__name__}")
+            try:
+                tokens = await session.access_token()
+                await provider.revoke_tokens(tokens)
+                revoked += 1
+            except Exception as exc:  # the local erasure must happen regardless
+                failures.append(f"{account.provider} revoke: {type(exc).__name__}")
+        with write(self.runtime.engine) as conn:
+            conn.execute(t.id_map.delete().where(t.id_map.c.app_user_id == app_user_id))
+            for account in accounts:
+                conn.execute(t.accounts.delete().where(t.accounts.c.id == account.id))
+            conn.execute(
+                t.routing_state.delete().where(t.routing_state.c.app_user_id == app_user_id)
+            )
+        self.runtime.router.invalidate(app_user_id)
+        for account in accounts:
+            self._calendars.pop(account.id or "", None)
+        self.store.audit(
+            "bridge",
+            "user.forgotten",
+            app_user_id=app_user_id,
+            detail={
+                "accounts": len(accounts),
+                "channels_stopped": stopped,
+                "tokens_revoked": revoked,
+                "failures": failures,
+            },
+        )
+        return ForgetReport(
+            app_user_id=app_user_id,
+            accounts=len(accounts),
+            channels_stopped=stopped,
+            tokens_revoked=revoked,
+            revoke_failures=tuple(failures),
+        )
+
+
+class SyncCalBridge:
+    """The same API as :class:`CalBridge`, blocking, for Django / Flask / scripts.
+
+    It runs a private event loop in a background thread; every method blocks until the
+    async call finishes::
+
+        bridge = SyncCalBridge(BridgeConfig.from_env())
+        bridge.create_event("user-42", "primary", draft, key="booking-981")
+    """
+
+    def __init__(self, config: BridgeConfig | None = None, **kwargs: Any) -> None:
+        import threading
+
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, daemon=True, name="calbridge-sync"
+        )
+        self._thread.start()
+        self._bridge: CalBridge = self._call(self._make(config, kwargs))
+
+    @staticmethod
+    async def _make(config: BridgeConfig | None, kwargs: Mapping[str, Any]) -> CalBridge:
+        return CalBridge(config, **kwargs)
+
+    def _call(self, coro: Awaitable[Any]) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()  # type: ignore[arg-type]
+
+    @property
+    def async_bridge(self) -> CalBridge:
+        """The underlying async bridge."""
+        return self._bridge
+
+    def close(self) -> None:
+        """Close the bridge and stop the loop."""
+        self._call(self._bridge.aclose())
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=5)
+
+    def __enter__(self) -> SyncCalBridge:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def route(self, app_user_id: str) -> Decision:
+        """See :meth:`CalBridge.route`."""
+        return self._bridge.route(app_user_id)
+
+    def accounts(self, app_user_id: str | None = None) -> list[Account]:
+        """See :meth:`CalBridge.accounts`."""
+        return self._call(self._bridge.accounts(app_user_id))  # type: ignore[no-any-return]
+
+    def calendars(self, app_user_id: str) -> list[Calendar]:
+        """See :meth:`CalBridge.calendars`."""
+        return self._call(self._bridge.calendars(app_user_id))  # type: ignore[no-any-return]
+
+    def list_events(
+        self, app_user_id: str, calendar_id: str, window: TimeRange, *, live: bool = False
+    ) -> list[Event]:
+        """See :meth:`CalBridge.list_events`."""
+        return self._call(  # type: ignore[no-any-return]
+            self._bridge.list_events(app_user_id, calendar_id, window, live=live)
+        )
+
+    def create_event(
+        self, app_user_id: str, calendar_id: str, draft: EventDraft, *, key: str
+    ) -> Event:
+        """See :meth:`CalBridge.create_event`."""
+        return self._call(  # type: ignore[no-any-return]
+            self._bridge.create_event(app_user_id, calendar_id, draft, key=key)
+        )
+
+    def update_event(
+        self, app_user_id: str, key: str, draft: EventDraft, *, etag: str | None = None
+    ) -> Event:
+        """See :meth:`CalBridge.update_event`."""
+        return self._call(  # type: ignore[no-any-return]
+            self._bridge.update_event(app_user_id, key, draft, etag=etag)
+        )
+
+    def delete_event(self, app_user_id: str, key: str) -> None:
+        """See :meth:`CalBridge.delete_event`."""
+        self._call(self._bridge.delete_event(app_user_id, key))
+
+    def free_busy(
+        self, app_user_id: str, calendar_ids: Sequence[str], window: TimeRange
+    ) -> list[FreeBusy]:
+        """See :meth:`CalBridge.free_busy`."""
+        return self._call(  # type: ignore[no-any-return]
+            self._bridge.free_busy(app_user_id, calendar_ids, window)
+        )
+
+    def forget_user(self, app_user_id: str) -> ForgetReport:
+        """See :meth:`CalBridge.forget_user`."""
+        return self._call(self._bridge.forget_user(app_user_id))  # type: ignore[no-any-return]
