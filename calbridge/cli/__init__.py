@@ -15,8 +15,13 @@ import click
 __all__ = ["COMMANDS", "main"]
 
 COMMANDS: dict[str, str] = {
+    "accounts": "calbridge.cli._route:accounts",
+    "jobs": "calbridge.cli._worker:jobs",
+    "migrate": "calbridge.cli._migrate:migrate",
     "providers": "calbridge.cli._providers:providers",
+    "route": "calbridge.cli._route:route",
     "sandbox": "calbridge.cli._sandbox:sandbox",
+    "worker": "calbridge.cli._worker:worker",
 }
 
 

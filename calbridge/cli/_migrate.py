@@ -1,0 +1,269 @@
+"""``calbridge migrate``: move users from their legacy provider to Cronofy, and back."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.progress import Progress
+
+from ..router import Phase
+from ._context import bridge_options, make_bridge, run
+from ._output import console, print_json, print_table
+
+
+def _selection(fn: Callable[..., Any]) -> Callable[..., Any]:
+    fn = click.option("--tenant", default=None, help="Only users of this tenant.")(fn)
+    fn = click.option(
+        "--percent",
+        type=click.FloatRange(0, 100),
+        default=None,
+        help="A deterministic, sticky percentage of users.",
+    )(fn)
+    fn = click.option(
+        "--users-file",
+        type=click.Path(exists=True, dir_okay=False),
+        default=None,
+        help="A file with one app user id per line.",
+    )(fn)
+    fn = click.option("--user", "users", multiple=True, help="An app user id (repeatable).")(fn)
+    fn = click.option("--json", "as_json", is_flag=True, help="Print JSON.")(fn)
+    return bridge_options(fn)
+
+
+def _users(
+    bridge: Any,
+    users: tuple[str, ...],
+    users_file: str | None,
+    percent: float | None,
+    tenant: str | None,
+) -> list[str]:
+    explicit: list[str] | None = list(users) or None
+    if users_file:
+        explicit = (explicit or []) + [
+            line.strip()
+            for line in Path(users_file).read_text(encoding="utf-8").splitlines()
+            if line.strip() and not line.startswith("#")
+        ]
+    migrator = _migrator(bridge)
+    chosen: list[str] = migrator.cohort(users=explicit, percent=percent, tenant=tenant)
+    return chosen
+
+
+def _migrator(bridge: Any) -> Any:
+    from ..migration import Migrator
+
+    return Migrator(bridge.runtime)
+
+
+@click.group()
+def migrate() -> None:
+    """Move users from their legacy provider to Cronofy step by step (with rollback).
+
+    Phases: legacy -> shadow -> dual -> cutover -> retired; rollback from any phase.
+    Select users with --user (repeatable), --users-file, --percent and/or --tenant;
+    with no selection every user holding a legacy account is selected.
+    """
+
+
+@migrate.command()
+@_selection
+def plan(
+    as_json: bool,
+    users: tuple[str, ...],
+    users_file: str | None,
+    percent: float | None,
+    tenant: str | None,
+    config_path: str | None,
+    database_url: str | None,
+) -> None:
+    """Show each selected user's readiness; users not yet re-authorised wait on legacy."""
+
+    async def body() -> None:
+        bridge = make_bridge(config_path, database_url)
+        try:
+            rows = _migrator(bridge).plan(_users(bridge, users, users_file, percent, tenant))
+        finally:
+            await bridge.aclose()
+        data = [
+            {
+                "app_user_id": r.app_user_id,
+                "phase": str(r.phase),
+                "readiness": r.readiness,
+                "detail": r.detail,
+            }
+            for r in rows
+        ]
+        if as_json:
+            print_json(data)
+            return
+        print_table(
+            "migration plan",
+            ["user", "phase", "readiness", "detail"],
+            [(d["app_user_id"], d["phase"], d["readiness"], d["detail"]) for d in data],
+        )
+
+    run(body)
+
+
+@migrate.command()
+@_selection
+def status(
+    as_json: bool,
+    users: tuple[str, ...],
+    users_file: str | None,
+    percent: float | None,
+    tenant: str | None,
+    config_path: str | None,
+    database_url: str | None,
+) -> None:
+    """Show each selected user's phase, accounts and last parity result."""
+
+    async def body() -> None:
+        bridge = make_bridge(config_path, database_url)
+        try:
+            migrator = _migrator(bridge)
+            data = [
+                migrator.status(u).as_dict()
+                for u in _users(bridge, users, users_file, percent, tenant)
+            ]
+        finally:
+            await bridge.aclose()
+        if as_json:
+            print_json(data)
+            return
+        print_table(
+            "migration status",
+            ["user", "phase", "legacy", "parity"],
+            [
+                (
+                    d["app_user_id"],
+                    d["phase"],
+                    d["legacy_provider"] or "",
+                    "clean"
+                    if (d["last_parity"] or {}).get("clean")
+                    else ("-" if d["last_parity"] is None else "differs"),
+                )
+                for d in data
+            ],
+        )
+
+    run(body)
+
+
+@migrate.command()
+@_selection
+@click.option("--calendar", default="primary", show_default=True, help="The calendar to compare.")
+def diff(
+    as_json: bool,
+    users: tuple[str, ...],
+    users_file: str | None,
+    percent: float | None,
+    tenant: str | None,
+    calendar: str,
+    config_path: str | None,
+    database_url: str | None,
+) -> None:
+    """Compare the legacy and Cronofy views field by field (missing / extra / different)."""
+
+    async def body() -> None:
+        bridge = make_bridge(config_path, database_url)
+        out = []
+        try:
+            migrator = _migrator(bridge)
+            for user in _users(bridge, users, users_file, percent, tenant):
+                report = await migrator.check_parity(user, calendar=calendar)
+                out.append({"app_user_id": user, **report.as_dict()})
+        finally:
+            await bridge.aclose()
+        if as_json:
+            print_json(out)
+            return
+        for item in out:
+            state = "[green]clean[/]" if item["clean"] else "[red]differs[/]"
+            console.print(
+                f"{item['app_user_id']}: {state} ({item['compared']} occurrences, "
+                f"{item['pending']} pending)"
+            )
+            for key in item["missing"]:
+                console.print(f"  missing at target: {key[0]} @ {key[1]}")
+            for key in item["extra"]:
+                console.print(f"  extra at target:   {key[0]} @ {key[1]}")
+            for d in item["different"]:
+                console.print(
+                    f"  {d['ical_uid']} @ {d['occurrence']}: {d['field']}: "
+                    f"{d['legacy']!r} != {d['target']!r}"
+                )
+
+    run(body)
+
+
+def _transition(name: str, to: Phase, help_text: str, *, forceable: bool = False) -> None:
+    @migrate.command(name=name, help=help_text)
+    @_selection
+    @click.option("--dry-run", is_flag=True, help="Check guards only; change nothing.")
+    @click.option(
+        "--force",
+        is_flag=True,
+        hidden=not forceable,
+        help="Skip the parity and initial-sync guards (never the account guards).",
+    )
+    def command(
+        as_json: bool,
+        users: tuple[str, ...],
+        users_file: str | None,
+        percent: float | None,
+        tenant: str | None,
+        dry_run: bool,
+        force: bool,
+        config_path: str | None,
+        database_url: str | None,
+    ) -> None:
+        async def body() -> Any:
+            bridge = make_bridge(config_path, database_url)
+            try:
+                selected = _users(bridge, users, users_file, percent, tenant)
+                migrator = _migrator(bridge)
+                with Progress(console=console, transient=True, disable=as_json) as bar:
+                    task = bar.add_task(f"{name} ({len(selected)} users)", total=len(selected))
+                    return await migrator.bulk(
+                        selected,
+                        to,
+                        dry_run=dry_run,
+                        force=force and forceable,
+                        progress=lambda _u, _o: bar.advance(task),
+                    )
+            finally:
+                await bridge.aclose()
+
+        result = run(body)
+        if as_json:
+            print_json(result.as_dict())
+        else:
+            verb = "would move" if dry_run else "moved"
+            console.print(
+                f"{name}: {verb} {len(result.moved)}, already {len(result.already)}, "
+                f"refused {len(result.refused)}"
+            )
+            for user, reason in result.refused:
+                console.print(f"  [yellow]{user}[/]: {reason}")
+        if result.refused and not dry_run:
+            raise SystemExit(3)
+
+
+_transition("start", Phase.SHADOW, "legacy -> shadow: reads replayed against Cronofy and compared.")
+_transition(
+    "dual", Phase.DUAL, "shadow -> dual: writes through legacy, verified visible through Cronofy."
+)
+_transition(
+    "cutover",
+    Phase.CUTOVER,
+    "dual -> cutover: Cronofy serves; legacy kept warm. Guarded by parity.",
+    forceable=True,
+)
+_transition(
+    "retire", Phase.RETIRED, "cutover -> retired: stop legacy channels and revoke legacy tokens."
+)
+_transition("rollback", Phase.LEGACY, "Any phase -> legacy.")
