@@ -235,7 +235,7 @@ def parse_time(value: Any, field: str, *, recurring: bool) -> EventTime:
             zone = ZoneInfo(str(tzid))
         except (ZoneInfoNotFoundError, ValueError):
             raise _bad(f"Invalid time zone definition for {field} time.") from None
-    if recurring and not tzid:
+    if recurring and not tzid and field == "start":
         raise _bad(f"Missing time zone definition for {field} time.", "required")
     try:
         when = dt.datetime.fromisoformat(str(text).replace("Z", "+00:00"))
@@ -325,7 +325,13 @@ def event_fields(body: dict[str, Any], *, partial: bool = False) -> dict[str, An
     if "start" in present:
         out["start"] = parse_time(body.get("start"), "start", recurring=recurring)
     if "end" in present:
-        out["end"] = parse_time(body.get("end"), "end", recurring=recurring)
+        end = parse_time(body.get("end"), "end", recurring=recurring)
+        start = out.get("start")
+        if recurring and start is not None and not (body.get("end") or {}).get("timeZone"):
+            assert end.datetime is not None or end.is_all_day
+            if end.datetime is not None and start.tzid:
+                end = EventTime.zoned(end.datetime.astimezone(ZoneInfo(start.tzid)), start.tzid)
+        out["end"] = end
     if "recurrence" in present:
         out["recurrence"] = recurrence
     if "status" in present:
