@@ -18,6 +18,7 @@ from ..models import (
     Transparency,
     Visibility,
 )
+from ._faults import FAULT_ACTIONS
 from ._model import NativeCalendar, NativeEvent, User
 from ._world import UnknownCalendar, UnknownEvent, UnknownUser, World
 
@@ -263,6 +264,8 @@ def control_routes(world: World, providers: list[str]) -> list[Route]:
         if "duplicate_notifications" in body:
             world.faults.duplicate_notifications(provider, int(body["duplicate_notifications"]))
         if "action" in body:
+            if body["action"] not in FAULT_ACTIONS:
+                return _error(400, f"unknown action; known: {', '.join(FAULT_ACTIONS)}")
             try:
                 world.faults.trigger(provider, str(body["action"]), str(body["email"]))
             except LookupError as exc:

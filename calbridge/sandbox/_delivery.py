@@ -22,7 +22,7 @@ log = logging.getLogger("calbridge.sandbox")
 @attrs.frozen(kw_only=True)
 class DeliveryPolicy:
     """When to retry a failed delivery: ``first_retry * factor**n`` capped at ``max_delay``,
-    until ``give_up_after`` seconds after the first attempt."""
+    until ``give_up_after`` seconds after the first attempt (the last try is made then)."""
 
     first_retry: float = 30.0
     factor: float = 2.0
@@ -164,7 +164,9 @@ class WebhookDelivery:
             ok = status is not None and 200 <= status < 300
             now = self.clock.now()
             elapsed = (now - job.first).total_seconds()
-            retry = not ok and elapsed + job.policy.delay(attempt) <= job.policy.give_up_after
+            remaining = job.policy.give_up_after - elapsed
+            retry = not ok and remaining > 0
+            next_delay = min(job.policy.delay(attempt), remaining)
             result = DeliveryAttempt(
                 delivery_id=job.delivery_id,
                 provider=job.provider,
@@ -181,7 +183,7 @@ class WebhookDelivery:
             if job.on_result is not None:
                 job.on_result(result)
             if retry:
-                self._schedule(job, attempt + 1, job.policy.delay(attempt))
+                self._schedule(job, attempt + 1, next_delay)
 
         self.clock.call_later(delay, run, name=f"deliver {job.delivery_id} #{attempt}")
 

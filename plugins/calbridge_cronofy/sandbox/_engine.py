@@ -428,7 +428,7 @@ class CronofyEngine:
                 return
             channel.failing_since = channel.failing_since or attempt.at
             failing_for = (attempt.at - channel.failing_since).total_seconds()
-            if failing_for >= self.settings.channel_failure_window:
+            if attempt.final or failing_for >= self.settings.channel_failure_window:
                 channel.closed = True
 
         self.world.delivery.deliver(
