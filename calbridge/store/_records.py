@@ -34,6 +34,8 @@ class CredentialRecord:
     key_id: str
     refresh_owner: str | None = None
     refresh_lease_until_ms: int | None = None
+    #: when the tokens were last written (epoch s)
+    updated_at: int = 0
 
 
 @attrs.frozen(kw_only=True)

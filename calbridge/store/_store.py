@@ -280,6 +280,7 @@ class Store(DataMixin, RotationMixin):
             key_id=row.key_id,
             refresh_owner=row.refresh_owner,
             refresh_lease_until_ms=row.refresh_lease_until_ms,
+            updated_at=int(row.updated_at),
         )
 
     def swap_tokens(
