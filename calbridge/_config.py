@@ -96,8 +96,8 @@ class BridgeConfig:
     reconcile_interval: float = 7 * 24 * 3600.0
     #: how often polled calendars are read (seconds)
     poll_interval: float = 300.0
-    #: redirect URIs per provider for the connect flow, ``{provider}`` is substituted
-    redirect_uri: str = "http://127.0.0.1:8000/calbridge/oauth/{provider}/callback"
+    #: the connect flow's callback prefix; provider ``p`` redirects to ``{redirect_base}/p``
+    redirect_base: str = "http://127.0.0.1:8000/calbridge/oauth"
 
     def callback_url(self, provider: str) -> str | None:
         """The webhook URL for ``provider``, or None when push is not configured."""

@@ -45,6 +45,7 @@ class Runtime:
     router: Router = attrs.field(init=False)
     _providers: dict[str, Provider] = attrs.field(init=False, factory=dict)
     _owns_http: bool = True
+    _oauth: Any = attrs.field(init=False, default=None)
 
     def __attrs_post_init__(self) -> None:
         self.router = Router(
@@ -124,7 +125,11 @@ class Runtime:
         assert account.id is not None
         provider = self.provider(account.provider)
         source = StoreTokenSource(
-            store=self.store, account_id=account.id, provider=provider, host=self.host
+            self.store,
+            provider,
+            account.id,
+            notify=self.host.notify_account_status_changed,
+            clock=self.clock,
         )
         return Session(account=account, tokens=source)
 
@@ -135,6 +140,21 @@ class Runtime:
                 "no token vault keys: set CALBRIDGE_KEYS (generate one with "
                 "`calbridge keys generate`)"
             )
+
+    @property
+    def oauth(self) -> Any:
+        """The OAuth flow (:class:`calbridge.auth.OAuthFlow`) for connecting accounts."""
+        from .auth import OAuthFlow
+
+        if self._oauth is None:
+            self._oauth = OAuthFlow(
+                self.store,
+                self.provider,
+                redirect_base=self.config.redirect_base,
+                notify=self.host.notify_account_status_changed,
+                clock=self.clock,
+            )
+        return self._oauth
 
     # -- routing facts -----------------------------------------------------------------
 

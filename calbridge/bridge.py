@@ -155,6 +155,42 @@ class CalBridge:
             "route": decision,
         }
 
+    # -- connecting ----------------------------------------------------------------------
+
+    async def connect_url(
+        self,
+        app_user_id: str,
+        provider: str,
+        *,
+        scopes: Sequence[str] | None = None,
+        login_hint: str | None = None,
+        extra: Mapping[str, str] | None = None,
+    ) -> str:
+        """Where to send the user to connect ``provider`` (one-time state, PKCE)."""
+        self.runtime.require_vault()
+        start = await self.runtime.oauth.begin(
+            app_user_id=app_user_id, provider=provider, scopes=scopes, login_hint=login_hint,
+            extra=extra,
+        )
+        return str(start.url)
+
+    async def complete_connect(self, provider: str, params: Mapping[str, str]) -> Account:
+        """Handle the OAuth callback arriving on ``provider``'s redirect path.
+
+        ``params`` is the callback's query (``code``, ``state``, and ``iss`` when sent).
+        Missing, reused, expired or foreign state is refused before any token request.
+        """
+        account: Account = await self.runtime.oauth.complete(provider, params)
+        self.runtime.router.invalidate(account.app_user_id)
+        await self._on_connected(account)
+        return account
+
+    async def _on_connected(self, account: Account) -> None:
+        """Start observing the new account's changes (push channel or polling)."""
+        hook = getattr(self, "_connected_hook", None)
+        if hook is not None:
+            await hook(account)
+
     # -- calendars -----------------------------------------------------------------------
 
     async def _account_calendars(self, account_id: str, *, fresh: bool = False) -> list[Calendar]:
