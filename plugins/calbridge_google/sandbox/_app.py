@@ -17,37 +17,30 @@ queued by :meth:`GoogleSandbox.fail_next`), 429 ``rateLimitExceeded``, 5xx
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
-import email.utils
-import hashlib
-import json
 import secrets
 from collections.abc import Awaitable, Callable
 from typing import Any
-from urllib.parse import quote
 
-import attrs
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from calbridge import EventStatus, Transparency
+from calbridge import EventStatus
 from calbridge.sandbox import (
-    ChangeKind,
     NativeCalendar,
-    NativeChange,
     NativeEvent,
     UnknownCalendar,
     UnknownEvent,
     UnknownUser,
     World,
-    expand,
 )
 
+from ._common import Ctx, deleted, error_response, not_found, read_json
 from ._events import list_events, occurrence_by_id
 from ._oauth import oauth_routes
-from ._params import GoogleError, parse_rfc3339, validate
+from ._params import GoogleError, validate
+from ._push import PushMixin
 from ._render import (
     calendar_entry,
     check_client_id,
@@ -90,32 +83,7 @@ _REASON_DOMAINS = {
 Handler = Callable[[Request], Awaitable[Response]]
 
 
-def error_response(err: GoogleError, headers: dict[str, str] | None = None) -> JSONResponse:
-    """Google's error envelope."""
-    item: dict[str, Any] = {"domain": err.domain, "reason": err.reason, "message": err.message}
-    if err.location_type:
-        item["locationType"] = err.location_type
-    if err.location:
-        item["location"] = err.location
-    body = {"error": {"errors": [item], "code": err.status, "message": err.message}}
-    return JSONResponse(body, status_code=err.status, headers=headers)
-
-
-def _not_found() -> GoogleError:
-    return GoogleError(status=404, reason="notFound", message="Not Found")
-
-
-def _deleted() -> GoogleError:
-    return GoogleError(status=410, reason="deleted", message="Resource has been deleted")
-
-
-@attrs.define
-class _Ctx:
-    email: str
-    cal: NativeCalendar
-
-
-class GoogleSandbox:
+class GoogleSandbox(PushMixin):
     """The Google view of a :class:`~calbridge.sandbox.World` (one per world)."""
 
     def __init__(self, world: World) -> None:
@@ -233,7 +201,7 @@ class GoogleSandbox:
 
         return run
 
-    def _h(self, fn: Callable[[Request, _Ctx], Awaitable[Response]]) -> Handler:
+    def _h(self, fn: Callable[[Request, Ctx], Awaitable[Response]]) -> Handler:
         async def run(request: Request) -> Response:
             injected = await self._inject(request)
             if injected is not None:
@@ -260,11 +228,11 @@ class GoogleSandbox:
             try:
                 cid = request.path_params.get("cid")
                 cal = self._calendar(email, cid) if cid else self.world.primary_calendar(email)
-                return await fn(request, _Ctx(email=email, cal=cal))
+                return await fn(request, Ctx(email=email, cal=cal))
             except GoogleError as err:
                 return error_response(err)
             except (UnknownCalendar, UnknownEvent, UnknownUser):
-                return error_response(_not_found())
+                return error_response(not_found())
 
         return run
 
@@ -273,21 +241,8 @@ class GoogleSandbox:
             return self.world.primary_calendar(email)
         cal = self.world.calendar(cid)
         if cal.owner != email or cal.deleted:
-            raise _not_found()
+            raise not_found()
         return cal
-
-    @staticmethod
-    async def _json(request: Request) -> dict[str, Any]:
-        raw = await request.body()
-        if not raw:
-            return {}
-        try:
-            data = json.loads(raw)
-        except ValueError:
-            raise GoogleError(status=400, reason="parseError", message="Parse Error") from None
-        if not isinstance(data, dict):
-            raise GoogleError(status=400, reason="parseError", message="Parse Error")
-        return data
 
     @staticmethod
     def _params(request: Request, method: str) -> dict[str, Any]:
@@ -295,7 +250,7 @@ class GoogleSandbox:
 
     # -- calendarList --------------------------------------------------------------------
 
-    async def calendar_list(self, request: Request, ctx: _Ctx) -> Response:
+    async def calendar_list(self, request: Request, ctx: Ctx) -> Response:
         p = self._params(request, "calendar.calendarList.list")
         size = min(250, int(p.get("maxResults", 100)))
         cals = [c for c in self.world.calendars(ctx.email) if p.get("showDeleted") or not c.deleted]
@@ -325,12 +280,12 @@ class GoogleSandbox:
             body["nextSyncToken"] = "cls" + secrets.token_urlsafe(12)
         return JSONResponse(body)
 
-    async def calendar_get(self, request: Request, ctx: _Ctx) -> Response:
+    async def calendar_get(self, request: Request, ctx: Ctx) -> Response:
         return JSONResponse(calendar_entry(ctx.cal))
 
     # -- events --------------------------------------------------------------------------
 
-    async def events(self, request: Request, ctx: _Ctx) -> Response:
+    async def events(self, request: Request, ctx: Ctx) -> Response:
         if request.method == "GET":
             p = self._params(request, "calendar.events.list")
             return JSONResponse(list_events(self.world, self.state, ctx.cal, p))
@@ -345,9 +300,9 @@ class GoogleSandbox:
                 message="You need to have writer access to this calendar.",
             )
 
-    async def _insert(self, request: Request, ctx: _Ctx) -> dict[str, Any]:
+    async def _insert(self, request: Request, ctx: Ctx) -> dict[str, Any]:
         self._writable(ctx.cal)
-        body = await self._json(request)
+        body = await read_json(request)
         fields = event_fields(body)
         if "start" not in body or "end" not in body:
             raise GoogleError(status=400, reason="required", message="Missing end time.")
@@ -380,7 +335,7 @@ class GoogleSandbox:
         except UnknownEvent:
             return None
 
-    async def event(self, request: Request, ctx: _Ctx) -> Response:
+    async def event(self, request: Request, ctx: Ctx) -> Response:
         eid = request.path_params["eid"]
         method = request.method
         self._params(
@@ -395,7 +350,7 @@ class GoogleSandbox:
         stored = self._find(ctx.cal, eid)
         occurrence = None if stored is not None else occurrence_by_id(self.world, ctx.cal, eid)
         if stored is None and occurrence is None:
-            raise _not_found()
+            raise not_found()
         current = stored if stored is not None else occurrence.event  # type: ignore[union-attr]
         if method == "GET":
             if stored is not None:
@@ -415,9 +370,9 @@ class GoogleSandbox:
         if method == "DELETE":
             self._delete(ctx.cal, stored, occurrence)
             return Response(status_code=204)
-        body = await self._json(request)
+        body = await read_json(request)
         if stored is not None and stored.deleted:
-            raise _not_found()
+            raise not_found()
         partial = method == "PATCH"
         base = stored if stored is not None else occurrence.event  # type: ignore[union-attr]
         recurring = bool(body.get("recurrence")) or (partial and bool(base.recurrence))
@@ -463,7 +418,7 @@ class GoogleSandbox:
     def _delete(self, cal: NativeCalendar, stored: NativeEvent | None, occurrence: Any) -> None:
         if stored is not None:
             if stored.deleted or (stored.status is EventStatus.CANCELLED):
-                raise _deleted()
+                raise deleted()
             if stored.recurring_event_id:
                 self.world.update_event(
                     cal.id, stored.id, origin=ORIGIN, status=EventStatus.CANCELLED
@@ -485,11 +440,11 @@ class GoogleSandbox:
             origin=ORIGIN,
         )
 
-    async def instances(self, request: Request, ctx: _Ctx) -> Response:
+    async def instances(self, request: Request, ctx: Ctx) -> Response:
         p = self._params(request, "calendar.events.instances")
         master = self._find(ctx.cal, request.path_params["eid"])
         if master is None or master.deleted:
-            raise _not_found()
+            raise not_found()
         if not master.recurrence:
             return JSONResponse(
                 {
@@ -505,193 +460,16 @@ class GoogleSandbox:
             p.pop("originalStart")
         return JSONResponse(list_events(self.world, self.state, ctx.cal, p, master=master))
 
-    # -- push ----------------------------------------------------------------------------
-
-    async def watch(self, request: Request, ctx: _Ctx) -> Response:
-        self._params(request, "calendar.events.watch")
-        body = await self._json(request)
-        cid = str(body.get("id") or "")
-        address = str(body.get("address") or "")
-        if not cid or len(cid) > 64:
-            raise GoogleError(status=400, reason="required", message="Channel id is required.")
-        if body.get("type") not in ("web_hook", "webhook"):
-            raise GoogleError(
-                status=400, reason="invalid", message=f"Invalid channel type: {body.get('type')!r}."
-            )
-        if not address.startswith(("https://", "http://")):
-            raise GoogleError(
-                status=400,
-                reason="push.webhookUrlNotHttps",
-                message="WebHook callback must be HTTPS: " + address,
-            )
-        now = self.state.now()
-        cap = now + self.settings.max_channel_ttl
-        expiration = cap
-        if body.get("expiration"):
-            try:
-                expiration = min(cap, int(str(body["expiration"])) / 1000)
-            except ValueError:
-                raise GoogleError(
-                    status=400, reason="invalid", message="Invalid expiration."
-                ) from None
-            if expiration <= now:
-                raise GoogleError(
-                    status=400, reason="invalid", message="Expiration must be in the future."
-                )
-        path_cid = request.path_params["cid"]
-        channel = WatchChannel(
-            id=cid,
-            resource_id=_resource_id(ctx.cal.id),
-            resource_uri="https://www.googleapis.com/calendar/v3/calendars/"
-            f"{quote(path_cid, safe='')}/events?alt=json",
-            calendar_id=ctx.cal.id,
-            email=ctx.email,
-            address=address,
-            token=str(body["token"]) if body.get("token") is not None else None,
-            expiration=expiration,
-        )
-        self.state.add_channel(channel)
-        self._notify(channel, "sync")
-        out: dict[str, Any] = {
-            "kind": "api#channel",
-            "id": channel.id,
-            "resourceId": channel.resource_id,
-            "resourceUri": channel.resource_uri,
-            "expiration": str(int(channel.expiration * 1000)),
-        }
-        if channel.token is not None:
-            out["token"] = channel.token
-        return JSONResponse(out)
-
-    async def stop(self, request: Request, ctx: _Ctx) -> Response:
-        body = await self._json(request)
-        channel = self.state.channels.get(str(body.get("id") or ""))
-        if (
-            channel is None
-            or channel.email != ctx.email
-            or channel.resource_id != body.get("resourceId")
-        ):
-            raise GoogleError(
-                status=404,
-                reason="notFound",
-                message=f"Channel '{body.get('id')}' not found for project 'sandbox'",
-            )
-        channel.stopped = True
-        return Response(status_code=204)
-
-    def _on_change(self, change: NativeChange) -> None:
-        for channel in list(self.state.channels.values()):
-            if channel.calendar_id != change.calendar_id:
-                continue
-            state = "not_exists" if change.kind is ChangeKind.DELETED else "exists"
-            self._notify(channel, state)
-
-    def _notify(self, channel: WatchChannel, resource_state: str) -> None:
-        number = self.state.next_message(channel)
-        if number is None:
-            return
-        headers = {
-            "X-Goog-Channel-ID": channel.id,
-            "X-Goog-Channel-Expiration": email.utils.format_datetime(
-                self.state.expires_at(channel), usegmt=True
-            ),
-            "X-Goog-Message-Number": str(number),
-            "X-Goog-Resource-ID": channel.resource_id,
-            "X-Goog-Resource-State": resource_state,
-            "X-Goog-Resource-URI": channel.resource_uri,
-        }
-        if channel.token is not None:
-            headers["X-Goog-Channel-Token"] = channel.token
-
-        def live() -> bool:
-            return not channel.stopped and self.state.now() < channel.expiration
-
-        self.world.delivery.deliver(PROVIDER, channel.address, b"", headers, keep_trying=live)
-
-    # -- free/busy -----------------------------------------------------------------------
-
-    async def freebusy(self, request: Request, ctx: _Ctx) -> Response:
-        body = await self._json(request)
-        for key in ("timeMin", "timeMax"):
-            if not body.get(key):
-                raise GoogleError(status=400, reason="required", message=f"Missing {key}.")
-        lo = parse_rfc3339(str(body["timeMin"]), "timeMin")
-        hi = parse_rfc3339(str(body["timeMax"]), "timeMax")
-        if lo >= hi:
-            raise GoogleError(
-                status=400,
-                reason="timeRangeEmpty",
-                domain="calendar",
-                message="The specified time range is empty.",
-            )
-        items = body.get("items") or []
-        if len(items) > 50:
-            raise GoogleError(
-                status=400,
-                reason="tooManyCalendarsRequested",
-                message="Too many calendars requested.",
-            )
-        calendars: dict[str, Any] = {}
-        for item in items:
-            cid = str(item.get("id", ""))
-            try:
-                cal = (
-                    self.world.primary_calendar(ctx.email)
-                    if cid == "primary"
-                    else (self.world.calendar(cid))
-                )
-            except (UnknownCalendar, StopIteration):
-                calendars[cid] = {
-                    "errors": [{"domain": "global", "reason": "notFound"}],
-                    "busy": [],
-                }
-                continue
-            calendars[cid] = {"busy": _busy(self.world, cal, lo, hi)}
-        return JSONResponse(
-            {
-                "kind": "calendar#freeBusy",
-                "timeMin": _z(lo),
-                "timeMax": _z(hi),
-                "calendars": calendars,
-            }
-        )
-
     # -- controls (HTTP) -----------------------------------------------------------------
 
     async def _control_expire(self, request: Request) -> Response:
-        body = await self._json(request)
+        body = await read_json(request)
         self.expire_sync_tokens(body.get("calendar_id"))
         return Response(status_code=204)
 
     async def _control_errors(self, request: Request) -> Response:
-        body = await self._json(request)
+        body = await read_json(request)
         self.fail_next(
             int(body["status"]), reason=body.get("reason"), times=int(body.get("times", 1))
         )
         return Response(status_code=204)
-
-
-def _resource_id(calendar_id: str) -> str:
-    return hashlib.sha256(f"events:{calendar_id}".encode()).hexdigest()[:27]
-
-
-def _z(value: dt.datetime) -> str:
-    return value.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _busy(
-    world: World, cal: NativeCalendar, lo: dt.datetime, hi: dt.datetime
-) -> list[dict[str, str]]:
-    spans = sorted(
-        (max(o.start.as_utc(), lo), min(o.end.as_utc(), hi))
-        for o in expand(world.events(cal.id), lo, hi)
-        if o.event.transparency is Transparency.OPAQUE
-        and o.event.status is not EventStatus.CANCELLED
-    )
-    merged: list[list[dt.datetime]] = []
-    for start, end in spans:
-        if merged and start <= merged[-1][1]:
-            merged[-1][1] = max(merged[-1][1], end)
-        else:
-            merged.append([start, end])
-    return [{"start": _z(s), "end": _z(e)} for s, e in merged]

@@ -46,7 +46,7 @@ def rig() -> Iterator[Rig]:
         service = build(
             "calendar",
             "v3",
-            credentials=Credentials(tokens["access_token"]),
+            credentials=Credentials(tokens["access_token"]),  # type: ignore[no-untyped-call]
             static_discovery=True,
             cache_discovery=False,
             client_options={"api_endpoint": f"{server.base_url}/google/calendar/v3/"},
