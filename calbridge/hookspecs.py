@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from .models import Account, AccountStatus
     from .provider import Provider
     from .sandbox import World
+    from .sync import ChangeBatch
 
 __all__ = [
     "ChangeSource",
@@ -38,6 +39,7 @@ __all__ = [
     "SandboxFactory",
     "SandboxRegistrar",
     "account_status_changed",
+    "changes_synced",
     "hookimpl",
     "hookspec",
     "make_change_source",
@@ -187,6 +189,34 @@ def account_status_changed(account: Account, old_status: AccountStatus, reason: 
         def account_status_changed(account, old_status, reason):
             if account.status == "needs_reauth":
                 send_reconnect_email(account.app_user_id)
+
+    .. versionadded:: 0.1
+    """
+
+
+@hookspec
+def changes_synced(batch: ChangeBatch) -> None:
+    """Called with every batch of changes a sync round committed to the event cache.
+
+    Delivery is at-least-once: after a crash or a failing implementation the same batch
+    comes again with the same ``batch.id``, so deduplicate on it. Batches of one calendar
+    arrive in commit order unless a delivery had to be retried. An exception raised here
+    makes calbridge retry the whole delivery later (with backoff).
+
+    Args:
+        batch: a :class:`calbridge.sync.ChangeBatch`: ``account_id``, ``provider``,
+            ``calendar_id``, the ``upserted`` events, the ``deleted`` event ids, the
+            ``cursor`` the round ended at and a stable ``id``.
+
+    Example::
+
+        @calbridge.hookimpl
+        def changes_synced(batch):
+            if not already_seen(batch.id):
+                for event in batch.upserted:
+                    reindex(event)
+                for event_id in batch.deleted:
+                    unindex(batch.calendar_id, event_id)
 
     .. versionadded:: 0.1
     """

@@ -1,0 +1,16 @@
+"""The webhook receiver: an ASGI app applications mount, also served by ``calbridge serve``.
+
+::
+
+    from calbridge.webhooks import make_webhook_app
+
+    app.mount("/calbridge/hooks", make_webhook_app(runtime))   # FastAPI / Starlette
+
+See ``docs/changes.md``.
+"""
+
+from __future__ import annotations
+
+from ._app import DEFAULT_MAX_BODY, WebhookReceiver, make_webhook_app
+
+__all__ = ["DEFAULT_MAX_BODY", "WebhookReceiver", "make_webhook_app"]

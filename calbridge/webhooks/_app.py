@@ -1,0 +1,316 @@
+"""The webhook receiver: verify, persist and queue in one transaction, then acknowledge.
+
+``make_webhook_app(runtime)`` is a Starlette app with one route per provider,
+``POST /{provider}`` (Graph's validation handshake may also arrive as ``GET``). Mount it
+in your own app, e.g. ``app.mount("/calbridge/hooks", make_webhook_app(runtime))`` with
+``public_url = "https://app.example.com/calbridge/hooks"``.
+
+For each request: read the raw body (at most ``max_body`` bytes), let the provider verify
+it against the stored channel (a store read, never a provider call), then in ONE write
+transaction record every notification in the inbox (a duplicate delivery key is a no-op)
+and enqueue or coalesce the sync job of each calendar it names; commit; only then answer
+the provider's reply (202 unless the provider needs another one). Concurrent requests
+share a transaction (group commit), each still atomic with its own jobs.
+
+Answers: forged or unknown input 4xx (nothing stored), malformed or oversized 4xx,
+store unavailable 503 (the sender retries), never a 5xx for bad input.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from typing import Any, Final
+
+import attrs
+import sqlalchemy as sa
+from starlette.applications import Starlette
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from .. import jobs
+from ..errors import NotificationRejected, ProviderNotFoundError, StoreError
+from ..models import AccountStatus, Channel
+from ..provider import Notification, NotificationKind, WebhookReply, WebhookRequest
+from ..store import schema
+
+__all__ = ["DEFAULT_MAX_BODY", "WebhookReceiver", "make_webhook_app"]
+
+log = logging.getLogger("calbridge.webhooks")
+
+#: the largest body accepted (bytes)
+DEFAULT_MAX_BODY: Final = 1024 * 1024
+#: how long a channel read stays cached (seconds)
+CHANNEL_TTL: Final = 2.0
+_NO_STORE: Final = frozenset(
+    {NotificationKind.VERIFICATION, NotificationKind.SYNC, NotificationKind.IGNORED}
+)
+_SYNC_KINDS: Final = frozenset(
+    {
+        NotificationKind.CHANGE,
+        NotificationKind.RESYNC,
+        NotificationKind.INITIAL_SYNC_COMPLETED,
+        NotificationKind.RESUBSCRIBE,
+    }
+)
+
+
+class _StoreDown(Exception):
+    """The store could not be read or written."""
+
+
+_DB_ERRORS: Final = (sa.exc.SQLAlchemyError, StoreError, OSError)
+
+
+def _plain(status: int, text: str) -> Response:
+    return Response(text + "\n", status_code=status, media_type="text/plain")
+
+
+@attrs.define
+class _Pending:
+    provider: str
+    notifications: Sequence[Notification]
+    future: asyncio.Future[list[Any]]
+
+
+class WebhookReceiver:
+    """The receiver behind :func:`make_webhook_app` (exposes counters for tests/bench)."""
+
+    def __init__(
+        self,
+        runtime: Any,
+        *,
+        max_body: int = DEFAULT_MAX_BODY,
+        max_group: int = 256,
+    ) -> None:
+        self.runtime = runtime
+        self.max_body = max_body
+        self.max_group = max_group
+        self.accepted = 0
+        self.rejected = 0
+        self._queue: list[_Pending] = []
+        self._writer: asyncio.Task[None] | None = None
+        self._channels: dict[tuple[str, str], tuple[float, Channel | None]] = {}
+
+    # ------------------------------------------------------------ ASGI
+
+    def app(self) -> Starlette:
+        """The Starlette app (one route per provider: ``/{provider}``)."""
+        return Starlette(
+            routes=[Route("/{provider}", self.endpoint, methods=["POST", "GET"])],
+        )
+
+    async def endpoint(self, request: Request) -> Response:
+        """Handle one delivery."""
+        name = str(request.path_params["provider"])
+        try:
+            provider = self.runtime.provider(name)
+        except ProviderNotFoundError:
+            return _plain(404, "unknown provider")
+        if provider.name != name:
+            return _plain(404, "unknown provider")
+        length = request.headers.get("content-length")
+        if length is not None and (not length.isdigit() or int(length) > self.max_body):
+            self.rejected += 1
+            return _plain(413, "body too large")
+        try:
+            body = await self._read(request)
+        except ClientDisconnect:
+            return _plain(400, "client disconnected")
+        if body is None:
+            self.rejected += 1
+            return _plain(413, "body too large")
+        incoming = WebhookRequest.build(
+            method=request.method,
+            headers=list(request.headers.items()),
+            body=body,
+            query=dict(request.query_params),
+        )
+
+        async def lookup(channel_id: str) -> Channel | None:
+            return await self._lookup(name, channel_id)
+
+        try:
+            notifications = await provider.verify_notification(incoming, lookup)
+        except _StoreDown:
+            return _plain(503, "store unavailable")
+        except NotificationRejected as exc:
+            self.rejected += 1
+            status = exc.status if exc.status and 400 <= exc.status < 500 else 401
+            if exc.status and exc.status >= 500:
+                log.error("%s notifications cannot be verified: %s", name, exc)
+            return _plain(status, "rejected")
+        except Exception:
+            self.rejected += 1
+            log.warning("%s notification could not be parsed", name, exc_info=True)
+            return _plain(400, "malformed notification")
+        try:
+            disconnected = await self._persist(name, notifications)
+        except _StoreDown:
+            return _plain(503, "store unavailable")
+        self.accepted += 1
+        for account, old in disconnected:
+            try:
+                self.runtime.host.notify_account_status_changed(
+                    account, old, "profile_disconnected"
+                )
+            except Exception:
+                log.exception("account_status_changed hook failed")
+        reply = _reply(notifications)
+        return Response(reply.body, status_code=reply.status, media_type=reply.content_type)
+
+    async def _read(self, request: Request) -> bytes | None:
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > self.max_body:
+                return None
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    # ------------------------------------------------------------ channels
+
+    async def _lookup(self, provider: str, channel_id: str) -> Channel | None:
+        key = (provider, channel_id)
+        now = time.monotonic()
+        hit = self._channels.get(key)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        try:
+            rec = await asyncio.to_thread(self.runtime.store.get_channel, provider, channel_id)
+        except _DB_ERRORS as exc:
+            log.warning("channel lookup failed: %s", type(exc).__name__)
+            raise _StoreDown from None
+        channel = None
+        if rec is not None and rec.health not in ("polling", "pending"):
+            channel = rec.channel
+        if len(self._channels) > 10_000:
+            self._channels.clear()
+        self._channels[key] = (now + CHANNEL_TTL, channel)
+        return channel
+
+    # ------------------------------------------------------------ persistence
+
+    async def _persist(self, provider: str, notifications: Sequence[Notification]) -> list[Any]:
+        if all(n.kind in _NO_STORE for n in notifications):
+            return []
+        loop = asyncio.get_running_loop()
+        pending = _Pending(provider, notifications, loop.create_future())
+        self._queue.append(pending)
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._write_loop())
+        return await pending.future
+
+    async def _write_loop(self) -> None:
+        while self._queue:
+            group, self._queue = self._queue[: self.max_group], self._queue[self.max_group :]
+            try:
+                results = await asyncio.to_thread(self._write_group, group)
+            except Exception as exc:
+                log.warning("webhook commit failed: %s", type(exc).__name__)
+                for item in group:
+                    if not item.future.done():
+                        item.future.set_exception(_StoreDown())
+                continue
+            for item, result in zip(group, results, strict=True):
+                if not item.future.done():
+                    item.future.set_result(result)
+
+    def _write_group(self, group: Sequence[_Pending]) -> list[list[Any]]:
+        def run(conn: sa.Connection) -> list[list[Any]]:
+            return [self._write_one(conn, p.provider, p.notifications) for p in group]
+
+        try:
+            out: list[list[Any]] = self.runtime.queue.transact(run)
+        except _DB_ERRORS as exc:
+            raise _StoreDown from exc
+        return out
+
+    def _write_one(
+        self, conn: sa.Connection, provider: str, notifications: Sequence[Notification]
+    ) -> list[Any]:
+        store = self.runtime.store
+        now = self.runtime.clock()
+        disconnected: list[Any] = []
+        for n in notifications:
+            if n.kind in _NO_STORE:
+                continue
+            payload = {
+                "kind": str(n.kind),
+                "calendar_ids": list(n.calendar_ids),
+                "changes_since": n.changes_since,
+            }
+            new = store.inbox_insert(
+                provider=provider,
+                delivery_key=n.delivery_key,
+                kind=str(n.kind),
+                payload=payload,
+                channel_id=n.channel_id,
+                account_id=n.account_id,
+                conn=conn,
+            )
+            if new is None:
+                continue  # a duplicate: already recorded and queued
+            if n.channel_id:
+                ch = schema.channels.c
+                conn.execute(
+                    schema.channels.update()
+                    .where(ch.provider == provider, ch.id == n.channel_id)
+                    .values(last_notification_at=int(now))
+                )
+            if not n.account_id:
+                continue
+            if n.kind in _SYNC_KINDS:
+                for cal in n.calendar_ids or (None,):
+                    key = f"sync:{n.account_id}:{cal or '*'}"
+                    jobs.enqueue(
+                        conn,
+                        "sync",
+                        {"account": n.account_id, "calendar": cal},
+                        coalesce_key=key,
+                        now=now,
+                    )
+            if n.kind in (NotificationKind.RENEW, NotificationKind.RESUBSCRIBE) and n.channel_id:
+                jobs.enqueue(
+                    conn,
+                    "renew_channels",
+                    {
+                        "provider": provider,
+                        "channel": n.channel_id,
+                        "recreate": n.kind is NotificationKind.RESUBSCRIBE,
+                    },
+                    coalesce_key=f"renew:{provider}:{n.channel_id}",
+                    now=now,
+                )
+            if n.kind is NotificationKind.PROFILE_DISCONNECTED:
+                changed = store.set_account_status(
+                    n.account_id,
+                    AccountStatus.NEEDS_REAUTH,
+                    reason="profile_disconnected",
+                    conn=conn,
+                )
+                if changed is not None:
+                    disconnected.append(changed)
+        return disconnected
+
+
+def _reply(notifications: Sequence[Notification]) -> WebhookReply:
+    for n in notifications:
+        if n.kind is NotificationKind.VERIFICATION:
+            return n.reply
+    return notifications[0].reply if notifications else WebhookReply()
+
+
+def make_webhook_app(runtime: Any, *, max_body: int = DEFAULT_MAX_BODY) -> Starlette:
+    """The webhook receiver as an ASGI app (see the module docstring).
+
+    The receiver object is reachable as ``app.state.receiver``.
+    """
+    receiver = WebhookReceiver(runtime, max_body=max_body)
+    app = receiver.app()
+    app.state.receiver = receiver
+    return app
