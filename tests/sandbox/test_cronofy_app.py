@@ -11,7 +11,7 @@ import json
 from typing import Any
 
 import httpx
-from calbridge_cronofy.sandbox._engine import engine_for
+from calbridge_cronofy.sandbox import engine_for
 
 from calbridge import EventTime
 from calbridge.sandbox import World
