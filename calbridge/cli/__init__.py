@@ -16,7 +16,9 @@ __all__ = ["COMMANDS", "main"]
 
 COMMANDS: dict[str, str] = {
     "accounts": "calbridge.cli._route:accounts",
+    "db": "calbridge.cli._db:db",
     "jobs": "calbridge.cli._worker:jobs",
+    "keys": "calbridge.cli._keys:keys",
     "migrate": "calbridge.cli._migrate:migrate",
     "providers": "calbridge.cli._providers:providers",
     "route": "calbridge.cli._route:route",

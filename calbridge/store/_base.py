@@ -27,6 +27,11 @@ class RepoBase:
         self.clock = clock
 
     @property
+    def has_vault(self) -> bool:
+        """True when the store was given a token vault."""
+        return self._vault is not None
+
+    @property
     def vault(self) -> Vault:
         """The token vault (ConfigurationError when none was configured)."""
         if self._vault is None:
