@@ -43,6 +43,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "calbridge_google",
     "calbridge_google.sandbox",
     "calbridge_outlook",
+    "calbridge_outlook.sandbox",
     "calbridge_polling",
 )
 
