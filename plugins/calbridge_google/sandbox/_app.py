@@ -45,6 +45,7 @@ from ._render import (
     calendar_entry,
     check_client_id,
     check_times,
+    etag,
     event_fields,
     event_json,
     occurrence_json,
@@ -359,7 +360,7 @@ class GoogleSandbox(PushMixin):
             return JSONResponse(occurrence_json(occurrence, ctx.cal))
         self._writable(ctx.cal)
         if_match = request.headers.get("if-match")
-        if if_match and if_match not in ("*", current.etag):
+        if if_match and if_match not in ("*", etag(current)):
             raise GoogleError(
                 status=412,
                 reason="conditionNotMet",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import hashlib
 import re
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -28,6 +29,7 @@ from ._params import GoogleError, parse_rfc3339
 
 __all__ = [
     "calendar_entry",
+    "etag",
     "event_fields",
     "event_json",
     "occurrence_json",
@@ -79,6 +81,11 @@ def time_json(t: EventTime, default_tz: str) -> dict[str, str]:
     return {"dateTime": _offset_text(local), "timeZone": tzid}
 
 
+def etag(e: NativeEvent) -> str:
+    """A quoted number, new on every write of the event and unique within its calendar."""
+    return f'"3{e.sequence:09d}{e.version:06d}"'
+
+
 def html_link(event_id: str, calendar_id: str) -> str:
     """A Google-style ``htmlLink``."""
     eid = base64.urlsafe_b64encode(f"{event_id} {calendar_id}".encode()).decode().rstrip("=")
@@ -88,7 +95,7 @@ def html_link(event_id: str, calendar_id: str) -> str:
 def _common(e: NativeEvent, cal: NativeCalendar) -> dict[str, Any]:
     out: dict[str, Any] = {
         "kind": "calendar#event",
-        "etag": e.etag,
+        "etag": etag(e),
         "id": e.id,
         "status": e.status.value,
         "htmlLink": html_link(e.id, cal.id),
@@ -178,7 +185,7 @@ def tombstone_json(e: NativeEvent, cal: NativeCalendar) -> dict[str, Any]:
     """What a list shows of a deleted event or a cancelled exception (Google's minimum)."""
     out: dict[str, Any] = {
         "kind": "calendar#event",
-        "etag": e.etag,
+        "etag": etag(e),
         "id": e.id,
         "status": "cancelled",
     }
@@ -192,7 +199,7 @@ def calendar_entry(cal: NativeCalendar) -> dict[str, Any]:
     """A ``calendar#calendarListEntry``."""
     out: dict[str, Any] = {
         "kind": "calendar#calendarListEntry",
-        "etag": f'"{abs(hash(cal.id)) % 10**16:016d}"',
+        "etag": '"' + str(int(hashlib.sha256(cal.id.encode()).hexdigest()[:12], 16)) + '"',
         "id": cal.id,
         "summary": cal.name,
         "timeZone": cal.time_zone,
