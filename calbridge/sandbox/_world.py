@@ -56,6 +56,10 @@ class UnknownEvent(KeyError):
     """No live event with that id exists in the calendar."""
 
 
+def _as_secret(value: str | Secret) -> Secret:
+    return value if isinstance(value, Secret) else Secret(value)
+
+
 def _google_id() -> str:
     # base32hex (a-v, 0-9), as Google's own ids
     return base64.b32hexencode(secrets.token_bytes(15)).decode().lower().rstrip("=")
@@ -102,22 +106,48 @@ class World:
         self._users: dict[str, User] = {}
         self._calendars: dict[str, _CalendarState] = {}
         self._listeners: list[NativeListener] = []
-        self._applications: dict[str, Secret] = {}
+        self._applications: dict[str, list[Secret]] = {}
         #: free-form per-view state (each provider sandbox keeps its own key here)
         self.views: dict[str, Any] = {}
 
     # -- OAuth applications (shared by every provider sandbox) ---------------------------
 
     def add_application(self, client_id: str, client_secret: str | Secret) -> None:
-        """Register an OAuth client every provider sandbox accepts."""
-        secret = client_secret if isinstance(client_secret, Secret) else Secret(client_secret)
+        """Register an OAuth client every provider sandbox accepts (replacing its secrets)."""
         with self._lock:
-            self._applications[client_id] = secret
+            self._applications[client_id] = [_as_secret(client_secret)]
+
+    def rotate_application_secret(self, client_id: str, new_secret: str | Secret) -> None:
+        """Start a secret rotation: ``new_secret`` becomes current, the old ones stay valid
+        (Cronofy then signs notifications with every active secret, comma-separated)."""
+        with self._lock:
+            if client_id not in self._applications:
+                raise KeyError(client_id)
+            self._applications[client_id].insert(0, _as_secret(new_secret))
+
+    def retire_previous_secrets(self, client_id: str) -> None:
+        """End a rotation: only the current secret stays valid."""
+        with self._lock:
+            self._applications[client_id] = self._applications[client_id][:1]
 
     def application_secret(self, client_id: str) -> Secret | None:
-        """The client secret of ``client_id``, or None when unknown."""
+        """The current client secret of ``client_id``, or None when unknown."""
         with self._lock:
-            return self._applications.get(client_id)
+            secrets_ = self._applications.get(client_id)
+            return secrets_[0] if secrets_ else None
+
+    def application_secrets(self, client_id: str) -> list[Secret]:
+        """Every active secret of ``client_id``, current first (empty when unknown)."""
+        with self._lock:
+            return list(self._applications.get(client_id, ()))
+
+    def check_application(self, client_id: str, client_secret: str | Secret) -> bool:
+        """True when ``client_secret`` is an active secret of ``client_id`` (constant time)."""
+        given = _as_secret(client_secret)
+        found = False
+        for secret in self.application_secrets(client_id):
+            found |= secret == given
+        return found
 
     def applications(self) -> list[str]:
         """Registered client ids."""

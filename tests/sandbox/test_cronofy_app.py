@@ -579,3 +579,70 @@ async def test_second_application_is_notified_of_the_first_ones_writes(
     assert receiver.received[1].headers["cronofy-hmac-sha256"] == signed(
         "other-secret", receiver.received[1].body
     )
+
+
+async def test_secret_rotation_signs_with_every_active_secret(
+    http: httpx.AsyncClient, world: World, receiver: Receiver
+) -> None:
+    import pycronofy
+
+    token = await connect(http)
+    world.rotate_application_secret(CLIENT_ID, "new secret")
+    await make_channel(http, token)
+    await world.clock.advance(0)
+    got = receiver.received[0]
+    header = got.headers["cronofy-hmac-sha256"]
+    assert header == f"{signed('new secret', got.body)},{signed(CLIENT_SECRET, got.body)}"
+    for secret in ("new secret", CLIENT_SECRET):
+        client = pycronofy.Client(client_id=CLIENT_ID, client_secret=secret)
+        assert client.hmac_valid(header, got.body.decode())
+    # both secrets work at the token endpoint during the rotation; only the new one after
+    for secret, status in (("new secret", 200), (CLIENT_SECRET, 200)):
+        body = {
+            "client_id": CLIENT_ID,
+            "client_secret": secret,
+            "grant_type": "refresh_token",
+            "refresh_token": token["refresh_token"],
+        }
+        assert (await http.post("/cronofy/oauth/token", json=body)).status_code == status
+    world.retire_previous_secrets(CLIENT_ID)
+    body["client_secret"] = CLIENT_SECRET
+    assert (await http.post("/cronofy/oauth/token", json=body)).status_code == 401
+
+
+async def test_service_account_tokens_cannot_read_calendars(http: httpx.AsyncClient) -> None:
+    r = await http.get(
+        "/cronofy/enterprise_connect/oauth/authorize",
+        params={
+            "response_type": "code",
+            "client_id": CLIENT_ID,
+            "redirect_uri": REDIRECT,
+            "scope": "service_account/accounts/manage",
+        },
+    )
+    code = r.headers["location"].split("code=")[1]
+    r = await http.post(
+        "/cronofy/oauth/token",
+        json={
+            "client_id": CLIENT_ID,
+            "client_secret": CLIENT_SECRET,
+            "grant_type": "authorization_code",
+            "code": code,
+            "redirect_uri": REDIRECT,
+        },
+    )
+    token = r.json()
+    assert token["expires_in"] == 1800
+    assert token["service_account_id"].startswith("ser_")
+    assert "sub" not in token
+    assert (await http.get("/cronofy/v1/calendars", headers=bearer(token))).status_code == 403
+    r = await http.get(
+        "/cronofy/enterprise_connect/oauth/authorize",
+        params={
+            "response_type": "code",
+            "client_id": CLIENT_ID,
+            "redirect_uri": REDIRECT,
+            "scope": "read_events",
+        },
+    )
+    assert "error=invalid_scope" in r.headers["location"]

@@ -158,3 +158,41 @@ def test_slow_receiver_counts_as_failure(
     [attempt] = world.delivery.attempts
     assert (attempt.ok, attempt.error, attempt.final) == (False, "timeout", False)
     assert [t.when for t in world.clock.pending()] == [T0 + dt.timedelta(seconds=30)]
+
+
+def test_enterprise_connect_service_account_flow(
+    sandbox: tuple[World, LoopbackServer],
+    loopback_receiver: tuple[Receiver, LoopbackServer],
+) -> None:
+    world, server = sandbox
+    receiver, hooks = loopback_receiver
+    admin = pycronofy.Client(client_id=CLIENT_ID, client_secret=CLIENT_SECRET)
+    r = httpx.get(
+        settings.APP_BASE_URL + "/enterprise_connect/oauth/authorize",
+        params={
+            "response_type": "code",
+            "client_id": CLIENT_ID,
+            "redirect_uri": REDIRECT,
+            "scope": "service_account/accounts/manage",
+            "delegated_scope": "read_write",
+            "state": "ec",
+            "login_hint": "it@corp.example",
+        },
+    )
+    code = parse_qs(urlparse(r.headers["location"]).query)["code"][0]
+    admin.get_authorization_from_code(code, redirect_uri=REDIRECT)
+    assert admin.userinfo()["cronofy.type"] == "service_account"
+    callback = hooks.base_url + "/hook"
+    admin.authorize_with_service_account("bob@corp.example", "read_write", callback, state="b")
+    admin.authorize_with_service_account("eve@elsewhere.example", "read_write", callback)
+    advance(server, world, 2)
+
+    granted, refused = (json.loads(got.body)["authorization"] for got in receiver.received)
+    assert granted["state"] == "b"
+    assert refused["error"] == "access_denied"
+    for got in receiver.received:
+        assert admin.hmac_valid(got.headers["cronofy-hmac-sha256"], got.body.decode())
+    bob = pycronofy.Client(client_id=CLIENT_ID, client_secret=CLIENT_SECRET)
+    bob.get_authorization_from_code(granted["code"], redirect_uri=callback)
+    assert bob.userinfo()["email"] == "bob@corp.example"
+    assert bob.list_calendars()[0]["calendar_primary"] is True

@@ -115,8 +115,14 @@ class CronofySandbox:
     def _prefix(request: Request) -> str:
         return str(request.scope.get("root_path", ""))
 
-    def _authed(self, handler: AuthedHandler, scope: str | None = None) -> Handler:
-        """Bearer authentication, rate limiting and the scope check."""
+    def _authed(
+        self, handler: AuthedHandler, scope: str | None = None, *, service: bool | None = False
+    ) -> Handler:
+        """Bearer authentication, rate limiting and the scope check.
+
+        ``service``: False = account tokens only, True = service-account tokens only,
+        None = both.
+        """
 
         async def wrapped(request: Request) -> Response:
             header = request.headers.get("authorization", "")
@@ -130,6 +136,8 @@ class CronofySandbox:
                 return _empty(429)
             if scope is not None and scope not in grant.scopes():
                 return _empty(403)
+            if service is not None and grant.service_account != service:
+                return _empty(403)
             return await handler(request, grant)
 
         return self._guard(wrapped)
@@ -140,9 +148,8 @@ class CronofySandbox:
 
     def _client(self, body: dict[str, Any]) -> str | None:
         client_id = str(body.get("client_id", ""))
-        expected = self.world.application_secret(client_id)
         given = Secret(str(body.get("client_secret", "")))
-        return client_id if expected is not None and expected == given else None
+        return client_id if self.world.check_application(client_id, given) else None
 
     # -- OAuth (app host and api host) ---------------------------------------------------
 
@@ -195,7 +202,9 @@ class CronofySandbox:
             "refresh_token": grant.refresh_token,
             "scope": grant.scope,
         }
-        if grant_type == "authorization_code":
+        if grant.service_account:
+            out["service_account_id"] = grant.sub
+        elif grant_type == "authorization_code":
             account = self.engine.accounts[grant.sub]
             out.update(
                 account_id=account.sub,
@@ -220,6 +229,8 @@ class CronofySandbox:
     # -- identity ----------------------------------------------------------------------
 
     async def userinfo(self, request: Request, grant: Grant) -> Response:
+        if grant.service_account:
+            return JSONResponse(self.engine.enterprise.userinfo(grant))
         account = self.engine.accounts[grant.sub]
         profile = profile_json(account, self._relink(request))
         profile["profile_calendars"] = self._calendars(account)
@@ -477,6 +488,10 @@ class CronofySandbox:
         channel.closed = True
         return _empty(202)
 
+    async def service_account_authorizations(self, request: Request, grant: Grant) -> Response:
+        self.engine.enterprise.request_access(grant, await _body(request))
+        return _empty(202)
+
     # -- routes ------------------------------------------------------------------------
 
     def _routes(self) -> list[Route]:
@@ -485,7 +500,17 @@ class CronofySandbox:
             Route("/oauth/authorize", self._guard(self.authorize), methods=["GET"]),
             Route("/oauth/token", self._guard(self.token), methods=["POST"]),
             Route("/oauth/token/revoke", self._guard(self.revoke), methods=["POST"]),
-            Route("/v1/userinfo", a(self.userinfo), methods=["GET"]),
+            Route(
+                "/enterprise_connect/oauth/authorize",
+                self._guard(self.engine.enterprise.authorize),
+                methods=["GET"],
+            ),
+            Route(
+                "/v1/service_account_authorizations",
+                a(self.service_account_authorizations, service=True),
+                methods=["POST"],
+            ),
+            Route("/v1/userinfo", a(self.userinfo, service=None), methods=["GET"]),
             Route("/v1/account", a(self.account), methods=["GET"]),
             Route("/v1/profiles", a(self.profiles), methods=["GET"]),
             Route("/v1/profiles/{profile_id}/revoke", a(self.revoke_profile), methods=["POST"]),

@@ -78,6 +78,9 @@ class CronofyEngine:
         self.managed: dict[tuple[str, str], ManagedLink] = {}  # (native cal, native id)
         self.channels: dict[str, Channel] = {}
         self._sync_pending: set[str] = set()
+        from ._enterprise import EnterpriseConnect
+
+        self.enterprise = EnterpriseConnect(self)
         world.subscribe(self._on_native_change)
         for action, handler in (
             ("expire_tokens", self.expire_tokens),
@@ -403,6 +406,16 @@ class CronofyEngine:
             if channel.sub == sub and not channel.closed:
                 self.send(channel, kind)
 
+    def sign(self, client_id: str, body: bytes) -> str:
+        """``Cronofy-HMAC-SHA256``: base64 HMAC-SHA256 of the raw body with each active
+        client secret, comma-separated during a rotation."""
+        return ",".join(
+            base64.b64encode(
+                hmac.new(secret.reveal().encode(), body, hashlib.sha256).digest()
+            ).decode()
+            for secret in self.world.application_secrets(client_id)
+        )
+
     def send(self, channel: Channel, kind: str, changes_since: dt.datetime | None = None) -> None:
         """POST one signed notification to the channel's callback URL."""
         from ._wire import iso_z
@@ -413,12 +426,9 @@ class CronofyEngine:
         body = json.dumps(
             {"notification": notification, "channel": channel.json()}, separators=(",", ":")
         ).encode()
-        secret = self.world.application_secret(channel.client_id)
-        assert secret is not None
-        digest = hmac.new(secret.reveal().encode(), body, hashlib.sha256).digest()
         headers = {
             "Content-Type": "application/json; charset=utf-8",
-            "Cronofy-HMAC-SHA256": base64.b64encode(digest).decode(),
+            "Cronofy-HMAC-SHA256": self.sign(channel.client_id, body),
             "User-Agent": "Cronofy sandbox (calbridge)",
         }
 
