@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import importlib
+
 import sqlalchemy as sa
 from alembic import context
 
@@ -9,6 +12,12 @@ from calbridge.store import _engine
 from calbridge.store.schema import metadata
 
 config = context.config
+
+#: modules defining tables on ``metadata`` (imported so autogenerate sees every table)
+TABLE_MODULES = ("calbridge.jobs._schema",)
+for _module in TABLE_MODULES:
+    with contextlib.suppress(ImportError):  # an optional part that is not installed
+        importlib.import_module(_module)
 
 
 def _run(connection: sa.Connection) -> None:
