@@ -174,6 +174,10 @@ class WebhookReceiver:
 
     # ------------------------------------------------------------ channels
 
+    def forget_channels(self) -> None:
+        """Drop the short-lived channel cache (after channels changed in this process)."""
+        self._channels.clear()
+
     async def _lookup(self, provider: str, channel_id: str) -> Channel | None:
         key = (provider, channel_id)
         now = time.monotonic()

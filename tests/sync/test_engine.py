@@ -1,0 +1,219 @@
+"""The sync engine: atomic rounds, cursor expiry, no-op resyncs, fencing, id map, delivery."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+import calbridge
+from calbridge import errors
+from calbridge.jobs import LeaseLost, RetryLater
+from calbridge.store import IdMapEntry
+from calbridge.sync import ChangeBatch, CursorMoved
+from tests.sync.support import Env, draft_event, memory_env
+
+
+def _seed(env: Env, n: int, prefix: str = "e") -> None:
+    for i in range(n):
+        env.backend.put(draft_event("work", f"{prefix}{i:03d}", f"{prefix}{i}"))
+
+
+def _crash_after(env: Env, pages: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make the provider fail after yielding ``pages`` pages (a crash mid-round)."""
+    original = type(env.provider).changes
+
+    async def flaky(self: Any, *args: Any, **kwargs: Any) -> AsyncIterator[calbridge.ChangePage]:
+        n = 0
+        async for page in original(self, *args, **kwargs):
+            if n == pages:
+                raise errors.Unavailable("connection reset", provider="memory")
+            n += 1
+            yield page
+
+    monkeypatch.setattr(type(env.provider), "changes", flaky)
+
+
+async def test_crash_mid_round_loses_and_duplicates_nothing(
+    migrated_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """S2: failing after page k of N leaves cache and cursor as they were; the rerun
+    applies every change exactly once."""
+    async with memory_env(migrated_url) as env:
+        assert env.account.id is not None
+        env.service.engine.page_size = 5
+        cursor_before = env.runtime.store.get_cursor(env.account.id, "work")
+        _seed(env, 23)
+        _crash_after(env, 2, monkeypatch)
+        with pytest.raises(errors.Unavailable):
+            await env.service.engine.sync(env.account.id, "work")
+        assert env.runtime.store.get_cursor(env.account.id, "work") == cursor_before
+        assert env.cache("work") == {}
+        monkeypatch.undo()
+        result = await env.service.engine.sync(env.account.id, "work")
+        assert result.upserted == 23 and result.pages == 5
+        await env.drain()
+        assert env.cache("work") == env.remote("work") == env.mirror.view("work")
+        assert len(env.mirror.batch_ids) == len(set(env.mirror.batch_ids))
+
+
+async def test_expired_cursor_means_full_resync_with_deletions(migrated_url: str) -> None:
+    """S3: an expired cursor -> full read; cached events gone remotely are deleted."""
+    async with memory_env(migrated_url) as env:
+        assert env.account.id is not None
+        _seed(env, 5)
+        await env.service.engine.sync(env.account.id, "work")
+        env.backend.remove("work", "e001")
+        env.backend.put(draft_event("work", "e002", "changed"))
+        env.runtime.store.set_cursor(env.account.id, "work", "not-a-cursor")
+        result = await env.service.engine.sync(env.account.id, "work")
+        assert result.full
+        assert result.deleted == 1 and result.upserted == 1 and result.unchanged == 3
+        await env.drain()
+        assert env.cache("work") == env.remote("work") == env.mirror.view("work")
+        assert env.runtime.store.get_cursor(env.account.id, "work").isdigit()
+
+
+async def test_resync_without_remote_change_writes_nothing(
+    migrated_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """S4/S5: incremental and full re-syncs of an unchanged calendar write no event and
+    deliver nothing; a changed etag alone refreshes the row but is not a change."""
+    async with memory_env(migrated_url) as env:
+        assert env.account.id is not None
+        _seed(env, 4)
+        await env.service.engine.sync(env.account.id, "work")
+        await env.drain()
+        delivered = len(env.mirror.batch_ids)
+
+        def blow_up(*args: Any, **kwargs: Any) -> Any:
+            raise AssertionError("no write expected")
+
+        monkeypatch.setattr(env.runtime.store, "upsert_events", blow_up)
+        monkeypatch.setattr(env.runtime.store, "delete_events", blow_up)
+        again = await env.service.engine.sync(env.account.id, "work")
+        full = await env.service.engine.sync(env.account.id, "work", full=True)
+        assert again.changed == 0 and full.changed == 0 and full.unchanged == 4
+        monkeypatch.undo()
+        # flaky etag: same content, new etag -> cached row refreshed, nothing delivered
+        stored = env.backend.events["work"]["e000"]
+        env.backend.put(stored.event)
+        flaky = await env.service.engine.sync(env.account.id, "work")
+        assert flaky.changed == 0
+        await env.drain()
+        assert len(env.mirror.batch_ids) == delivered
+        cached = env.runtime.store.get_event(env.account.id, "work", "e000")
+        assert cached.etag == env.backend.events["work"]["e000"].event.etag
+
+
+async def test_stale_lease_and_concurrent_round_write_nothing(migrated_url: str) -> None:
+    """A worker that lost its lease (fencing) or lost the race (cursor CAS) commits nothing."""
+    async with memory_env(migrated_url) as env:
+        assert env.account.id is not None
+        queue = env.runtime.queue
+        queue.enqueue("sync", {"account": env.account.id, "calendar": "work"}, coalesce_key="x")
+        job = queue.claim(owner="a", kinds=["sync"], lease=10)
+        assert job is not None
+        env.clock.advance(11)
+        assert queue.claim(owner="b", kinds=["sync"], lease=10) is not None
+        _seed(env, 2)
+        with pytest.raises(LeaseLost):
+            await env.service.engine.sync(env.account.id, "work", job=job)
+        assert env.cache("work") == {}
+
+        original = env.service.engine._read
+
+        async def racing(*args: Any, **kwargs: Any) -> Any:
+            out = await original(*args, **kwargs)
+            env.runtime.store.set_cursor(env.account.id, "work", "999999")
+            return out
+
+        env.service.engine._read = racing  # type: ignore[method-assign]
+        with pytest.raises(CursorMoved):
+            await env.service.engine.sync(env.account.id, "work")
+        assert env.cache("work") == {}
+
+
+async def test_id_map_keeps_the_app_key_by_ical_uid(migrated_url: str) -> None:
+    """An app-created event keeps its idempotency key when sync sees it under a new id."""
+    async with memory_env(migrated_url) as env:
+        assert env.account.id is not None
+        env.runtime.store.put_id(
+            IdMapEntry(
+                key="app-key-1",
+                provider="memory",
+                app_user_id="alice",
+                account_id=env.account.id,
+                calendar_id="work",
+                event_id="tmp-id",
+                ical_uid="e001@memory",
+            )
+        )
+        _seed(env, 3)
+        await env.service.engine.sync(env.account.id, "work")
+        entry = env.runtime.store.get_ids("app-key-1")["memory"]
+        assert entry.event_id == "e001" and entry.ical_uid == "e001@memory"
+
+
+async def test_delivery_is_at_least_once_with_stable_batch_ids(migrated_url: str) -> None:
+    """A failing callback makes the delivery retry; the batch comes again with its id."""
+    async with memory_env(migrated_url) as env:
+        seen: list[str] = []
+        fail = {"left": 1}
+
+        async def flaky(batch: ChangeBatch) -> None:
+            seen.append(batch.id)
+            if fail["left"]:
+                fail["left"] -= 1
+                raise RuntimeError("app is down")
+
+        env.service.on_changes(flaky)
+        _seed(env, 2)
+        assert env.account.id is not None
+        await env.service.engine.sync(env.account.id, "work")
+        await env.drain()
+        env.clock.advance(120)
+        await env.drain()
+        assert len(seen) == 2 and seen[0] == seen[1]
+        assert env.mirror.view("work") == env.remote("work")
+
+
+async def test_hook_changes_synced(sqlite_url: str) -> None:
+    """changes_synced receives every committed batch (account, calendar, events, cursor)."""
+    got: list[ChangeBatch] = []
+
+    class Listener:
+        @calbridge.hookimpl
+        def changes_synced(self, batch: ChangeBatch) -> None:
+            got.append(batch)
+
+    async with memory_env(sqlite_url, plugins=(Listener(),)) as env:
+        env.backend.put(draft_event("work", "h1", "hooked"))
+        assert env.account.id is not None
+        result = await env.service.engine.sync(env.account.id, "work")
+        await env.drain()
+    (batch,) = got
+    assert batch.id == result.batch_ids[0]
+    assert batch.account_id == env.account.id and batch.calendar_id == "work"
+    assert [e.summary for e in batch.upserted] == ["hooked"] and batch.cursor == result.cursor
+
+
+async def test_paused_provider_reschedules(sqlite_url: str) -> None:
+    """A paused provider (rate limit / refused credentials) reschedules instead of calling."""
+    async with memory_env(sqlite_url) as env:
+        assert env.account.id is not None
+        env.runtime.store.pause_provider("memory", reason="429", until=int(env.clock() + 30))
+        with pytest.raises(RetryLater) as info:
+            await env.service.engine.sync(env.account.id, "work")
+        assert 1 <= info.value.delay <= 30
+
+
+async def test_fan_out_for_channels_over_all_calendars(sqlite_url: str) -> None:
+    """A sync job without a calendar (a channel over every calendar) syncs each one."""
+    async with memory_env(sqlite_url, calendars=("work", "home")) as env:
+        assert env.account.id is not None
+        env.backend.put(draft_event("home", "h1", "at home"))
+        env.runtime.queue.enqueue("sync", {"account": env.account.id, "calendar": None})
+        await env.drain()
+        assert env.mirror.view("home") == {"h1": "at home"}
