@@ -52,7 +52,8 @@ async def test_crash_mid_round_loses_and_duplicates_nothing(
         assert env.cache("work") == {}
         monkeypatch.undo()
         result = await env.service.engine.sync(env.account.id, "work")
-        assert result.upserted == 23 and result.pages == 5
+        assert result.upserted == 23
+        assert result.pages == 5
         await env.drain()
         assert env.cache("work") == env.remote("work") == env.mirror.view("work")
         assert len(env.mirror.batch_ids) == len(set(env.mirror.batch_ids))
@@ -69,7 +70,9 @@ async def test_expired_cursor_means_full_resync_with_deletions(migrated_url: str
         env.runtime.store.set_cursor(env.account.id, "work", "not-a-cursor")
         result = await env.service.engine.sync(env.account.id, "work")
         assert result.full
-        assert result.deleted == 1 and result.upserted == 1 and result.unchanged == 3
+        assert result.deleted == 1
+        assert result.upserted == 1
+        assert result.unchanged == 3
         await env.drain()
         assert env.cache("work") == env.remote("work") == env.mirror.view("work")
         assert env.runtime.store.get_cursor(env.account.id, "work").isdigit()
@@ -94,7 +97,9 @@ async def test_resync_without_remote_change_writes_nothing(
         monkeypatch.setattr(env.runtime.store, "delete_events", blow_up)
         again = await env.service.engine.sync(env.account.id, "work")
         full = await env.service.engine.sync(env.account.id, "work", full=True)
-        assert again.changed == 0 and full.changed == 0 and full.unchanged == 4
+        assert again.changed == 0
+        assert full.changed == 0
+        assert full.unchanged == 4
         monkeypatch.undo()
         # flaky etag: same content, new etag -> cached row refreshed, nothing delivered
         stored = env.backend.events["work"]["e000"]
@@ -153,7 +158,8 @@ async def test_id_map_keeps_the_app_key_by_ical_uid(migrated_url: str) -> None:
         _seed(env, 3)
         await env.service.engine.sync(env.account.id, "work")
         entry = env.runtime.store.get_ids("app-key-1")["memory"]
-        assert entry.event_id == "e001" and entry.ical_uid == "e001@memory"
+        assert entry.event_id == "e001"
+        assert entry.ical_uid == "e001@memory"
 
 
 async def test_delivery_is_at_least_once_with_stable_batch_ids(migrated_url: str) -> None:
@@ -175,7 +181,8 @@ async def test_delivery_is_at_least_once_with_stable_batch_ids(migrated_url: str
         await env.drain()
         env.clock.advance(120)
         await env.drain()
-        assert len(seen) == 2 and seen[0] == seen[1]
+        assert len(seen) == 2
+        assert seen[0] == seen[1]
         assert env.mirror.view("work") == env.remote("work")
 
 
@@ -195,8 +202,10 @@ async def test_hook_changes_synced(sqlite_url: str) -> None:
         await env.drain()
     (batch,) = got
     assert batch.id == result.batch_ids[0]
-    assert batch.account_id == env.account.id and batch.calendar_id == "work"
-    assert [e.summary for e in batch.upserted] == ["hooked"] and batch.cursor == result.cursor
+    assert batch.account_id == env.account.id
+    assert batch.calendar_id == "work"
+    assert [e.summary for e in batch.upserted] == ["hooked"]
+    assert batch.cursor == result.cursor
 
 
 async def test_paused_provider_reschedules(sqlite_url: str) -> None:
