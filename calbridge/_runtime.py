@@ -159,23 +159,48 @@ class Runtime:
     # -- routing facts -----------------------------------------------------------------
 
     def user_facts(self, app_user_id: str) -> UserFacts:
-        """Everything the router needs for one user (accounts + routing state)."""
-        accounts = self.store.list_accounts(app_user_id=app_user_id)
-        routing = self.store.get_routing(app_user_id)
-        data: dict[str, Any] = dict(routing.data) if routing is not None else {}
-        phase = Phase(routing.phase) if routing is not None and routing.phase else None
+        """Everything the router needs for one user, in one SQL statement.
+
+        Accounts LEFT JOIN the user's routing row (a user with a routing row and no
+        account still yields one row, with NULL account columns).
+        """
+        from .store import read, schema
+
+        acc, rs = schema.accounts.c, schema.routing_state.c
+        users = sa.select(sa.literal(app_user_id).label("uid")).subquery()
+        query = (
+            sa.select(
+                acc.id,
+                acc.provider,
+                acc.status,
+                acc.email,
+                acc.created_at,
+                rs.phase,
+                rs.data,
+            )
+            .select_from(users)
+            .outerjoin(schema.accounts, acc.app_user_id == users.c.uid)
+            .outerjoin(schema.routing_state, rs.app_user_id == users.c.uid)
+            .order_by(acc.created_at, acc.id)
+        )
+        with read(self.engine) as conn:
+            rows = conn.execute(query).all()
+        data: dict[str, Any] = dict(rows[0].data or {}) if rows else {}
+        phase_text = rows[0].phase if rows else None
         return UserFacts(
             app_user_id=app_user_id,
             accounts=tuple(
                 AccountFacts(
-                    account_id=a.id or "",
-                    provider=a.provider,
-                    status=str(a.status),
-                    email=a.email,
+                    account_id=r.id,
+                    provider=r.provider,
+                    status=r.status,
+                    email=r.email,
+                    created_at=int(r.created_at or 0),
                 )
-                for a in accounts
+                for r in rows
+                if r.id is not None
             ),
-            phase=phase,
+            phase=Phase(phase_text) if phase_text else None,
             pin=data.get("pin"),
             tenant=data.get("tenant"),
             legacy_provider=data.get("legacy_provider"),
