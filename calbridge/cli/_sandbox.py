@@ -44,6 +44,11 @@ def sandbox() -> None:
     show_default=True,
     help="Seconds between runs of due timers (write application, deliveries, polling).",
 )
+@click.option(
+    "--no-rate-limits",
+    is_flag=True,
+    help="Never answer 429 for exceeding a provider's rate limits (benchmarks).",
+)
 @click.option("--log-level", default="warning", show_default=True, help="uvicorn log level.")
 def serve(
     *,
@@ -53,6 +58,7 @@ def serve(
     client_secret: str,
     manual_clock: bool,
     tick: float,
+    no_rate_limits: bool,
     log_level: str,
 ) -> None:
     """Serve every installed provider sandbox under its own prefix until interrupted.
@@ -65,7 +71,9 @@ def serve(
 
     from ..sandbox import Clock, World, build_app, installed_sandboxes
 
-    world = World(clock=Clock() if manual_clock else Clock.realtime())
+    world = World(
+        clock=Clock() if manual_clock else Clock.realtime(), rate_limits=not no_rate_limits
+    )
     world.add_application(client_id, client_secret)
     factories = installed_sandboxes()
     app = build_app(world, factories, tick_interval=tick)

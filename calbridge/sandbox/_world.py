@@ -88,6 +88,7 @@ class World:
         delivery_timeout: seconds a webhook receiver has to answer (Cronofy: 5).
         transport: an httpx transport for webhook delivery (e.g. ``httpx.ASGITransport``
             to deliver to an in-process receiver); default real HTTP.
+        rate_limits: whether provider sandboxes answer 429 past their providers' limits.
     """
 
     def __init__(
@@ -96,8 +97,11 @@ class World:
         clock: Clock | None = None,
         delivery_timeout: float = 5.0,
         transport: httpx.AsyncBaseTransport | None = None,
+        rate_limits: bool = True,
     ) -> None:
         self.clock = clock or Clock()
+        #: whether provider sandboxes enforce their rate limits (off for benchmarks)
+        self.rate_limits = rate_limits
         self.faults = Faults()
         self.delivery = WebhookDelivery(
             self.clock, self.faults, timeout=delivery_timeout, transport=transport

@@ -646,3 +646,32 @@ async def test_service_account_tokens_cannot_read_calendars(http: httpx.AsyncCli
         },
     )
     assert "error=invalid_scope" in r.headers["location"]
+
+
+async def test_initial_sync_required_until_completed(
+    http: httpx.AsyncClient, world: World, receiver: Receiver
+) -> None:
+    engine_for(world).settings.initial_sync_delay = 60
+    world.add_user("carol@example.com")
+    world.insert_event(
+        world.primary_calendar("carol@example.com").id, start=at(5), end=at(6), summary="Old"
+    )
+    token = await connect(http, email="carol@example.com")
+    info = (await http.get("/cronofy/v1/userinfo", headers=bearer(token))).json()
+    assert info["cronofy.data"]["profiles"][0]["profile_initial_sync_required"] is True
+    await make_channel(http, token)
+    assert await read(http, token) == []
+    await world.clock.advance(60)
+    kinds = [n["notification"]["type"] for n in notifications(receiver)]
+    assert kinds == ["verification", "profile_initial_sync_completed"]
+    assert [e["summary"] for e in await read(http, token)] == ["Old"]
+    info = (await http.get("/cronofy/v1/userinfo", headers=bearer(token))).json()
+    assert info["cronofy.data"]["profiles"][0]["profile_initial_sync_required"] is False
+
+
+async def test_rate_limits_can_be_switched_off(http: httpx.AsyncClient, world: World) -> None:
+    token = await connect(http)
+    engine_for(world).settings.rate_limits = ((2, 60.0),)
+    world.rate_limits = False
+    for _ in range(5):
+        assert (await http.get("/cronofy/v1/calendars", headers=bearer(token))).status_code == 200

@@ -114,10 +114,22 @@ class CronofyEngine:
             )
             self.accounts[account.sub] = account
             self.by_email[key] = account.sub
+        delay = self.settings.initial_sync_delay
+        if delay <= 0:
+            self._initial_sync(account, notify=False)
+        else:
+            self.world.clock.call_later(
+                delay, lambda: self._initial_sync(account, notify=True), name="initial sync"
+            )
+        return account
+
+    def _initial_sync(self, account: Account, *, notify: bool) -> None:
+        """First sync of a new account (silent); then polling starts."""
         self.sync_account(account, notify=False)
         account.initial_sync_done = True
+        if notify:
+            self.notify(account.sub, "profile_initial_sync_completed")
         self._schedule_poll(account)
-        return account
 
     def issue_code(
         self, client_id: str, redirect_uri: str, sub: str, scope: str, *, service: bool = False

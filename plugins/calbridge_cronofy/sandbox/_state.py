@@ -44,6 +44,10 @@ class SandboxSettings:
     access_token_ttl: int = 3600
     #: seconds a service-account token lives
     service_account_token_ttl: int = 1800
+    #: seconds before a new account's first sync completes (0: at once); until then
+    #: ``profile_initial_sync_required`` is true and reads are empty, then channels get
+    #: ``profile_initial_sync_completed``
+    initial_sync_delay: float = 0.0
     #: seconds after a 202 before an integrator write reaches the native calendar
     write_delay: float = 1.0
     #: seconds after a native change before its native push makes Cronofy sync
