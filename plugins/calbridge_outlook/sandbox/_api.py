@@ -144,7 +144,7 @@ def _list_events(
         params["$skip"] = str(skip + top)
         from urllib.parse import urlencode
 
-        body["@odata.nextLink"] = f"{request.url.replace(query='')}?{urlencode(params)}"
+        body["@odata.nextLink"] = f"{request.url.replace(query='')}?{urlencode(params, safe='$')}"
     return body
 
 

@@ -30,7 +30,7 @@ __all__ = ["calendar_view", "delta", "parse_window"]
 
 def _link(request: Request, params: dict[str, str]) -> str:
     base = str(request.url.replace(query=""))
-    return f"{base}?{urlencode(params)}"
+    return f"{base}?{urlencode(params, safe='$')}"
 
 
 def parse_window(request: Request) -> tuple[dt.datetime, dt.datetime]:
