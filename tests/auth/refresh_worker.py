@@ -1,9 +1,10 @@
 """A worker process for the cross-process single-flight test.
 
-Usage: ``python refresh_worker.py DB_URL ACCOUNT_ID TOKEN_URL START_AT N``; keys come
-from ``CALBRIDGE_KEYS`` and the client secret from ``LOOPBACK_CLIENT_SECRET``. At
-``START_AT`` (epoch seconds) it runs N coroutines that each ask for a token, and prints
-a JSON line ``{"tokens": [...], "calls": n}``.
+Usage: ``python refresh_worker.py DB_URL ACCOUNT_ID TOKEN_URL N``; keys come from
+``CALBRIDGE_KEYS`` and the client secret from ``LOOPBACK_CLIENT_SECRET``. It prints
+``ready`` once set up, waits for a line on stdin (the start signal, sent to every worker
+at once), runs N coroutines that each ask for a token, and prints a JSON line
+``{"tokens": [...], "calls": n}``.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ import asyncio
 import json
 import os
 import sys
-import time
 
 import httpx
 
@@ -22,7 +22,7 @@ from calbridge.provider import ProviderSettings
 from calbridge.store import Store, Vault, create_engine
 
 
-async def main(db_url: str, account_id: str, token_url: str, start_at: float, n: int) -> None:
+async def main(db_url: str, account_id: str, token_url: str, n: int) -> None:
     engine = create_engine(db_url, upgrade=False)
     store = Store(engine, Vault.from_env())
     async with httpx.AsyncClient(timeout=30) as http:
@@ -38,7 +38,9 @@ async def main(db_url: str, account_id: str, token_url: str, start_at: float, n:
         sources = [
             StoreTokenSource(store, provider, account_id, poll_interval=0.01) for _ in range(4)
         ]
-        await asyncio.sleep(max(0.0, start_at - time.time()))
+        await asyncio.to_thread(store.get_tokens, account_id)  # warm the pool and the vault
+        print("ready", flush=True)
+        await asyncio.to_thread(sys.stdin.readline)
         results = await asyncio.gather(*(sources[i % 4].get() for i in range(n)))
     engine.dispose()
     print(
@@ -52,5 +54,5 @@ async def main(db_url: str, account_id: str, token_url: str, start_at: float, n:
 
 
 if __name__ == "__main__":
-    url, account, token, start, count = sys.argv[1:6]
-    asyncio.run(main(url, account, token, float(start), int(count)))
+    url, account, token, count = sys.argv[1:5]
+    asyncio.run(main(url, account, token, int(count)))

@@ -62,26 +62,18 @@ def test_single_flight_across_processes(
     keys_spec: str,
 ) -> None:
     """Two processes x 20 coroutines holding an expired token: exactly one token request."""
-    endpoint.delay = 0.3
+    endpoint.delay = 1.0  # a wide window: both processes are waiting by then
     account_id, old = _account(store, endpoint)
     env = {
         **os.environ,
         "CALBRIDGE_KEYS": keys_spec,
         "LOOPBACK_CLIENT_SECRET": endpoint.client_secret,
     }
-    start_at = time.time() + 3.0  # both processes start together
     url = store.engine.url.render_as_string(hide_password=False)
     procs = [
         subprocess.Popen(
-            [
-                sys.executable,
-                str(WORKER),
-                url,
-                account_id,
-                f"{token_server.base_url}/token",
-                str(start_at),
-                "20",
-            ],
+            [sys.executable, str(WORKER), url, account_id, f"{token_server.base_url}/token", "20"],
+            stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             env=env,
@@ -89,11 +81,23 @@ def test_single_flight_across_processes(
         )
         for _ in range(2)
     ]
-    outputs = []
-    for proc in procs:
-        out, err = proc.communicate(timeout=120)
-        assert proc.returncode == 0, err
-        outputs.append(json.loads(out.strip().splitlines()[-1]))
+    try:
+        for proc in procs:  # both set up and waiting
+            assert proc.stdout is not None
+            assert proc.stdout.readline().strip() == "ready"
+        for proc in procs:  # go
+            assert proc.stdin is not None
+            proc.stdin.write("go\n")
+            proc.stdin.flush()
+        outputs = []
+        for proc in procs:
+            out, err = proc.communicate(timeout=120)
+            assert proc.returncode == 0, err
+            outputs.append(json.loads(out.strip().splitlines()[-1]))
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
     assert endpoint.refresh_calls == 1
     assert sum(o["calls"] for o in outputs) == 1
     tokens = {t for o in outputs for t in o["tokens"]}
