@@ -134,12 +134,15 @@ def is_tombstone(event: GEvent) -> bool:
     return event.status == "cancelled" and not event.recurring_event_id
 
 
-def _role(event: GEvent, start: EventTime, original: EventTime | None) -> SeriesRole:
+def _role(
+    event: GEvent, start: EventTime, original: EventTime | None, expanded: bool
+) -> SeriesRole:
     if event.recurrence:
         return SeriesRole.MASTER
     if not event.recurring_event_id:
         return SeriesRole.SINGLE
-    if event.status == "cancelled":
+    if event.status == "cancelled" or not expanded:
+        # unexpanded reads hold only masters, singles and exceptions
         return SeriesRole.EXCEPTION
     if original is not None and original.as_utc() != start.as_utc():
         return SeriesRole.EXCEPTION
@@ -155,8 +158,14 @@ def _stamp(text: str | None) -> dt.datetime | None:
         return None
 
 
-def event_from_wire(event: GEvent, calendar_id: str, raw: dict[str, Any]) -> Event:
+def event_from_wire(
+    event: GEvent, calendar_id: str, raw: dict[str, Any], *, expanded: bool = True
+) -> Event:
     """A live event or a cancelled exception as a domain :class:`Event`.
+
+    ``expanded`` says whether the read expanded series (``singleEvents=true``): then an
+    occurrence is an exception only when cancelled or moved (Google does not flag edited
+    instances); otherwise every event with ``recurringEventId`` is an exception.
 
     A cancelled exception carries only ``originalStartTime``; its start and end are both
     that instant. Tombstones (see :func:`is_tombstone`) are deletions and do not come here.
@@ -197,7 +206,7 @@ def event_from_wire(event: GEvent, calendar_id: str, raw: dict[str, Any]) -> Eve
         organizer=organizer,
         attendees=tuple(_attendee(a) for a in event.attendees or () if a.email),
         recurrence=tuple(event.recurrence or ()),
-        series_role=_role(event, start, original),
+        series_role=_role(event, start, original, expanded),
         recurring_event_id=event.recurring_event_id,
         original_start=original,
         created=_stamp(event.created),

@@ -360,7 +360,7 @@ class GoogleProvider(Provider):
             raise ProviderResponseError("a synced event has no id", provider=self.name)
         if is_tombstone(wire):
             return Change(kind=ChangeKind.DELETED, calendar_id=calendar_id, event_id=wire.id)
-        event = event_from_wire(wire, calendar_id, dict(item))
+        event = event_from_wire(wire, calendar_id, dict(item), expanded=self.expand_changes)
         if window is not None and not event.recurrence:
             start, end = event.start.as_utc(), event.end.as_utc()
             inside = window.overlaps(start, max(end, start + _EPS))
