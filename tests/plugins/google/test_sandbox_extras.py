@@ -38,12 +38,11 @@ async def test_patching_an_instance_makes_an_exception() -> None:
         ]
         assert [e.series_role for e in instances] == [SeriesRole.INSTANCE] * 3
         target = instances[1].id
+        tokens = await rig.session.access_token()
         r = await rig.provider.http.patch(
             f"{rig.base_url}/calendar/v3/calendars/primary/events/{target}",
             json={"summary": "moved standup"},
-            headers={
-                "Authorization": f"Bearer {(await rig.session.access_token()).access_token.reveal()}"
-            },
+            headers={"Authorization": f"Bearer {tokens.access_token.reveal()}"},
         )
         assert r.status_code == 200, r.text
         assert r.json()["recurringEventId"] == master.id
