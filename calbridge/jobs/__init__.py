@@ -47,9 +47,10 @@ from ._queue import (
     release,
 )
 from ._schema import STATES, job_schedules, jobs
-from ._worker import HandlerRegistry, Worker, default_backoff
+from ._worker import BUILTIN_HANDLERS, HandlerRegistry, Worker, default_backoff, load_handlers
 
 __all__ = [
+    "BUILTIN_HANDLERS",
     "DEFAULT_MAX_ATTEMPTS",
     "DEFAULT_QUEUE",
     "STATES",
@@ -73,5 +74,6 @@ __all__ = [
     "heartbeat",
     "job_schedules",
     "jobs",
+    "load_handlers",
     "release",
 ]

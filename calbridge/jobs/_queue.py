@@ -192,7 +192,8 @@ def claim(
 
     Runnable: a ``running`` job whose lease expired (its worker died; it is claimed again
     directly, or dead-lettered when it has used up its attempts), else the first ``queued``
-    job that is due and whose serial key has no running job. On PostgreSQL the candidate
+    job that is due, whose serial key has no running job and no earlier due job (serial
+    keys run in order: priority, run_at, id). On PostgreSQL the candidate
     row is locked with ``FOR UPDATE SKIP LOCKED``, so concurrent workers never wait on it.
     """
     if not kinds:
@@ -237,13 +238,22 @@ def claim(
     serial_busy = sa.exists().where(
         other.c.serial_key == jobs.c.serial_key, other.c.state == RUNNING
     )
+    # FIFO per serial key: only the first due job of a key is a candidate, so a worker
+    # that finds it locked (SKIP LOCKED) does not start the key's next job instead
+    serial_behind = sa.exists().where(
+        other.c.serial_key == jobs.c.serial_key,
+        other.c.state == QUEUED,
+        other.c.run_at_ms <= now_ms,
+        sa.tuple_(other.c.priority, other.c.run_at_ms, other.c.id)
+        < sa.tuple_(jobs.c.priority, jobs.c.run_at_ms, jobs.c.id),
+    )
     ready_q = (
         sa.select(jobs.c.id)
         .where(
             jobs.c.state == QUEUED,
             jobs.c.run_at_ms <= now_ms,
             *scope,
-            sa.or_(jobs.c.serial_key.is_(None), ~serial_busy),
+            sa.or_(jobs.c.serial_key.is_(None), sa.and_(~serial_busy, ~serial_behind)),
         )
         .order_by(jobs.c.priority, jobs.c.run_at_ms, jobs.c.id)
         .limit(1)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import logging
 import os
 import random
@@ -15,11 +16,11 @@ from typing import Final
 
 import attrs
 
-from ..errors import RateLimited, Unavailable
+from ..errors import ConfigurationError, RateLimited, Unavailable
 from ._model import DEFAULT_QUEUE, Handler, Job, LeaseLost, RetryLater, describe_error
 from ._queue import JobQueue
 
-__all__ = ["HandlerRegistry", "Worker", "default_backoff"]
+__all__ = ["BUILTIN_HANDLERS", "HandlerRegistry", "Worker", "default_backoff", "load_handlers"]
 
 log = logging.getLogger("calbridge.jobs")
 
@@ -362,3 +363,29 @@ def _retry_later(exc: BaseException) -> float | None:
     if isinstance(exc, (RateLimited, Unavailable)) and exc.retry_after is not None:
         return max(0.0, float(exc.retry_after))
     return None
+
+
+#: ``module:attribute`` of the HandlerRegistry objects every ``calbridge worker`` loads.
+#: calbridge packages that define job kinds (sync, channel renewal) add theirs here.
+BUILTIN_HANDLERS: list[str] = []
+
+
+def load_handlers(paths: Iterable[str], *, builtins: bool = True) -> HandlerRegistry:
+    """One registry merged from ``module:attribute`` paths of HandlerRegistry objects.
+
+    Raises:
+        ConfigurationError: a path is malformed, cannot be imported or is no registry.
+    """
+    registry = HandlerRegistry()
+    for path in [*(BUILTIN_HANDLERS if builtins else ()), *paths]:
+        module, _, attr = path.partition(":")
+        if not module or not attr:
+            raise ConfigurationError(f"handlers must be given as module:attribute, not {path!r}")
+        try:
+            obj = getattr(importlib.import_module(module), attr)
+        except (ImportError, AttributeError) as exc:
+            raise ConfigurationError(f"cannot load job handlers {path!r}: {exc}") from None
+        if not isinstance(obj, HandlerRegistry):
+            raise ConfigurationError(f"{path!r} is not a calbridge.jobs.HandlerRegistry")
+        registry.update(obj)
+    return registry

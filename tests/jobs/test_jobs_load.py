@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections import Counter, defaultdict
 from pathlib import Path
 
@@ -70,15 +71,16 @@ def test_two_workers_run_a_thousand_jobs_exactly_once(
     # both processes took part
     assert len({line[3] for line in runs}) == 2
 
-    intervals: dict[str, list[tuple[float, float]]] = defaultdict(list)
+    intervals: dict[str, list[tuple[float, float, int]]] = defaultdict(list)
     for line in runs:
         if line[6] != "-":
-            intervals[line[6]].append((float(line[4]), float(line[5])))
+            intervals[line[6]].append((float(line[4]), float(line[5]), int(line[1])))
     assert len(intervals) == SERIAL_KEYS
     for key, spans in intervals.items():
         spans.sort()
         assert len(spans) == PER_KEY
-        for (_, end), (start, _) in zip(spans, spans[1:], strict=False):
+        assert [s[2] for s in spans] == sorted(s[2] for s in spans), f"{key} ran out of order"
+        for (_, end, _), (start, _, _) in itertools.pairwise(spans):
             assert start >= end, f"two jobs of serial key {key} overlapped"
 
     dead = rows[poison]

@@ -79,7 +79,7 @@ def test_scheduled_job_waits_for_run_at(queue: JobQueue, clock: FakeClock) -> No
     queue.enqueue("k", run_at=clock.now + 60)
     queue.enqueue("k", run_at=datetime.fromtimestamp(clock.now + 120, UTC))
     with pytest.raises(ValueError, match="timezone"):
-        queue.enqueue("k", run_at=datetime(2030, 1, 1))  # noqa: DTZ001
+        queue.enqueue("k", run_at=datetime(2030, 1, 1))
 
     assert claim(queue) is None
     clock.advance(60)
@@ -205,9 +205,14 @@ def test_coalescing_keeps_the_earliest_run_at_and_best_priority(
 
 def test_enqueue_joins_the_callers_transaction(queue: JobQueue) -> None:
     """Enqueue inside a transaction that rolls back leaves no job (transactional outbox)."""
-    with pytest.raises(RuntimeError), write(queue.engine) as conn:
-        enqueue(conn, "k", coalesce_key="c")
-        raise RuntimeError("the inbox insert failed")
+
+    def rolled_back() -> None:
+        with write(queue.engine) as conn:
+            enqueue(conn, "k", coalesce_key="c")
+            raise RuntimeError("the inbox insert failed")
+
+    with pytest.raises(RuntimeError):
+        rolled_back()
     assert count(queue.engine) == 0
 
     with write(queue.engine) as conn:

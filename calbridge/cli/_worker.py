@@ -1,0 +1,167 @@
+"""``calbridge worker`` (run jobs until SIGTERM) and ``calbridge jobs`` (queue statistics)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+
+import click
+
+from ..errors import ConfigurationError
+from ._output import print_json, print_table
+
+_STORE_HELP = (
+    "Database URL: sqlite:///path or postgresql+psycopg://... "
+    "(default: $CALBRIDGE_DATABASE_URL, else ./calbridge.db)."
+)
+
+
+def _split(values: Sequence[str]) -> list[str]:
+    return [v.strip() for value in values for v in value.split(",") if v.strip()]
+
+
+@click.command()
+@click.option("--store", "url", metavar="URL", default=None, help=_STORE_HELP)
+@click.option("--concurrency", "-c", type=click.IntRange(1, 256), default=4, show_default=True)
+@click.option(
+    "--queues",
+    "-q",
+    multiple=True,
+    metavar="NAMES",
+    help="Queues to take jobs from (repeat or comma-separate). [default: default]",
+)
+@click.option(
+    "--handlers",
+    "handler_paths",
+    multiple=True,
+    metavar="MODULE:ATTR",
+    help="A calbridge.jobs.HandlerRegistry to load, besides the built-in ones (repeatable).",
+)
+@click.option("--lease", type=float, default=60.0, show_default=True, help="Lease seconds.")
+@click.option(
+    "--grace",
+    type=float,
+    default=25.0,
+    show_default=True,
+    help="Seconds running jobs get to finish after SIGTERM before they are released.",
+)
+@click.option("--poll-interval", type=float, default=1.0, show_default=True)
+@click.option("--once", is_flag=True, help="Run the jobs that are due now, then exit.")
+@click.option(
+    "--log-level",
+    type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
+    default="INFO",
+    show_default=True,
+)
+def worker(
+    *,
+    url: str | None,
+    concurrency: int,
+    queues: tuple[str, ...],
+    handler_paths: tuple[str, ...],
+    lease: float,
+    grace: float,
+    poll_interval: float,
+    once: bool,
+    log_level: str,
+) -> None:
+    """Run job handlers until SIGTERM or SIGINT.
+
+    The worker claims jobs with a lease, renews it while the handler runs, and acks,
+    retries (with backoff) or dead-letters each job. On SIGTERM it stops claiming and
+    gives running jobs --grace seconds; unfinished jobs are released for another worker.
+    A second signal releases them at once. Any number of workers, on any number of
+    hosts, can share one PostgreSQL database.
+    """
+    from ..jobs import JobQueue, Worker, load_handlers
+    from ..store import create_engine
+
+    logging.basicConfig(
+        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        handlers = load_handlers(handler_paths)
+    except ConfigurationError as exc:
+        raise click.UsageError(str(exc)) from None
+    if not handlers.kinds():
+        raise click.UsageError("no job handlers to run: pass --handlers module:attribute")
+    engine = create_engine(url)
+    runner = Worker(
+        JobQueue(engine),
+        handlers,
+        concurrency=concurrency,
+        queues=_split(queues) or ["default"],
+        lease=lease,
+        grace=grace,
+        poll_interval=poll_interval,
+    )
+
+    async def main() -> None:
+        if once:
+            count = await runner.run_until_idle()
+            click.echo(f"ran {count} job(s)", err=True)
+            return
+        runner.handle_signals()
+        await runner.run()
+
+    try:
+        asyncio.run(main())
+    finally:
+        engine.dispose()
+
+
+@click.command()
+@click.option("--store", "url", metavar="URL", default=None, help=_STORE_HELP)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
+@click.option("--dead", "dead_limit", type=int, default=20, show_default=True, help="Dead jobs.")
+@click.option("--retry", "retry_ids", type=int, multiple=True, help="Queue a dead job again.")
+def jobs(url: str | None, as_json: bool, dead_limit: int, retry_ids: tuple[int, ...]) -> None:
+    """Show job counts per queue and state, and the latest dead jobs with their errors."""
+    from ..jobs import JobQueue
+    from ..store import create_engine
+
+    engine = create_engine(url)
+    try:
+        queue = JobQueue(engine)
+        for job_id in retry_ids:
+            if not queue.retry_dead(job_id):
+                raise click.ClickException(f"job {job_id} is not dead")
+        stats = queue.stats()
+        dead = queue.jobs(states=["dead"], limit=dead_limit)
+    finally:
+        engine.dispose()
+    if as_json:
+        print_json(
+            {
+                "queues": stats,
+                "dead": [
+                    {
+                        "id": j.id,
+                        "kind": j.kind,
+                        "queue": j.queue,
+                        "attempts": j.attempts,
+                        "error": j.last_error,
+                    }
+                    for j in dead
+                ],
+            }
+        )
+        return
+    states = ["queued", "running", "done", "dead", "merged"]
+    print_table(
+        "jobs",
+        ["queue", *states],
+        [(q, *(counts.get(s, 0) for s in states)) for q, counts in sorted(stats.items())],
+    )
+    if dead:
+        print_table(
+            "dead jobs",
+            ["id", "kind", "attempts", "error"],
+            [(j.id, j.kind, j.attempts, _last_line(j.last_error)) for j in dead],
+        )
+
+
+def _last_line(text: str | None) -> str:
+    lines = (text or "").strip().splitlines()
+    return lines[-1] if lines else ""
