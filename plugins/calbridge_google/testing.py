@@ -34,6 +34,7 @@ from calbridge.sandbox import World, build_app, serve_in_thread
 
 from ._provider import GoogleProvider
 from .sandbox import create_app, google_sandbox
+from .sandbox._app import GoogleSandbox
 
 __all__ = [
     "SANDBOX_CLIENT_ID",
@@ -97,6 +98,11 @@ class GoogleSandboxRig:
     base_url: str
     hooks: HookCapture
     callback_url: str = CALLBACK_URL
+
+    @property
+    def google(self) -> GoogleSandbox:
+        """The world's Google view (controls: expire_sync_tokens, fail_next ...)."""
+        return google_sandbox(self.world)
 
     def now(self) -> dt.datetime:
         """The sandbox clock."""
@@ -172,6 +178,7 @@ async def sandbox_rig(
                 httpx.AsyncClient(transport=httpx.ASGITransport(app=app))
             )
         provider = GoogleProvider(http=http, settings=sandbox_settings(base, page_size=page_size))
+        provider.clock = world.clock.timestamp  # channel expirations in sandbox time
         verifier = secrets.token_urlsafe(48)
         challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest())
         url = provider.authorization_url(
