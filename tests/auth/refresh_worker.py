@@ -4,7 +4,8 @@ Usage: ``python refresh_worker.py DB_URL ACCOUNT_ID TOKEN_URL N``; keys come fro
 ``CALBRIDGE_KEYS`` and the client secret from ``LOOPBACK_CLIENT_SECRET``. It prints
 ``ready`` once set up, waits for a line on stdin (the start signal, sent to every worker
 at once), runs N coroutines that each ask for a token, and prints a JSON line
-``{"tokens": [...], "calls": n}``.
+``{"tokens": [...], "calls": n}``. With a fifth argument ``crash`` it dies
+(``os._exit(137)``) right after the token endpoint answered, before anything is stored.
 """
 
 from __future__ import annotations
@@ -18,15 +19,29 @@ import httpx
 
 from calbridge.auth import StoreTokenSource
 from calbridge.auth.testing import LoopbackOAuthProvider
+from calbridge.models import TokenSet
 from calbridge.provider import ProviderSettings
 from calbridge.store import Store, Vault, create_engine
 
+#: the crash test's lease is short, so the survivor need not wait long for the dead one's
+CRASH_LEASE_MS = 1_000
 
-async def main(db_url: str, account_id: str, token_url: str, n: int) -> None:
+
+class CrashingProvider(LoopbackOAuthProvider):
+    """Dies between the token response and the commit (reliability.md O7)."""
+
+    async def refresh_tokens(self, tokens: TokenSet) -> TokenSet:
+        await super().refresh_tokens(tokens)
+        os._exit(137)
+
+
+async def main(db_url: str, account_id: str, token_url: str, n: int, crash: bool) -> None:
     engine = create_engine(db_url, upgrade=False)
     store = Store(engine, Vault.from_env())
+    cls = CrashingProvider if crash else LoopbackOAuthProvider
+    lease_ms = CRASH_LEASE_MS if crash else 30_000
     async with httpx.AsyncClient(timeout=30) as http:
-        provider = LoopbackOAuthProvider(
+        provider = cls(
             http=http,
             settings=ProviderSettings(
                 client_id="client-1",
@@ -36,7 +51,8 @@ async def main(db_url: str, account_id: str, token_url: str, n: int) -> None:
         )
         # several sources per process: the lock is per (store, account), not per instance
         sources = [
-            StoreTokenSource(store, provider, account_id, poll_interval=0.01) for _ in range(4)
+            StoreTokenSource(store, provider, account_id, poll_interval=0.01, lease_ms=lease_ms)
+            for _ in range(4)
         ]
         await asyncio.to_thread(store.get_tokens, account_id)  # warm the pool and the vault
         print("ready", flush=True)
@@ -55,4 +71,4 @@ async def main(db_url: str, account_id: str, token_url: str, n: int) -> None:
 
 if __name__ == "__main__":
     url, account, token, count = sys.argv[1:5]
-    asyncio.run(main(url, account, token, int(count)))
+    asyncio.run(main(url, account, token, int(count), sys.argv[5:6] == ["crash"]))

@@ -282,3 +282,68 @@ async def test_invalid_client_pauses_the_provider_not_the_user(
     with pytest.raises(ProviderPaused):
         await source.get()
     assert len(endpoint.requests) == 1  # paused: no more requests
+
+
+@pytest.mark.parametrize("rotate", [True, False], ids=["strict-rotation", "old-rt-still-valid"])
+async def test_crash_after_token_response_before_commit(
+    store: Store,
+    provider: LoopbackOAuthProvider,
+    endpoint: TokenEndpoint,
+    token_server: LoopbackServer,
+    keys_spec: str,
+    hooks: tuple[calbridge.PluginHost, StatusHookRecorder],
+    rotate: bool,
+) -> None:
+    """O7: a worker killed between the token response and the commit leaves a consistent
+    row; afterwards the old token works (Microsoft-like) or the account is needs_reauth
+    (strict rotation), with no crash loop."""
+    host, recorder = hooks
+    endpoint.rotate = rotate
+    account_id, old = _account(store, endpoint)
+    before = store.get_tokens(account_id)
+    assert before is not None
+    env = {
+        **os.environ,
+        "CALBRIDGE_KEYS": keys_spec,
+        "LOOPBACK_CLIENT_SECRET": endpoint.client_secret,
+    }
+    url = store.engine.url.render_as_string(hide_password=False)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(WORKER),
+        url,
+        account_id,
+        f"{token_server.base_url}/token",
+        "1",
+        "crash",
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=env,
+    )
+    _out, err = await asyncio.wait_for(proc.communicate(b"go\n"), 120)
+    assert proc.returncode == 137, err
+    assert endpoint.refresh_calls == 1
+    after_crash = store.get_tokens(account_id)
+    assert after_crash is not None
+    assert after_crash.generation == before.generation  # nothing half-written
+    assert after_crash.tokens == before.tokens
+    assert after_crash.refresh_owner is not None  # the dead worker's lease is still there
+    source = StoreTokenSource(
+        store, provider, account_id, poll_interval=0.05, notify=host.notify_account_status_changed
+    )
+    if rotate:
+        with pytest.raises(ReauthRequired):
+            await source.get()  # waits out the dead lease, then invalid_grant
+        account = store.get_account(account_id)
+        assert account is not None
+        assert account.status is AccountStatus.NEEDS_REAUTH
+        assert len(recorder.calls) == 1
+        with pytest.raises(ReauthRequired):
+            await source.get()
+        assert endpoint.refresh_calls == 2  # no crash loop: no further requests
+    else:
+        tokens = await source.get()
+        assert tokens.access_token != Secret(old)
+        assert endpoint.refresh_calls == 2
+        assert recorder.calls == []
