@@ -196,3 +196,43 @@ def test_enterprise_connect_service_account_flow(
     bob.get_authorization_from_code(granted["code"], redirect_uri=callback)
     assert bob.userinfo()["email"] == "bob@corp.example"
     assert bob.list_calendars()[0]["calendar_primary"] is True
+
+
+def test_batch_upserts_and_deletes_with_207(sandbox: tuple[World, LoopbackServer]) -> None:
+    from pycronofy.batch import BatchBuilder
+    from pycronofy.exceptions import PyCronofyPartialSuccessError
+
+    world, server = sandbox
+    client = authorized_client()
+    cid = client.list_calendars()[0]["calendar_id"]
+    builder = BatchBuilder()
+    for n in range(3):
+        start = T0 + dt.timedelta(days=1, hours=n)
+        builder.upsert_event(
+            cid,
+            {
+                "event_id": f"b{n}",
+                "summary": f"batch {n}",
+                "start": start,
+                "end": start + dt.timedelta(minutes=30),
+            },
+        )
+    response = client.batch(builder)
+    assert [entry.status() for entry in response.entries] == [202, 202, 202]
+    advance(server, world, 5)
+    native = world.primary_calendar("alice@example.com").id
+    assert sorted(e.summary or "" for e in world.events(native)) == [
+        "batch 0",
+        "batch 1",
+        "batch 2",
+    ]
+
+    builder = BatchBuilder()
+    builder.delete_event(cid, "b0")
+    builder.upsert_event(cid, {"event_id": "bad", "start": T0, "end": T0})  # no summary
+    with pytest.raises(PyCronofyPartialSuccessError) as failure:
+        client.batch(builder)
+    statuses = [entry.status() for entry in failure.value.batch_response.entries]
+    assert statuses == [202, 422]
+    advance(server, world, 5)
+    assert sorted(e.summary or "" for e in world.events(native)) == ["batch 1", "batch 2"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -22,13 +23,16 @@ from ._engine import PROVIDER, CronofyEngine, engine_for
 from ._query import PageStore, Query, renderer, run_query
 from ._state import Channel, Grant, PendingWrite, new_id
 from ._wire import FieldError, calendar_json, profile_json
-from ._writes import parse_upsert
+from ._writes import accept_event_write
 
 __all__ = ["CronofySandbox"]
 
 Handler = Callable[[Request], Awaitable[Response]]
 AuthedHandler = Callable[[Request, Grant], Awaitable[Response]]
 
+_EVENTS_URL = re.compile(
+    r"^(?:https?://[^/]+)?(?:/[^/]+)*?/v1/calendars/(?P<calendar_id>[^/]+)/events$"
+)
 _MICROSOFT = {"office365", "exchange", "live_connect", "microsoft", "outlook", "outlook_com"}
 
 
@@ -331,65 +335,34 @@ class CronofySandbox:
         return _empty(404) if page is None else JSONResponse(page)
 
     async def upsert_event(self, request: Request, grant: Grant) -> Response:
-        cal = self._own_calendar(grant, request.path_params["calendar_id"])
-        if cal is None:
-            return _empty(404)
-        if request.method == "DELETE":
-            return await self._delete_event(request, grant, cal)
-        if "create_event" not in grant.scopes():
-            return _empty(403)
-        if self.world.calendar(cal.native_id).read_only:
-            raise FieldError("calendar_id", "errors.calendar_readonly", "calendar is read-only")
         body = await _body(request)
-        event_id, event_uid = body.get("event_id"), body.get("event_uid")
-        reject = [a["email"] for a in (body.get("attendees") or {}).get("reject", [])]
-        reject += [a["email"] for a in (body.get("attendees") or {}).get("remove", [])]
-        if event_id:
-            key = (grant.client_id, cal.calendar_id, str(event_id))
-            link = self.engine.links.get(key)
-            fields = parse_upsert(body, creating=link is None)
-        elif event_uid:
-            if self.engine.find_by_uid(grant.sub, cal.calendar_id, str(event_uid)) is None:
-                raise FieldError("event_uid", "errors.not_found", "unknown event_uid")
-            fields = parse_upsert(body, creating=False)
-        else:
-            raise FieldError("event_id", "errors.required", "required")
-        write = PendingWrite(
-            client_id=grant.client_id,
-            sub=grant.sub,
-            calendar_id=cal.calendar_id,
-            op="upsert",
-            event_id=str(event_id) if event_id else None,
-            event_uid=None if event_id else str(event_uid),
-            body={"fields": fields, "reject": reject},
+        status = accept_event_write(
+            self.engine, grant, request.path_params["calendar_id"], request.method, body
         )
-        if event_id and link is None:
-            from ._state import ManagedLink
+        return _empty(status)
 
-            self.engine.links[key] = ManagedLink(
-                client_id=grant.client_id, calendar_id=cal.calendar_id, event_id=str(event_id)
-            )
-        self.engine.accept(write)
-        return _empty(202)
-
-    async def _delete_event(self, request: Request, grant: Grant, cal: Any) -> Response:
-        if "delete_event" not in grant.scopes():
-            return _empty(403)
+    async def batch(self, request: Request, grant: Grant) -> Response:
+        """``POST /v1/batch``: event upserts and deletes, answered 207 entry by entry."""
         body = await _body(request)
-        event_id, event_uid = body.get("event_id"), body.get("event_uid")
-        if not event_id and not event_uid:
-            raise FieldError("event_id", "errors.required", "required")
-        self.engine.accept(
-            PendingWrite(
-                client_id=grant.client_id,
-                sub=grant.sub,
-                calendar_id=cal.calendar_id,
-                op="delete",
-                event_id=str(event_id) if event_id else None,
-                event_uid=None if event_id else str(event_uid),
-            )
-        )
-        return _empty(202)
+        entries = body.get("batch")
+        if not isinstance(entries, list) or not entries:
+            raise FieldError("batch", "errors.required", "required")
+        out: list[dict[str, Any]] = []
+        for entry in entries:
+            match = _EVENTS_URL.match(str(entry.get("relative_url", "")))
+            method = str(entry.get("method", "")).upper()
+            if match is None or method not in ("POST", "DELETE"):
+                out.append({"status": 404})
+                continue
+            try:
+                status = accept_event_write(
+                    self.engine, grant, match["calendar_id"], method, dict(entry.get("data") or {})
+                )
+            except FieldError as exc:
+                out.append({"status": 422, "data": exc.body()})
+                continue
+            out.append({"status": status})
+        return JSONResponse({"batch": out}, status_code=207)
 
     async def bulk_delete(self, request: Request, grant: Grant) -> Response:
         if "delete_event" not in grant.scopes():
@@ -526,6 +499,7 @@ class CronofySandbox:
                 a(self.participation),
                 methods=["POST"],
             ),
+            Route("/v1/batch", a(self.batch), methods=["POST"]),
             Route("/v1/events", a(self.read_events, "read_events"), methods=["GET"]),
             Route("/v1/events", a(self.bulk_delete), methods=["DELETE"]),
             Route("/v1/events/pages/{token}", a(self.next_page), methods=["GET"]),

@@ -8,13 +8,13 @@ from typing import TYPE_CHECKING, Any
 from calbridge import Attendee, ResponseStatus, Transparency, Visibility
 from calbridge.sandbox import UnknownEvent
 
-from ._state import ManagedLink, PendingWrite
+from ._state import Grant, ManagedLink, PendingWrite
 from ._wire import FieldError, parse_event_time
 
 if TYPE_CHECKING:
     from ._engine import CronofyEngine
 
-__all__ = ["apply_write", "parse_upsert"]
+__all__ = ["accept_event_write", "apply_write", "parse_upsert"]
 
 _FREQ = {"daily": "DAILY", "weekly": "WEEKLY", "monthly": "MONTHLY", "yearly": "YEARLY"}
 
@@ -171,3 +171,60 @@ def _apply(engine: CronofyEngine, write: PendingWrite, origin: str) -> None:
     else:
         fields = _merge_attendees(current.attendees, fields, reject)
         world.update_event(cal.native_id, target, origin=origin, **fields)
+
+
+def accept_event_write(
+    engine: CronofyEngine, grant: Grant, calendar_id: str, method: str, body: dict[str, Any]
+) -> int:
+    """Validate an upsert (``POST``) or delete (``DELETE``) of
+    ``/v1/calendars/{calendar_id}/events`` and queue it; the status to answer (202 when
+    accepted). Raises :class:`FieldError` for a 422."""
+    cal = engine.calendars.get(calendar_id)
+    if cal is None or cal.sub != grant.sub:
+        return 404
+    event_id, event_uid = body.get("event_id"), body.get("event_uid")
+    if method == "DELETE":
+        if "delete_event" not in grant.scopes():
+            return 403
+        if not event_id and not event_uid:
+            raise FieldError("event_id", "errors.required", "required")
+        op: Any = "delete"
+        fields: dict[str, Any] = {}
+        reject: list[str] = []
+    else:
+        if "create_event" not in grant.scopes():
+            return 403
+        if engine.world.calendar(cal.native_id).read_only:
+            raise FieldError("calendar_id", "errors.calendar_readonly", "calendar is read-only")
+        attendees = body.get("attendees") or {}
+        reject = [
+            str(a["email"]) for a in attendees.get("reject", []) + attendees.get("remove", [])
+        ]
+        if event_id:
+            key = (grant.client_id, cal.calendar_id, str(event_id))
+            fields = parse_upsert(body, creating=key not in engine.links)
+            engine.links.setdefault(
+                key,
+                ManagedLink(
+                    client_id=grant.client_id, calendar_id=cal.calendar_id, event_id=str(event_id)
+                ),
+            )
+        elif event_uid:
+            if engine.find_by_uid(grant.sub, cal.calendar_id, str(event_uid)) is None:
+                raise FieldError("event_uid", "errors.not_found", "unknown event_uid")
+            fields = parse_upsert(body, creating=False)
+        else:
+            raise FieldError("event_id", "errors.required", "required")
+        op = "upsert"
+    engine.accept(
+        PendingWrite(
+            client_id=grant.client_id,
+            sub=grant.sub,
+            calendar_id=cal.calendar_id,
+            op=op,
+            event_id=str(event_id) if event_id else None,
+            event_uid=None if event_id else str(event_uid),
+            body={"fields": fields, "reject": reject},
+        )
+    )
+    return 202
