@@ -103,22 +103,37 @@ def format_instant(value: dt.datetime) -> str:
     return value.astimezone(_UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _time(value: Any) -> calbridge.EventTime:
-    # the hot path: a str, or {"time": ..., "tzid": ...} with localized_times
+#: interned values: people and times repeat across a calendar's events (the same
+#: colleagues, back-to-back meetings, all-day dates); immutable, so one object serves all.
+#: Bounded: cleared when full, so memory stays flat however many events stream past.
+_INTERN_MAX = 4096
+_times: dict[Any, calbridge.EventTime] = {}
+_people: dict[Any, Any] = {}
+
+
+def _new_time(value: Any) -> calbridge.EventTime:
     if value.__class__ is str:
-        if len(value) == 10:
-            return _EventTime(kind=_DATE, date=_date_fromisoformat(value))
-        instant = _fromisoformat(value)
-        if instant.tzinfo is None:
-            instant = instant.replace(tzinfo=_UTC)
-        return _EventTime(kind=_ZONED, datetime=instant, tzid="UTC")
-    text = value["time"]
+        text, tzid = value, "UTC"
+    else:
+        text, tzid = value["time"], value.get("tzid") or "UTC"
     if len(text) == 10:
         return _EventTime(kind=_DATE, date=_date_fromisoformat(text))
     instant = _fromisoformat(text)
     if instant.tzinfo is None:
         instant = instant.replace(tzinfo=_UTC)
-    return _EventTime(kind=_ZONED, datetime=instant, tzid=value.get("tzid") or "UTC")
+    return _EventTime(kind=_ZONED, datetime=instant, tzid=tzid)
+
+
+def _time(value: Any) -> calbridge.EventTime:
+    # the hot path: a str, or {"time": ..., "tzid": ...} with localized_times
+    key = value if value.__class__ is str else (value["time"], value.get("tzid"))
+    found = _times.get(key)
+    if found is None:
+        found = _new_time(value)
+        if len(_times) >= _INTERN_MAX:
+            _times.clear()
+        _times[key] = found
+    return found
 
 
 def time_from_wire(value: WireTime) -> calbridge.EventTime:
@@ -188,12 +203,8 @@ def event_from_json(data: Mapping[str, Any]) -> calbridge.Event:
             status=_STATUS.get(get("status") or "", _CONFIRMED),
             transparency=_TRANSPARENT if get("transparency") == "transparent" else _OPAQUE,
             visibility=_PRIVATE if get("event_private") else _DEFAULT_VIS,
-            organizer=calbridge.Person(
-                email=organizer.get("email"), name=organizer.get("display_name")
-            )
-            if organizer
-            else None,
-            attendees=tuple(_attendee(a) for a in attendees) if attendees else (),
+            organizer=_person(organizer) if organizer else None,
+            attendees=tuple([_attendee(a) for a in attendees]) if attendees else (),
             series_role=_INSTANCE if recurring else _SINGLE,
             recurring_event_id=series if recurring else None,
             created=parse_instant(created) if created else None,
@@ -207,11 +218,29 @@ def event_from_json(data: Mapping[str, Any]) -> calbridge.Event:
 
 
 def _attendee(data: Mapping[str, Any]) -> calbridge.Attendee:
-    return calbridge.Attendee(
-        email=data.get("email") or "",
-        name=data.get("display_name"),
-        response=_RESPONSE.get(data.get("status") or "", _UNKNOWN),
-    )
+    key = ("a", data.get("email"), data.get("display_name"), data.get("status"))
+    found = _people.get(key)
+    if found is None:
+        found = calbridge.Attendee(
+            email=key[1] or "",
+            name=key[2],
+            response=_RESPONSE.get(key[3] or "", _UNKNOWN),
+        )
+        if len(_people) >= _INTERN_MAX:
+            _people.clear()
+        _people[key] = found
+    return found
+
+
+def _person(data: Mapping[str, Any]) -> calbridge.Person:
+    key = ("p", data.get("email"), data.get("display_name"))
+    found = _people.get(key)
+    if found is None:
+        found = calbridge.Person(email=key[1], name=key[2])
+        if len(_people) >= _INTERN_MAX:
+            _people.clear()
+        _people[key] = found
+    return found
 
 
 def event_from_wire(event: CronofyEvent, raw: Mapping[str, Any] | None = None) -> calbridge.Event:

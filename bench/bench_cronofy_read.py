@@ -1,0 +1,388 @@
+"""Cronofy read benchmark: calbridge's Cronofy plugin against pycronofy, same sandbox, same run.
+
+What it does:
+
+1. Starts the Cronofy sandbox in a child process (uvicorn on 127.0.0.1, port 0), with two
+   users whose primary calendars hold 10,000 and 100,000 events, a page size of 100 and
+   the sandbox's rate limiter off (the documented 50/s and 500/min would make this a
+   benchmark of the limit). The plugin's client-side limiter is off for the same reason.
+2. Reads the 10,000 events (100 pages) over loopback through the plugin (domain
+   ``Event`` objects, page by page) and through pycronofy (``read_events``, raw dicts),
+   alternating, several rounds; reports median events/s of each and the ratio.
+3. Measures calbridge's own work per event on the recorded pages, with no network:
+   ``json.loads`` + conversion to ``calbridge.Event``, and the whole client path through
+   ``list_events`` over an ``httpx.MockTransport`` serving those pages.
+4. Streams 10,000 and 100,000 events through ``list_events`` under ``tracemalloc`` and
+   reports the peak: flat memory means the peak does not grow with the number of events.
+
+Prints a table and rewrites the Cronofy section of docs/benchmarks.md.
+``python bench/bench_cronofy_read.py [--rounds N] [--no-docs]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import json
+import os
+import pathlib
+import re
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import tracemalloc
+import urllib.parse
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+
+import calbridge
+
+CLIENT_ID = "bench-client"
+CLIENT_SECRET = "bench-secret"  # the sandbox's throwaway secret
+USERS = {"bench10k@example.com": 10_000, "bench100k@example.com": 100_000}
+PAGE_SIZE = 100
+REDIRECT = "https://bench.example/callback"
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+DOC = ROOT / "docs" / "benchmarks.md"
+START, END = "<!-- cronofy-bench:start -->", "<!-- cronofy-bench:end -->"
+
+
+# --------------------------------------------------------------------------- the sandbox process
+
+
+def serve() -> None:
+    """Child process: seed a world and serve the Cronofy sandbox until killed."""
+    import uvicorn
+    from calbridge_cronofy.sandbox import create_app
+
+    from calbridge.sandbox import World, build_app
+
+    world = World()
+    world.add_application(CLIENT_ID, CLIENT_SECRET)
+    build_app(world, {"cronofy": create_app}, control=False)
+    settings = world.views["cronofy"].settings
+    settings.page_size = PAGE_SIZE
+    settings.rate_limits = ()
+    app = build_app(world, {"cronofy": create_app})
+    base = world.clock.now().replace(hour=0, minute=0, second=0, microsecond=0)
+    people = [
+        calbridge.Attendee(email=f"person{i}@example.com", name=f"Person {i}") for i in range(8)
+    ]
+    for email, count in USERS.items():
+        world.add_user(email)
+        cal = world.primary_calendar(email).id
+        for i in range(count):
+            start = base + dt.timedelta(minutes=i * 190 * 24 * 60 // count)
+            world.insert_event(
+                cal,
+                start=calbridge.EventTime.zoned(start, "UTC"),
+                end=calbridge.EventTime.zoned(start + dt.timedelta(minutes=45), "UTC"),
+                summary=f"Meeting {i} about the quarterly plan",
+                description="Agenda: review, decide, assign.",
+                location="Room 4.12",
+                attendees=(people[i % 8], people[(i + 3) % 8]),
+            )
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    print(json.dumps({"base": f"http://127.0.0.1:{port}"}), flush=True)
+    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on")
+    uvicorn.Server(config).run(sockets=[sock])
+
+
+# --------------------------------------------------------------------------- clients
+
+
+def make_provider(base: str, http: httpx.AsyncClient) -> Any:
+    from calbridge_cronofy import CronofyProvider
+
+    return CronofyProvider(
+        http=http,
+        settings=calbridge.ProviderSettings(
+            client_id=CLIENT_ID,
+            client_secret=CLIENT_SECRET,
+            base_urls={"api": f"{base}/cronofy", "app": f"{base}/cronofy"},
+            options={"rate_limit_per_second": 0, "rate_limit_per_minute": 0},
+        ),
+    )
+
+
+async def connect(base: str, email: str) -> tuple[calbridge.Session, str, str]:
+    """Individual Connect through the sandbox: session, primary calendar id, access token."""
+    async with calbridge.make_http_client() as http:
+        provider = make_provider(base, http)
+        url = provider.authorization_url(
+            calbridge.AuthorizationRequest(redirect_uri=REDIRECT, state="b", login_hint=email)
+        )
+        answer = await http.get(url)
+        query = urllib.parse.urlsplit(answer.headers["location"]).query
+        grant = await provider.exchange_code(
+            code=dict(urllib.parse.parse_qsl(query))["code"], redirect_uri=REDIRECT
+        )
+        session = calbridge.Session(
+            account=calbridge.Account(
+                app_user_id=email, provider="cronofy", provider_account_id=grant.provider_account_id
+            ),
+            tokens=calbridge.StaticTokenSource(tokens=grant.tokens),
+        )
+        cals = await provider.list_calendars(session)
+        primary = next(c for c in cals if c.primary)
+        return session, primary.id, grant.tokens.access_token.reveal()
+
+
+def window() -> calbridge.TimeRange:
+    start = dt.datetime(2026, 1, 4, tzinfo=dt.UTC)
+    return calbridge.TimeRange(start=start, end=start + dt.timedelta(days=200))
+
+
+async def read_calbridge(
+    base: str, session: calbridge.Session, calendar_id: str, transport: Any = None
+) -> int:
+    async with calbridge.make_http_client(transport=transport) as http:
+        provider = make_provider(base, http)
+        n = 0
+        async for page in provider.list_events(session, calendar_id, window()):
+            n += len(page)
+        return n
+
+
+def read_pycronofy(base: str, token: str, calendar_id: str) -> int:
+    import pycronofy
+    from pycronofy import settings as pysettings
+
+    pysettings.API_BASE_URL = f"{base}/cronofy"
+    client = pycronofy.Client(client_id=CLIENT_ID, client_secret=CLIENT_SECRET, access_token=token)
+    w = window()
+    pages = client.read_events(
+        calendar_ids=(calendar_id,),
+        from_date=w.start,
+        to_date=w.end,
+        tzid="Etc/UTC",
+        include_managed=True,
+        localized_times=True,
+    )
+    return sum(1 for _ in pages)
+
+
+def record_pages(base: str, token: str, calendar_id: str) -> list[tuple[str, bytes]]:
+    """The raw pages of the 10k read (URL, body), as the sandbox sent them."""
+    w = window()
+    params: list[tuple[str, str | int | float | bool | None]] = [
+        ("tzid", "Etc/UTC"),
+        ("from", w.start.strftime("%Y-%m-%dT%H:%M:%SZ")),
+        ("to", w.end.strftime("%Y-%m-%dT%H:%M:%SZ")),
+        ("calendar_ids[]", calendar_id),
+        ("include_managed", "true"),
+        ("include_deleted", "false"),
+        ("include_moved", "false"),
+        ("localized_times", "true"),
+    ]
+    out = []
+    headers = {"Authorization": f"Bearer {token}"}
+    with httpx.Client(headers=headers) as http:
+        url: str | None = f"{base}/cronofy/v1/events"
+        first = True
+        while url:
+            r = http.get(url, params=params if first else None)
+            r.raise_for_status()
+            out.append((str(r.url), r.content))
+            first = False
+            url = r.json()["pages"].get("next_page") or None
+    return out
+
+
+# --------------------------------------------------------------------------- measurements
+
+
+def floor(base: str, token: str, pages: list[tuple[str, bytes]]) -> float:
+    """events/s of fetching the recorded page URLs again, keep-alive, no decoding: the
+    sandbox's own speed, which bounds every client."""
+    n = sum(len(json.loads(b)["events"]) for _, b in pages)
+    with httpx.Client(headers={"Authorization": f"Bearer {token}"}) as http:
+        t = time.perf_counter()
+        for url, _ in pages:
+            http.get(url).raise_for_status()
+        return n / (time.perf_counter() - t)
+
+
+def timed(fn: Callable[[], int]) -> tuple[int, float]:
+    t = time.perf_counter()
+    n = fn()
+    return n, time.perf_counter() - t
+
+
+def own_cost(pages: list[tuple[str, bytes]]) -> dict[str, float]:
+    """µs per event: JSON decode, conversion, and the whole client path (no network)."""
+    from calbridge_cronofy._convert import event_from_json
+
+    bodies = [b for _, b in pages]
+    total = sum(len(json.loads(b)["events"]) for b in bodies)
+    reps = 7
+
+    def best(fn: Callable[[], object]) -> float:
+        times = []
+        for _ in range(reps):
+            t = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t)
+        return min(times) / total * 1e6
+
+    def split() -> tuple[float, float]:
+        # page by page, as a stream: decode, convert, drop
+        dec = conv = 0.0
+        clock = time.perf_counter
+        for body in bodies:
+            t0 = clock()
+            events = json.loads(body)["events"]
+            t1 = clock()
+            for e in events:
+                event_from_json(e)
+            t2 = clock()
+            dec += t1 - t0
+            conv += t2 - t1
+        return dec, conv
+
+    runs = [split() for _ in range(reps)]
+    decode = min(r[0] for r in runs) / total * 1e6
+    convert = min(r[1] for r in runs) / total * 1e6
+
+    by_url = dict(pages)
+    first_path = httpx.URL(pages[0][0]).path
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        body = by_url.get(str(request.url))
+        if body is None and request.url.path == first_path:
+            body = pages[0][1]
+        assert body is not None, request.url
+        return httpx.Response(200, content=body, headers={"content-type": "application/json"})
+
+    base = pages[0][0].split("/cronofy/")[0]
+    session = calbridge.Session(
+        account=calbridge.Account(app_user_id="m", provider="cronofy", provider_account_id="m"),
+        tokens=calbridge.StaticTokenSource(tokens=calbridge.TokenSet(access_token="t")),
+    )
+    cal = urllib.parse.parse_qs(httpx.URL(pages[0][0]).query.decode())["calendar_ids[]"][0]
+    transport = httpx.MockTransport(handler)
+    path = best(lambda: asyncio.run(read_calbridge(base, session, cal, transport)))
+    return {"decode": decode, "convert": convert, "path": path, "events": total}
+
+
+def peak_memory(base: str, session: calbridge.Session, calendar_id: str) -> tuple[int, int]:
+    """(events, peak bytes) of streaming one calendar's events under tracemalloc."""
+    tracemalloc.start()
+    try:
+        n = asyncio.run(read_calbridge(base, session, calendar_id))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    return n, peak
+
+
+# --------------------------------------------------------------------------- report
+
+
+def table(rows: list[tuple[str, str]]) -> str:
+    width = max(len(k) for k, _ in rows)
+    lines = [f"| {'measure'.ljust(width)} | value |", f"|{'-' * (width + 2)}|-------|"]
+    lines += [f"| {k.ljust(width)} | {v} |" for k, v in rows]
+    return "\n".join(lines)
+
+
+def update_doc(section: str) -> None:
+    text = (
+        DOC.read_text()
+        if DOC.exists()
+        else "# Benchmarks\n\nRun them all with `python -m bench`.\n"
+    )
+    block = f"{START}\n{section}\n{END}"
+    if START in text and END in text:
+        text = re.sub(
+            re.escape(START) + r".*?" + re.escape(END), lambda _m: block, text, flags=re.S
+        )
+    else:
+        text = text.rstrip("\n") + "\n\n" + block + "\n"
+    DOC.write_text(text)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--no-docs", action="store_true", help="do not rewrite docs/benchmarks.md")
+    args = parser.parse_args()
+    if args.serve:
+        serve()
+        return 0
+
+    child = subprocess.Popen(
+        [sys.executable, __file__, "--serve"],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        assert child.stdout is not None
+        base = json.loads(child.stdout.readline())["base"]
+        (s10, cal10, tok10), (s100, cal100, _tok100) = (
+            asyncio.run(connect(base, email)) for email in USERS
+        )
+        ours, theirs = [], []
+        for _ in range(args.rounds):
+            n1, t1 = timed(lambda: asyncio.run(read_calbridge(base, s10, cal10)))
+            n2, t2 = timed(lambda: read_pycronofy(base, tok10, cal10))
+            assert n1 == n2 == USERS["bench10k@example.com"], (n1, n2)
+            ours.append(n1 / t1)
+            theirs.append(n2 / t2)
+        pages = record_pages(base, tok10, cal10)
+        sandbox_eps = statistics.median(floor(base, tok10, pages) for _ in range(3))
+        cost = own_cost(pages)
+        small = peak_memory(base, s10, cal10)
+        large = peak_memory(base, s100, cal100)
+    finally:
+        child.terminate()
+        child.wait(timeout=10)
+
+    eps_ours, eps_theirs = statistics.median(ours), statistics.median(theirs)
+    ratio = eps_ours / eps_theirs
+    own = cost["decode"] + cost["convert"]
+    rows = [
+        ("events read per run / pages", f"{USERS['bench10k@example.com']:,} / {len(pages)}"),
+        ("calbridge events/s (median)", f"{eps_ours:,.0f}"),
+        ("pycronofy events/s (median)", f"{eps_theirs:,.0f}"),
+        ("ratio calbridge / pycronofy", f"{ratio:.2f}x (target >= 2x)"),
+        ("sandbox alone: page fetches, no decoding", f"{sandbox_eps:,.0f} events/s"),
+        ("calbridge / sandbox alone", f"{eps_ours / sandbox_eps:.2f}"),
+        ("own work: JSON decode µs/event", f"{cost['decode']:.1f}"),
+        ("own work: normalise to Event µs/event", f"{cost['convert']:.1f}"),
+        ("own work: decode + normalise µs/event", f"{own:.1f} (target <= 20)"),
+        ("whole client path, no network µs/event", f"{cost['path']:.1f}"),
+        (f"peak memory streaming {small[0]:,} events", f"{small[1] / 1e6:.1f} MB"),
+        (f"peak memory streaming {large[0]:,} events", f"{large[1] / 1e6:.1f} MB"),
+        ("peak growth 10x events", f"{large[1] / small[1]:.2f}x (flat = ~1)"),
+    ]
+    print(table(rows))
+    if not args.no_docs:
+        stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d")
+        section = (
+            "## Cronofy: reading events\n\n"
+            "`python bench/bench_cronofy_read.py` (part of `python -m bench`). The Cronofy "
+            "sandbox runs in a child process on loopback (page size 100, rate limits off on "
+            "both sides); calbridge reads through `CronofyProvider.list_events` (domain "
+            "`Event` objects, page by page, next page prefetched), pycronofy 2.1.1 through "
+            "`read_events` (raw dicts, one new connection per page). Same sandbox, same "
+            f"run, median of {args.rounds} alternating rounds. Own work is measured on the "
+            "recorded pages with no network. Peak memory is tracemalloc's while streaming.\n\n"
+            f"Last run {stamp}, Python {sys.version.split()[0]}, {os.cpu_count()} CPUs:\n\n"
+            + table(rows)
+        )
+        update_doc(section)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
