@@ -162,7 +162,12 @@ class GoogleProvider(Provider):
             raise error_for(response, what=what, sync=sync)
         if response.status_code == 204 or not response.content:
             return None
-        return _json(response, what)
+        data = _json(response, what)
+        if not isinstance(data, dict):
+            raise ProviderResponseError(
+                f"{what}: expected a JSON object", provider=self.name, status=response.status_code
+            )
+        return data
 
     def _event(self, data: Any, calendar_id: str) -> Event:
         wire = parse(data, GEvent)
