@@ -144,3 +144,31 @@ def test_default_url(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CALBRIDGE_DATABASE_URL", "sqlite:///x.db")
     assert resolve_url() == "sqlite:///x.db"
     assert resolve_url("sqlite:///y.db") == "sqlite:///y.db"
+
+
+def test_concurrent_first_open_from_several_processes(db_url: str) -> None:
+    """Four processes migrating one empty database at once: one migrates, all succeed."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from calbridge.store import create_engine, current_revisions, "
+        "head_revisions; e = create_engine(sys.argv[1], upgrade=True); "
+        "assert current_revisions(e) == head_revisions(); print('ok')"
+    )
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", code, db_url],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(4)
+    ]
+    for proc in procs:
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
+        assert out.strip() == "ok"
+    eng = create_engine(db_url, upgrade=False)
+    assert current_revisions(eng) == head_revisions()
+    eng.dispose()
