@@ -12,11 +12,19 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+import attrs
+
 from calbridge import EventStatus
 from calbridge.sandbox import NativeCalendar, NativeEvent, Occurrence, World, expand
 
 from ._params import GoogleError
-from ._render import event_json, occurrence_json, rfc3339, tombstone_json
+from ._render import (
+    cancelled_instance_json,
+    event_json,
+    occurrence_json,
+    rfc3339,
+    tombstone_json,
+)
 from ._state import GoogleState, signature
 
 __all__ = ["SYNC_INCOMPATIBLE", "list_events"]
@@ -205,6 +213,12 @@ def list_events(
         elif _is_tombstone(e) and show_deleted:
             if single and e.recurring_event_id:
                 continue  # exceptions of a deleted series go with the series
+            if single and e.recurrence:
+                # expanded reads show a deleted series as its cancelled instances
+                alive = attrs.evolve(e, deleted=False, status=EventStatus.CONFIRMED)
+                for o in expand([alive], lo, hi):
+                    add(e, o.start.as_utc(), cancelled_instance_json(e, o, cal), e.sequence)
+                continue
             if not deltas and not (e.start.as_utc() < hi and e.end.as_utc() > lo):
                 continue
             add(e, e.start.as_utc(), tombstone_json(e, cal), e.sequence)

@@ -106,7 +106,9 @@ class PushMixin:
                 reason="notFound",
                 message=f"Channel '{body.get('id')}' not found for project 'sandbox'",
             )
-        channel.stopped = True
+        if not channel.stopped:
+            channel.stopped = True
+            channel.late_messages = self.settings.notifications_after_stop
         return Response(status_code=204)
 
     def _on_change(self, change: NativeChange) -> None:
@@ -114,7 +116,8 @@ class PushMixin:
             if channel.calendar_id != change.calendar_id:
                 continue
             state = "not_exists" if change.kind is ChangeKind.DELETED else "exists"
-            self._notify(channel, state)
+            for _ in range(max(1, self.settings.notifications_per_change)):
+                self._notify(channel, state)
 
     def _notify(self, channel: WatchChannel, resource_state: str) -> None:
         number = self.state.next_message(channel)

@@ -29,6 +29,7 @@ from ._params import GoogleError, parse_rfc3339
 
 __all__ = [
     "calendar_entry",
+    "cancelled_instance_json",
     "etag",
     "event_fields",
     "event_json",
@@ -193,6 +194,21 @@ def tombstone_json(e: NativeEvent, cal: NativeCalendar) -> dict[str, Any]:
         out["recurringEventId"] = e.recurring_event_id
         out["originalStartTime"] = time_json(e.original_start, cal.time_zone)
     return out
+
+
+def cancelled_instance_json(
+    master: NativeEvent, o: Occurrence, cal: NativeCalendar
+) -> dict[str, Any]:
+    """One instance of a deleted series, as expanded reads show it."""
+    assert o.original_start is not None
+    return {
+        "kind": "calendar#event",
+        "etag": etag(master),
+        "id": o.instance_id,
+        "status": "cancelled",
+        "recurringEventId": master.id,
+        "originalStartTime": time_json(o.original_start, cal.time_zone),
+    }
 
 
 def calendar_entry(cal: NativeCalendar) -> dict[str, Any]:

@@ -33,6 +33,10 @@ class GoogleSettings:
     sync_token_ttl: float | None = None
     #: how far back ``updatedMin`` may reach before 410 updatedMinTooLongAgo
     updated_min_horizon: float = 28 * 24 * 3600
+    #: ``exists`` messages per change (Google often sends several for one edit)
+    notifications_per_change: int = 1
+    #: messages a channel still sends after channels.stop (Google's known quirk)
+    notifications_after_stop: int = 0
 
 
 @attrs.define
@@ -75,6 +79,8 @@ class WatchChannel:
     expiration: float  #: epoch seconds (sandbox clock)
     message_number: int = 0
     stopped: bool = False
+    #: messages still sent after stop (``GoogleSettings.notifications_after_stop``)
+    late_messages: int = 0
     unsubscribe: Any = None
 
 
@@ -270,8 +276,12 @@ class GoogleState:
     def next_message(self, channel: WatchChannel) -> int | None:
         """The next message number, or None once the channel is stopped or expired."""
         with self._lock:
-            if channel.stopped or self.now() >= channel.expiration:
+            if self.now() >= channel.expiration:
                 return None
+            if channel.stopped:
+                if channel.late_messages <= 0:
+                    return None
+                channel.late_messages -= 1
             channel.message_number += 1
             return channel.message_number
 

@@ -149,3 +149,47 @@ def test_rig_hooks_record_requests() -> None:
     with httpx.Client(transport=httpx.MockTransport(hooks)) as c:
         assert c.post("http://h/x", headers={"X-Goog-Channel-ID": "a"}).status_code == 200
     assert len(hooks.for_channel("a")) == 1
+
+
+async def test_expanded_changes_and_googles_push_quirks() -> None:
+    """expand_changes syncs instances (a deleted series = cancelled instances); storms and
+    late messages after stop are reproducible on demand."""
+    async with sandbox_rig() as rig:
+        rig.provider.expand_changes = True
+        view = rig.google
+        view.settings.notifications_per_change = 3
+        view.settings.notifications_after_stop = 1
+        channel = await rig.provider.subscribe(
+            rig.session, ChannelRequest(callback_url=rig.callback_url)
+        )
+        start = rig.now() + dt.timedelta(days=1)
+        master = rig.world.insert_event(
+            rig.calendar_id,
+            start=EventTime.zoned(start, "Europe/Berlin"),
+            end=EventTime.zoned(start + dt.timedelta(hours=1), "Europe/Berlin"),
+            recurrence=["RRULE:FREQ=WEEKLY;COUNT=2"],
+        )
+        pages = [p async for p in rig.provider.changes(rig.session, rig.calendar_id, None)]
+        roles = [c.event.series_role for p in pages for c in p.changes if c.event]
+        assert roles == [SeriesRole.INSTANCE, SeriesRole.INSTANCE]
+        rig.world.delete_event(rig.calendar_id, master.id)
+        delta = [
+            c
+            async for p in rig.provider.changes(rig.session, rig.calendar_id, pages[-1].cursor)
+            for c in p.changes
+        ]
+        assert [(c.event.status.value, c.event.series_role) for c in delta if c.event] == [
+            ("cancelled", SeriesRole.EXCEPTION)
+        ] * 2
+        await rig.settle()
+        states = [r.headers["x-goog-resource-state"] for r in rig.hooks.for_channel(channel.id)]
+        assert states == ["sync", "exists", "exists", "exists"] + ["not_exists"] * 3
+        await rig.provider.unsubscribe(rig.session, channel)
+        for n in range(2):
+            rig.world.insert_event(
+                rig.calendar_id,
+                start=EventTime.zoned(start + dt.timedelta(hours=n + 3), "UTC"),
+                end=EventTime.zoned(start + dt.timedelta(hours=n + 4), "UTC"),
+            )
+        await rig.settle()
+        assert len(rig.hooks.for_channel(channel.id)) == 8
