@@ -422,3 +422,42 @@ def test_change_source_is_push_with_a_callback_only() -> None:
         kind="push", reason="google events.watch channels"
     )
     assert make_change_source(provider=p, callback_url=None) is None
+
+
+async def test_a_timed_out_insert_is_retried_with_the_same_id() -> None:
+    """A read timeout after the insert reached Google: the retry reuses the id; 409 = done."""
+
+    def timeout(request: httpx.Request) -> httpx.Response:
+        raise httpx.ReadTimeout("slow", request=request)
+
+    rec = Recorder(timeout, gerr(409, "duplicate"), httpx.Response(200, json=EV))
+    draft = EventDraft(
+        start=EventTime.all_day(dt.date(2026, 3, 2)), end=EventTime.all_day(dt.date(2026, 3, 3))
+    )
+    got = await make(rec).create_event(session(), "primary", draft, idempotency_key="k2")
+    posts = [json.loads(r.content)["id"] for r in rec.requests if r.method == "POST"]
+    assert posts == [client_event_id("k2")] * 2
+    assert got.id == "abc123"
+
+
+async def test_revoke_treats_an_already_revoked_token_as_done() -> None:
+    """Revoke posts the refresh token; 400 invalid_token means it was already revoked."""
+    rec = Recorder(
+        httpx.Response(200, json={}), httpx.Response(400, json={"error": "invalid_token"})
+    )
+    p = make(rec)
+    tokens = TokenSet(access_token="at", refresh_token="rt")
+    await p.revoke_tokens(tokens)
+    await p.revoke_tokens(tokens)
+    assert parse_qs(rec.requests[0].content.decode()) == {"token": ["rt"]}
+    assert rec.requests[0].url == "https://oauth2.googleapis.com/revoke"
+
+
+def test_the_plugin_registers_the_provider_and_its_sandbox() -> None:
+    """Built-in loading registers ``google`` and the ``/google`` sandbox."""
+    from calbridge.testing import fresh_plugin_host
+
+    host = fresh_plugin_host()
+    assert host.provider_class("google") is GoogleProvider
+    assert "google" in host.sandbox_factories()
+    assert host.make_change_source(make(Recorder()), "https://x/h").kind == "push"
