@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import itertools
 import logging
@@ -74,9 +75,10 @@ class WebhookDelivery:
 
     :meth:`deliver` schedules the first attempt on the clock "now", so it happens at the
     next :meth:`Clock.run_due` / :meth:`Clock.advance` (the server's ticker does that in
-    real time). A failure is a non-2xx answer, a connection error, or no answer within
-    ``timeout`` seconds; it is retried per :class:`DeliveryPolicy`. :attr:`attempts` keeps
-    every attempt for tests.
+    real time). With a manual clock the POST completes inside that call (deterministic);
+    with a real-time clock it runs as a background task. A failure is a non-2xx answer, a
+    connection error, or no answer within ``timeout`` seconds; it is retried per
+    :class:`DeliveryPolicy`. :attr:`attempts` keeps every attempt for tests.
     """
 
     def __init__(
@@ -93,6 +95,7 @@ class WebhookDelivery:
         self.transport = transport
         self.attempts: list[DeliveryAttempt] = []
         self._ids = itertools.count(1)
+        self._tasks: set[asyncio.Task[None]] = set()
         self._lock = threading.Lock()
 
     def deliver(
@@ -149,6 +152,15 @@ class WebhookDelivery:
         async def run() -> None:
             if attempt > 1 and job.keep_trying is not None and not job.keep_trying():
                 return
+            if self.clock.is_realtime:
+                # real time: a slow receiver must not hold up the other timers
+                task = asyncio.get_running_loop().create_task(post())
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+                return
+            await post()
+
+        async def post() -> None:
             status: int | None = None
             error: str | None = None
             try:

@@ -675,3 +675,22 @@ async def test_rate_limits_can_be_switched_off(http: httpx.AsyncClient, world: W
     world.rate_limits = False
     for _ in range(5):
         assert (await http.get("/cronofy/v1/calendars", headers=bearer(token))).status_code == 200
+
+
+async def test_managed_events_are_not_limited_by_the_default_window(
+    http: httpx.AsyncClient, world: World
+) -> None:
+    token = await connect(http)
+    cid = await calendar_id(http, token)
+    body = {
+        "event_id": "far",
+        "summary": "Next year",
+        "start": "2026-12-01T09:00:00Z",
+        "end": "2026-12-01T10:00:00Z",
+    }
+    await http.post(f"/cronofy/v1/calendars/{cid}/events", json=body, headers=bearer(token))
+    await world.clock.advance(5)
+    assert await read(http, token) == []
+    managed = await read(http, token, include_managed="true")
+    assert [e["event_id"] for e in managed] == ["far"]
+    assert await read(http, token, include_managed="true", to="2026-06-01") == []

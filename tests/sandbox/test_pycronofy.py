@@ -236,3 +236,35 @@ def test_batch_upserts_and_deletes_with_207(sandbox: tuple[World, LoopbackServer
     assert statuses == [202, 422]
     advance(server, world, 5)
     assert sorted(e.summary or "" for e in world.events(native)) == ["batch 1", "batch 2"]
+
+
+def test_real_time_clock_delivers_within_seconds(
+    monkeypatch: pytest.MonkeyPatch, loopback_receiver: tuple[Receiver, LoopbackServer]
+) -> None:
+    """As `sandbox serve` runs it: real-time clock plus ticker, no manual advancing."""
+    import time
+
+    from calbridge.sandbox import Clock
+
+    receiver, hooks = loopback_receiver
+    world = make_world(clock=Clock.realtime())
+    app = build_app(world, {"cronofy": create_app}, tick_interval=0.05)
+    with serve_in_thread(app) as server:
+        monkeypatch.setattr(settings, "API_BASE_URL", server.base_url + "/cronofy")
+        monkeypatch.setattr(settings, "APP_BASE_URL", server.base_url + "/cronofy")
+        client = authorized_client()
+        client.create_notification_channel(hooks.base_url + "/hook")
+        native = world.primary_calendar("alice@example.com")
+        now = world.clock.now()
+        world.insert_event(
+            native.id,
+            start=EventTime.zoned(now + dt.timedelta(hours=1)),
+            end=EventTime.zoned(now + dt.timedelta(hours=2)),
+            summary="Live",
+        )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and len(receiver.received) < 2:
+            time.sleep(0.05)
+        kinds = [json.loads(r.body)["notification"]["type"] for r in receiver.received]
+        assert kinds == ["verification", "change"]
+        assert [e["summary"] for e in client.read_events().all()] == ["Live"]

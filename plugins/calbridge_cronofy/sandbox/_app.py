@@ -87,7 +87,8 @@ class CronofySandbox:
     def __init__(self, world: World) -> None:
         self.world = world
         self.engine: CronofyEngine = engine_for(world)
-        self.pages = PageStore(self.engine.settings.page_size)
+        settings = self.engine.settings
+        self.pages = PageStore(settings.page_size, settings.page_ttl, world.clock.timestamp)
         self._limiter = _RateLimiter()
         self.app = Starlette(routes=self._routes())
 

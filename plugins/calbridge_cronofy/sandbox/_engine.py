@@ -347,9 +347,10 @@ class CronofyEngine:
             return
         if change.origin.startswith(_ORIGIN):
             return  # Cronofy's own write: apply_write refreshes the cache right after it
-        if not self.settings.native_push or change.calendar_id in self._sync_pending:
-            return
-        self._sync_pending.add(change.calendar_id)
+        with self.lock:
+            if not self.settings.native_push or change.calendar_id in self._sync_pending:
+                return
+            self._sync_pending.add(change.calendar_id)
         account = self.accounts[cal.sub]
 
         def pushed() -> None:

@@ -13,7 +13,7 @@ import attrs
 from starlette.datastructures import QueryParams
 
 from calbridge import EventStatus, Transparency
-from calbridge.sandbox import Occurrence, expand
+from calbridge.sandbox import NativeEvent, Occurrence, expand
 
 from ._engine import CronofyEngine
 from ._state import CachedEvent, CronofyCalendar, Grant
@@ -29,7 +29,7 @@ from ._wire import (
 
 __all__ = ["PageStore", "Query", "run_query"]
 
-_MAX_SNAPSHOTS = 256
+_MAX_PAGES = 20_000  # page tokens kept at most (oldest snapshots go first)
 _FAR = dt.timedelta(days=3650)
 
 
@@ -97,7 +97,16 @@ def run_query(engine: CronofyEngine, grant: Grant, q: Query, *, free_busy: bool)
         for cal in calendars:
             cached_events = dict(engine.cache.get(cal.native_id, {}))
             live = [c.native for c in cached_events.values() if not c.deleted]
-            occurrences = expand(live, start - _FAR if q.only_managed else start, end)
+
+            def is_own(event: NativeEvent, native_id: str = cal.native_id) -> bool:
+                link = engine.managed.get((native_id, event.recurring_event_id or event.id))
+                return link is not None and link.client_id == grant.client_id
+
+            # the default window does not limit the app's own (managed) events
+            own_events = [e for e in live if is_own(e)]
+            occurrences = expand([e for e in live if not is_own(e)], start, end)
+            if own_events and (q.include_managed or q.only_managed):
+                occurrences += expand(own_events, q.start or lo - _FAR, q.end or hi + _FAR)
             if q.include_deleted and not free_busy:
                 occurrences += [
                     Occurrence(event=c.native, start=c.native.start, end=c.native.end)
@@ -138,13 +147,16 @@ class _Snapshot:
     render: Callable[[Row], dict[str, Any]]
     key: str  #: ``events`` or ``free_busy``
     tokens: list[str]
+    expires: float
 
 
 class PageStore:
     """Paging snapshots: page tokens for ``/v1/{events,free_busy}/pages/{token}``."""
 
-    def __init__(self, page_size: int) -> None:
+    def __init__(self, page_size: int, ttl: float, now: Callable[[], float]) -> None:
         self.page_size = page_size
+        self.ttl = ttl
+        self._now = now
         self._pages: OrderedDict[str, tuple[_Snapshot, int]] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -157,11 +169,16 @@ class PageStore:
     ) -> dict[str, Any]:
         """Page 1, registering tokens for the rest."""
         total = max(1, -(-len(rows) // self.page_size))
-        snap = _Snapshot(rows, render, key, [secrets.token_hex(8) for _ in range(total)])
+        now = self._now()
+        snap = _Snapshot(
+            rows, render, key, [secrets.token_hex(8) for _ in range(total)], now + self.ttl
+        )
         with self._lock:
             for n, token in enumerate(snap.tokens[1:], start=2):
                 self._pages[token] = (snap, n)
-            while len(self._pages) > _MAX_SNAPSHOTS * 50:
+            while self._pages and (
+                len(self._pages) > _MAX_PAGES or next(iter(self._pages.values()))[0].expires < now
+            ):
                 self._pages.popitem(last=False)
         return self._page(snap, 1, base_url)
 
@@ -169,7 +186,7 @@ class PageStore:
         """A later page by token (None when unknown or expired)."""
         with self._lock:
             entry = self._pages.get(token)
-        if entry is None or entry[0].key != key:
+        if entry is None or entry[0].key != key or entry[0].expires < self._now():
             return None
         return self._page(entry[0], entry[1], base_url)
 
