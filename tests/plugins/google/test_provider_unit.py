@@ -76,7 +76,9 @@ def make(rec: Recorder, **options: object) -> GoogleProvider:
     return provider
 
 
-def session(refresher: Callable[[TokenSet], object] | None = None) -> Session:
+def session() -> Session:
+    """A session whose refresh yields the access token ``fresh``."""
+
     async def refresh(stale: TokenSet) -> TokenSet:
         return TokenSet(access_token="fresh", refresh_token="rt")
 
