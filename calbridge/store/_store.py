@@ -65,28 +65,17 @@ class Store(DataMixin, RotationMixin):
         details: Mapping[str, Any] | None = None,
         conn: sa.Connection | None = None,
     ) -> Account:
-        """Create the account, or refresh email/details of the existing one (status kept)."""
+        """Create the account, or refresh email/details of the existing one (status kept).
+
+        Safe under concurrency: two processes connecting the same account get one row.
+        """
         now = self.now()
+        new_id = uuid.uuid4().hex
         with self._tx(conn) as c:
-            existing = self.find_account(
-                app_user_id=app_user_id,
-                provider=provider,
-                provider_account_id=provider_account_id,
-                conn=c,
-            )
-            if existing is not None:
-                assert existing.id is not None
-                values: dict[str, Any] = {"updated_at": now}
-                if email is not None:
-                    values["email"] = email
-                if details is not None:
-                    values["details"] = dict(details)
-                c.execute(t.accounts.update().where(t.accounts.c.id == existing.id).values(values))
-                return self.get_account(existing.id, conn=c) or existing
-            account_id = uuid.uuid4().hex
             c.execute(
-                t.accounts.insert().values(
-                    id=account_id,
+                self._insert(c, t.accounts)
+                .values(
+                    id=new_id,
                     app_user_id=app_user_id,
                     provider=provider,
                     provider_account_id=provider_account_id,
@@ -96,10 +85,29 @@ class Store(DataMixin, RotationMixin):
                     created_at=now,
                     updated_at=now,
                 )
+                .on_conflict_do_nothing(
+                    index_elements=["app_user_id", "provider", "provider_account_id"]
+                )
             )
-            created = self.get_account(account_id, conn=c)
-            assert created is not None
-            return created
+            account = self.find_account(
+                app_user_id=app_user_id,
+                provider=provider,
+                provider_account_id=provider_account_id,
+                conn=c,
+            )
+            assert account is not None
+            assert account.id is not None
+            if account.id == new_id or (email is None and details is None):
+                return account
+            values: dict[str, Any] = {"updated_at": now}
+            if email is not None:
+                values["email"] = email
+            if details is not None:
+                values["details"] = dict(details)
+            c.execute(t.accounts.update().where(t.accounts.c.id == account.id).values(values))
+            updated = self.get_account(account.id, conn=c)
+            assert updated is not None
+            return updated
 
     def get_account(self, account_id: str, *, conn: sa.Connection | None = None) -> Account | None:
         """One account by calbridge id."""
