@@ -694,3 +694,49 @@ async def test_managed_events_are_not_limited_by_the_default_window(
     managed = await read(http, token, include_managed="true")
     assert [e["event_id"] for e in managed] == ["far"]
     assert await read(http, token, include_managed="true", to="2026-06-01") == []
+
+
+async def test_participation_status_and_bulk_delete(http: httpx.AsyncClient, world: World) -> None:
+    from calbridge import Attendee, Person
+
+    token = await connect(http)
+    cid = await calendar_id(http, token)
+    cal = world.primary_calendar("alice@example.com").id
+    invite = world.insert_event(
+        cal,
+        start=at(3),
+        end=at(4),
+        summary="Invite",
+        organizer=Person(email="boss@example.com"),
+        attendees=[Attendee(email="alice@example.com"), Attendee(email="bob@example.com")],
+    )
+    await world.clock.advance(3)
+    [event] = await read(http, token)
+    assert event["participation_status"] == "needs_action"
+    url = f"/cronofy/v1/calendars/{cid}/events/{event['event_uid']}/participation_status"
+    r = await http.post(url, json={"status": "accepted"}, headers=bearer(token))
+    assert (r.status_code, r.content) == (202, b"")
+    await world.clock.advance(2)
+    responses = {a.email: a.response for a in world.event(cal, invite.id).attendees}
+    assert responses == {"alice@example.com": "accepted", "bob@example.com": "needs_action"}
+    [event] = await read(http, token)
+    assert event["participation_status"] == "accepted"
+    r = await http.post(url, json={"status": "maybe"}, headers=bearer(token))
+    assert r.status_code == 422
+
+    for n in range(2):
+        body = {
+            "event_id": f"m{n}",
+            "summary": "ours",
+            "start": "2026-01-07T10:00:00Z",
+            "end": "2026-01-07T11:00:00Z",
+        }
+        await http.post(f"/cronofy/v1/calendars/{cid}/events", json=body, headers=bearer(token))
+    await world.clock.advance(2)
+    assert len(world.events(cal)) == 3
+    r = await http.request(
+        "DELETE", "/cronofy/v1/events", json={"delete_all": True}, headers=bearer(token)
+    )
+    assert r.status_code == 202
+    await world.clock.advance(2)
+    assert [e.summary for e in world.events(cal)] == ["Invite"]  # only the app's own events go
