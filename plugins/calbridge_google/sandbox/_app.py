@@ -30,6 +30,7 @@ from calbridge import EventStatus
 from calbridge.sandbox import (
     NativeCalendar,
     NativeEvent,
+    Occurrence,
     UnknownCalendar,
     UnknownEvent,
     UnknownUser,
@@ -349,16 +350,15 @@ class GoogleSandbox(PushMixin):
             }[method],
         )
         stored = self._find(ctx.cal, eid)
-        occurrence = None if stored is not None else occurrence_by_id(self.world, ctx.cal, eid)
-        if stored is None and occurrence is None:
+        if stored is not None:
+            return await self._stored(request, ctx, stored)
+        occurrence = occurrence_by_id(self.world, ctx.cal, eid)
+        if occurrence is None:
             raise not_found()
-        current = stored if stored is not None else occurrence.event  # type: ignore[union-attr]
-        if method == "GET":
-            if stored is not None:
-                return JSONResponse(event_json(stored, ctx.cal))
-            assert occurrence is not None
-            return JSONResponse(occurrence_json(occurrence, ctx.cal))
-        self._writable(ctx.cal)
+        return await self._instance(request, ctx, occurrence)
+
+    def _may_write(self, request: Request, cal: NativeCalendar, current: NativeEvent) -> None:
+        self._writable(cal)
         if_match = request.headers.get("if-match")
         if if_match and if_match not in ("*", etag(current)):
             raise GoogleError(
@@ -368,78 +368,79 @@ class GoogleSandbox(PushMixin):
                 location="If-Match",
                 location_type="header",
             )
-        if method == "DELETE":
-            self._delete(ctx.cal, stored, occurrence)
+
+    @staticmethod
+    def _fields(body: dict[str, Any], base: NativeEvent, partial: bool) -> dict[str, Any]:
+        if partial and base.recurrence and "recurrence" not in body:
+            body = {**body, "recurrence": list(base.recurrence)}  # a series needs its zone
+        return event_fields(body, partial=partial)
+
+    async def _stored(self, request: Request, ctx: Ctx, stored: NativeEvent) -> Response:
+        """get/update/patch/delete of a stored event (single, master or exception)."""
+        if request.method == "GET":
+            return JSONResponse(event_json(stored, ctx.cal))
+        self._may_write(request, ctx.cal, stored)
+        if request.method == "DELETE":
+            if stored.deleted or stored.status is EventStatus.CANCELLED:
+                raise deleted()
+            if stored.recurring_event_id:  # an exception: cancel it, the series stays
+                self.world.update_event(
+                    ctx.cal.id, stored.id, origin=ORIGIN, status=EventStatus.CANCELLED
+                )
+            else:
+                self.world.delete_event(ctx.cal.id, stored.id, origin=ORIGIN)
             return Response(status_code=204)
-        body = await read_json(request)
-        if stored is not None and stored.deleted:
+        if stored.deleted:
             raise not_found()
-        partial = method == "PATCH"
-        base = stored if stored is not None else occurrence.event  # type: ignore[union-attr]
-        recurring = bool(body.get("recurrence")) or (partial and bool(base.recurrence))
-        if partial and recurring and "recurrence" not in body:
-            body = {**body, "recurrence": list(base.recurrence)}
-        fields = event_fields(body, partial=partial)
-        start = fields.get("start", base.start if stored is not None else occurrence.start)  # type: ignore[union-attr]
-        end = fields.get("end", base.end if stored is not None else occurrence.end)  # type: ignore[union-attr]
-        check_times(start, end, fields.get("recurrence", base.recurrence))
-        if stored is not None:
-            updated = self.world.update_event(ctx.cal.id, stored.id, origin=ORIGIN, **fields)
-            return JSONResponse(event_json(updated, ctx.cal))
-        assert occurrence is not None
-        fields.pop("recurrence", None)
-        master = occurrence.event
-        merged: dict[str, Any] = (
-            {
-                "summary": master.summary,
-                "description": master.description,
-                "location": master.location,
-                "transparency": master.transparency,
-                "visibility": master.visibility,
-                "attendees": master.attendees,
-                "private_properties": master.private_properties,
-                "shared_properties": master.shared_properties,
-            }
-            if partial
-            else {}
+        fields = self._fields(await read_json(request), stored, request.method == "PATCH")
+        check_times(
+            fields.get("start", stored.start),
+            fields.get("end", stored.end),
+            fields.get("recurrence", stored.recurrence),
         )
-        merged.update(fields)
-        merged["start"], merged["end"] = start, end
+        updated = self.world.update_event(ctx.cal.id, stored.id, origin=ORIGIN, **fields)
+        return JSONResponse(event_json(updated, ctx.cal))
+
+    async def _instance(self, request: Request, ctx: Ctx, occurrence: Occurrence) -> Response:
+        """get/update/patch/delete of a plain instance: writes make it an exception."""
+        if request.method == "GET":
+            return JSONResponse(occurrence_json(occurrence, ctx.cal))
+        master = occurrence.event
+        self._may_write(request, ctx.cal, master)
+        merged: dict[str, Any] = {
+            "summary": master.summary,
+            "description": master.description,
+            "location": master.location,
+            "transparency": master.transparency,
+            "visibility": master.visibility,
+            "attendees": master.attendees,
+            "private_properties": master.private_properties,
+            "shared_properties": master.shared_properties,
+            "start": occurrence.start,
+            "end": occurrence.end,
+        }
+        if request.method == "DELETE":
+            merged["status"] = EventStatus.CANCELLED
+        else:
+            partial = request.method == "PATCH"
+            fields = event_fields(await read_json(request), partial=partial)
+            fields.pop("recurrence", None)
+            if not partial:  # a full replace keeps only the occurrence's identity
+                merged = {"start": occurrence.start, "end": occurrence.end}
+            merged.update(fields)
+            check_times(merged["start"], merged["end"], ())
         exception = self.world.insert_event(
             ctx.cal.id,
-            id=eid,
+            id=occurrence.instance_id,
             ical_uid=master.ical_uid,
             recurring_event_id=master.id,
             original_start=occurrence.original_start,
             origin=ORIGIN,
             **merged,
         )
+        if request.method == "DELETE":
+            return Response(status_code=204)
         return JSONResponse(event_json(exception, ctx.cal))
-
-    def _delete(self, cal: NativeCalendar, stored: NativeEvent | None, occurrence: Any) -> None:
-        if stored is not None:
-            if stored.deleted or (stored.status is EventStatus.CANCELLED):
-                raise deleted()
-            if stored.recurring_event_id:
-                self.world.update_event(
-                    cal.id, stored.id, origin=ORIGIN, status=EventStatus.CANCELLED
-                )
-            else:
-                self.world.delete_event(cal.id, stored.id, origin=ORIGIN)
-            return
-        master = occurrence.event
-        self.world.insert_event(
-            cal.id,
-            id=occurrence.instance_id,
-            ical_uid=master.ical_uid,
-            recurring_event_id=master.id,
-            original_start=occurrence.original_start,
-            start=occurrence.start,
-            end=occurrence.end,
-            summary=master.summary,
-            status=EventStatus.CANCELLED,
-            origin=ORIGIN,
-        )
 
     async def instances(self, request: Request, ctx: Ctx) -> Response:
         p = self._params(request, "calendar.events.instances")
