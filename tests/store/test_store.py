@@ -313,3 +313,22 @@ def test_oauth_state_is_one_time(store: Store) -> None:
     now[0] = 1600  # expired
     assert store.consume_oauth_state("h2") is None
     assert store.purge_oauth_states(older_than=1601) == 2
+
+
+def test_concurrent_connects_of_one_account_make_one_row(store: Store) -> None:
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    barrier = threading.Barrier(6)
+
+    def connect(i: int) -> str | None:
+        barrier.wait()
+        acc = store.upsert_account(
+            app_user_id="u1", provider="google", provider_account_id="g", email=f"{i}@x.test"
+        )
+        return acc.id
+
+    with ThreadPoolExecutor(6) as pool:
+        ids = set(pool.map(connect, range(6)))
+    assert len(ids) == 1
+    assert len(store.list_accounts(app_user_id="u1")) == 1
