@@ -7,6 +7,7 @@ import datetime as dt
 import itertools
 import logging
 import threading
+from collections import deque
 from collections.abc import Callable, Mapping
 
 import attrs
@@ -88,12 +89,14 @@ class WebhookDelivery:
         *,
         timeout: float = 5.0,
         transport: httpx.AsyncBaseTransport | None = None,
+        history: int = 10_000,
     ) -> None:
         self.clock = clock
         self.faults = faults
         self.timeout = timeout
         self.transport = transport
-        self.attempts: list[DeliveryAttempt] = []
+        #: the latest attempts, oldest first (at most ``history``)
+        self.attempts: deque[DeliveryAttempt] = deque(maxlen=history)
         self._ids = itertools.count(1)
         self._tasks: set[asyncio.Task[None]] = set()
         self._lock = threading.Lock()
