@@ -308,7 +308,7 @@ class GoogleSandbox(PushMixin):
         fields = event_fields(body)
         if "start" not in body or "end" not in body:
             raise GoogleError(status=400, reason="required", message="Missing end time.")
-        check_times(fields["start"], fields["end"], fields["recurrence"])
+        check_times(fields["start"], fields["end"])
         event_id = check_client_id(body["id"]) if body.get("id") is not None else None
         if event_id is not None:
             try:
@@ -393,11 +393,7 @@ class GoogleSandbox(PushMixin):
         if stored.deleted:
             raise not_found()
         fields = self._fields(await read_json(request), stored, request.method == "PATCH")
-        check_times(
-            fields.get("start", stored.start),
-            fields.get("end", stored.end),
-            fields.get("recurrence", stored.recurrence),
-        )
+        check_times(fields.get("start", stored.start), fields.get("end", stored.end))
         updated = self.world.update_event(ctx.cal.id, stored.id, origin=ORIGIN, **fields)
         return JSONResponse(event_json(updated, ctx.cal))
 
@@ -428,7 +424,7 @@ class GoogleSandbox(PushMixin):
             if not partial:  # a full replace keeps only the occurrence's identity
                 merged = {"start": occurrence.start, "end": occurrence.end}
             merged.update(fields)
-            check_times(merged["start"], merged["end"], ())
+            check_times(merged["start"], merged["end"])
         exception = self.world.insert_event(
             ctx.cal.id,
             id=occurrence.instance_id,

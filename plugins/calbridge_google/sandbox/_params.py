@@ -16,12 +16,11 @@ import attrs
 
 __all__ = ["METHODS", "GoogleError", "Param", "parse_rfc3339", "validate"]
 
-#: ``type`` is ``string`` / ``integer`` / ``boolean``; ``fmt`` is ``date-time`` or None
-
 
 @attrs.frozen
 class Param:
-    """One query parameter of a method."""
+    """One query parameter of a method (``type``: string, integer or boolean; ``fmt``:
+    ``date-time`` or None)."""
 
     type: str = "string"
     fmt: str | None = None

@@ -25,7 +25,7 @@ from calbridge import (
 )
 from calbridge.sandbox import NativeCalendar, NativeEvent, Occurrence
 
-from ._params import GoogleError, parse_rfc3339
+from ._params import GoogleError
 
 __all__ = [
     "calendar_entry",
@@ -382,8 +382,8 @@ def event_fields(body: dict[str, Any], *, partial: bool = False) -> dict[str, An
     return out
 
 
-def check_times(start: EventTime, end: EventTime, recurrence: tuple[str, ...]) -> None:
-    """Google's checks on a finished event: matching kinds, non-empty range, zoned series."""
+def check_times(start: EventTime, end: EventTime) -> None:
+    """Google's checks on a finished event: matching kinds and a non-empty range."""
     if start.is_all_day != end.is_all_day:
         raise _bad("Start and end times must either both be date or both be dateTime.")
     if end.as_utc() < start.as_utc():
@@ -393,8 +393,3 @@ def check_times(start: EventTime, end: EventTime, recurrence: tuple[str, ...]) -
             message="The specified time range is empty.",
             domain="calendar",
         )
-
-
-def parse_window(value: str, name: str) -> dt.datetime:
-    """A timeMin/timeMax-style body field."""
-    return parse_rfc3339(value, name)
