@@ -11,7 +11,7 @@ from calbridge_cronofy.sandbox import create_app as cronofy_app
 from calbridge_google.sandbox import create_app as google_app
 from calbridge_google.testing import SANDBOX_CLIENT_ID, SANDBOX_CLIENT_SECRET, sandbox_rig
 
-from calbridge import EventDraft, EventTime
+from calbridge import ChannelRequest, EventDraft, EventTime
 
 REDIRECT = "https://app.example.test/oauth/cronofy"
 
@@ -77,3 +77,34 @@ async def test_a_google_write_shows_in_cronofy_after_its_sync_delay() -> None:
         (gone,) = await _cronofy_events(http, token)
         assert gone["deleted"] is True
         assert gone["google_event_id"] == made.id
+
+
+async def test_a_cronofy_write_reaches_google_sync_and_push() -> None:
+    """The other way: a Cronofy-managed event lands natively and Google's delta and watch see it."""
+    sandboxes = {"google": google_app, "cronofy": cronofy_app}
+    async with sandbox_rig(sandboxes=sandboxes) as rig:
+        http = rig.provider.http
+        token = await _cronofy_token(http, rig.email)
+        auth = {"Authorization": f"Bearer {token}"}
+        cals = (await http.get("http://sandbox.test/cronofy/v1/calendars", headers=auth)).json()
+        cronofy_cal = next(c["calendar_id"] for c in cals["calendars"] if c["calendar_primary"])
+        full = [p async for p in rig.provider.changes(rig.session, rig.calendar_id, None)]
+        channel = await rig.provider.subscribe(
+            rig.session, ChannelRequest(callback_url=rig.callback_url)
+        )
+        r = await http.post(
+            f"http://sandbox.test/cronofy/v1/calendars/{cronofy_cal}/events",
+            json={"event_id": "crm-42", "summary": "booked via Cronofy", "tzid": "Etc/UTC",
+                  "start": "2026-01-07T15:00:00Z", "end": "2026-01-07T16:00:00Z"},
+            headers=auth,
+        )  # fmt: skip
+        assert r.status_code == 202, r.text
+        await rig.world.clock.advance(5)
+        delta = [
+            c
+            async for p in rig.provider.changes(rig.session, rig.calendar_id, full[-1].cursor)
+            for c in p.changes
+        ]
+        assert [c.event.summary for c in delta if c.event] == ["booked via Cronofy"]
+        states = [r.headers["x-goog-resource-state"] for r in rig.hooks.for_channel(channel.id)]
+        assert states == ["sync", "exists"]
