@@ -123,7 +123,7 @@ async def test_token_exchange_refresh_and_invalid_grant(http: httpx.AsyncClient)
         "/cronofy/oauth/token",
         json={"client_id": CLIENT_ID, "client_secret": "wrong", "grant_type": "refresh_token"},
     )
-    assert r.status_code == 401
+    assert (r.status_code, r.json()) == (400, {"error": "invalid_client"})
     # revoke with the refresh token: both tokens die
     r = await http.post(
         "/cronofy/oauth/token/revoke",
@@ -607,7 +607,8 @@ async def test_secret_rotation_signs_with_every_active_secret(
         assert (await http.post("/cronofy/oauth/token", json=body)).status_code == status
     world.retire_previous_secrets(CLIENT_ID)
     body["client_secret"] = CLIENT_SECRET
-    assert (await http.post("/cronofy/oauth/token", json=body)).status_code == 401
+    r = await http.post("/cronofy/oauth/token", json=body)
+    assert r.json() == {"error": "invalid_client"}
 
 
 async def test_service_account_tokens_cannot_read_calendars(http: httpx.AsyncClient) -> None:
@@ -740,3 +741,16 @@ async def test_participation_status_and_bulk_delete(http: httpx.AsyncClient, wor
     assert r.status_code == 202
     await world.clock.advance(2)
     assert [e.summary for e in world.events(cal)] == ["Invite"]  # only the app's own events go
+
+
+async def test_from_is_inclusive_of_end_and_to_exclusive_of_start(
+    http: httpx.AsyncClient, world: World
+) -> None:
+    token = await connect(http)
+    cal = world.primary_calendar("alice@example.com").id
+    world.insert_event(cal, start=at(1), end=at(2), summary="ends at from")
+    world.insert_event(cal, start=at(5), end=at(6), summary="starts at to")
+    world.insert_event(cal, start=at(3), end=at(4), summary="inside")
+    await world.clock.advance(3)
+    got = await read(http, token, **{"from": "2026-01-05T11:00:00Z", "to": "2026-01-05T14:00:00Z"})
+    assert [e["summary"] for e in got] == ["ends at from", "inside"]

@@ -186,7 +186,7 @@ class CronofySandbox:
         body = await _body(request)
         client_id = self._client(body)
         if client_id is None:
-            return JSONResponse({"error": "invalid_client"}, status_code=401)
+            return JSONResponse({"error": "invalid_client"}, status_code=400)
         grant_type = body.get("grant_type")
         try:
             if grant_type == "authorization_code":
@@ -227,7 +227,7 @@ class CronofySandbox:
         body = await _body(request)
         client_id = self._client(body)
         if client_id is None:
-            return JSONResponse({"error": "invalid_client"}, status_code=401)
+            return JSONResponse({"error": "invalid_client"}, status_code=400)
         token = body.get("token")
         self.engine.revoke(client_id, token=str(token) if token else None, sub=body.get("sub"))
         return _empty(200)

@@ -31,6 +31,7 @@ __all__ = ["PageStore", "Query", "run_query"]
 
 _MAX_PAGES = 20_000  # page tokens kept at most (oldest snapshots go first)
 _FAR = dt.timedelta(days=3650)
+_TICK = dt.timedelta(microseconds=1)
 
 
 @attrs.frozen(kw_only=True)
@@ -104,7 +105,8 @@ def run_query(engine: CronofyEngine, grant: Grant, q: Query, *, free_busy: bool)
 
             # the default window does not limit the app's own (managed) events
             own_events = [e for e in live if is_own(e)]
-            occurrences = expand([e for e in live if not is_own(e)], start, end)
+            # Cronofy: events starting before `to` and ending on or after `from`
+            occurrences = expand([e for e in live if not is_own(e)], start - _TICK, end)
             if own_events and (q.include_managed or q.only_managed):
                 occurrences += expand(own_events, q.start or lo - _FAR, q.end or hi + _FAR)
             if q.include_deleted and not free_busy:
