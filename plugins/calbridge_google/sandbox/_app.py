@@ -149,17 +149,14 @@ class GoogleSandbox(PushMixin):
             PROVIDER, status, times=times, path_prefix=path_prefix, retry_after=retry_after
         )
 
-    def issue_tokens(self, email: str, client_id: str = "sandbox") -> dict[str, Any]:
+    def issue_tokens(
+        self,
+        email: str,
+        client_id: str = "sandbox",
+        scope: str = "https://www.googleapis.com/auth/calendar",
+    ) -> dict[str, Any]:
         """Tokens for ``email`` (created natively on Google if unknown), no OAuth dance."""
-        try:
-            self.world.user(email)
-        except UnknownUser:
-            self.world.add_user(email, native="google")
-        grant = self.state.new_grant(
-            email.lower(), client_id, "https://www.googleapis.com/auth/calendar", True
-        )
-        access, life = self.state.mint_access(grant)
-        return {"access_token": access, "refresh_token": grant.refresh_token, "expires_in": life}
+        return self.state.issue(email, client_id, scope)
 
     def channels(self) -> list[WatchChannel]:
         """Every watch channel opened so far."""

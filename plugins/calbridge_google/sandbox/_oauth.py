@@ -172,23 +172,12 @@ def oauth_routes(state: GoogleState) -> list[Route]:
     async def issue(request: Request) -> Response:
         """Sandbox shortcut: tokens for a user without the browser dance."""
         body = await request.json()
-        email = str(body["email"]).lower()
-        try:
-            world.user(email)
-        except UnknownUser:
-            world.add_user(email, native="google")
         scope = str(body.get("scope") or "https://www.googleapis.com/auth/calendar")
-        grant = state.new_grant(email, str(body.get("client_id", "sandbox")), scope, True)
-        access, life = state.mint_access(grant)
-        return JSONResponse(
-            {
-                "access_token": access,
-                "refresh_token": grant.refresh_token,
-                "expires_in": life,
-                "scope": scope,
-                "token_type": "Bearer",
-            }
-        )
+        try:
+            tokens = state.issue(str(body["email"]), str(body.get("client_id", "sandbox")), scope)
+        except (KeyError, ValueError) as exc:
+            return _oauth_error(400, "invalid_request", str(exc))
+        return JSONResponse(tokens)
 
     return [
         Route("/o/oauth2/v2/auth", authorize, methods=["GET"]),

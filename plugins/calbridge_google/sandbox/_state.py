@@ -161,6 +161,28 @@ class GoogleState:
             grant.access_tokens[token] = self.now() + life
         return token, life
 
+    def issue(self, email: str, client_id: str, scope: str) -> dict[str, Any]:
+        """Tokens for a Google-native user (created if unknown), without the consent page.
+
+        Raises ``ValueError`` for a user whose native provider is not Google.
+        """
+        key = email.lower()
+        try:
+            user = self.world.user(key)
+        except KeyError:
+            user = self.world.add_user(key, native="google")
+        if user.native != "google":
+            raise ValueError(f"{key} is a {user.native} user, not a Google one")
+        grant = self.new_grant(key, client_id, scope, True)
+        access, life = self.mint_access(grant)
+        return {
+            "access_token": access,
+            "refresh_token": grant.refresh_token,
+            "expires_in": life,
+            "scope": scope,
+            "token_type": "Bearer",
+        }
+
     def grant_by_refresh(self, refresh_token: str) -> Grant | None:
         """The live grant of a refresh token."""
         with self._lock:

@@ -107,6 +107,8 @@ async def test_consent_without_openid_and_for_microsoft_users() -> None:
         )
         refused = parse_qs(urlsplit((await http.get(url)).headers["location"]).query)
         assert refused == {"error": ["access_denied"], "state": ["s"]}
+        minted = await http.post(f"{rig.base_url}/_sandbox/tokens", json={"email": "ms@x.com"})
+        assert minted.status_code == 400
 
 
 async def test_renewal_overlaps_then_stops_the_old_channel() -> None:
