@@ -36,7 +36,10 @@ def _split(values: Sequence[str]) -> list[str]:
     "handler_paths",
     multiple=True,
     metavar="MODULE:ATTR",
-    help="A calbridge.jobs.HandlerRegistry to load, besides the built-in ones (repeatable).",
+    help=(
+        "A calbridge.jobs.HandlerRegistry, or a callable taking the JobQueue and returning "
+        "one, to load besides the built-in handlers (repeatable)."
+    ),
 )
 @click.option("--lease", type=float, default=60.0, show_default=True, help="Lease seconds.")
 @click.option(
@@ -80,15 +83,18 @@ def worker(
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    engine = create_engine(url)
+    queue = JobQueue(engine)
     try:
-        handlers = load_handlers(handler_paths)
+        handlers = load_handlers(handler_paths, queue=queue)
     except ConfigurationError as exc:
+        engine.dispose()
         raise click.UsageError(str(exc)) from None
     if not handlers.kinds():
+        engine.dispose()
         raise click.UsageError("no job handlers to run: pass --handlers module:attribute")
-    engine = create_engine(url)
     runner = Worker(
-        JobQueue(engine),
+        queue,
         handlers,
         concurrency=concurrency,
         queues=_split(queues) or ["default"],

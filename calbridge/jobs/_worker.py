@@ -370,11 +370,16 @@ def _retry_later(exc: BaseException) -> float | None:
 BUILTIN_HANDLERS: list[str] = []
 
 
-def load_handlers(paths: Iterable[str], *, builtins: bool = True) -> HandlerRegistry:
-    """One registry merged from ``module:attribute`` paths of HandlerRegistry objects.
+def load_handlers(
+    paths: Iterable[str], *, queue: JobQueue | None = None, builtins: bool = True
+) -> HandlerRegistry:
+    """One registry merged from ``module:attribute`` paths.
+
+    Each attribute is a :class:`HandlerRegistry`, or a callable that takes the
+    :class:`JobQueue` (``queue``) and returns one (handlers that need the store).
 
     Raises:
-        ConfigurationError: a path is malformed, cannot be imported or is no registry.
+        ConfigurationError: a path is malformed, cannot be imported or gives no registry.
     """
     registry = HandlerRegistry()
     for path in [*(BUILTIN_HANDLERS if builtins else ()), *paths]:
@@ -385,7 +390,12 @@ def load_handlers(paths: Iterable[str], *, builtins: bool = True) -> HandlerRegi
             obj = getattr(importlib.import_module(module), attr)
         except (ImportError, AttributeError) as exc:
             raise ConfigurationError(f"cannot load job handlers {path!r}: {exc}") from None
+        if not isinstance(obj, HandlerRegistry) and callable(obj) and queue is not None:
+            obj = obj(queue)
         if not isinstance(obj, HandlerRegistry):
-            raise ConfigurationError(f"{path!r} is not a calbridge.jobs.HandlerRegistry")
+            raise ConfigurationError(
+                f"{path!r} is neither a calbridge.jobs.HandlerRegistry nor a callable "
+                "that takes the JobQueue and returns one"
+            )
         registry.update(obj)
     return registry

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from calbridge.jobs import HandlerRegistry, Job
+from calbridge.jobs import HandlerRegistry, Job, JobQueue
 
 handlers = HandlerRegistry()
 
@@ -13,6 +13,13 @@ handlers = HandlerRegistry()
 async def slow(job: Job) -> None:
     """Sleep ``payload["sleep"]`` seconds."""
     await asyncio.sleep(float(job.payload.get("sleep", 0)))
+
+
+def factory(queue: JobQueue) -> HandlerRegistry:
+    """A registry built from the queue (the loader's callable form)."""
+    built = HandlerRegistry()
+    built.add("from-factory", slow)
+    return built
 
 
 #: not a registry (for the loader's error path)

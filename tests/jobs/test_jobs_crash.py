@@ -30,27 +30,35 @@ pytestmark = pytest.mark.slow
 LEASE = 1.0
 
 
-@pytest.mark.parametrize("crash", ["after_claim", "after_effect", "before_ack"])
-def test_sigkill_at_crash_point_loses_nothing_and_applies_effects_once(
-    worker_db: sa.Engine, db_url: str, tmp_path: Path, crash: str
+CRASH_POINTS = ("after_claim", "after_effect", "before_ack")
+
+
+def test_sigkill_at_crash_points_loses_nothing_and_applies_effects_once(
+    worker_db: sa.Engine, db_url: str, tmp_path: Path
 ) -> None:
-    """A worker killed mid-job: the job is run again after its lease, every effect once."""
+    """Workers killed mid-job (Q1, Q2): each job runs again after its lease, effects once.
+
+    One job per crash point kills the worker that first claims it: after the claim
+    (before the handler), after the handler committed its effect, and after the handler
+    returned but before the ack. Four workers start; three die, the survivors finish.
+    """
     queue = JobQueue(worker_db)
-    crash_id = queue.enqueue("effect", {"crash": crash})
-    others = [queue.enqueue("effect", {"n": i}) for i in range(5)]
-    logs = [tmp_path / "a.log", tmp_path / "b.log"]
+    crashing = {point: queue.enqueue("effect", {"crash": point}) for point in CRASH_POINTS}
+    others = [queue.enqueue("effect", {"n": i}) for i in range(6)]
+    logs = [tmp_path / f"w{i}.log" for i in range(4)]
     procs = [start_worker(db_url, log, concurrency=1, lease=LEASE) for log in logs]
     try:
-        wait_for(lambda: count(worker_db, jobs.c.state == "done") == 6, timeout=40, what="all done")
+        wait_for(lambda: count(worker_db, jobs.c.state == "done") == 9, timeout=60, what="all done")
         rows = job_rows(worker_db)
         effects = effect_rows(worker_db)
 
-        assert [p.poll() for p in procs].count(-signal.SIGKILL) == 1
-        assert sorted(effects) == sorted([crash_id, *others])
-        assert rows[crash_id]["attempts"] == 2
-        assert rows[crash_id]["lease_token"] == 2
-        # the effect was made once: by the first claim when it got that far, else the second
-        assert effects[crash_id]["token"] == (2 if crash == "after_claim" else 1)
+        assert [p.poll() for p in procs].count(-signal.SIGKILL) == 3
+        assert sorted(effects) == sorted([*crashing.values(), *others])
+        for point, job_id in crashing.items():
+            assert (rows[job_id]["attempts"], rows[job_id]["lease_token"]) == (2, 2), point
+            # made once: by the first claim when it got that far, else by the second
+            expected = 2 if point == "after_claim" else 1
+            assert effects[job_id]["token"] == expected, point
         assert all(rows[i]["attempts"] == 1 for i in others)
         assert count(worker_db, jobs.c.state == "running") == 0
     finally:
