@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import calbridge
 
+from ._base import DEFAULT_SCOPES, CronofyBase, ServiceAccountAuthorization
 from ._errors import AccountLocked, PaymentRequired
 from ._hosts import DATA_CENTERS, Hosts
-from ._provider import DEFAULT_SCOPES, CronofyProvider, ServiceAccountAuthorization
+from ._provider import CronofyProvider
 from ._push import sign as sign_notification
 from ._push import signature_valid
 from ._wire import CronofyCalendar, LinkingProfile, Profile, TokenResponse, UserInfo
@@ -25,6 +26,7 @@ __all__ = [
     "DATA_CENTERS",
     "DEFAULT_SCOPES",
     "AccountLocked",
+    "CronofyBase",
     "CronofyCalendar",
     "CronofyProvider",
     "Hosts",
