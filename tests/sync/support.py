@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
+import shutil
+import tempfile
 import time
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import attrs
@@ -15,12 +19,28 @@ import calbridge
 from calbridge._config import BridgeConfig
 from calbridge._runtime import Runtime
 from calbridge.jobs import Worker
-from calbridge.store import generate_key
+from calbridge.store import create_engine, generate_key
 from calbridge.sync import ChangeBatch, SyncService, drain
 from calbridge.testing import MemoryBackend, MemoryProvider, fresh_plugin_host, memory_plugin
 from calbridge.webhooks import make_webhook_app
 
-__all__ = ["Env", "FakeClock", "Mirror", "draft_event", "memory_env"]
+__all__ = ["Env", "FakeClock", "Mirror", "draft_event", "fresh_sqlite_url", "memory_env"]
+
+_TEMPLATE: dict[str, Path] = {}
+
+
+def fresh_sqlite_url(directory: Path) -> str:
+    """A migrated SQLite database in ``directory`` (copied from a template: fast)."""
+    template = _TEMPLATE.get("db")
+    if template is None:
+        base = Path(tempfile.mkdtemp(prefix="calbridge-template-"))
+        template = base / "template.db"
+        create_engine(f"sqlite:///{template}", upgrade=True).dispose()
+        _TEMPLATE["db"] = template
+    target = directory / f"cb-{uuid.uuid4().hex[:8]}.db"
+    shutil.copyfile(template, target)
+    return f"sqlite:///{target}"
+
 
 PUBLIC = "http://hooks.test/calbridge"
 
