@@ -5,6 +5,7 @@
 * :class:`StoreTokenSource` is the :class:`calbridge.TokenSource` over the store: single
   flight across coroutines and processes, compare-and-swap persistence, ``needs_reauth``
   and provider pause handling.
+* :func:`oauth_callback_app` serves the callbacks over ASGI (no referrer, no open redirect).
 
 See ``docs/security.md``.
 """
@@ -20,6 +21,7 @@ from ._flow import (
     state_hash,
 )
 from ._refresh import ProviderPaused, StoreTokenSource, mark_needs_reauth
+from ._web import oauth_callback_app
 
 __all__ = [
     "CALLBACK_HEADERS",
@@ -29,6 +31,7 @@ __all__ = [
     "ProviderPaused",
     "StoreTokenSource",
     "mark_needs_reauth",
+    "oauth_callback_app",
     "pkce_challenge",
     "state_hash",
 ]
