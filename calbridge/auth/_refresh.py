@@ -29,7 +29,7 @@ from collections.abc import Callable
 from typing import Final
 
 from calbridge.errors import ConfigurationError, ReauthRequired, Unavailable
-from calbridge.models import AccountStatus, TokenSet
+from calbridge.models import Account, AccountStatus, TokenSet
 from calbridge.provider import Provider
 from calbridge.store import CredentialRecord, Store
 
@@ -69,24 +69,45 @@ def mark_needs_reauth(
     reason: str,
     notify: Callable[..., None] | None,
 ) -> bool:
-    """Mark an account ``needs_reauth``; fire ``notify`` only if this call changed it."""
-    changed = store.set_account_status(account_id, AccountStatus.NEEDS_REAUTH, reason=reason)
+    """Mark an account ``needs_reauth``; fire ``notify`` only if this call changed it.
+
+    The status change is a compare-and-set, so among processes racing to mark the same
+    account exactly one fires the hook. Also writes an audit entry. Synchronous: from
+    async code run it with ``asyncio.to_thread`` (``StoreTokenSource`` does the DB part in a
+    thread and calls ``notify`` on the event loop).
+    """
+    changed = _set_needs_reauth(store, account_id, reason)
     if changed is None:
         return False
-    account, old = changed
-    store.audit(
-        "auth",
-        "needs_reauth",
-        app_user_id=account.app_user_id,
-        account_id=account_id,
-        detail={"reason": reason},
-    )
-    if notify is not None:
-        try:
-            notify(account, old, reason)
-        except Exception:  # a plugin failing must not break the refresh path
-            log.exception("account_status_changed hook failed for account %s", account_id)
+    _notify(notify, changed, reason)
     return True
+
+
+def _set_needs_reauth(
+    store: Store, account_id: str, reason: str
+) -> tuple[Account, AccountStatus] | None:
+    changed = store.set_account_status(account_id, AccountStatus.NEEDS_REAUTH, reason=reason)
+    if changed is not None:
+        store.audit(
+            "auth",
+            "needs_reauth",
+            app_user_id=changed[0].app_user_id,
+            account_id=account_id,
+            detail={"reason": reason},
+        )
+    return changed
+
+
+def _notify(
+    notify: Callable[..., None] | None, changed: tuple[Account, AccountStatus], reason: str
+) -> None:
+    if notify is None:
+        return
+    account, old = changed
+    try:
+        notify(account, old, reason)
+    except Exception:  # a plugin failing must not break the refresh path
+        log.exception("account_status_changed hook failed for account %s", account.id)
 
 
 class StoreTokenSource:
@@ -222,13 +243,11 @@ class StoreTokenSource:
                     "lost a refresh race for account %s; using the winner's tokens", self.account_id
                 )
                 return latest.tokens
-            await asyncio.to_thread(
-                mark_needs_reauth,
-                self.store,
-                self.account_id,
-                reason="invalid_grant",
-                notify=self.notify,
+            changed = await asyncio.to_thread(
+                _set_needs_reauth, self.store, self.account_id, "invalid_grant"
             )
+            if changed is not None:
+                _notify(self.notify, changed, "invalid_grant")
             raise
         except ConfigurationError as exc:
             if isinstance(exc, ProviderPaused):

@@ -347,3 +347,21 @@ async def test_crash_after_token_response_before_commit(
         assert tokens.access_token != Secret(old)
         assert endpoint.refresh_calls == 2
         assert recorder.calls == []
+
+
+def test_mark_needs_reauth_fires_once_and_survives_a_failing_hook(
+    store: Store, endpoint: TokenEndpoint, caplog: pytest.LogCaptureFixture
+) -> None:
+    from calbridge.auth import mark_needs_reauth
+
+    account_id, _ = _account(store, endpoint)
+    seen: list[str] = []
+
+    def notify(account: object, old: AccountStatus, reason: str) -> None:
+        seen.append(reason)
+        raise RuntimeError("plugin bug")
+
+    assert mark_needs_reauth(store, account_id, reason="revoked", notify=notify)
+    assert not mark_needs_reauth(store, account_id, reason="revoked", notify=notify)
+    assert seen == ["revoked"]
+    assert "hook failed" in caplog.text
