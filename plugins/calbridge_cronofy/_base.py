@@ -16,7 +16,9 @@ Settings (``ProviderSettings``):
   - ``clock``: a callable returning Cronofy's current time as an aware datetime (the
     sandbox's clock in tests); defaults to the system clock.
   - ``rate_limit_per_second`` / ``rate_limit_per_minute``: the client-side limiter
-    (Cronofy's documented 50 and 500 per application; 0 turns one off), or
+    (Cronofy's documented 50 and 500 per application; 0 turns one off), its windows
+    lengthened by ``rate_limit_margin`` (default 0.05) so requests that arrive at
+    Cronofy with uneven delays stay inside Cronofy's windows; or
     ``rate_limiters``: the :class:`calbridge.RateLimiter` instances to use instead (share
     them between providers of one application).
   - ``retry``: a :class:`calbridge.RetryPolicy`.
@@ -102,11 +104,12 @@ class CronofyBase(calbridge.Provider):
         self._clock: Callable[[], dt.datetime] | None = settings.option("clock")
         self._prefetch = bool(settings.option("prefetch", True))
         given: Sequence[calbridge.RateLimiter] | None = settings.option("rate_limiters")
+        margin = float(settings.option("rate_limit_margin", 0.05))
         self._limiters: list[calbridge.RateLimiter] = (
             list(given)
             if given is not None
             else [
-                calbridge.RateLimiter(limit=int(limit), period=period)
+                calbridge.RateLimiter(limit=int(limit), period=period * (1 + margin))
                 for limit, period in (
                     (settings.option("rate_limit_per_second", 50), 1.0),
                     (settings.option("rate_limit_per_minute", 500), 60.0),

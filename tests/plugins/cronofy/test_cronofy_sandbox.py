@@ -10,10 +10,17 @@ import json
 from collections.abc import AsyncIterator
 
 import pytest
+from calbridge_cronofy import AccountLocked, PaymentRequired
 from calbridge_cronofy.testing import CronofySandboxRig, sandbox_rig
 
 import calbridge
-from calbridge.errors import InvalidRequest, NotificationRejected, ReauthRequired, Unavailable
+from calbridge.errors import (
+    InvalidRequest,
+    NotificationRejected,
+    RateLimited,
+    ReauthRequired,
+    Unavailable,
+)
 
 
 @pytest.fixture(params=["in-process", "loopback"])
@@ -202,3 +209,44 @@ async def test_injected_faults(rig: CronofySandboxRig) -> None:
     await _fault(rig, status=500, times=5, path_prefix="/v1/calendars")
     with pytest.raises(Unavailable):
         await rig.provider.list_calendars(rig.session)
+
+
+async def test_locked_and_unpaid_answers(rig: CronofySandboxRig) -> None:
+    await _fault(rig, status=423, times=1, path_prefix="/v1/calendars")
+    with pytest.raises(AccountLocked):
+        await rig.provider.list_calendars(rig.session)
+    await _fault(rig, status=402, times=1, path_prefix="/v1/channels")
+    with pytest.raises(PaymentRequired):
+        await rig.provider.list_channels(rig.session)
+
+
+async def test_client_limiter_keeps_under_the_sandbox_limit() -> None:
+    """60 calls in a burst: the sandbox (50/s) throttles a client without the limiter;
+    with Cronofy's documented limits enforced client-side every call succeeds."""
+    async with sandbox_rig(
+        loopback=False,
+        sandbox_rate_limits=((50, 1.0), (500, 60.0)),
+        options={
+            "rate_limit_per_second": 0,
+            "rate_limit_per_minute": 0,
+            "retry": calbridge.RetryPolicy(attempts=1),
+        },
+    ) as rig:
+        done = 0
+        throttled = False
+        for _ in range(60):
+            try:
+                await rig.provider.list_profiles(rig.session)
+            except RateLimited:
+                throttled = True
+                break
+            done += 1
+        assert throttled
+        assert 45 <= done <= 50
+    async with sandbox_rig(
+        loopback=False,
+        sandbox_rate_limits=((50, 1.0), (500, 60.0)),
+        options={"retry": calbridge.RetryPolicy(attempts=1)},
+    ) as rig:
+        for _ in range(60):
+            await rig.provider.list_profiles(rig.session)
