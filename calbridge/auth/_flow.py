@@ -171,10 +171,14 @@ class OAuthFlow:
             url=url, provider=provider, redirect_uri=redirect_uri, expires_at=expires_at
         )
 
-    async def complete(self, provider: str, params: Mapping[str, str]) -> Account:
+    async def complete(
+        self, provider: str, params: Mapping[str, str], *, app_user_id: str | None = None
+    ) -> Account:
         """Handle the callback that arrived on ``provider``'s redirect path.
 
-        ``params`` are the callback's query parameters. Raises
+        ``params`` are the callback's query parameters. Pass ``app_user_id`` (the user
+        logged in to your app in this browser) to also refuse a state started by another
+        user (a login-CSRF attempt). Raises
         :class:`~calbridge.errors.InvalidStateError` (state missing, unknown, reused,
         expired, or started for another provider / issuer) before any token request, and
         :class:`~calbridge.errors.OAuthError` when the user declined or no code came.
@@ -188,6 +192,10 @@ class OAuthFlow:
                 "the state is unknown, already used or expired; start the connection again"
             )
         self._check_binding(provider, record, params)
+        if app_user_id is not None and not secrets.compare_digest(
+            app_user_id.encode(), record.app_user_id.encode()
+        ):
+            raise InvalidStateError("the state was started by another user of this app")
         error = params.get("error")
         if error:
             code = error if _ERROR_RE.match(error) else "error"

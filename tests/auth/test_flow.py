@@ -211,3 +211,16 @@ async def test_reconnect_reactivates_and_notifies(
 def test_redirect_base_must_be_https(store: Store) -> None:
     with pytest.raises(OAuthError):
         OAuthFlow(store, {}, redirect_base="http://app.example.com/cb")
+
+
+async def test_state_of_another_app_user_is_rejected(
+    store: Store, provider: LoopbackOAuthProvider, endpoint: TokenEndpoint
+) -> None:
+    flow = _flow(store, provider)
+    state, code = await _start(flow, endpoint, user="attacker")
+    with pytest.raises(InvalidStateError, match="another user"):
+        await flow.complete("loopback", {"code": code, "state": state}, app_user_id="victim")
+    assert endpoint.requests == []
+    state, code = await _start(flow, endpoint, user="victim")
+    account = await flow.complete("loopback", {"code": code, "state": state}, app_user_id="victim")
+    assert account.app_user_id == "victim"
