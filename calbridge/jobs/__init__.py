@@ -45,6 +45,7 @@ from ._queue import (
     fail,
     heartbeat,
     release,
+    remove_schedule,
 )
 from ._schema import STATES, job_schedules, jobs
 from ._worker import BUILTIN_HANDLERS, HandlerRegistry, Worker, default_backoff, load_handlers
@@ -76,4 +77,5 @@ __all__ = [
     "jobs",
     "load_handlers",
     "release",
+    "remove_schedule",
 ]

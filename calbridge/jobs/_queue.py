@@ -33,6 +33,7 @@ __all__ = [
     "fail",
     "heartbeat",
     "release",
+    "remove_schedule",
 ]
 
 log = logging.getLogger("calbridge.jobs")
@@ -458,6 +459,12 @@ def ensure_schedule(
     )
 
 
+def remove_schedule(conn: sa.Connection, name: str) -> bool:
+    """Delete the recurring job ``name`` (its queued job, if any, stays); False if unknown."""
+    res = conn.execute(sa.delete(job_schedules).where(job_schedules.c.name == name))
+    return res.rowcount == 1
+
+
 def enqueue_due_schedules(conn: sa.Connection, *, now: float) -> list[int]:
     """Enqueue one job for every schedule that is due; return their ids.
 
@@ -645,10 +652,21 @@ class JobQueue:
         return out
 
     def retry_dead(self, job_id: int) -> bool:
-        """Queue a dead job again with a fresh attempt budget; False if it is not dead."""
+        """Queue a dead job again with a fresh attempt budget.
+
+        False when it is not dead, or when a job of its coalesce key is already queued.
+        """
         now_ms = _ms(self.clock())
 
         def run(conn: sa.Connection) -> bool:
+            key = conn.execute(sa.select(jobs.c.coalesce_key).where(jobs.c.id == job_id)).scalar()
+            if (
+                key is not None
+                and conn.execute(
+                    sa.select(jobs.c.id).where(jobs.c.coalesce_key == key, jobs.c.state == QUEUED)
+                ).first()
+            ):
+                return False  # a job of the same coalesce key is queued: it does the work
             res = conn.execute(
                 sa.update(jobs)
                 .where(jobs.c.id == job_id, jobs.c.state == DEAD)

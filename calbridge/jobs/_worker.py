@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import importlib
 import logging
 import os
@@ -12,7 +13,8 @@ import signal
 import socket
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import Final
+from concurrent.futures import ThreadPoolExecutor
+from typing import Final, ParamSpec, TypeVar
 
 import attrs
 
@@ -23,6 +25,9 @@ from ._queue import JobQueue
 __all__ = ["BUILTIN_HANDLERS", "HandlerRegistry", "Worker", "default_backoff", "load_handlers"]
 
 log = logging.getLogger("calbridge.jobs")
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 #: events passed to a worker's ``observer`` (tests use them as crash points)
 EVENTS: Final = ("claimed", "finished", "acked", "failed", "lost", "released")
@@ -154,6 +159,9 @@ class Worker:
         self.observer = observer
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._running: dict[int, _Running] = {}
+        # the worker's own threads for its database calls: handlers that fill the default
+        # executor cannot starve heartbeats (which would lose leases of healthy jobs)
+        self._executor: ThreadPoolExecutor | None = None
         self._stopping: asyncio.Event | None = None
         self._force: asyncio.Event | None = None
 
@@ -191,6 +199,8 @@ class Worker:
                     await ticker
             for slot in slots:
                 slot.cancel()
+            await asyncio.gather(*slots, return_exceptions=True)
+            self._close_executor()
         log.info("worker %s stopped", self.owner)
 
     def stop(self, *, now: bool = False) -> None:
@@ -218,21 +228,37 @@ class Worker:
         """
         self._stopping = self._stopping or asyncio.Event()
         if self.schedule_interval:
-            await asyncio.to_thread(self.queue.enqueue_due_schedules)
+            await self._db(self.queue.enqueue_due_schedules)
         count = 0
-        while (job := await self._claim()) is not None:
-            await self._execute(job)
-            count += 1
+        try:
+            while (job := await self._claim()) is not None:
+                await self._execute(job)
+                count += 1
+        finally:
+            self._close_executor()
         return count
 
     # ------------------------------------------------------------ internals
+
+    async def _db(self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(
+                max_workers=self.concurrency + 2, thread_name_prefix="calbridge-jobs"
+            )
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, functools.partial(fn, *args, **kwargs))
+
+    def _close_executor(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=False)
+            self._executor = None
 
     def _observe(self, event: str, job: Job) -> None:
         if self.observer is not None:
             self.observer(event, job)
 
     async def _claim(self) -> Job | None:
-        return await asyncio.to_thread(
+        return await self._db(
             self.queue.claim,
             owner=self.owner,
             kinds=self.handlers.kinds(),
@@ -253,7 +279,7 @@ class Worker:
                     await asyncio.wait_for(self._stopping.wait(), self.poll_interval)
                 continue
             if self._stopping.is_set():
-                await asyncio.to_thread(self.queue.release, job)
+                await self._db(self.queue.release, job)
                 self._observe("released", job)
                 return
             await self._execute(job)
@@ -262,7 +288,7 @@ class Worker:
         assert self.schedule_interval
         while True:
             try:
-                ids = await asyncio.to_thread(self.queue.enqueue_due_schedules)
+                ids = await self._db(self.queue.enqueue_due_schedules)
                 if ids:
                     log.info("enqueued recurring jobs %s", ids)
             except Exception:
@@ -275,7 +301,7 @@ class Worker:
         while True:
             await asyncio.sleep(self.heartbeat)
             try:
-                ok = await asyncio.to_thread(self.queue.heartbeat, run.job, lease=self.lease)
+                ok = await self._db(self.queue.heartbeat, run.job, lease=self.lease)
             except Exception:
                 log.warning("job %s: heartbeat failed", run.job.id, exc_info=True)
                 ok = clock() < deadline
@@ -301,6 +327,12 @@ class Worker:
         beats = asyncio.create_task(self._heartbeats(run))
         try:
             await asyncio.wait({task})
+        except asyncio.CancelledError:
+            # the worker itself is being cancelled: stop the handler, give the job back
+            task.cancel()
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._db(self.queue.release, job))
+            raise
         finally:
             beats.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -313,14 +345,14 @@ class Worker:
         if task.cancelled():
             if run.lost:
                 self._observe("lost", job)
-            elif await asyncio.to_thread(self.queue.release, job):
+            elif await self._db(self.queue.release, job):
                 log.info("job %s released (worker stopping)", job.id)
                 self._observe("released", job)
             return
         exc = task.exception()
         if exc is None:
             self._observe("finished", job)
-            if await asyncio.to_thread(self.queue.complete, job):
+            if await self._db(self.queue.complete, job):
                 self._observe("acked", job)
             else:
                 log.warning("job %s: ack refused, the lease was lost; result discarded", job.id)
@@ -334,11 +366,11 @@ class Worker:
         now = self.queue.clock()
         error = describe_error(exc)
         if delay is not None:
-            state = await asyncio.to_thread(
+            state = await self._db(
                 self.queue.fail, job, error=error, retry_at=now + delay, counts=False
             )
         else:
-            state = await asyncio.to_thread(
+            state = await self._db(
                 self.queue.fail, job, error=error, retry_at=now + self.backoff(job.attempts)
             )
         if state is None:

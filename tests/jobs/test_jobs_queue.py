@@ -11,7 +11,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
 from calbridge import Secret
-from calbridge.jobs import Job, JobQueue, LeaseLost, enqueue, job_schedules, jobs
+from calbridge.jobs import Job, JobQueue, LeaseLost, enqueue, job_schedules, jobs, remove_schedule
 from calbridge.store import metadata, write
 from tests.jobs.jobsupport import FakeClock, count
 
@@ -334,3 +334,26 @@ def test_migration_matches_the_tables(engine: sa.Engine) -> None:
         diff = compare_metadata(ctx, metadata)
     ours = [d for d in diff if "job" in repr(d)]
     assert ours == []
+
+
+def test_retry_dead_defers_to_a_queued_twin(queue: JobQueue) -> None:
+    """A dead coalesced job is not requeued while a job of its key is queued."""
+    job_id = queue.enqueue("k", coalesce_key="c")
+    job = claim(queue)
+    assert job is not None
+    assert queue.fail(job, error="boom", retry_at=None) == "dead"
+    queue.enqueue("k", coalesce_key="c")
+
+    assert not queue.retry_dead(job_id)
+    assert not queue.retry_dead(10_000)
+    assert count(queue.engine, jobs.c.state == "queued") == 1
+
+
+def test_remove_schedule(queue: JobQueue) -> None:
+    """A removed schedule enqueues nothing more."""
+    queue.ensure_schedule("renew", "k", every=60)
+    with write(queue.engine) as conn:
+        assert remove_schedule(conn, "renew")
+        assert not remove_schedule(conn, "renew")
+
+    assert queue.enqueue_due_schedules() == []

@@ -218,6 +218,34 @@ async def test_stop_releases_jobs_that_outlive_the_grace_period(
     assert (again.id, again.attempts, again.token) == (job_id, 1, 2)
 
 
+async def test_cancelled_worker_releases_its_jobs(queue: JobQueue) -> None:
+    """Cancelling Worker.run() cancels the handlers and gives their jobs back."""
+    handlers = HandlerRegistry()
+    started, cancelled = asyncio.Event(), asyncio.Event()
+
+    @handlers.handler("k")
+    async def long(job: Job) -> None:
+        started.set()
+        try:
+            await asyncio.sleep(60)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+
+    job_id = queue.enqueue("k")
+    runner = asyncio.create_task(make_worker(queue, handlers).run())
+    await asyncio.wait_for(started.wait(), 10)
+
+    runner.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await runner
+
+    assert cancelled.is_set()
+    again = queue.claim(owner="other", kinds=["k"], lease=60)
+    assert again is not None
+    assert (again.id, again.attempts) == (job_id, 1)
+
+
 def test_handler_registry_and_loader() -> None:
     """One handler per kind; handler paths must name a HandlerRegistry."""
     registry = load_handlers([HANDLERS], builtins=False)
