@@ -18,14 +18,15 @@ from ._base import DEFAULT_SCOPES, CronofyBase, ServiceAccountAuthorization
 from ._errors import AccountLocked, PaymentRequired
 from ._hosts import DATA_CENTERS, Hosts
 from ._provider import CronofyProvider
+from ._push import AuthorizationCallback, signature_valid
 from ._push import sign as sign_notification
-from ._push import signature_valid
 from ._wire import CronofyCalendar, LinkingProfile, Profile, TokenResponse, UserInfo
 
 __all__ = [
     "DATA_CENTERS",
     "DEFAULT_SCOPES",
     "AccountLocked",
+    "AuthorizationCallback",
     "CronofyBase",
     "CronofyCalendar",
     "CronofyProvider",

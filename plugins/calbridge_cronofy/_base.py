@@ -44,8 +44,10 @@ from calbridge.errors import (
 )
 
 from . import _convert as convert
+from . import _push
 from ._errors import raise_for_response
 from ._hosts import Hosts, hosts_for
+from ._push import AuthorizationCallback
 from ._wire import (
     TokenResponse,
     parse,
@@ -325,6 +327,7 @@ class CronofyBase(calbridge.Provider):
             "scope": " ".join(request.scopes or ENTERPRISE_SCOPES),
             "delegated_scope": " ".join(delegated_scope),
             "state": request.state,
+            **({"login_hint": request.login_hint} if request.login_hint else {}),
             **request.extra,
         }
         return (
@@ -351,6 +354,16 @@ class CronofyBase(calbridge.Provider):
         await self._call(
             session, "POST", f"{self.hosts.api}/v1/service_account_authorizations", body=body
         )
+
+    def authorization_callback(self, request: calbridge.WebhookRequest) -> AuthorizationCallback:
+        """Verify and parse what Cronofy POSTed to an Enterprise Connect ``callback_url``.
+
+        Signed like notifications (``Cronofy-HMAC-SHA256``); raises NotificationRejected when
+        forged. The result has ``code`` (exchange it with
+        :meth:`exchange_service_account_code`) or ``error``/``error_key`` (e.g. the user is
+        outside the service account's domain).
+        """
+        return _push.authorization_callback(request, self.notification_secrets())
 
     async def exchange_service_account_code(
         self, *, code: str, callback_url: str

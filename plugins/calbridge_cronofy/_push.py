@@ -15,12 +15,22 @@ import hmac
 import json
 from collections.abc import Iterable, Sequence
 
+import attrs
+
 import calbridge
 from calbridge.errors import NotificationRejected
 
 from ._wire import NotificationEnvelope, parse
 
-__all__ = ["HEADER", "KINDS", "sign", "signature_valid", "verify"]
+__all__ = [
+    "HEADER",
+    "KINDS",
+    "AuthorizationCallback",
+    "authorization_callback",
+    "sign",
+    "signature_valid",
+    "verify",
+]
 
 PROVIDER = "cronofy"
 HEADER = "cronofy-hmac-sha256"
@@ -109,3 +119,43 @@ async def verify(
             raw=data,
         )
     ]
+
+
+@attrs.frozen(kw_only=True)
+class AuthorizationCallback:
+    """What Cronofy POSTs to an Enterprise Connect ``callback_url``: a code, or an error."""
+
+    code: str | None = attrs.field(default=None, repr=False)
+    state: str | None = None
+    error: str | None = None
+    error_key: str | None = None
+    error_description: str | None = None
+
+
+def authorization_callback(
+    request: calbridge.WebhookRequest, secrets: Iterable[calbridge.Secret]
+) -> AuthorizationCallback:
+    """Verify (same signature as notifications) and parse an Enterprise Connect callback."""
+    if not signature_valid(request.headers.get(HEADER), request.body, [s for s in secrets if s]):
+        raise NotificationRejected(
+            "the Cronofy-HMAC-SHA256 signature is missing or does not match the body",
+            provider=PROVIDER,
+        )
+    try:
+        data = json.loads(request.body)
+        auth = data["authorization"]
+        if not isinstance(auth, dict):
+            raise TypeError
+        fields = {k: auth.get(k) for k in attrs.fields_dict(AuthorizationCallback)}
+        if not all(v is None or isinstance(v, str) for v in fields.values()):
+            raise TypeError
+        callback = AuthorizationCallback(**fields)
+    except (ValueError, KeyError, TypeError):
+        raise NotificationRejected(
+            "not a Cronofy authorization callback", provider=PROVIDER, status=400
+        ) from None
+    if callback.code is None and callback.error is None:
+        raise NotificationRejected(
+            "the authorization callback has neither code nor error", provider=PROVIDER, status=400
+        )
+    return callback

@@ -201,6 +201,13 @@ class CronofySandboxRig:
         response = await self.control.post(url, json=body)
         response.raise_for_status()
 
+    def delivered(self) -> list[calbridge.WebhookRequest]:
+        """Every request the sandbox POSTed to the app (notifications, EC callbacks)."""
+        return [
+            calbridge.WebhookRequest.build(headers=list(r.headers.items()), body=r.content)
+            for r in self.deliveries
+        ]
+
     def captured(self, channel_id: str, kind: str | None = None) -> list[calbridge.WebhookRequest]:
         """Notifications the sandbox delivered for ``channel_id`` (optionally of one type)."""
         out = []

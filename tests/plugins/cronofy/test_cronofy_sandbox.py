@@ -7,11 +7,17 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import urllib.parse
 from collections.abc import AsyncIterator
 
 import pytest
-from calbridge_cronofy import AccountLocked, PaymentRequired
-from calbridge_cronofy.testing import CronofySandboxRig, sandbox_rig
+from calbridge_cronofy import (
+    AccountLocked,
+    CronofyProvider,
+    PaymentRequired,
+    ServiceAccountAuthorization,
+)
+from calbridge_cronofy.testing import SANDBOX_CLIENT_ID, CronofySandboxRig, sandbox_rig
 
 import calbridge
 from calbridge.errors import (
@@ -250,3 +256,105 @@ async def test_client_limiter_keeps_under_the_sandbox_limit() -> None:
     ) as rig:
         for _ in range(60):
             await rig.provider.list_profiles(rig.session)
+
+
+async def test_enterprise_connect_end_to_end(rig: CronofySandboxRig) -> None:
+    provider = rig.provider
+    redirect = "https://app.example.test/ec/callback"
+    url = provider.enterprise_connect_url(
+        calbridge.AuthorizationRequest(
+            redirect_uri=redirect, state="ec", login_hint="admin@corp.example"
+        )
+    )
+    assert "/enterprise_connect/oauth/authorize?" in url
+    answer = await provider.http.get(url)
+    query = urllib.parse.urlsplit(answer.headers["location"]).query
+    code = dict(urllib.parse.parse_qsl(query))["code"]
+    grant = await provider.exchange_code(code=code, redirect_uri=redirect)
+    assert grant.provider_account_id.startswith("ser_")
+    assert "service_account/accounts/manage" in grant.tokens.scope
+    service = calbridge.Session(
+        account=calbridge.Account(
+            app_user_id="admin", provider="cronofy", provider_account_id=grant.provider_account_id
+        ),
+        tokens=calbridge.StaticTokenSource(tokens=grant.tokens),
+    )
+    info = await provider.userinfo(service)
+    assert info.cronofy_type == "service_account"
+
+    await provider.authorize_accounts(
+        service,
+        [
+            ServiceAccountAuthorization.build(
+                email="bob@corp.example",
+                callback_url=rig.callback_url,
+                scopes=["read_events", "create_event", "delete_event"],
+                state="bob",
+            ),
+            ServiceAccountAuthorization.build(
+                email="eve@elsewhere.example",
+                callback_url=rig.callback_url,
+                scopes=["read_events"],
+                state="eve",
+            ),
+        ],
+    )
+    await rig.settle()
+    callbacks = {
+        cb.state: cb
+        for cb in (
+            provider.authorization_callback(r)
+            for r in rig.delivered()
+            if b'"authorization"' in r.body
+        )
+    }
+    assert callbacks["eve"].error == "access_denied"
+    assert callbacks["eve"].code is None
+    bob = callbacks["bob"]
+    assert bob.code is not None
+    assert bob.code not in repr(bob)
+    forged = calbridge.WebhookRequest.build(
+        headers={"Cronofy-HMAC-SHA256": "AAAA"}, body=b'{"authorization":{"code":"x"}}'
+    )
+    with pytest.raises(NotificationRejected):
+        provider.authorization_callback(forged)
+
+    user = await provider.exchange_service_account_code(
+        code=bob.code, callback_url=rig.callback_url
+    )
+    bob_session = calbridge.Session(
+        account=calbridge.Account(
+            app_user_id="bob", provider="cronofy", provider_account_id=user.provider_account_id
+        ),
+        tokens=calbridge.StaticTokenSource(tokens=user.tokens),
+    )
+    assert any(c.primary for c in await provider.list_calendars(bob_session))
+    assert (await provider.userinfo(bob_session)).email == "bob@corp.example"
+
+
+async def test_secret_rotation(rig: CronofySandboxRig) -> None:
+    channel = await rig.provider.subscribe(
+        rig.session, calbridge.ChannelRequest(callback_url=rig.callback_url)
+    )
+
+    async def lookup(channel_id: str) -> calbridge.Channel | None:
+        return channel if channel_id == channel.id else None
+
+    rig.world.rotate_application_secret(SANDBOX_CLIENT_ID, "rotated-secret")
+    genuine = await rig.genuine_notification(channel)
+    assert "," in genuine.headers["cronofy-hmac-sha256"]
+    old_only = rig.provider  # configured with the previous secret
+    assert await old_only.verify_notification(genuine, lookup)
+    new_only = CronofyProvider(
+        http=rig.provider.http,
+        settings=calbridge.ProviderSettings(
+            client_id=SANDBOX_CLIENT_ID, client_secret="rotated-secret"
+        ),
+    )
+    assert await new_only.verify_notification(genuine, lookup)
+    stranger = CronofyProvider(
+        http=rig.provider.http,
+        settings=calbridge.ProviderSettings(client_id=SANDBOX_CLIENT_ID, client_secret="nope"),
+    )
+    with pytest.raises(NotificationRejected):
+        await stranger.verify_notification(genuine, lookup)
