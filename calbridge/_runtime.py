@@ -135,7 +135,7 @@ class Runtime:
 
     def require_vault(self) -> None:
         """Fail closed when no vault keys are configured."""
-        if self.config.keys is None and self.store.vault is None:
+        if not self.store.has_vault:
             raise ConfigurationError(
                 "no token vault keys: set CALBRIDGE_KEYS (generate one with "
                 "`calbridge keys generate`)"
