@@ -200,6 +200,8 @@ class CronofyBase(calbridge.Provider):
         while True:
             pages = data.get("pages") if isinstance(data, Mapping) else None
             next_url = pages.get("next_page") if isinstance(pages, Mapping) else None
+            if next_url:
+                self._check_origin(next_url)
             pending: asyncio.Task[httpx.Response] | None = None
             if next_url and self._prefetch:
                 pending = asyncio.ensure_future(self._call(session, "GET", next_url))
@@ -217,6 +219,23 @@ class CronofyBase(calbridge.Provider):
                 data = self._json(await pending)
             else:
                 data = self._json(await self._call(session, "GET", next_url))
+
+    def _check_origin(self, url: Any) -> None:
+        """The bearer token goes only to the API host: a ``next_page`` elsewhere is refused."""
+        api = httpx.URL(self.hosts.api)
+        try:
+            target = httpx.URL(str(url))
+        except (httpx.InvalidURL, TypeError, ValueError):
+            target = None
+        if target is None or (target.scheme, target.host, target.port) != (
+            api.scheme,
+            api.host,
+            api.port,
+        ):
+            raise ProviderResponseError(
+                "pages.next_page points outside the Cronofy API host; not following it",
+                provider=PROVIDER,
+            )
 
     async def _token_call(self, url: str, body: Mapping[str, Any]) -> httpx.Response:
         request = self.http.build_request("POST", url, json=dict(body))

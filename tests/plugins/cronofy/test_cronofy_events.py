@@ -14,7 +14,13 @@ from calbridge_cronofy import CronofyProvider
 from calbridge_cronofy.testing import API, FakeCronofy, event_json, events_page, ok
 
 import calbridge
-from calbridge.errors import InvalidRequest, NotFound, NotSupported, SyncCursorExpired
+from calbridge.errors import (
+    InvalidRequest,
+    NotFound,
+    NotSupported,
+    ProviderResponseError,
+    SyncCursorExpired,
+)
 
 WINDOW = calbridge.TimeRange(
     start=dt.datetime(2026, 1, 5, tzinfo=dt.UTC), end=dt.datetime(2026, 1, 15, tzinfo=dt.UTC)
@@ -492,3 +498,22 @@ async def test_unknown_calendar_is_not_found(
     fake.on("DELETE", "/v1/calendars/cal_nope/events", ok({}, status=404))
     with pytest.raises(NotFound):
         await provider.delete_event(session, "cal_nope", "k")
+
+
+@pytest.mark.parametrize(
+    "elsewhere",
+    [
+        "https://evil.example/v1/events/pages/p2",
+        "http://api-uk.cronofy.com/v1/events/pages/p2",
+        "https://api-uk.cronofy.com:8443/v1/events/pages/p2",
+        "not a url at all ::",
+    ],
+)
+async def test_next_page_elsewhere_is_not_followed(
+    provider: CronofyProvider, fake: FakeCronofy, session: calbridge.Session, elsewhere: str
+) -> None:
+    fake.on("GET", "/v1/events", ok(events_page([event_json(0)], elsewhere, 1, 2)))
+    with pytest.raises(ProviderResponseError, match="next_page"):
+        async for _ in provider.list_events(session, "cal_1", WINDOW):
+            pass
+    assert len(fake.requests) == 1
