@@ -579,6 +579,27 @@ class JobQueue:
             retry_integrity=True,
         )
 
+    def complete_and_claim(
+        self,
+        job: Job,
+        *,
+        owner: str,
+        kinds: Sequence[str],
+        queues: Sequence[str] = (DEFAULT_QUEUE,),
+        lease: float,
+    ) -> tuple[bool, Job | None]:
+        """Acknowledge ``job`` and claim the next one in one transaction.
+
+        Returns (acked, next job or None); a worker that lost the lease still gets a job.
+        """
+        now = self.clock()
+
+        def run(conn: sa.Connection) -> tuple[bool, Job | None]:
+            acked = complete(conn, job, now=now)
+            return acked, claim(conn, owner=owner, kinds=kinds, queues=queues, lease=lease, now=now)
+
+        return self.transact(run, retry_integrity=True)
+
     def heartbeat(self, job: Job, *, lease: float) -> bool:
         """Extend ``job``'s lease; False when it was lost."""
         now = self.clock()

@@ -231,9 +231,11 @@ class Worker:
             await self._db(self.queue.enqueue_due_schedules)
         count = 0
         try:
-            while (job := await self._claim()) is not None:
-                await self._execute(job)
+            job = await self._claim()
+            while job is not None:
+                following = await self._execute(job)
                 count += 1
+                job = following if following is not None else await self._claim()
         finally:
             self._close_executor()
         return count
@@ -268,21 +270,27 @@ class Worker:
 
     async def _slot(self) -> None:
         assert self._stopping is not None
-        while not self._stopping.is_set():
-            try:
-                job = await self._claim()
-            except Exception:
-                log.exception("worker %s: claiming a job failed; retrying", self.owner)
-                job = None
-            if job is None:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stopping.wait(), self.poll_interval)
-                continue
+        job: Job | None = None
+        while True:
             if self._stopping.is_set():
-                await self._db(self.queue.release, job)
-                self._observe("released", job)
+                if job is not None and await self._db(self.queue.release, job):
+                    self._observe("released", job)
                 return
-            await self._execute(job)
+            if job is None:
+                try:
+                    job = await self._claim()
+                except Exception:
+                    log.exception("worker %s: claiming a job failed; retrying", self.owner)
+                if job is None:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._stopping.wait(), self.poll_interval)
+                continue
+            current, job = job, None
+            try:
+                job = await self._execute(current)
+            except Exception:
+                # the database failed while settling: the lease runs out, the job reruns
+                log.exception("worker %s: settling job %s failed", self.owner, current.id)
 
     async def _schedules(self) -> None:
         assert self.schedule_interval
@@ -314,7 +322,8 @@ class Worker:
                 run.task.cancel()
                 return
 
-    async def _execute(self, job: Job) -> None:
+    async def _execute(self, job: Job) -> Job | None:
+        """Run ``job`` to its end; returns the next job when the ack claimed one."""
         self._observe("claimed", job)
         handler = self.handlers[job.kind]
 
@@ -338,9 +347,9 @@ class Worker:
             with contextlib.suppress(asyncio.CancelledError):
                 await beats
             del self._running[job.id]
-        await self._settle(run)
+        return await self._settle(run)
 
-    async def _settle(self, run: _Running) -> None:
+    async def _settle(self, run: _Running) -> Job | None:
         job, task = run.job, run.task
         if task.cancelled():
             if run.lost:
@@ -348,20 +357,33 @@ class Worker:
             elif await self._db(self.queue.release, job):
                 log.info("job %s released (worker stopping)", job.id)
                 self._observe("released", job)
-            return
+            return None
         exc = task.exception()
         if exc is None:
             self._observe("finished", job)
-            if await self._db(self.queue.complete, job):
+            following: Job | None = None
+            if self._stopping is not None and self._stopping.is_set():
+                acked = await self._db(self.queue.complete, job)
+            else:
+                # one transaction acks this job and claims the next (half the commits)
+                acked, following = await self._db(
+                    self.queue.complete_and_claim,
+                    job,
+                    owner=self.owner,
+                    kinds=self.handlers.kinds(),
+                    queues=self.queues,
+                    lease=self.lease,
+                )
+            if acked:
                 self._observe("acked", job)
             else:
                 log.warning("job %s: ack refused, the lease was lost; result discarded", job.id)
                 self._observe("lost", job)
-            return
+            return following
         if isinstance(exc, LeaseLost):
             log.warning("job %s: %s", job.id, exc)
             self._observe("lost", job)
-            return
+            return None
         delay = _retry_later(exc)
         now = self.queue.clock()
         error = describe_error(exc)
@@ -375,7 +397,7 @@ class Worker:
             )
         if state is None:
             self._observe("lost", job)
-            return
+            return None
         log.log(
             logging.ERROR if state == "dead" else logging.WARNING,
             "job %s (%s) failed on attempt %d/%d: %s; now %s",
@@ -387,6 +409,7 @@ class Worker:
             state,
         )
         self._observe("failed", job)
+        return None
 
 
 def _retry_later(exc: BaseException) -> float | None:
