@@ -357,3 +357,26 @@ def test_remove_schedule(queue: JobQueue) -> None:
         assert not remove_schedule(conn, "renew")
 
     assert queue.enqueue_due_schedules() == []
+
+
+def test_ack_and_claim_next_in_one_transaction(queue: JobQueue, clock: FakeClock) -> None:
+    """complete_and_claim acks (fenced) and hands over the next job in one commit."""
+    queue.enqueue("k")
+    second = queue.enqueue("k")
+    third = queue.enqueue("k")
+    job = claim(queue)
+    assert job is not None
+
+    acked, following = queue.complete_and_claim(job, owner="w1", kinds=["k"], lease=LEASE)
+    assert acked
+    assert following is not None
+    assert following.id == second
+
+    clock.advance(LEASE + 1)
+    stolen = claim(queue, "w2")
+    assert stolen is not None
+    assert stolen.id == second
+    acked, following = queue.complete_and_claim(following, owner="w1", kinds=["k"], lease=LEASE)
+    assert not acked
+    assert following is not None
+    assert following.id == third

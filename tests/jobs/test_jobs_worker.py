@@ -325,6 +325,25 @@ def test_sigterm_releases_a_job_that_outlives_the_grace(engine: sa.Engine, db_ur
     assert (again.id, again.attempts, again.token) == (job_id, 1, 2)
 
 
+def test_worker_command_once_and_without_handlers(engine: sa.Engine, db_url: str) -> None:
+    """``calbridge worker --once`` runs what is due; without handlers it refuses to start."""
+    queue = JobQueue(engine)
+    queue.enqueue("slow")
+    queue.enqueue("slow")
+    queue.enqueue("slow", run_at=time.time() + 3600)
+
+    result = CliRunner().invoke(
+        cli, ["worker", "--store", db_url, "--handlers", HANDLERS, "--once"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "ran 2 job(s)" in result.output
+    assert queue.stats() == {"default": {"done": 2, "queued": 1}}
+
+    result = CliRunner().invoke(cli, ["worker", "--store", db_url])
+    assert result.exit_code == 2
+    assert "no job handlers" in result.output
+
+
 def test_jobs_command_prints_stats_and_dead_jobs(engine: sa.Engine, db_url: str) -> None:
     """``calbridge jobs --json`` reports counts and dead jobs; --retry requeues one."""
     queue = JobQueue(engine)
