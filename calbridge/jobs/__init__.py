@@ -34,8 +34,7 @@ from ._model import (
     RetryLater,
     describe_error,
 )
-from ._queue import (
-    JobQueue,
+from ._ops import (
     assert_lease,
     claim,
     complete,
@@ -47,6 +46,7 @@ from ._queue import (
     release,
     remove_schedule,
 )
+from ._queue import JobQueue
 from ._schema import STATES, job_schedules, jobs
 from ._worker import BUILTIN_HANDLERS, HandlerRegistry, Worker, default_backoff, load_handlers
 

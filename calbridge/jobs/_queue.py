@@ -1,40 +1,26 @@
-"""The queue's database operations (SQLAlchemy Core; SQLite and PostgreSQL alike).
+"""JobQueue: the queue's operations, each in a short write transaction of its own.
 
-Every function that takes a ``conn`` runs inside the caller's transaction and does not
-commit; :class:`JobQueue` wraps them in short write transactions (``BEGIN IMMEDIATE`` on
-SQLite, row locks with ``SKIP LOCKED`` on PostgreSQL) and retries on ``SQLITE_BUSY``,
-serialization failures and deadlocks.
+``BEGIN IMMEDIATE`` on SQLite, row locks with ``SKIP LOCKED`` on PostgreSQL; transient
+failures (``SQLITE_BUSY``, serialization failures, deadlocks) are retried, never raised.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any, Final, TypeVar
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 
-from ..store import is_postgres, read, write
-from ._model import DEFAULT_MAX_ATTEMPTS, DEFAULT_QUEUE, Clock, Job, LeaseLost
-from ._schema import DEAD, DONE, MERGED, QUEUED, RUNNING, job_schedules, jobs
+from ..store import read, write
+from . import _ops as ops
+from ._model import DEFAULT_QUEUE, Clock, Job
+from ._ops import JOB_COLUMNS, row_to_job
+from ._schema import DEAD, DONE, MERGED, QUEUED, jobs
 
-__all__ = [
-    "JobQueue",
-    "assert_lease",
-    "claim",
-    "complete",
-    "enqueue",
-    "enqueue_due_schedules",
-    "ensure_schedule",
-    "fail",
-    "heartbeat",
-    "release",
-    "remove_schedule",
-]
+__all__ = ["JobQueue"]
 
 log = logging.getLogger("calbridge.jobs")
 
@@ -42,468 +28,14 @@ T = TypeVar("T")
 
 #: give up on a write transaction after this many busy / serialization retries
 _TX_RETRIES: Final = 50
-_QUEUED_PREDICATE: Final = "state = 'queued'"
 
 
 def _ms(t: float) -> int:
     return round(t * 1000)
 
 
-def _when(value: float | datetime | None, now: float) -> float:
-    if value is None:
-        return now
-    if isinstance(value, datetime):
-        if value.tzinfo is None:
-            raise ValueError("run_at must be timezone-aware (or epoch seconds)")
-        return value.timestamp()
-    return float(value)
-
-
 def _seconds(value: float | timedelta) -> float:
     return value.total_seconds() if isinstance(value, timedelta) else float(value)
-
-
-def _payload(payload: Mapping[str, Any] | None) -> dict[str, Any]:
-    data = dict(payload or {})
-    try:
-        # round-trip: only plain JSON reaches the database (a Secret cannot sneak in)
-        out: dict[str, Any] = json.loads(json.dumps(data, allow_nan=False))
-    except (TypeError, ValueError) as exc:
-        raise TypeError(f"job payload must be a JSON object of plain values: {exc}") from None
-    return out
-
-
-_JOB_COLUMNS: Final = (
-    jobs.c.id,
-    jobs.c.kind,
-    jobs.c.queue,
-    jobs.c.payload,
-    jobs.c.state,
-    jobs.c.attempts,
-    jobs.c.max_attempts,
-    jobs.c.lease_token,
-    jobs.c.run_at_ms,
-    jobs.c.coalesce_key,
-    jobs.c.serial_key,
-    jobs.c.priority,
-    jobs.c.lease_expires_ms,
-    jobs.c.last_error,
-)
-
-
-def _job(m: sa.RowMapping) -> Job:
-    expires = m["lease_expires_ms"]
-    return Job(
-        id=int(m["id"]),
-        kind=m["kind"],
-        queue=m["queue"],
-        payload=dict(m["payload"]),
-        state=m["state"],
-        attempts=int(m["attempts"]),
-        max_attempts=int(m["max_attempts"]),
-        token=int(m["lease_token"]),
-        run_at=m["run_at_ms"] / 1000,
-        coalesce_key=m["coalesce_key"],
-        serial_key=m["serial_key"],
-        priority=int(m["priority"]),
-        lease_expires_at=None if expires is None else expires / 1000,
-        last_error=m["last_error"],
-    )
-
-
-# ---------------------------------------------------------------- enqueue
-
-
-def enqueue(
-    conn: sa.Connection,
-    kind: str,
-    payload: Mapping[str, Any] | None = None,
-    *,
-    queue: str = DEFAULT_QUEUE,
-    run_at: float | datetime | None = None,
-    coalesce_key: str | None = None,
-    serial_key: str | None = None,
-    priority: int = 0,
-    max_attempts: int = DEFAULT_MAX_ATTEMPTS,
-    now: float | None = None,
-) -> int:
-    """Add a job inside the caller's transaction; return the id of the job that will run.
-
-    With a ``coalesce_key``, a job already queued under that key absorbs this one: no new
-    row is added, the queued job keeps its payload and moves to the earlier ``run_at`` and
-    the higher priority, and its id is returned. A job of that key that is *running* does
-    not absorb it (it may have read the state too early), so a storm of enqueues leaves
-    at most one queued and one running job.
-
-    ``serial_key`` defaults to ``coalesce_key``: jobs sharing it never run at once.
-    """
-    if max_attempts < 1:
-        raise ValueError("max_attempts must be at least 1")
-    now = time.time() if now is None else now
-    now_ms = _ms(now)
-    values: dict[str, Any] = {
-        "queue": queue,
-        "kind": kind,
-        "payload": _payload(payload),
-        "state": QUEUED,
-        "priority": priority,
-        "run_at_ms": _ms(_when(run_at, now)),
-        "attempts": 0,
-        "max_attempts": max_attempts,
-        "coalesce_key": coalesce_key,
-        "serial_key": serial_key if serial_key is not None else coalesce_key,
-        "lease_token": 0,
-        "created_ms": now_ms,
-        "updated_ms": now_ms,
-    }
-    if coalesce_key is None:
-        return int(conn.execute(sa.insert(jobs).values(values).returning(jobs.c.id)).scalar_one())
-    ins = (postgresql.insert if is_postgres(conn) else sqlite.insert)(jobs).values(values)
-    stmt = ins.on_conflict_do_update(
-        index_elements=[jobs.c.coalesce_key],
-        index_where=sa.text(_QUEUED_PREDICATE),
-        set_={
-            "run_at_ms": sa.case(
-                (ins.excluded.run_at_ms < jobs.c.run_at_ms, ins.excluded.run_at_ms),
-                else_=jobs.c.run_at_ms,
-            ),
-            "priority": sa.case(
-                (ins.excluded.priority < jobs.c.priority, ins.excluded.priority),
-                else_=jobs.c.priority,
-            ),
-            "updated_ms": now_ms,
-        },
-    ).returning(jobs.c.id)
-    return int(conn.execute(stmt).scalar_one())
-
-
-# ---------------------------------------------------------------- claim / ack
-
-
-def claim(
-    conn: sa.Connection,
-    *,
-    owner: str,
-    kinds: Sequence[str],
-    queues: Sequence[str] = (DEFAULT_QUEUE,),
-    lease: float,
-    now: float,
-) -> Job | None:
-    """Claim one runnable job for ``owner`` with a new fencing token, or return None.
-
-    Runnable: a ``running`` job whose lease expired (its worker died; it is claimed again
-    directly, or dead-lettered when it has used up its attempts), else the first ``queued``
-    job that is due, whose serial key has no running job and no earlier due job (serial
-    keys run in order: priority, run_at, id). On PostgreSQL the candidate
-    row is locked with ``FOR UPDATE SKIP LOCKED``, so concurrent workers never wait on it.
-    """
-    if not kinds:
-        return None
-    now_ms = _ms(now)
-    pg = is_postgres(conn)
-    scope = (jobs.c.queue.in_(list(queues)), jobs.c.kind.in_(list(kinds)))
-    while True:
-        expired_q = (
-            sa.select(jobs.c.id, jobs.c.attempts, jobs.c.max_attempts)
-            .where(jobs.c.state == RUNNING, jobs.c.lease_expires_ms <= now_ms, *scope)
-            .order_by(jobs.c.lease_expires_ms)
-            .limit(1)
-        )
-        if pg:
-            expired_q = expired_q.with_for_update(skip_locked=True)
-        row = conn.execute(expired_q).first()
-        if row is None:
-            break
-        if row.attempts >= row.max_attempts:
-            conn.execute(
-                sa.update(jobs)
-                .where(jobs.c.id == row.id)
-                .values(
-                    state=DEAD,
-                    last_error=(
-                        f"lease expired on attempt {row.attempts} of {row.max_attempts}: "
-                        "the worker crashed or stalled while running it"
-                    ),
-                    lease_owner=None,
-                    lease_expires_ms=None,
-                    finished_ms=now_ms,
-                    updated_ms=now_ms,
-                )
-            )
-            log.warning("job %s is dead: its lease expired on its last attempt", row.id)
-            continue
-        log.info("job %s: lease expired, claiming it again", row.id)
-        return _take(conn, row.id, owner=owner, lease=lease, now_ms=now_ms)
-
-    other = jobs.alias("other")
-    serial_busy = sa.exists().where(
-        other.c.serial_key == jobs.c.serial_key, other.c.state == RUNNING
-    )
-    # FIFO per serial key: only the first due job of a key is a candidate, so a worker
-    # that finds it locked (SKIP LOCKED) does not start the key's next job instead
-    serial_behind = sa.exists().where(
-        other.c.serial_key == jobs.c.serial_key,
-        other.c.state == QUEUED,
-        other.c.run_at_ms <= now_ms,
-        sa.tuple_(other.c.priority, other.c.run_at_ms, other.c.id)
-        < sa.tuple_(jobs.c.priority, jobs.c.run_at_ms, jobs.c.id),
-    )
-    ready_q = (
-        sa.select(jobs.c.id)
-        .where(
-            jobs.c.state == QUEUED,
-            jobs.c.run_at_ms <= now_ms,
-            *scope,
-            sa.or_(jobs.c.serial_key.is_(None), sa.and_(~serial_busy, ~serial_behind)),
-        )
-        .order_by(jobs.c.priority, jobs.c.run_at_ms, jobs.c.id)
-        .limit(1)
-    )
-    if pg:
-        ready_q = ready_q.with_for_update(skip_locked=True, of=jobs)
-    job_id = conn.execute(ready_q).scalar()
-    if job_id is None:
-        return None
-    return _take(conn, job_id, owner=owner, lease=lease, now_ms=now_ms)
-
-
-def _take(conn: sa.Connection, job_id: int, *, owner: str, lease: float, now_ms: int) -> Job:
-    row = conn.execute(
-        sa.update(jobs)
-        .where(jobs.c.id == job_id)
-        .values(
-            state=RUNNING,
-            attempts=jobs.c.attempts + 1,
-            lease_token=jobs.c.lease_token + 1,
-            lease_owner=owner,
-            lease_expires_ms=now_ms + _ms(lease),
-            heartbeat_ms=now_ms,
-            updated_ms=now_ms,
-        )
-        .returning(*_JOB_COLUMNS)
-    ).one()
-    return _job(row._mapping)
-
-
-def _fenced(job: Job) -> tuple[sa.ColumnElement[bool], ...]:
-    return (jobs.c.id == job.id, jobs.c.lease_token == job.token, jobs.c.state == RUNNING)
-
-
-def heartbeat(conn: sa.Connection, job: Job, *, lease: float | None, now: float) -> bool:
-    """Extend the lease (when ``lease`` is given); False when the token is stale."""
-    values: dict[str, Any] = {"heartbeat_ms": _ms(now)}
-    if lease is not None:
-        values["lease_expires_ms"] = _ms(now + lease)
-    res = conn.execute(sa.update(jobs).where(*_fenced(job)).values(values))
-    return res.rowcount == 1
-
-
-def assert_lease(conn: sa.Connection, job: Job, *, now: float | None = None) -> None:
-    """Raise :class:`LeaseLost` unless ``job.token`` is still the job's current token.
-
-    Call it in the same transaction as a handler's database effects: the row is locked
-    (PostgreSQL) or the database is (SQLite ``BEGIN IMMEDIATE``) until commit, so no other
-    worker can claim the job between the check and the commit.
-    """
-    if not heartbeat(conn, job, lease=None, now=time.time() if now is None else now):
-        raise LeaseLost(job.id, job.token)
-
-
-def complete(conn: sa.Connection, job: Job, *, now: float) -> bool:
-    """Acknowledge success (fenced); False when the lease was lost (nothing changed)."""
-    now_ms = _ms(now)
-    res = conn.execute(
-        sa.update(jobs)
-        .where(*_fenced(job))
-        .values(
-            state=DONE,
-            lease_owner=None,
-            lease_expires_ms=None,
-            finished_ms=now_ms,
-            updated_ms=now_ms,
-        )
-    )
-    return res.rowcount == 1
-
-
-def fail(
-    conn: sa.Connection,
-    job: Job,
-    *,
-    error: str,
-    retry_at: float | None,
-    counts: bool = True,
-    now: float,
-) -> str | None:
-    """Record a failure (fenced) and return the job's new state, or None if the lease was lost.
-
-    ``retry_at`` None, or a counted failure on the last attempt, makes the job ``dead``
-    (the error is kept). Otherwise it is queued again for ``retry_at``; ``counts=False``
-    (a retry-later signal) gives the claim back. If a twin with the same coalesce key was
-    queued meanwhile, that twin takes over (``run_at`` no earlier than ``retry_at``, the
-    attempt count carried over) and this job ends as ``merged``.
-    """
-    now_ms = _ms(now)
-    attempts = job.attempts if counts else job.attempts - 1
-    cleared = {"lease_owner": None, "lease_expires_ms": None, "updated_ms": now_ms}
-    if retry_at is None or (counts and job.attempts >= job.max_attempts):
-        res = conn.execute(
-            sa.update(jobs)
-            .where(*_fenced(job))
-            .values(state=DEAD, last_error=error, finished_ms=now_ms, **cleared)
-        )
-        return DEAD if res.rowcount == 1 else None
-    retry_ms = _ms(retry_at)
-    if job.coalesce_key is not None:
-        twin_q = sa.select(jobs.c.id, jobs.c.run_at_ms).where(
-            jobs.c.coalesce_key == job.coalesce_key, jobs.c.state == QUEUED
-        )
-        if is_postgres(conn):
-            twin_q = twin_q.with_for_update()
-        twin = conn.execute(twin_q).first()
-        if twin is not None:
-            res = conn.execute(
-                sa.update(jobs)
-                .where(*_fenced(job))
-                .values(state=MERGED, last_error=error, finished_ms=now_ms, **cleared)
-            )
-            if res.rowcount != 1:
-                return None
-            conn.execute(
-                sa.update(jobs)
-                .where(jobs.c.id == twin.id)
-                .values(
-                    run_at_ms=max(twin.run_at_ms, retry_ms),
-                    attempts=attempts,
-                    last_error=error,
-                    updated_ms=now_ms,
-                )
-            )
-            return MERGED
-    res = conn.execute(
-        sa.update(jobs)
-        .where(*_fenced(job))
-        .values(state=QUEUED, run_at_ms=retry_ms, attempts=attempts, last_error=error, **cleared)
-    )
-    return QUEUED if res.rowcount == 1 else None
-
-
-def release(conn: sa.Connection, job: Job, *, now: float) -> bool:
-    """Give the job back (shutdown): its lease ends now and the claim does not count.
-
-    The job stays ``running`` with an expired lease, so the next claim by any worker takes
-    it over at once (and a serial key stays held until then).
-    """
-    res = conn.execute(
-        sa.update(jobs)
-        .where(*_fenced(job))
-        .values(
-            lease_expires_ms=_ms(now),
-            lease_owner=None,
-            attempts=jobs.c.attempts - 1,
-            updated_ms=_ms(now),
-        )
-    )
-    return res.rowcount == 1
-
-
-# ---------------------------------------------------------------- recurring jobs
-
-
-def ensure_schedule(
-    conn: sa.Connection,
-    name: str,
-    kind: str,
-    payload: Mapping[str, Any] | None = None,
-    *,
-    every: float | timedelta,
-    first_run_at: float | datetime | None = None,
-    queue: str = DEFAULT_QUEUE,
-    priority: int = 0,
-    max_attempts: int = DEFAULT_MAX_ATTEMPTS,
-    now: float,
-) -> None:
-    """Create or update the recurring job ``name`` (idempotent: call it at every start).
-
-    The first run is due at ``first_run_at`` (default: now). Updating an existing schedule
-    keeps its next run time, pulled in to at most one new interval from now.
-    """
-    interval_ms = _ms(_seconds(every))
-    if interval_ms <= 0:
-        raise ValueError("every must be positive")
-    now_ms = _ms(now)
-    values: dict[str, Any] = {
-        "queue": queue,
-        "kind": kind,
-        "payload": _payload(payload),
-        "interval_ms": interval_ms,
-        "max_attempts": max_attempts,
-        "priority": priority,
-        "updated_ms": now_ms,
-    }
-    ins = (postgresql.insert if is_postgres(conn) else sqlite.insert)(job_schedules).values(
-        name=name, next_run_ms=_ms(_when(first_run_at, now)), **values
-    )
-    capped = now_ms + interval_ms
-    conn.execute(
-        ins.on_conflict_do_update(
-            index_elements=[job_schedules.c.name],
-            set_={
-                **values,
-                "next_run_ms": sa.case(
-                    (job_schedules.c.next_run_ms > capped, capped),
-                    else_=job_schedules.c.next_run_ms,
-                ),
-            },
-        )
-    )
-
-
-def remove_schedule(conn: sa.Connection, name: str) -> bool:
-    """Delete the recurring job ``name`` (its queued job, if any, stays); False if unknown."""
-    res = conn.execute(sa.delete(job_schedules).where(job_schedules.c.name == name))
-    return res.rowcount == 1
-
-
-def enqueue_due_schedules(conn: sa.Connection, *, now: float) -> list[int]:
-    """Enqueue one job for every schedule that is due; return their ids.
-
-    Each schedule's job is coalesced on ``schedule:<name>`` (missed runs collapse into
-    one, and two runs of one schedule never overlap) and the schedule moves to its next
-    occurrence after ``now``. Safe to call from every worker at once.
-    """
-    now_ms = _ms(now)
-    q = sa.select(job_schedules).where(job_schedules.c.next_run_ms <= now_ms)
-    if is_postgres(conn):
-        q = q.with_for_update(skip_locked=True)
-    ids: list[int] = []
-    for s in conn.execute(q).all():
-        job_id = enqueue(
-            conn,
-            s.kind,
-            s.payload,
-            queue=s.queue,
-            run_at=s.next_run_ms / 1000,
-            coalesce_key=f"schedule:{s.name}",
-            priority=s.priority,
-            max_attempts=s.max_attempts,
-            now=now,
-        )
-        missed = (now_ms - s.next_run_ms) // s.interval_ms
-        conn.execute(
-            sa.update(job_schedules)
-            .where(job_schedules.c.name == s.name)
-            .values(
-                next_run_ms=s.next_run_ms + (missed + 1) * s.interval_ms,
-                last_job_id=job_id,
-                updated_ms=now_ms,
-            )
-        )
-        ids.append(job_id)
-    return ids
-
-
-# ---------------------------------------------------------------- transactions
 
 
 def _retryable(exc: sa.exc.DBAPIError, *, integrity: bool) -> bool:
@@ -561,7 +93,7 @@ class JobQueue:
     ) -> int:
         """:func:`calbridge.jobs.enqueue` in a transaction of its own."""
         now = self.clock()
-        return self.transact(lambda c: enqueue(c, kind, payload, now=now, **options))
+        return self.transact(lambda c: ops.enqueue(c, kind, payload, now=now, **options))
 
     def claim(
         self,
@@ -575,7 +107,7 @@ class JobQueue:
         now = self.clock()
         # a serial-key race between PostgreSQL workers ends in a unique violation: retry
         return self.transact(
-            lambda c: claim(c, owner=owner, kinds=kinds, queues=queues, lease=lease, now=now),
+            lambda c: ops.claim(c, owner=owner, kinds=kinds, queues=queues, lease=lease, now=now),
             retry_integrity=True,
         )
 
@@ -595,24 +127,26 @@ class JobQueue:
         now = self.clock()
 
         def run(conn: sa.Connection) -> tuple[bool, Job | None]:
-            acked = complete(conn, job, now=now)
-            return acked, claim(conn, owner=owner, kinds=kinds, queues=queues, lease=lease, now=now)
+            acked = ops.complete(conn, job, now=now)
+            return acked, ops.claim(
+                conn, owner=owner, kinds=kinds, queues=queues, lease=lease, now=now
+            )
 
         return self.transact(run, retry_integrity=True)
 
     def heartbeat(self, job: Job, *, lease: float) -> bool:
         """Extend ``job``'s lease; False when it was lost."""
         now = self.clock()
-        return self.transact(lambda c: heartbeat(c, job, lease=lease, now=now))
+        return self.transact(lambda c: ops.heartbeat(c, job, lease=lease, now=now))
 
     def assert_lease(self, conn: sa.Connection, job: Job) -> None:
         """:func:`assert_lease` with this queue's clock."""
-        assert_lease(conn, job, now=self.clock())
+        ops.assert_lease(conn, job, now=self.clock())
 
     def complete(self, job: Job) -> bool:
         """Acknowledge success; False when the lease was lost (nothing changed)."""
         now = self.clock()
-        return self.transact(lambda c: complete(c, job, now=now))
+        return self.transact(lambda c: ops.complete(c, job, now=now))
 
     def fail(
         self, job: Job, *, error: str, retry_at: float | None, counts: bool = True
@@ -620,46 +154,46 @@ class JobQueue:
         """Record a failure (see :func:`fail`)."""
         now = self.clock()
         return self.transact(
-            lambda c: fail(c, job, error=error, retry_at=retry_at, counts=counts, now=now),
+            lambda c: ops.fail(c, job, error=error, retry_at=retry_at, counts=counts, now=now),
             retry_integrity=True,
         )
 
     def release(self, job: Job) -> bool:
         """Give a running job back (see :func:`release`)."""
         now = self.clock()
-        return self.transact(lambda c: release(c, job, now=now))
+        return self.transact(lambda c: ops.release(c, job, now=now))
 
     def ensure_schedule(
         self, name: str, kind: str, payload: Mapping[str, Any] | None = None, **options: Any
     ) -> None:
         """Create or update a recurring job (see :func:`ensure_schedule`)."""
         now = self.clock()
-        self.transact(lambda c: ensure_schedule(c, name, kind, payload, now=now, **options))
+        self.transact(lambda c: ops.ensure_schedule(c, name, kind, payload, now=now, **options))
 
     def enqueue_due_schedules(self) -> list[int]:
         """Enqueue the recurring jobs that are due (see :func:`enqueue_due_schedules`)."""
         now = self.clock()
-        return self.transact(lambda c: enqueue_due_schedules(c, now=now), retry_integrity=True)
+        return self.transact(lambda c: ops.enqueue_due_schedules(c, now=now), retry_integrity=True)
 
     # ------------------------------------------------------------ inspection
 
     def get(self, job_id: int) -> Job | None:
         """One job by id."""
         with read(self.engine) as conn:
-            row = conn.execute(sa.select(*_JOB_COLUMNS).where(jobs.c.id == job_id)).first()
-        return None if row is None else _job(row._mapping)
+            row = conn.execute(sa.select(*JOB_COLUMNS).where(jobs.c.id == job_id)).first()
+        return None if row is None else row_to_job(row._mapping)
 
     def jobs(
         self, *, states: Iterable[str] | None = None, kind: str | None = None, limit: int = 100
     ) -> list[Job]:
         """Jobs by id, optionally filtered by state and kind."""
-        q = sa.select(*_JOB_COLUMNS).order_by(jobs.c.id).limit(limit)
+        q = sa.select(*JOB_COLUMNS).order_by(jobs.c.id).limit(limit)
         if states is not None:
             q = q.where(jobs.c.state.in_(list(states)))
         if kind is not None:
             q = q.where(jobs.c.kind == kind)
         with read(self.engine) as conn:
-            return [_job(r._mapping) for r in conn.execute(q)]
+            return [row_to_job(r._mapping) for r in conn.execute(q)]
 
     def stats(self) -> dict[str, dict[str, int]]:
         """Job counts: queue -> state -> count (states with no jobs are left out)."""
