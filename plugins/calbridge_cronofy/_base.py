@@ -205,6 +205,9 @@ class CronofyBase(calbridge.Provider):
             pending: asyncio.Task[httpx.Response] | None = None
             if next_url and self._prefetch:
                 pending = asyncio.ensure_future(self._call(session, "GET", next_url))
+                # let the task run up to its first real wait, so the request is on the wire
+                # before the caller spends CPU on this page
+                await asyncio.sleep(0)
             try:
                 yield data
             except BaseException:
