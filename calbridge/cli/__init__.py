@@ -16,6 +16,7 @@ __all__ = ["COMMANDS", "main"]
 
 COMMANDS: dict[str, str] = {
     "accounts": "calbridge.cli._route:accounts",
+    "channels": "calbridge.cli._channels:channels",
     "db": "calbridge.cli._db:db",
     "jobs": "calbridge.cli._worker:jobs",
     "keys": "calbridge.cli._keys:keys",
@@ -23,6 +24,7 @@ COMMANDS: dict[str, str] = {
     "providers": "calbridge.cli._providers:providers",
     "route": "calbridge.cli._route:route",
     "sandbox": "calbridge.cli._sandbox:sandbox",
+    "serve": "calbridge.cli._serve:serve",
     "worker": "calbridge.cli._worker:worker",
 }
 

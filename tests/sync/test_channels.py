@@ -1,4 +1,4 @@
-"""The channel manager: push or poll, renewal before expiry, repair, fallback and return (S6, S7)."""
+"""The channel manager: push or poll, renewal, repair, fallback and return (S6, S7)."""
 
 from __future__ import annotations
 
