@@ -12,6 +12,8 @@ Settings (``ProviderSettings``):
   - ``client_secrets``: more secrets to accept on notifications (during a rotation).
   - ``default_tzid``: the zone floating times are placed in (default ``Etc/UTC``).
   - ``localized_times``: read start/end with their time zones (default True).
+  - ``google_event_ids``: ask for ``google_event_id`` on Google-backed events, kept in
+    ``Event.raw`` (default True: it ties Cronofy events to the ids of a Google migration).
   - ``cursor_margin_seconds``: how far before a read's start its cursor points (default 120).
   - ``clock``: a callable returning Cronofy's current time as an aware datetime (the
     sandbox's clock in tests); defaults to the system clock.
@@ -102,6 +104,7 @@ class CronofyBase(calbridge.Provider):
         self._policy: calbridge.RetryPolicy = settings.option("retry") or calbridge.RetryPolicy()
         self._default_tzid = str(settings.option("default_tzid", "Etc/UTC"))
         self._localized = bool(settings.option("localized_times", True))
+        self._google_ids = bool(settings.option("google_event_ids", True))
         self._margin = float(settings.option("cursor_margin_seconds", 120))
         self._clock: Callable[[], dt.datetime] | None = settings.option("clock")
         self._prefetch = bool(settings.option("prefetch", True))

@@ -130,7 +130,7 @@ class CronofyProvider(CronofyBase):
         include_managed: bool = True,
         include_moved: bool = False,
         only_managed: bool = False,
-        google_event_ids: bool = False,
+        google_event_ids: bool | None = None,
     ) -> AsyncIterator[list[Mapping[str, Any]]]:
         """Cronofy's Read Events with every parameter, page by page as decoded JSON.
 
@@ -144,7 +144,7 @@ class CronofyProvider(CronofyBase):
         }
         if only_managed:
             flags["only_managed"] = True
-        if google_event_ids:
+        if self._google_ids if google_event_ids is None else google_event_ids:
             flags["google_event_ids"] = True
         if last_modified is not None:
             flags["last_modified"] = (

@@ -73,6 +73,7 @@ async def test_list_events_follows_next_page(
     assert params["include_managed"] == "true"
     assert params["include_deleted"] == "false"
     assert params["localized_times"] == "true"
+    assert params["google_event_ids"] == "true"
     assert first.headers["authorization"] == "Bearer paw"
     for later in fake.requests[1:]:
         assert not later.url.params

@@ -92,6 +92,8 @@ async def test_external_events_by_event_uid(rig: CronofySandboxRig) -> None:
     (ext,) = [e for e in await _all(rig) if e.summary == "dentist"]
     assert ext.id.startswith("evt_external_")
     assert ext.ical_uid
+    native = rig.world.find_by_ical_uid(rig.native_calendar_id, ext.ical_uid)
+    assert [n.id for n in native] == [ext.raw["google_event_id"]]
     assert "event_id" not in ext.raw
 
     await rig.provider.update_event(rig.session, rig.calendar_id, ext.id, _draft(start, "dentist!"))
