@@ -32,6 +32,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import tracemalloc
 import urllib.parse
@@ -95,6 +96,77 @@ def serve() -> None:
     uvicorn.Server(config).run(sockets=[sock])
 
 
+def replay(folder: str) -> None:
+    """Child process: serve recorded sandbox pages verbatim (the server does no work).
+
+    ``folder`` holds ``origin`` (the sandbox's origin, rewritten to ours in the bodies),
+    ``first`` (page 1, answered for any query) and one file per later page token.
+    """
+    import uvicorn
+
+    root = pathlib.Path(folder)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    origin = f"http://127.0.0.1:{sock.getsockname()[1]}".encode()
+    old = (root / "origin").read_bytes()
+    bodies = {
+        f"/cronofy/v1/events/pages/{f.name}": f.read_bytes().replace(old, origin)
+        for f in root.iterdir()
+        if f.name not in ("origin", "first")
+    }
+    bodies["/cronofy/v1/events"] = (root / "first").read_bytes().replace(old, origin)
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        body = bodies.get(scope["path"], b"{}")
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200 if scope["path"] in bodies else 404,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+    print(json.dumps({"base": origin.decode()}), flush=True)
+    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
+    uvicorn.Server(config).run(sockets=[sock])
+
+
+def start(*args: str) -> tuple[subprocess.Popen[str], str]:
+    """Start this script as a child server; returns it and the base URL it printed."""
+    child = subprocess.Popen(
+        [sys.executable, __file__, *args],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    assert child.stdout is not None
+    return child, json.loads(child.stdout.readline())["base"]
+
+
+def save_pages(pages: list[tuple[str, bytes]], folder: pathlib.Path) -> None:
+    first = httpx.URL(pages[0][0])
+    (folder / "origin").write_bytes(f"{first.scheme}://{first.host}:{first.port}".encode())
+    (folder / "first").write_bytes(pages[0][1])
+    for url, body in pages[1:]:
+        (folder / url.rsplit("/", 1)[1]).write_bytes(body)
+
+
+def compare(base: str, session: calbridge.Session, cal: str, token: str, rounds: int) -> Any:
+    """events/s of both clients, alternating; (ours, theirs) lists."""
+    ours, theirs = [], []
+    for _ in range(rounds):
+        n1, t1 = timed(lambda: asyncio.run(read_calbridge(base, session, cal)))
+        n2, t2 = timed(lambda: read_pycronofy(base, token, cal))
+        assert n1 == n2 == USERS["bench10k@example.com"], (n1, n2)
+        ours.append(n1 / t1)
+        theirs.append(n2 / t2)
+    return ours, theirs
+
+
 # --------------------------------------------------------------------------- clients
 
 
@@ -107,7 +179,11 @@ def make_provider(base: str, http: httpx.AsyncClient) -> Any:
             client_id=CLIENT_ID,
             client_secret=CLIENT_SECRET,
             base_urls={"api": f"{base}/cronofy", "app": f"{base}/cronofy"},
-            options={"rate_limit_per_second": 0, "rate_limit_per_minute": 0},
+            options={
+                "rate_limit_per_second": 0,
+                "rate_limit_per_minute": 0,
+                "google_event_ids": False,  # pycronofy cannot ask for them: same request
+            },
         ),
     )
 
@@ -312,33 +388,24 @@ def update_doc(section: str) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--replay", help=argparse.SUPPRESS)
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--no-docs", action="store_true", help="do not rewrite docs/benchmarks.md")
     args = parser.parse_args()
     if args.serve:
         serve()
         return 0
+    if args.replay:
+        replay(args.replay)
+        return 0
 
     load_before = os.getloadavg()[0]
-    child = subprocess.Popen(
-        [sys.executable, __file__, "--serve"],
-        stdout=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
+    child, base = start("--serve")
     try:
-        assert child.stdout is not None
-        base = json.loads(child.stdout.readline())["base"]
         (s10, cal10, tok10), (s100, cal100, _tok100) = (
             asyncio.run(connect(base, email)) for email in USERS
         )
-        ours, theirs = [], []
-        for _ in range(args.rounds):
-            n1, t1 = timed(lambda: asyncio.run(read_calbridge(base, s10, cal10)))
-            n2, t2 = timed(lambda: read_pycronofy(base, tok10, cal10))
-            assert n1 == n2 == USERS["bench10k@example.com"], (n1, n2)
-            ours.append(n1 / t1)
-            theirs.append(n2 / t2)
+        ours, theirs = compare(base, s10, cal10, tok10, args.rounds)
         pages = record_pages(base, tok10, cal10)
         sandbox_eps = max(floor(base, tok10, pages) for _ in range(3))
         cost = own_cost(pages)
@@ -347,6 +414,14 @@ def main() -> int:
     finally:
         child.terminate()
         child.wait(timeout=10)
+    with tempfile.TemporaryDirectory() as folder:
+        save_pages(pages, pathlib.Path(folder))
+        child, replay_base = start("--replay", folder)
+        try:
+            r_ours, r_theirs = compare(replay_base, s10, cal10, tok10, args.rounds)
+        finally:
+            child.terminate()
+            child.wait(timeout=10)
 
     # best of the alternating rounds: the machine may be shared, and the best round is the
     # one least disturbed by others (the same rule for both clients)
@@ -363,6 +438,10 @@ def main() -> int:
         ),
         ("ratio calbridge / pycronofy", f"{ratio:.2f}x (target >= 2x)"),
         ("sandbox alone: page fetches, no decoding", f"{sandbox_eps:,.0f} events/s"),
+        (
+            "replayed pages (server does no work): calbridge / pycronofy events/s",
+            f"{max(r_ours):,.0f} / {max(r_theirs):,.0f} = {max(r_ours) / max(r_theirs):.2f}x",
+        ),
         ("calbridge / sandbox alone", f"{eps_ours / sandbox_eps:.2f}"),
         ("own work: JSON decode µs/event", f"{cost['decode']:.1f}"),
         ("own work: normalise to Event µs/event", f"{cost['convert']:.1f}"),
