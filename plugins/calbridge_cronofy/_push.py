@@ -115,7 +115,6 @@ async def verify(
             account_id=channel.account_id,
             calendar_ids=calendar_ids,
             changes_since=envelope.notification.changes_since,
-            reply=calbridge.WebhookReply(status=200),
             raw=data,
         )
     ]
