@@ -61,7 +61,8 @@ def _ok(body: Any, status: int = 200, prefer: dict[str, str] | None = None) -> J
 
 async def dispatch(view: GraphView, request: Request, user: User, client_id: str) -> Response:
     """Route one ``/v1.0/...`` request."""
-    segs = [s for s in request.path_params["path"].split("/") if s]
+    # OData function calls may carry parentheses: ``calendarView/delta()`` (the SDK's form)
+    segs = [s.removesuffix("()") for s in request.path_params["path"].split("/") if s]
     method = request.method
     prefer = parse_prefer(request)
     tz = prefer.get("outlook.timezone") or "UTC"
