@@ -348,3 +348,18 @@ def test_change_source_is_push_with_a_callback_url() -> None:
     assert host.make_change_source(provider, "https://app.example.test/hooks").kind == "push"
     assert host.make_change_source(provider, None).kind == "poll"
     assert make_change_source(provider, None) is None
+
+
+async def test_revoke_is_a_local_forget_unless_sign_in_sessions_are_revoked() -> None:
+    """No revocation endpoint for delegated tokens: by default nothing is sent."""
+    from calbridge.errors import ReauthRequired
+
+    async with sandbox_rig() as rig:
+        tokens = await rig.session.access_token()
+        await rig.provider.revoke_tokens(tokens)
+        assert len(await rig.provider.list_calendars(rig.session)) == 1
+    async with sandbox_rig(revoke_sign_in_sessions=True) as rig:
+        tokens = await rig.session.access_token()
+        await rig.provider.revoke_tokens(tokens)
+        with pytest.raises(ReauthRequired):
+            await rig.provider.list_calendars(rig.session)
