@@ -363,3 +363,47 @@ async def test_revoke_is_a_local_forget_unless_sign_in_sessions_are_revoked() ->
         await rig.provider.revoke_tokens(tokens)
         with pytest.raises(ReauthRequired):
             await rig.provider.list_calendars(rig.session)
+
+
+async def test_without_the_limiter_graph_throttles_and_retries_recover() -> None:
+    """The contrast: a limiter wider than Outlook's 4 meets ApplicationThrottled, and the
+    fractional Retry-After it carries is waited out."""
+    async with sandbox_rig(mailbox_concurrency=10) as rig:
+        rig.world.faults.set_latency("graph", 0.15)
+        statuses: list[int] = []
+
+        async def record(response: httpx.Response) -> None:
+            statuses.append(response.status_code)
+
+        rig.http.event_hooks["response"].append(record)
+        results = await asyncio.gather(
+            *(rig.provider.list_calendars(rig.session) for _ in range(8))
+        )
+        assert all(len(r) == 1 for r in results)
+        assert 429 in statuses
+
+
+async def test_free_busy_of_a_secondary_calendar_comes_from_its_view(
+    rig: OutlookSandboxRig,
+) -> None:
+    second = rig.world.add_calendar(rig.email, "Projects")
+    await rig.provider.create_event(
+        rig.session, second.id, _draft(rig, 27, "project"), idempotency_key="fb2"
+    )
+    free = _draft(rig, 29, "free time")
+    await rig.provider.create_event(
+        rig.session,
+        second.id,
+        EventDraft(
+            summary="free", start=free.start, end=free.end, transparency=Transparency.TRANSPARENT
+        ),
+        idempotency_key="fb3",
+    )
+    blocks = await rig.provider.free_busy(
+        rig.session, [rig.calendar_id, second.id], _window(rig, 3)
+    )
+    assert [(b.calendar_id, b.end - b.start) for b in blocks] == [
+        (second.id, dt.timedelta(minutes=45))
+    ]
+    with pytest.raises(NotFound):
+        await rig.provider.free_busy(rig.session, ["nope"], _window(rig, 3))
