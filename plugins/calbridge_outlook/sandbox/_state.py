@@ -59,6 +59,8 @@ class GraphSettings:
     page_size: int = 10
     #: seconds a ``$skiptoken`` round stays readable
     round_ttl: float = 3600.0
+    #: how many ``updated`` notifications one edit produces (Graph often sends several)
+    updated_repeats: int = 1
     #: refuse notificationUrls that are not https (Graph does; loopback tests use http)
     require_https: bool = False
 

@@ -266,4 +266,6 @@ def on_native_change(view: GraphView, change: NativeChange) -> None:
                 "id": event.id,
             },
         }
-        _post(view, sub, sub.notification_url, [item])
+        repeats = view.settings.updated_repeats if kind == "updated" else 1
+        for _ in range(max(1, repeats)):
+            _post(view, sub, sub.notification_url, [{**item, "id": str(uuid.uuid4())}])

@@ -144,10 +144,23 @@ async def test_native_change_is_pushed_verified_and_synced(tmp_path: Path) -> No
         assert all(a.ok for a in delivered)
 
 
-async def test_lifecycle_events_resync_and_recreate(tmp_path: Path) -> None:
+async def test_lifecycle_events_renew_resync_and_recreate(tmp_path: Path) -> None:
     async with outlook_env(tmp_path) as env:
         (channel,) = env.push_channels()
         graph = env.world.views["graph"]
+        first_expiry = graph.subscriptions[channel.id].expires
+        await env.advance(3600)
+        async with httpx.AsyncClient() as http:
+            reauth = await http.post(
+                f"{env.sandbox.base_url}/graph/_control/subscriptions/{channel.id}/lifecycle",
+                json={"event": "reauthorizationRequired"},
+            )
+            assert reauth.status_code == 204
+        await env.advance(1)
+        await drain(env.worker)
+        (renewed,) = env.push_channels()
+        assert renewed.id == channel.id  # renewed in place by PATCH
+        assert graph.subscriptions[channel.id].expires > first_expiry
         env.world.faults.drop_notifications("graph", 1)
         env.insert("lost in transit")
         await env.advance(2)

@@ -407,3 +407,33 @@ async def test_free_busy_of_a_secondary_calendar_comes_from_its_view(
     ]
     with pytest.raises(NotFound):
         await rig.provider.free_busy(rig.session, ["nope"], _window(rig, 3))
+
+
+async def test_repeated_updated_notifications_share_one_delivery_key(
+    rig: OutlookSandboxRig,
+) -> None:
+    """Graph often sends several ``updated`` notifications for one edit: they collapse."""
+    channel = await rig.provider.subscribe(
+        rig.session, ChannelRequest(callback_url=rig.callback_url, calendar_ids=(rig.calendar_id,))
+    )
+
+    async def known(channel_id: str) -> Channel | None:
+        return channel if channel_id == channel.id else None
+
+    made = await rig.provider.create_event(
+        rig.session, rig.calendar_id, _draft(rig, 30, "r"), idempotency_key="repeat"
+    )
+    rig.world.views["graph"].settings.updated_repeats = 3
+    rig.world.update_event(rig.calendar_id, made.id, summary="edited once")
+    await rig.settle()
+    updates = [
+        r
+        for r in rig.hooks.for_subscription(channel.id)
+        if json.loads(r.content)["value"][0]["changeType"] == "updated"
+    ]
+    assert len(updates) == 3
+    keys = set()
+    for request in updates:
+        (note,) = await rig.provider.verify_notification(rig.hooks.as_webhook(request), known)
+        keys.add(note.delivery_key)
+    assert len(keys) == 1
