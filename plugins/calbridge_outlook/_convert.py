@@ -132,11 +132,9 @@ def _attendee(a: GraphAttendee) -> Attendee | None:
     email = a.email_address.address if a.email_address else None
     if not email:
         return None
-    response = (
-        _RESPONSES.get(a.status.response or "none", ResponseStatus.UNKNOWN)
-        if a.status
-        else (ResponseStatus.NEEDS_ACTION)
-    )
+    response = ResponseStatus.NEEDS_ACTION
+    if a.status is not None:
+        response = _RESPONSES.get(a.status.response or "none", ResponseStatus.UNKNOWN)
     return Attendee(
         email=email,
         name=a.email_address.name if a.email_address else None,

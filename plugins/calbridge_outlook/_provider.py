@@ -41,6 +41,7 @@ from calbridge import (
     ChannelRequest,
     Event,
     EventDraft,
+    EventStatus,
     FreeBusy,
     FreeBusyStatus,
     Notification,
@@ -52,6 +53,7 @@ from calbridge import (
     TimeRange,
     TokenGrant,
     TokenSet,
+    Transparency,
     WebhookRequest,
 )
 from calbridge.errors import InvalidRequest, NotFound, ProviderResponseError
@@ -424,10 +426,13 @@ class OutlookProvider(Provider):
                 continue
             async for page in self.list_events(session, cid, window):
                 for ev in page:
-                    if ev.transparency.value == "opaque" and ev.status.value != "cancelled":
+                    if (
+                        ev.transparency is Transparency.OPAQUE
+                        and ev.status is not EventStatus.CANCELLED
+                    ):
                         status = (
                             FreeBusyStatus.TENTATIVE
-                            if ev.status.value == "tentative"
+                            if ev.status is EventStatus.TENTATIVE
                             else FreeBusyStatus.BUSY
                         )
                         out.append(

@@ -6,16 +6,17 @@ import datetime as dt
 import json
 import re
 from typing import Any
+from urllib.parse import urlencode
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from calbridge import EventStatus
-from calbridge.sandbox import User, expand
+from calbridge.sandbox import NativeEvent, User, expand
 
 from .._tz import parse_graph_datetime, to_iana
-from ._core import PROVIDER, GraphError, GraphView, not_found
-from ._render import BadBody, calendar_json, fields_from_body
+from ._core import PROVIDER, Found, GraphError, GraphView, not_found
+from ._render import BadBody, calendar_json, change_key, fields_from_body
 from ._subs import create_subscription, delete_subscription, renew_subscription
 from ._views import calendar_view, delta, parse_window
 
@@ -143,15 +144,11 @@ def _list_events(
     if skip + top < len(events):
         params = dict(request.query_params)
         params["$skip"] = str(skip + top)
-        from urllib.parse import urlencode
-
         body["@odata.nextLink"] = f"{request.url.replace(query='')}?{urlencode(params, safe='$')}"
     return body
 
 
-def _found(cid: str, event: Any) -> Any:
-    from ._core import Found
-
+def _found(cid: str, event: NativeEvent) -> Found:
     return Found(calendar_id=cid, event=event)
 
 
@@ -214,8 +211,6 @@ async def _event(
     tz: str,
     prefer: dict[str, str],
 ) -> Response:
-    from ._render import change_key
-
     found = view.find(user, event_id)
     method = request.method
     expand_props = "singleValueExtendedProperties" in request.query_params.get("$expand", "")
