@@ -74,6 +74,8 @@ class CalBridge:
         self.runtime = Runtime.open(config, host=host, http=http, transport=transport, clock=clock)
         self._calendars: dict[str, tuple[float, list[Calendar]]] = {}
         self._callbacks: list[ChangeCallback] = []
+        self._changes: Any = None
+        self._feed: Any = None
 
     @classmethod
     def from_file(cls, path: str, **kwargs: Any) -> CalBridge:
@@ -169,7 +171,10 @@ class CalBridge:
         """Where to send the user to connect ``provider`` (one-time state, PKCE)."""
         self.runtime.require_vault()
         start = await self.runtime.oauth.begin(
-            app_user_id=app_user_id, provider=provider, scopes=scopes, login_hint=login_hint,
+            app_user_id=app_user_id,
+            provider=provider,
+            scopes=scopes,
+            login_hint=login_hint,
             extra=extra,
         )
         return str(start.url)
@@ -186,10 +191,9 @@ class CalBridge:
         return account
 
     async def _on_connected(self, account: Account) -> None:
-        """Start observing the new account's changes (push channel or polling)."""
-        hook = getattr(self, "_connected_hook", None)
-        if hook is not None:
-            await hook(account)
+        """Start observing the new account's changes (first sync, push or polling)."""
+        assert account.id is not None
+        await self.changes.channels.on_account_connected(account.id)
 
     # -- calendars -----------------------------------------------------------------------
 
@@ -275,8 +279,10 @@ class CalBridge:
             self._enqueue_shadow_compare(app_user_id, window)
 
     def _enqueue_shadow_compare(self, app_user_id: str, window: TimeRange) -> None:
+        from .migration._jobs import COMPARE_KIND
+
         self.runtime.queue.enqueue(
-            "migration.compare",
+            COMPARE_KIND,
             {
                 "app_user_id": app_user_id,
                 "start": window.start.isoformat(),
@@ -405,11 +411,14 @@ class CalBridge:
         return decision, provider, session, cal, event_id
 
     def _after_write(self, app_user_id: str, key: str, action: str) -> None:
+        from .migration._jobs import VERIFY_ATTEMPTS, VERIFY_KIND
+
         if self.runtime.user_facts(app_user_id).phase is Phase.DUAL:
             self.runtime.queue.enqueue(
-                "migration.verify_write",
+                VERIFY_KIND,
                 {"app_user_id": app_user_id, "key": key, "action": action},
                 run_at=self.runtime.clock() + 60,
+                max_attempts=VERIFY_ATTEMPTS,
             )
 
     async def free_busy(
@@ -423,10 +432,71 @@ class CalBridge:
 
     # -- changes -------------------------------------------------------------------------
 
+    @property
+    def changes(self) -> Any:
+        """The change pipeline (:class:`calbridge.sync.SyncService`), built on first use."""
+        if self._changes is None:
+            from ._feed import AppFeed
+            from .migration._jobs import register_migration_handlers
+            from .sync import SyncService
+
+            service = SyncService(self.runtime)
+            service.on_changes(self._deliver)
+            register_migration_handlers(service.handlers, self.runtime)
+            self._feed = AppFeed(self.runtime)
+            self._changes = service
+        return self._changes
+
     def on_changes(self, callback: ChangeCallback) -> ChangeCallback:
-        """Register an async callback receiving every change batch (also a decorator)."""
+        """Register an async callback receiving change batches (also a decorator).
+
+        Each batch is a :class:`calbridge.sync.ChangeBatch`: one calendar's upserted
+        events and deleted ids, with a stable ``id`` for deduplication. For a user served
+        by two providers during a migration, each distinct change is delivered once,
+        from whichever provider reports it first.
+        """
+        _ = self.changes
         self._callbacks.append(callback)
         return callback
+
+    async def _deliver(self, batch: Any) -> None:
+        if not self._callbacks:
+            return
+        feed = self._feed
+        assert feed is not None
+        if not await asyncio.to_thread(feed.applies_to, batch.app_user_id):
+            for callback in self._callbacks:
+                await callback(batch)
+            return
+        filtered, records = await asyncio.to_thread(feed.select, batch)
+        if len(filtered) or filtered.full:
+            for callback in self._callbacks:
+                await callback(filtered)
+        await asyncio.to_thread(feed.record, batch, records)
+
+    async def subscribe(self, app_user_id: str) -> dict[str, str]:
+        """Start observing every account of the user (push channel or polling).
+
+        Returns account id -> ``"push"`` or ``"poll"``. Connecting does this already.
+        """
+        out = {}
+        for account in await self.accounts(app_user_id):
+            assert account.id is not None
+            out[account.id] = await self.changes.channels.on_account_connected(account.id)
+        return out
+
+    def webhook_app(self) -> Any:
+        """The ASGI webhook receiver to mount in the application (one route per provider)."""
+        from .webhooks import make_webhook_app
+
+        return make_webhook_app(self.runtime)
+
+    def worker(self, **options: Any) -> Any:
+        """A job worker running the change pipeline and migration jobs
+        (:class:`calbridge.jobs.Worker`; ``await worker.run()`` until stopped)."""
+        from .jobs import Worker
+
+        return Worker(self.runtime.queue, self.changes.handlers, **options)
 
     # -- forgetting ----------------------------------------------------------------------
 

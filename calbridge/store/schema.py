@@ -14,6 +14,8 @@ import sqlalchemy as sa
 
 __all__ = [
     "accounts",
+    "app_feed",
+    "app_feed_ids",
     "audit_log",
     "channels",
     "credentials",
@@ -236,4 +238,28 @@ audit_log = sa.Table(
     sa.Column("actor", sa.String(64), nullable=False),
     sa.Column("action", sa.String(128), nullable=False),
     sa.Column("detail", sa.JSON, nullable=False),
+)
+
+#: what the application was told, per app user and event identity (iCalUID + occurrence):
+#: lets changes reported by two providers fronting one calendar reach the app once
+app_feed = sa.Table(
+    "app_feed",
+    metadata,
+    sa.Column("app_user_id", _NAME, primary_key=True),
+    sa.Column("identity", sa.String(512), primary_key=True),
+    sa.Column("fingerprint", sa.String(64), nullable=False),
+    sa.Column("deleted", sa.Boolean, nullable=False),
+    sa.Column("updated_at", sa.BigInteger, nullable=False),
+)
+
+#: provider event id -> identity, so a deletion (which carries only the id) is recognised
+app_feed_ids = sa.Table(
+    "app_feed_ids",
+    metadata,
+    sa.Column(
+        "account_id", _ID, sa.ForeignKey("accounts.id", ondelete="CASCADE"), primary_key=True
+    ),
+    sa.Column("event_id", _NAME, primary_key=True),
+    sa.Column("app_user_id", _NAME, nullable=False),
+    sa.Column("identity", sa.String(512), nullable=False),
 )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import Any
 from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit
 
@@ -29,6 +30,8 @@ class BridgeRig:
     bridge: CalBridge
     world: World
     http: httpx.AsyncClient
+    worker: Any = None
+    forward: Any = None
 
     async def connect(self, user: str, provider: str, email: str) -> str:
         """Run the real OAuth flow (the sandbox auto-consents); returns the account id."""
@@ -44,11 +47,44 @@ class BridgeRig:
         """Advance the sandbox clock (Cronofy applies writes and polls natively)."""
         await self.world.clock.advance(seconds) if seconds else await self.world.clock.run_due()
 
+    async def work(self) -> int:
+        """Run the bridge's jobs (syncs, deliveries) until none is runnable."""
+        from calbridge.sync import drain
+
+        if self.worker is None:
+            self.worker = self.bridge.worker(concurrency=1, poll_interval=0.01)
+        return await drain(self.worker)
+
+
+class _Forward(httpx.AsyncBaseTransport):
+    """Webhook deliveries from the world to the bridge's receiver (set once it exists)."""
+
+    def __init__(self) -> None:
+        self.app: object | None = None
+        self.delivered = 0
+        self.statuses: list[int] = []
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if self.app is None:
+            return httpx.Response(200)
+        self.delivered += 1
+        inner = httpx.ASGITransport(app=self.app)  # type: ignore[arg-type]
+        response = await inner.handle_async_request(request)
+        self.statuses.append(response.status_code)
+        return response
+
+
+@pytest.fixture(params=[False], ids=["poll-only"])
+def push(request: pytest.FixtureRequest) -> bool:
+    """Whether the bridge has a public webhook URL (overridden by push tests)."""
+    return bool(request.param)
+
 
 @pytest.fixture
-async def rig(tmp_path: Path) -> AsyncIterator[BridgeRig]:
+async def rig(tmp_path: Path, push: bool) -> AsyncIterator[BridgeRig]:
     """A fresh world, both sandboxes in-process, a bridge on a temporary SQLite store."""
-    world = World(transport=httpx.MockTransport(lambda r: httpx.Response(200)))
+    forward = _Forward()
+    world = World(transport=forward)
     world.add_application(GOOGLE_ID, GOOGLE_SECRET)
     world.add_application(CRONOFY_ID, CRONOFY_SECRET)
     host = fresh_plugin_host()
@@ -58,6 +94,7 @@ async def rig(tmp_path: Path) -> AsyncIterator[BridgeRig]:
         database_url=f"sqlite:///{tmp_path / 'bridge.db'}",
         keys=f"k1:{generate_key()}",
         redirect_base="http://127.0.0.1:8000/oauth",
+        public_url="https://app.example.test" if push else None,
         routing=RoutingConfig(prefer_when_authorized=True),
         providers={
             "google": ProviderSettings(
@@ -80,6 +117,7 @@ async def rig(tmp_path: Path) -> AsyncIterator[BridgeRig]:
     bridge = CalBridge(
         config, host=host, transport=transport, clock=lambda: world.clock.now().timestamp()
     )
+    forward.app = bridge.webhook_app()
     async with httpx.AsyncClient(transport=transport) as http:
-        yield BridgeRig(bridge=bridge, world=world, http=http)
+        yield BridgeRig(bridge=bridge, world=world, http=http, forward=forward)
     await bridge.aclose()

@@ -1,0 +1,184 @@
+"""The application feed: each distinct change reaches the app once, whoever reported it.
+
+During a migration two providers front the same native calendar (the legacy one and
+Cronofy), and both report every change. The feed remembers, per app user and event
+identity (iCalendar UID, plus the original start for occurrences of a series), a
+fingerprint of what the application was last told, and lets a batch through only with
+what is new. So a change made while a user is switched from legacy to Cronofy reaches the
+app exactly once: from whichever provider reports it first.
+
+The state is recorded only after the application's callbacks succeeded, so a failed
+delivery is retried (at-least-once) without being filtered away.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+import attrs
+import sqlalchemy as sa
+
+from .models import Event, EventTime, TimeKind
+
+__all__ = ["AppFeed", "event_fingerprint", "event_identity"]
+
+
+def _stamp(t: EventTime | None) -> str:
+    if t is None:
+        return ""
+    if t.kind is TimeKind.DATE:
+        return t.date.isoformat() if t.date else ""
+    return t.as_utc().strftime("%Y%m%dT%H%M%SZ")
+
+
+def event_identity(event: Event) -> str:
+    """The provider-independent identity of an event or occurrence."""
+    uid = event.ical_uid or f"{event.provider}:{event.id}"
+    if event.original_start is not None:
+        return f"{uid}@{_stamp(event.original_start)}"
+    return uid
+
+
+def event_fingerprint(event: Event) -> str:
+    """A digest of the fields both providers report alike."""
+    fields = {
+        "summary": event.summary or "",
+        "location": event.location or "",
+        "start": _stamp(event.start),
+        "end": _stamp(event.end),
+        "status": str(event.status),
+        "transparency": str(event.transparency),
+        "recurrence": sorted(event.recurrence),
+        "attendees": sorted((a.email.lower(), str(a.response)) for a in event.attendees),
+    }
+    return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
+
+
+@attrs.define
+class AppFeed:
+    """Filters change batches down to what the application has not been told yet."""
+
+    runtime: Any
+
+    def applies_to(self, app_user_id: str | None) -> bool:
+        """True for users served by more than one provider (both report the same changes)."""
+        if app_user_id is None:
+            return False
+        facts = self.runtime.user_facts(app_user_id)
+        return facts.phase is not None or len({a.provider for a in facts.accounts}) > 1
+
+    def select(self, batch: Any) -> tuple[Any, list[tuple[str, str, str | None, bool]]]:
+        """The part of ``batch`` that is news, and the feed rows to record after delivery.
+
+        Returns ``(filtered batch, records)``; records are
+        ``(identity, provider event id, fingerprint or None for a deletion, is_deletion)``.
+        """
+        from .store import read, schema
+
+        user = batch.app_user_id
+        feed, ids = schema.app_feed.c, schema.app_feed_ids.c
+        idents = {e.id: event_identity(e) for e in batch.upserted}
+        with read(self.runtime.engine) as conn:
+            known = dict(
+                conn.execute(
+                    sa.select(ids.event_id, ids.identity).where(
+                        ids.account_id == batch.account_id,
+                        ids.event_id.in_(list(batch.deleted) or [""]),
+                    )
+                ).all()
+            )
+            wanted = set(idents.values()) | set(known.values())
+            state = {
+                r.identity: (r.fingerprint, r.deleted)
+                for r in conn.execute(
+                    sa.select(feed.identity, feed.fingerprint, feed.deleted).where(
+                        feed.app_user_id == user, feed.identity.in_(list(wanted) or [""])
+                    )
+                )
+            }
+        Record = tuple[str, str, str | None, bool]
+        upserted: list[Event] = []
+        deleted: list[str] = []
+        records: list[Record] = []
+        for event in batch.upserted:
+            ident, fp = idents[event.id], event_fingerprint(event)
+            records.append((ident, event.id, fp, False))
+            if state.get(ident) != (fp, False):
+                upserted.append(event)
+                state[ident] = (fp, False)
+        for event_id in batch.deleted:
+            if event_id not in known:
+                deleted.append(event_id)  # never told as this id: pass it on
+                continue
+            gone = str(known[event_id])
+            records.append((gone, event_id, None, True))
+            previous = state.get(gone)
+            if previous is not None and not previous[1]:
+                deleted.append(event_id)
+                state[gone] = (previous[0], True)
+        filtered = attrs.evolve(batch, upserted=tuple(upserted), deleted=tuple(deleted))
+        return filtered, records
+
+    def record(self, batch: Any, records: list[tuple[str, str, str | None, bool]]) -> None:
+        """Remember what the application was told (after its callbacks succeeded)."""
+        from .store import write
+
+        if not records:
+            return
+        from .store import schema
+
+        now = int(self.runtime.clock())
+        with write(self.runtime.engine) as conn:
+            for ident, event_id, fp, is_deletion in records:
+                self._upsert_id(conn, schema, batch, event_id, ident)
+                if is_deletion:
+                    conn.execute(
+                        schema.app_feed.update()
+                        .where(
+                            schema.app_feed.c.app_user_id == batch.app_user_id,
+                            schema.app_feed.c.identity == ident,
+                        )
+                        .values(deleted=True, updated_at=now)
+                    )
+                else:
+                    self._upsert_feed(conn, schema, batch.app_user_id, ident, fp or "", now)
+
+    @staticmethod
+    def _insert(conn: sa.Connection, table: sa.Table) -> Any:
+        if conn.dialect.name == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+            return pg_insert(table)
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+        return sqlite_insert(table)
+
+    def _upsert_id(
+        self, conn: sa.Connection, schema: Any, batch: Any, event_id: str, ident: str
+    ) -> None:
+        stmt = self._insert(conn, schema.app_feed_ids).values(
+            account_id=batch.account_id,
+            event_id=event_id,
+            app_user_id=batch.app_user_id,
+            identity=ident,
+        )
+        conn.execute(
+            stmt.on_conflict_do_update(
+                index_elements=["account_id", "event_id"], set_={"identity": ident}
+            )
+        )
+
+    def _upsert_feed(  # noqa: PLR0917 - private helper
+        self, conn: sa.Connection, schema: Any, user: str, ident: str, fp: str, now: int
+    ) -> None:
+        stmt = self._insert(conn, schema.app_feed).values(
+            app_user_id=user, identity=ident, fingerprint=fp, deleted=False, updated_at=now
+        )
+        conn.execute(
+            stmt.on_conflict_do_update(
+                index_elements=["app_user_id", "identity"],
+                set_={"fingerprint": fp, "deleted": False, "updated_at": now},
+            )
+        )

@@ -1,0 +1,83 @@
+"""Background jobs of the migration: shadow-read comparison and dual-write verification."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from ..jobs import HandlerRegistry, Job
+from ..models import TimeRange
+
+__all__ = ["COMPARE_KIND", "VERIFY_KIND", "register_migration_handlers"]
+
+COMPARE_KIND = "migration.compare"
+VERIFY_KIND = "migration.verify_write"
+#: how long a dual write may take to show through the target before it is reported
+VERIFY_ATTEMPTS = 6
+
+
+def register_migration_handlers(handlers: HandlerRegistry, runtime: Any) -> None:
+    """Add the migration's job kinds to ``handlers``."""
+    from ._machine import MigrationError, Migrator
+
+    async def compare(job: Job) -> object:
+        migrator = Migrator(runtime, clock=runtime.clock)
+        payload = job.payload
+        window = None
+        if payload.get("start") and payload.get("end"):
+            window = TimeRange(
+                start=dt.datetime.fromisoformat(payload["start"]),
+                end=dt.datetime.fromisoformat(payload["end"]),
+            )
+        report = await migrator.check_parity(payload["app_user_id"], window=window)
+        return report.as_dict()["clean"]
+
+    async def verify_write(job: Job) -> object:
+        from .._identity import resolve_event_id
+
+        user, key = job.payload["app_user_id"], job.payload["key"]
+        migrator = Migrator(runtime, clock=runtime.clock)
+        state = migrator.status(user)
+        if state.target_account_id is None:
+            return "no target account"
+        account = runtime.account(state.target_account_id)
+        provider = runtime.provider(account.provider)
+        session = runtime.session(account)
+        calendars = await provider.list_calendars(session)
+        primary = next((c for c in calendars if c.primary), calendars[0] if calendars else None)
+        if primary is None:
+            return "no target calendar"
+        if job.payload.get("action") == "delete":
+            return "deleted"
+        event_id, _ = await resolve_event_id(
+            runtime.store,
+            key=key,
+            app_user_id=user,
+            provider=provider,
+            session=session,
+            account_id=account.id,
+            calendar_id=primary.id,
+        )
+        if event_id is None:
+            if job.attempts < VERIFY_ATTEMPTS:
+                # a plain failure counts the attempt; the queue backs off between attempts
+                raise MigrationError(f"{key} not yet visible through {account.provider}")
+            runtime.store.audit(
+                "migration",
+                "migration.write_unverified",
+                app_user_id=user,
+                account_id=account.id,
+                detail={"key": key},
+            )
+            return "unverified"
+        runtime.store.audit(
+            "migration",
+            "migration.write_verified",
+            app_user_id=user,
+            account_id=account.id,
+            detail={"key": key},
+        )
+        return "verified"
+
+    handlers.add(COMPARE_KIND, compare)
+    handlers.add(VERIFY_KIND, verify_write)
