@@ -121,7 +121,7 @@ def delta(
         if found is None or found[0].email != user.email:
             raise _gone(view, request, None)
         return _page(view, request, *found)
-    token = q.get("$deltatoken")
+    token = q.get("$deltatoken") or None  # an empty token (a Location reset) starts afresh
     if token is not None:
         with view.lock:
             state = view.deltas.get(token)

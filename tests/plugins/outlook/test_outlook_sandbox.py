@@ -267,6 +267,9 @@ async def test_delta_rounds_removed_noise_and_expiry(rig: OutlookSandboxRig) -> 
     assert expired.status_code == 410
     assert expired.json()["error"]["code"] == "syncStateNotFound"
     assert "$deltatoken=" in expired.headers["location"]
+    reset = await rig.http.get(expired.headers["location"], headers=headers)
+    assert reset.status_code == 200  # the reset link starts a fresh round over the window
+    assert {i["id"] for i in reset.json()["value"]} == {ids[0], *ids[2:]}
 
 
 async def test_subscriptions_validate_expire_renew_and_notify(rig: OutlookSandboxRig) -> None:
