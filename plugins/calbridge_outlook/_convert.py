@@ -242,7 +242,11 @@ def event_from_wire(data: dict[str, Any], calendar_id: str) -> Event:
 def event_to_wire(
     draft: EventDraft, *, default_tz: str, transaction: str | None = None
 ) -> dict[str, Any]:
-    """The Graph ``event`` body for a draft (every writable field, for create or PATCH)."""
+    """The Graph ``event`` body for a draft (every writable field, for create or PATCH).
+
+    A draft without recurrence leaves an existing series recurring; end a series by
+    deleting it.
+    """
     all_day = draft.start.is_all_day
     body: dict[str, Any] = {
         "subject": draft.summary or "",
@@ -266,8 +270,9 @@ def event_to_wire(
             }
             for a in draft.attendees
         ],
-        "recurrence": None,
     }
+    # no ``recurrence: null`` for a draft without one: Graph refuses recurrence on an
+    # occurrence or exception, and the provider cannot tell those apart without a read
     if draft.recurrence:
         tzid = draft.start.tzid if draft.start.kind is TimeKind.ZONED else default_tz
         windows = to_windows(tzid)
