@@ -30,6 +30,7 @@ __all__ = [
     "ensure_schedule",
     "fail",
     "heartbeat",
+    "may_claim",
     "release",
     "remove_schedule",
     "row_to_job",
@@ -173,6 +174,30 @@ def enqueue(
 
 
 # ---------------------------------------------------------------- claim / ack
+
+
+def may_claim(
+    conn: sa.Connection,
+    *,
+    kinds: Sequence[str],
+    queues: Sequence[str] = (DEFAULT_QUEUE,),
+    now: float,
+) -> bool:
+    """Cheap read-only pre-check: could :func:`claim` find anything? (May say yes wrongly.)
+
+    Lets idle SQLite workers poll without taking the database's single write lock.
+    """
+    if not kinds:
+        return False
+    now_ms = _ms(now)
+    scope = (jobs.c.queue.in_(list(queues)), jobs.c.kind.in_(list(kinds)))
+    q = sa.select(
+        sa.or_(
+            sa.exists().where(jobs.c.state == RUNNING, jobs.c.lease_expires_ms <= now_ms, *scope),
+            sa.exists().where(jobs.c.state == QUEUED, jobs.c.run_at_ms <= now_ms, *scope),
+        )
+    )
+    return bool(conn.execute(q).scalar())
 
 
 def claim(

@@ -14,7 +14,7 @@ from typing import Any, Final, TypeVar
 
 import sqlalchemy as sa
 
-from ..store import read, write
+from ..store import is_sqlite, read, write
 from . import _ops as ops
 from ._model import DEFAULT_QUEUE, Clock, Job
 from ._ops import JOB_COLUMNS, row_to_job
@@ -105,6 +105,11 @@ class JobQueue:
     ) -> Job | None:
         """Claim one runnable job (see :func:`claim`)."""
         now = self.clock()
+        if is_sqlite(self.engine):
+            # idle polls read first: SQLite has one write lock, the webhook receiver needs it
+            with read(self.engine) as conn:
+                if not ops.may_claim(conn, kinds=kinds, queues=queues, now=now):
+                    return None
         # a serial-key race between PostgreSQL workers ends in a unique violation: retry
         return self.transact(
             lambda c: ops.claim(c, owner=owner, kinds=kinds, queues=queues, lease=lease, now=now),

@@ -12,7 +12,7 @@ import random
 import signal
 import socket
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Final, ParamSpec, TypeVar
 
@@ -260,13 +260,32 @@ class Worker:
             self.observer(event, job)
 
     async def _claim(self) -> Job | None:
-        return await self._db(
-            self.queue.claim,
-            owner=self.owner,
-            kinds=self.handlers.kinds(),
-            queues=self.queues,
-            lease=self.lease,
+        return await self._guarded(
+            self._db(
+                self.queue.claim,
+                owner=self.owner,
+                kinds=self.handlers.kinds(),
+                queues=self.queues,
+                lease=self.lease,
+            ),
+            lambda job: job,
         )
+
+    async def _guarded(self, call: Awaitable[R], claimed: Callable[[R], Job | None]) -> R:
+        """Await a database call that may claim a job, even when cancelled meanwhile.
+
+        A cancelled await does not stop the call's thread: its claim would commit with
+        nobody to run the job until the lease ran out. Wait for it and give the job back.
+        """
+        fut = asyncio.ensure_future(call)
+        try:
+            return await asyncio.shield(fut)
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                job = claimed(await fut)
+                if job is not None and await self._db(self.queue.release, job):
+                    self._observe("released", job)
+            raise
 
     async def _slot(self) -> None:
         assert self._stopping is not None
@@ -366,13 +385,16 @@ class Worker:
                 acked = await self._db(self.queue.complete, job)
             else:
                 # one transaction acks this job and claims the next (half the commits)
-                acked, following = await self._db(
-                    self.queue.complete_and_claim,
-                    job,
-                    owner=self.owner,
-                    kinds=self.handlers.kinds(),
-                    queues=self.queues,
-                    lease=self.lease,
+                acked, following = await self._guarded(
+                    self._db(
+                        self.queue.complete_and_claim,
+                        job,
+                        owner=self.owner,
+                        kinds=self.handlers.kinds(),
+                        queues=self.queues,
+                        lease=self.lease,
+                    ),
+                    lambda result: result[1],
                 )
             if acked:
                 self._observe("acked", job)

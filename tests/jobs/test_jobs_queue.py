@@ -12,7 +12,8 @@ from alembic.runtime.migration import MigrationContext
 
 from calbridge import Secret
 from calbridge.jobs import Job, JobQueue, LeaseLost, enqueue, job_schedules, jobs, remove_schedule
-from calbridge.store import metadata, write
+from calbridge.jobs._ops import may_claim
+from calbridge.store import metadata, read, write
 from tests.jobs.jobsupport import FakeClock, count
 
 LEASE = 30.0
@@ -380,3 +381,23 @@ def test_ack_and_claim_next_in_one_transaction(queue: JobQueue, clock: FakeClock
     assert not acked
     assert following is not None
     assert following.id == third
+
+
+def test_may_claim_precheck(queue: JobQueue, clock: FakeClock) -> None:
+    """The read-only pre-check sees due jobs and expired leases, and nothing else."""
+
+    def may() -> bool:
+        with read(queue.engine) as conn:
+            return may_claim(conn, kinds=["k"], queues=["default"], now=clock.now)
+
+    assert not may()
+    queue.enqueue("k", run_at=clock.now + 10)
+    queue.enqueue("other")
+    assert not may()
+    clock.advance(10)
+    assert may()
+    job = claim(queue)
+    assert job is not None
+    assert not may()
+    clock.advance(LEASE)
+    assert may()
