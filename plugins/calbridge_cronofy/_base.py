@@ -101,6 +101,8 @@ class CronofyBase(calbridge.Provider):
         super().__init__(http=http, settings=settings)
         dc = settings.option("data_center", settings.option("data_centre"))
         self.hosts: Hosts = hosts_for(dc, settings.base_urls)
+        api = httpx.URL(self.hosts.api)
+        self._api_origin = (api.scheme, api.host, api.port)
         self._policy: calbridge.RetryPolicy = settings.option("retry") or calbridge.RetryPolicy()
         self._default_tzid = str(settings.option("default_tzid", "Etc/UTC"))
         self._localized = bool(settings.option("localized_times", True))
@@ -228,16 +230,11 @@ class CronofyBase(calbridge.Provider):
 
     def _check_origin(self, url: Any) -> None:
         """The bearer token goes only to the API host: a ``next_page`` elsewhere is refused."""
-        api = httpx.URL(self.hosts.api)
         try:
             target = httpx.URL(str(url))
         except (httpx.InvalidURL, TypeError, ValueError):
             target = None
-        if target is None or (target.scheme, target.host, target.port) != (
-            api.scheme,
-            api.host,
-            api.port,
-        ):
+        if target is None or (target.scheme, target.host, target.port) != self._api_origin:
             raise ProviderResponseError(
                 "pages.next_page points outside the Cronofy API host; not following it",
                 provider=PROVIDER,
