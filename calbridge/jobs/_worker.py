@@ -163,6 +163,7 @@ class Worker:
         # executor cannot starve heartbeats (which would lose leases of healthy jobs)
         self._executor: ThreadPoolExecutor | None = None
         self._stopping: asyncio.Event | None = None
+        self._stop_requested = False
         self._force: asyncio.Event | None = None
 
     def __repr__(self) -> str:
@@ -174,6 +175,8 @@ class Worker:
         """Run until :meth:`stop`; then let in-flight jobs finish (or release them)."""
         self._stopping = asyncio.Event()
         self._force = asyncio.Event()
+        if self._stop_requested:
+            self._stopping.set()
         log.info(
             "worker %s: kinds %s, queues %s, concurrency %d",
             self.owner,
@@ -205,6 +208,7 @@ class Worker:
 
     def stop(self, *, now: bool = False) -> None:
         """Stop claiming; in-flight jobs get ``grace`` seconds (``now=True``: none)."""
+        self._stop_requested = True
         if self._stopping is None:
             return
         if self._stopping.is_set() or now:

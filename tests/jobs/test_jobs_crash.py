@@ -27,7 +27,7 @@ from tests.jobs.jobsupport import (
 
 pytestmark = pytest.mark.slow
 
-LEASE = 1.0
+LEASE = 1.5  # short, so takeovers are quick; long enough for a loaded machine
 
 
 CRASH_POINTS = ("after_claim", "after_effect", "before_ack")

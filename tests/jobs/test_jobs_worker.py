@@ -246,6 +246,18 @@ async def test_cancelled_worker_releases_its_jobs(queue: JobQueue) -> None:
     assert (again.id, again.attempts) == (job_id, 1)
 
 
+async def test_stop_before_run_is_not_lost(queue: JobQueue) -> None:
+    """A stop requested before run() starts (an early SIGTERM) ends run() at once."""
+    queue.enqueue("k")
+    handlers = HandlerRegistry({"k": lambda job: asyncio.sleep(0)})
+    worker = make_worker(queue, handlers)
+
+    worker.stop()
+    await asyncio.wait_for(worker.run(), 10)
+
+    assert queue.stats() == {"default": {"queued": 1}}
+
+
 def test_handler_registry_and_loader() -> None:
     """One handler per kind; handler paths must name a HandlerRegistry."""
     registry = load_handlers([HANDLERS], builtins=False)
