@@ -20,7 +20,7 @@ from typing import Any
 import attrs
 import sqlalchemy as sa
 
-from .models import Event, EventTime, TimeKind
+from .models import Event, EventTime, SeriesRole, TimeKind
 
 __all__ = ["AppFeed", "event_fingerprint", "event_identity"]
 
@@ -34,10 +34,19 @@ def _stamp(t: EventTime | None) -> str:
 
 
 def event_identity(event: Event) -> str:
-    """The provider-independent identity of an event or occurrence."""
+    """The provider-independent identity of an event or occurrence.
+
+    Occurrences of a series share the series' iCalUID, so they are told apart by their
+    original start (or, when the provider does not report it, their start).
+    """
     uid = event.ical_uid or f"{event.provider}:{event.id}"
     if event.original_start is not None:
         return f"{uid}@{_stamp(event.original_start)}"
+    if event.recurring_event_id is not None or event.series_role in (
+        SeriesRole.INSTANCE,
+        SeriesRole.EXCEPTION,
+    ):
+        return f"{uid}@{_stamp(event.start)}"
     return uid
 
 
@@ -61,13 +70,6 @@ class AppFeed:
     """Filters change batches down to what the application has not been told yet."""
 
     runtime: Any
-
-    def applies_to(self, app_user_id: str | None) -> bool:
-        """True for users served by more than one provider (both report the same changes)."""
-        if app_user_id is None:
-            return False
-        facts = self.runtime.user_facts(app_user_id)
-        return facts.phase is not None or len({a.provider for a in facts.accounts}) > 1
 
     def select(self, batch: Any) -> tuple[Any, list[tuple[str, str, str | None, bool]]]:
         """The part of ``batch`` that is news, and the feed rows to record after delivery.

@@ -39,6 +39,10 @@ __all__ = ["CalBridge", "ForgetReport", "SyncCalBridge"]
 
 ChangeCallback = Callable[[Any], Awaitable[None]]
 
+#: seconds after a write before the written calendar is synced (providers such as Cronofy
+#: apply writes asynchronously and never notify the app of its own writes)
+WRITE_SETTLE_SECONDS = 30.0
+
 
 @attrs.frozen(kw_only=True)
 class ForgetReport:
@@ -345,19 +349,19 @@ class CalBridge:
                 ical_uid=event.ical_uid,
             )
         )
-        self._after_write(app_user_id, key, "create")
+        self._after_write(app_user_id, key, "create", decision.account_id, cal)
         return event
 
     async def update_event(
         self, app_user_id: str, key: str, draft: EventDraft, *, etag: str | None = None
     ) -> Event:
         """Update the event created under ``key`` (wherever the user is served now)."""
-        _, provider, session, entry_cal, event_id = await self._resolve(
+        decision, provider, session, entry_cal, event_id = await self._resolve(
             app_user_id, key, around=draft.start.as_utc()
         )
         marked = attrs.evolve(draft, properties={**draft.properties, APP_KEY_PROPERTY: key})
         event = await provider.update_event(session, entry_cal, event_id, marked, etag=etag)
-        self._after_write(app_user_id, key, "update")
+        self._after_write(app_user_id, key, "update", decision.account_id, entry_cal)
         return event
 
     async def delete_event(self, app_user_id: str, key: str) -> None:
@@ -366,6 +370,7 @@ class CalBridge:
             return
         decision, provider, session, entry_cal, event_id = await self._resolve(app_user_id, key)
         await provider.delete_event(session, entry_cal, event_id)
+        self._after_write(app_user_id, key, "delete", decision.account_id, entry_cal)
         self.store.audit(
             "bridge",
             "event.deleted",
@@ -410,9 +415,23 @@ class CalBridge:
             )
         return decision, provider, session, cal, event_id
 
-    def _after_write(self, app_user_id: str, key: str, action: str) -> None:
-        from .migration._jobs import VERIFY_ATTEMPTS, VERIFY_KIND
+    def _after_write(
+        self, app_user_id: str, key: str, action: str, account_id: str, calendar_id: str
+    ) -> None:
+        """Bring the cache up to date and, in ``dual``, verify the write at the target.
 
+        Providers do not always notify an app of its own writes (Cronofy never does), so
+        the written calendar gets a (coalesced) sync shortly after.
+        """
+        from .migration._jobs import VERIFY_ATTEMPTS, VERIFY_KIND
+        from .sync import calendar_key
+
+        self.runtime.queue.enqueue(
+            "sync",
+            {"account": account_id, "calendar": calendar_id},
+            coalesce_key=calendar_key(account_id, calendar_id),
+            run_at=self.runtime.clock() + WRITE_SETTLE_SECONDS,
+        )
         if self.runtime.user_facts(app_user_id).phase is Phase.DUAL:
             self.runtime.queue.enqueue(
                 VERIFY_KIND,
@@ -451,9 +470,10 @@ class CalBridge:
         """Register an async callback receiving change batches (also a decorator).
 
         Each batch is a :class:`calbridge.sync.ChangeBatch`: one calendar's upserted
-        events and deleted ids, with a stable ``id`` for deduplication. For a user served
-        by two providers during a migration, each distinct change is delivered once,
-        from whichever provider reports it first.
+        events and deleted ids, with a stable ``id`` for deduplication. Each distinct
+        change is delivered once per user, even while two providers (legacy and Cronofy)
+        report the same native calendar during a migration; an unchanged event re-read by
+        a full resync is not delivered again.
         """
         _ = self.changes
         self._callbacks.append(callback)
@@ -464,7 +484,7 @@ class CalBridge:
             return
         feed = self._feed
         assert feed is not None
-        if not await asyncio.to_thread(feed.applies_to, batch.app_user_id):
+        if batch.app_user_id is None:
             for callback in self._callbacks:
                 await callback(batch)
             return

@@ -18,6 +18,7 @@ COMMANDS: dict[str, str] = {
     "accounts": "calbridge.cli._route:accounts",
     "channels": "calbridge.cli._channels:channels",
     "db": "calbridge.cli._db:db",
+    "demo": "calbridge.cli._demo:demo",
     "jobs": "calbridge.cli._worker:jobs",
     "keys": "calbridge.cli._keys:keys",
     "migrate": "calbridge.cli._migrate:migrate",
