@@ -120,8 +120,17 @@ def worker(
 @click.command()
 @click.option("--store", "url", metavar="URL", default=None, help=_STORE_HELP)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
-@click.option("--dead", "dead_limit", type=int, default=20, show_default=True, help="Dead jobs.")
-@click.option("--retry", "retry_ids", type=int, multiple=True, help="Queue a dead job again.")
+@click.option(
+    "--dead", "dead_limit", type=int, default=20, show_default=True, help="Dead jobs to list."
+)
+@click.option(
+    "--retry",
+    "retry_ids",
+    type=int,
+    multiple=True,
+    metavar="ID",
+    help="Queue dead job ID again with a fresh attempt budget (repeatable).",
+)
 def jobs(url: str | None, as_json: bool, dead_limit: int, retry_ids: tuple[int, ...]) -> None:
     """Show job counts per queue and state, and the latest dead jobs with their errors."""
     from ..jobs import JobQueue
