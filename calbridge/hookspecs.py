@@ -105,7 +105,7 @@ class ChangeSource:
 
 
 @hookspec
-def register_providers(register: ProviderRegistrar) -> None:  # type: ignore[empty-body]
+def register_providers(register: ProviderRegistrar) -> None:
     """Register provider classes.
 
     Args:
@@ -145,7 +145,7 @@ def register_sandboxes(register: SandboxRegistrar) -> None:
 
 
 @hookspec(firstresult=True)
-def make_change_source(  # type: ignore[empty-body]
+def make_change_source(
     provider: Provider, callback_url: str | None
 ) -> ChangeSource | None:
     """Decide how changes of ``provider``'s calendars are observed. First answer wins.
