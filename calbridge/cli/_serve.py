@@ -39,6 +39,14 @@ from ._context import bridge_options, make_config
     help="Jobs each worker runs at once.",
 )
 @click.option(
+    "--debounce",
+    default=2.0,
+    show_default=True,
+    type=click.FloatRange(0, 60),
+    help="Seconds a notification-triggered sync waits for more notifications of its calendar "
+    "(a burst then costs one provider read).",
+)
+@click.option(
     "--log-level",
     type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
     default="INFO",
@@ -53,6 +61,7 @@ def serve(
     path: str,
     worker_count: int,
     concurrency: int,
+    debounce: float,
     log_level: str,
 ) -> None:
     """Serve the webhook receiver (one route per provider) and run job workers.
@@ -63,7 +72,7 @@ def serve(
     """
     logging.basicConfig(level=log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
     config = make_config(config_path, database_url)
-    asyncio.run(_serve(config, host, port, path, worker_count, concurrency, log_level))
+    asyncio.run(_serve(config, host, port, path, worker_count, concurrency, debounce, log_level))
 
 
 def _server_class() -> Any:
@@ -98,6 +107,7 @@ async def _serve(
     path: str,
     worker_count: int,
     concurrency: int,
+    debounce: float,
     log_level: str,
 ) -> None:
     import uvicorn
@@ -112,7 +122,7 @@ async def _serve(
     _Server = _server_class()
     runtime = Runtime.open(config)
     service = SyncService(runtime)
-    app: Any = make_webhook_app(runtime)
+    app: Any = make_webhook_app(runtime, debounce=debounce)
     if path.strip("/"):
         app = Starlette(routes=[Mount("/" + path.strip("/"), app=app)])
     server = _Server(

@@ -21,6 +21,7 @@ import attrs
 import httpx
 
 from .. import jobs
+from ..errors import ReauthRequired
 from ..models import Secret
 from ._batch import ChangeBatch, batch_from_json, sign_standard_webhook
 from ._channels import ChannelManager
@@ -207,6 +208,13 @@ def build_handlers(service: SyncService) -> jobs.HandlerRegistry:
             )
         except CursorMoved:
             raise jobs.RetryLater(0.5, "another round committed first") from None
+        except ReauthRequired:
+            # the token source marked the account needs_reauth (and fired the hook);
+            # retrying cannot help until the user reconnects
+            log.warning(
+                "sync of %s/%s skipped: the account needs re-authorization", account, calendar
+            )
+            return {"skipped": "needs_reauth"}
         return attrs.asdict(result, recurse=False)
 
     async def reconcile(job: jobs.Job) -> object:

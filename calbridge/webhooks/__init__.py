@@ -11,6 +11,6 @@ See ``docs/changes.md``.
 
 from __future__ import annotations
 
-from ._app import DEFAULT_MAX_BODY, WebhookReceiver, make_webhook_app
+from ._app import DEFAULT_DEBOUNCE, DEFAULT_MAX_BODY, WebhookReceiver, make_webhook_app
 
-__all__ = ["DEFAULT_MAX_BODY", "WebhookReceiver", "make_webhook_app"]
+__all__ = ["DEFAULT_DEBOUNCE", "DEFAULT_MAX_BODY", "WebhookReceiver", "make_webhook_app"]

@@ -31,11 +31,10 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from .. import jobs
 from ..errors import NotificationRejected, ProviderNotFoundError, StoreError
 from ..models import AccountStatus, Channel
 from ..provider import Notification, NotificationKind, WebhookReply, WebhookRequest
-from ..store import schema
+from ._sql import statements
 
 __all__ = ["DEFAULT_MAX_BODY", "WebhookReceiver", "make_webhook_app"]
 
@@ -45,6 +44,9 @@ log = logging.getLogger("calbridge.webhooks")
 DEFAULT_MAX_BODY: Final = 1024 * 1024
 #: how long a channel read stays cached (seconds)
 CHANNEL_TTL: Final = 2.0
+#: seconds a webhook-triggered sync waits for more notifications of its calendar
+#: (``calbridge serve`` uses 2 s; 0 runs the sync as soon as a worker is free)
+DEFAULT_DEBOUNCE: Final = 0.0
 _NO_STORE: Final = frozenset(
     {NotificationKind.VERIFICATION, NotificationKind.SYNC, NotificationKind.IGNORED}
 )
@@ -85,12 +87,17 @@ class WebhookReceiver:
         *,
         max_body: int = DEFAULT_MAX_BODY,
         max_group: int = 256,
+        debounce: float = DEFAULT_DEBOUNCE,
     ) -> None:
         self.runtime = runtime
         self.max_body = max_body
+        self.debounce = debounce
         self.max_group = max_group
         self.accepted = 0
         self.rejected = 0
+        #: write transactions committed, and the deliveries they carried (group commit)
+        self.commits = 0
+        self.committed = 0
         self._queue: list[_Pending] = []
         self._writer: asyncio.Task[None] | None = None
         self._channels: dict[tuple[str, str], tuple[float, Channel | None]] = {}
@@ -220,13 +227,15 @@ class WebhookReceiver:
                     if not item.future.done():
                         item.future.set_exception(_StoreDown())
                 continue
+            self.commits += 1
+            self.committed += len(group)
             for item, result in zip(group, results, strict=True):
                 if not item.future.done():
                     item.future.set_result(result)
 
     def _write_group(self, group: Sequence[_Pending]) -> list[list[Any]]:
         def run(conn: sa.Connection) -> list[list[Any]]:
-            return [self._write_one(conn, p.provider, p.notifications) for p in group]
+            return self._write_tx(conn, group)
 
         try:
             out: list[list[Any]] = self.runtime.queue.transact(run)
@@ -234,72 +243,75 @@ class WebhookReceiver:
             raise _StoreDown from exc
         return out
 
-    def _write_one(
-        self, conn: sa.Connection, provider: str, notifications: Sequence[Notification]
-    ) -> list[Any]:
+    def _write_tx(self, conn: sa.Connection, group: Sequence[_Pending]) -> list[list[Any]]:
+        """Inbox rows for every notification of the group, then each distinct job once."""
+        sql = statements(conn.dialect.name)
         store = self.runtime.store
         now = self.runtime.clock()
-        disconnected: list[Any] = []
-        for n in notifications:
-            if n.kind in _NO_STORE:
-                continue
-            payload = {
-                "kind": str(n.kind),
-                "calendar_ids": list(n.calendar_ids),
-                "changes_since": n.changes_since,
-            }
-            new = store.inbox_insert(
-                provider=provider,
-                delivery_key=n.delivery_key,
-                kind=str(n.kind),
-                payload=payload,
-                channel_id=n.channel_id,
-                account_id=n.account_id,
-                conn=conn,
-            )
-            if new is None:
-                continue  # a duplicate: already recorded and queued
-            if n.channel_id:
-                ch = schema.channels.c
-                conn.execute(
-                    schema.channels.update()
-                    .where(ch.provider == provider, ch.id == n.channel_id)
-                    .values(last_notification_at=int(now))
-                )
-            if not n.account_id:
-                continue
-            if n.kind in _SYNC_KINDS:
-                for cal in n.calendar_ids or (None,):
-                    key = f"sync:{n.account_id}:{cal or '*'}"
-                    jobs.enqueue(
-                        conn,
-                        "sync",
-                        {"account": n.account_id, "calendar": cal},
-                        coalesce_key=key,
-                        now=now,
-                    )
-            if n.kind in (NotificationKind.RENEW, NotificationKind.RESUBSCRIBE) and n.channel_id:
-                jobs.enqueue(
+        work: dict[str, tuple[str, dict[str, Any]]] = {}
+        touched: set[tuple[str, str]] = set()
+        results: list[list[Any]] = []
+        for pending in group:
+            disconnected: list[Any] = []
+            for n in pending.notifications:
+                if n.kind in _NO_STORE:
+                    continue
+                new = sql.inbox_insert(
                     conn,
-                    "renew_channels",
-                    {
-                        "provider": provider,
-                        "channel": n.channel_id,
-                        "recreate": n.kind is NotificationKind.RESUBSCRIBE,
+                    provider=pending.provider,
+                    delivery_key=n.delivery_key,
+                    kind=str(n.kind),
+                    channel_id=n.channel_id,
+                    account_id=n.account_id,
+                    payload={
+                        "kind": str(n.kind),
+                        "calendar_ids": list(n.calendar_ids),
+                        "changes_since": n.changes_since,
                     },
-                    coalesce_key=f"renew:{provider}:{n.channel_id}",
-                    now=now,
+                    received_at=int(now),
                 )
-            if n.kind is NotificationKind.PROFILE_DISCONNECTED:
-                changed = store.set_account_status(
-                    n.account_id,
-                    AccountStatus.NEEDS_REAUTH,
-                    reason="profile_disconnected",
-                    conn=conn,
-                )
-                if changed is not None:
-                    disconnected.append(changed)
-        return disconnected
+                if new is None:
+                    continue  # a duplicate: already recorded and queued
+                if n.channel_id:
+                    touched.add((pending.provider, n.channel_id))
+                if not n.account_id:
+                    continue
+                _plan(work, pending.provider, n)
+                if n.kind is NotificationKind.PROFILE_DISCONNECTED:
+                    changed = store.set_account_status(
+                        n.account_id,
+                        AccountStatus.NEEDS_REAUTH,
+                        reason="profile_disconnected",
+                        conn=conn,
+                    )
+                    if changed is not None:
+                        disconnected.append(changed)
+            results.append(disconnected)
+        for key, (kind, payload) in work.items():
+            delay = self.debounce if kind == "sync" else 0.0
+            sql.enqueue_coalesced(conn, kind, payload, coalesce_key=key, now=now, delay=delay)
+        for provider, channel_id in touched:
+            conn.execute(
+                sql.touch_channel, {"p_provider": provider, "p_id": channel_id, "p_at": int(now)}
+            )
+        return results
+
+
+def _plan(work: dict[str, tuple[str, dict[str, Any]]], provider: str, n: Notification) -> None:
+    """The jobs one new notification asks for, keyed by their coalescing key."""
+    account = n.account_id
+    if n.kind in _SYNC_KINDS:
+        for cal in n.calendar_ids or (None,):
+            work[f"sync:{account}:{cal or '*'}"] = ("sync", {"account": account, "calendar": cal})
+    if n.kind in (NotificationKind.RENEW, NotificationKind.RESUBSCRIBE) and n.channel_id:
+        work[f"renew:{provider}:{n.channel_id}"] = (
+            "renew_channels",
+            {
+                "provider": provider,
+                "channel": n.channel_id,
+                "recreate": n.kind is NotificationKind.RESUBSCRIBE,
+            },
+        )
 
 
 def _reply(notifications: Sequence[Notification]) -> WebhookReply:
@@ -309,12 +321,17 @@ def _reply(notifications: Sequence[Notification]) -> WebhookReply:
     return notifications[0].reply if notifications else WebhookReply()
 
 
-def make_webhook_app(runtime: Any, *, max_body: int = DEFAULT_MAX_BODY) -> Starlette:
+def make_webhook_app(
+    runtime: Any, *, max_body: int = DEFAULT_MAX_BODY, debounce: float = DEFAULT_DEBOUNCE
+) -> Starlette:
     """The webhook receiver as an ASGI app (see the module docstring).
 
-    The receiver object is reachable as ``app.state.receiver``.
+    ``debounce``: a sync job queued by a notification runs this many seconds later, so
+    a burst of notifications for one calendar (which coalesce into that one queued job)
+    costs one provider read, not one per notification. The receiver object is reachable
+    as ``app.state.receiver``.
     """
-    receiver = WebhookReceiver(runtime, max_body=max_body)
+    receiver = WebhookReceiver(runtime, max_body=max_body, debounce=debounce)
     app = receiver.app()
     app.state.receiver = receiver
     return app
