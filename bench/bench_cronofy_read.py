@@ -490,13 +490,21 @@ def main() -> int:
             + table(rows)
             + "\n\n"
             + (
-                "Reading is bound by the sandbox: fetching the same pages with no decoding at "
-                f"all gives {sandbox_eps:,.0f} events/s, and calbridge reaches "
-                f"{eps_ours / sandbox_eps:.0%} of that because it converts page N while page "
-                "N+1 is being served. pycronofy adds its own work (a new connection per page, "
-                "decoding) to the sandbox's time instead. The ratio to pycronofy therefore "
-                "cannot exceed (sandbox + pycronofy's per-page work) / sandbox; 2x would need "
-                "the sandbox to serve a page faster than pycronofy handles one."
+                "What the numbers say. Against the live sandbox both clients spend most of "
+                "their time waiting for it (fetching the same pages with no decoding at all "
+                f"gives {sandbox_eps:,.0f} events/s); calbridge overlaps its work with the "
+                "sandbox's by requesting page N+1 before converting page N. With the "
+                "sandbox's own pages replayed by a server that does no work, the clients' "
+                "costs show: pycronofy only runs `json.loads` per page and hands out dicts, "
+                "while calbridge also builds typed, validated `calbridge.Event` values "
+                f"({cost['convert']:.1f} µs of its {own:.1f} µs per event), work pycronofy "
+                "leaves to the application. The >= 2x target is not met: it would need "
+                "calbridge's whole per-event cost below half of a bare `json.loads`. Measured "
+                "ways to get closer: msgspec decodes these pages to dicts in about half "
+                "the time of `json` (3.4 vs 6.4 µs per event on a quiet run), and most of "
+                "the normalising is the construction of the frozen domain values "
+                "(`Event` about 5 µs, each `EventTime` about 3 µs). Memory is flat: peak "
+                "usage does not grow with the number of events streamed."
             )
         )
         update_doc(section)
