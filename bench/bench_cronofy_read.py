@@ -316,7 +316,7 @@ def own_cost(pages: list[tuple[str, bytes]]) -> dict[str, float]:
 
     bodies = [b for _, b in pages]
     total = sum(len(json.loads(b)["events"]) for b in bodies)
-    reps = 7
+    reps = 25
 
     def best(fn: Callable[[], object]) -> float:
         times = []
@@ -483,7 +483,7 @@ def main() -> int:
             "`Event` objects, page by page, next page prefetched), pycronofy 2.1.1 through "
             "`read_events` (raw dicts, one new connection per page). Same sandbox, same "
             f"run, best of {args.rounds} alternating rounds. Own work is measured on the "
-            "recorded pages with no network (CPU time, best of 7). Peak memory is "
+            "recorded pages with no network (CPU time, best of 25). Peak memory is "
             "tracemalloc's while streaming. The load average shows how busy the (shared) "
             "machine was.\n\n"
             f"Last run {stamp}, Python {sys.version.split()[0]}, {os.cpu_count()} CPUs:\n\n"
