@@ -25,7 +25,7 @@ import httpx
 from .._config import BridgeConfig, RoutingConfig
 from .._feed import event_identity
 from ..bridge import CalBridge
-from ..models import EventDraft, EventTime
+from ..models import EventDraft, EventTime, TimeRange
 from ..provider import ProviderSettings
 from ..router import Phase
 
@@ -53,6 +53,11 @@ class DemoOptions:
     seed: int = 7
     workdir: Path | None = None
     quiet: bool = False
+    #: run sandboxes and receiver in-process (ASGI transports) instead of over loopback
+    inprocess: bool = False
+    #: also roll one user back from shadow, from dual and from cutover, and check that
+    #: each works fully on legacy afterwards
+    rollback_every_phase: bool = False
 
     @classmethod
     def fast(cls) -> DemoOptions:
@@ -68,6 +73,7 @@ class DemoSummary:
     users_by_phase: dict[str, int]
     waiting_reauth: list[str]
     rolled_back: str | None
+    rollbacks_working_on_legacy: dict[str, str]
     events_cached: int
     notifications: int
     batches_delivered: int
@@ -82,8 +88,12 @@ class DemoSummary:
 
     @property
     def ok(self) -> bool:
-        """Nothing lost, nothing duplicated."""
-        return not self.lost and not self.duplicated
+        """Nothing lost, nothing duplicated, every rolled-back user works on legacy."""
+        return (
+            not self.lost
+            and not self.duplicated
+            and all(v == "ok" for v in self.rollbacks_working_on_legacy.values())
+        )
 
 
 class _Narrator:
@@ -164,6 +174,8 @@ class _Demo:
 
     async def world(self, fn: Callable[[], Awaitable[T]]) -> T:
         """Run ``fn`` on the sandbox server's loop (the world lives there)."""
+        if self.o.inprocess:
+            return await fn()
         return await asyncio.to_thread(self.sandbox.call, fn)
 
     async def tick(self, seconds: float = 301.0) -> None:
@@ -171,7 +183,8 @@ class _Demo:
         from ..sync import drain
 
         await self.world(lambda: self.w.clock.advance(seconds))
-        await asyncio.sleep(0.05)  # let in-flight webhook POSTs land
+        if not self.o.inprocess:
+            await asyncio.sleep(0.05)  # let in-flight webhook POSTs land
         await drain(self.worker)
 
     async def connect(self, user: str, provider: str, email: str) -> None:
@@ -201,27 +214,34 @@ class _Demo:
         self.w = World(clock=Clock(start=dt.datetime.now(dt.UTC).replace(microsecond=0)))
         for client_id, secret in CLIENTS.values():
             self.w.add_application(client_id, secret)
-        with serve_in_thread(build_app(self.w, dict(self.host.sandbox_factories()))) as sandbox:
+        # the receiver is mounted once the bridge exists; a tiny indirection serves it
+        self.receiver_app: Any = None
+
+        async def receiver(scope: Any, receive: Any, send: Any) -> None:
+            if scope["type"] == "lifespan":  # nothing to start: acknowledge
+                while (await receive())["type"] != "lifespan.shutdown":
+                    await send({"type": "lifespan.startup.complete"})
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+            await self.receiver_app(scope, receive, send)
+
+        sandboxes = build_app(self.w, dict(self.host.sandbox_factories()))
+        if self.o.inprocess:
+            self.w.delivery.transport = httpx.ASGITransport(app=receiver)
+            self.transport: httpx.AsyncBaseTransport | None = httpx.ASGITransport(app=sandboxes)
+            self.sandbox_base, self.hooks_base = "http://sandbox.local", "http://hooks.local"
+            yield
+            return
+        self.transport = None
+        with serve_in_thread(sandboxes) as sandbox, serve_in_thread(receiver) as hooks:
             self.sandbox = sandbox
-            # the receiver is mounted once the bridge exists; a tiny indirection serves it
-            self.receiver_app: Any = None
-
-            async def receiver(scope: Any, receive: Any, send: Any) -> None:
-                if scope["type"] == "lifespan":  # nothing to start: acknowledge
-                    while (await receive())["type"] != "lifespan.shutdown":
-                        await send({"type": "lifespan.startup.complete"})
-                    await send({"type": "lifespan.shutdown.complete"})
-                    return
-                await self.receiver_app(scope, receive, send)
-
-            with serve_in_thread(receiver) as hooks:
-                self.hooks = hooks
-                yield
+            self.sandbox_base, self.hooks_base = sandbox.base_url, hooks.base_url
+            yield
 
     def config(self) -> BridgeConfig:
         from ..store.vault import generate_key
 
-        base = self.sandbox.base_url
+        base = self.sandbox_base
         settings = {
             "google": ProviderSettings(
                 client_id=CLIENTS["google"][0],
@@ -247,7 +267,7 @@ class _Demo:
         return BridgeConfig(
             database_url=f"sqlite:///{self.workdir / 'calbridge.db'}",
             keys=f"demo:{generate_key()}",
-            public_url=self.hooks.base_url,
+            public_url=self.hooks_base,
             redirect_base="http://127.0.0.1:8000/oauth",
             # routing follows the migration phase; no blanket "prefer Cronofy" rule here
             routing=RoutingConfig(prefer_when_authorized=False),
@@ -259,12 +279,15 @@ class _Demo:
     async def run(self) -> DemoSummary:
         with self.servers():
             self.bridge = CalBridge(
-                self.config(), host=self.host, clock=lambda: self.w.clock.now().timestamp()
+                self.config(),
+                host=self.host,
+                transport=self.transport,
+                clock=lambda: self.w.clock.now().timestamp(),
             )
             self.receiver_app = self.bridge.webhook_app()
             self.bridge.on_changes(self.app)
             self.worker = self.bridge.worker(concurrency=1, poll_interval=0.01)
-            async with httpx.AsyncClient() as http, self.bridge:
+            async with httpx.AsyncClient(transport=self.transport) as http, self.bridge:
                 self.http = http
                 return await self.story()
         raise AssertionError("unreachable")  # pragma: no cover
@@ -328,9 +351,17 @@ class _Demo:
             report = await migrator.check_parity(user)
             clean += report.clean
         say.say(f"parity: {clean}/{len(cohort)} users clean")
+        rollbacks: dict[str, str] = {}
+        if o.rollback_every_phase and len(cohort) > 3:
+            rollbacks[cohort.pop()] = "shadow"
+            await migrator.rollback(next(iter(rollbacks)))
 
         say.act("6. Dual: writes through legacy, verified visible through Cronofy")
         await migrator.bulk(cohort, Phase.DUAL)
+        if o.rollback_every_phase and len(cohort) > 3:
+            user = cohort.pop()
+            rollbacks[user] = "dual"
+            await migrator.rollback(user)
         for _ in range(max(1, o.ticks // 2)):
             await self.writes()
             await self.tick()
@@ -353,8 +384,12 @@ class _Demo:
         if rolled_back is not None:
             say.act(f"8. Rollback: {rolled_back} goes back to legacy")
             await migrator.rollback(rolled_back)
+            rollbacks[rolled_back] = "cutover"
             await self.writes()
             await self.tick()
+        self.working = {u: await self.works_on_legacy(u, phase) for u, phase in rollbacks.items()}
+        for user, verdict in self.working.items():
+            say.say(f"  {user} (rolled back from {rollbacks[user]}): {verdict}")
         say.act("9. Retire the legacy integration for the rest of the cohort")
         retire = [u for u in result.moved if u != rolled_back]
         await migrator.bulk(retire, Phase.RETIRED)
@@ -362,6 +397,27 @@ class _Demo:
         await self.tick()
         await self.tick()
         return await self.summary(migrator, waiting, rolled_back, clean, parity_checked)
+
+    async def works_on_legacy(self, user: str, phase: str) -> str:
+        """Route, read and write through legacy after a rollback; ``"ok"`` or what failed."""
+        legacy = next(lg for u, _e, lg in self.users if u == user)
+        email = next(e for u, e, _lg in self.users if u == user)
+        decision = self.bridge.route(user)
+        if decision.provider != legacy:
+            return f"routed to {decision.provider}, not {legacy}"
+        key = f"{user}-after-rollback-from-{phase}"
+        event = await self.bridge.create_event(user, "primary", self.draft(key, 50), key=key)
+        if event.provider != legacy:
+            return f"written through {event.provider}"
+        natives = await self.world(functools.partial(self._native_singles, email))
+        if key not in natives.values():
+            return "the write did not reach the native calendar"
+        now = self.w.clock.now()
+        window = TimeRange(start=now, end=now + dt.timedelta(days=5))
+        read = await self.bridge.list_events(user, "primary", window, live=True)
+        if key not in {e.summary for e in read}:
+            return "the live read through legacy misses the write"
+        return "ok"
 
     async def _populate(self, email: str, native: str) -> None:
         self.w.add_user(email, native=native)  # type: ignore[arg-type]
@@ -463,6 +519,7 @@ class _Demo:
             users_by_phase=by_phase,
             waiting_reauth=sorted(waiting),
             rolled_back=rolled_back,
+            rollbacks_working_on_legacy=dict(getattr(self, "working", {})),
             events_cached=events_cached,
             notifications=notifications,
             batches_delivered=self.app.batches,
