@@ -360,3 +360,22 @@ async def test_secret_rotation(rig: CronofySandboxRig) -> None:
     )
     with pytest.raises(NotificationRejected):
         await stranger.verify_notification(genuine, lookup)
+
+
+async def test_token_expiring_mid_stream_is_refreshed(rig: CronofySandboxRig) -> None:
+    start = rig.now().replace(minute=0, second=0, microsecond=0) + dt.timedelta(hours=2)
+    for i in range(10):
+        await rig.insert_native_event(f"stream {i}", start + dt.timedelta(hours=i))
+    await rig.settle()
+    seen: list[str] = []
+    pages = 0
+    async for page in rig.provider.list_events(rig.session, rig.calendar_id, _window(rig)):
+        pages += 1
+        seen += [e.summary or "" for e in page]
+        if pages == 1:
+            await _fault(rig, action="expire_tokens", email=rig.email)
+    assert pages >= 3
+    assert sorted(s for s in seen if s.startswith("stream")) == sorted(
+        f"stream {i}" for i in range(10)
+    )
+    assert rig.session.tokens.refreshes == 1  # type: ignore[attr-defined]
