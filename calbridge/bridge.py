@@ -672,3 +672,22 @@ class SyncCalBridge:
     def forget_user(self, app_user_id: str) -> ForgetReport:
         """See :meth:`CalBridge.forget_user`."""
         return self._call(self._bridge.forget_user(app_user_id))  # type: ignore[no-any-return]
+
+
+def worker_handlers(queue: Any) -> Any:
+    """Job handlers of a bridge on ``queue``'s database, for ``calbridge worker``.
+
+    ``calbridge worker --handlers calbridge.bridge:worker_handlers`` runs the change
+    pipeline (syncs, reconciliation, polling, channel renewal, deliveries) and the
+    migration jobs. The configuration comes from ``$CALBRIDGE_CONFIG`` (a TOML file) or
+    the environment; the database is the worker's own.
+    """
+    import os
+
+    from sqlalchemy.engine import make_url
+
+    path = os.environ.get("CALBRIDGE_CONFIG")
+    config = BridgeConfig.from_file(path) if path else BridgeConfig.from_env()
+    url = make_url(str(queue.engine.url)).render_as_string(hide_password=False)
+    bridge = CalBridge(attrs.evolve(config, database_url=url))
+    return bridge.changes.handlers
