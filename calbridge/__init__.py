@@ -10,7 +10,15 @@ from __future__ import annotations
 from typing import Any
 
 from . import errors
-from ._http import RateLimiter, RetryPolicy, make_http_client, parse_retry_after, redact_url, send
+from ._http import (
+    RateLimiter,
+    RetryPolicy,
+    make_http_client,
+    parse_retry_after,
+    read_json,
+    redact_url,
+    send,
+)
 from ._manager import DEFAULT_PLUGINS, PluginHost, ProviderInfo, get_plugin_host
 from ._serialization import make_converter
 from .hookspecs import ChangeSource, ProviderRegistrar, hookimpl
@@ -107,6 +115,7 @@ __all__ = [
     "make_converter",
     "make_http_client",
     "parse_retry_after",
+    "read_json",
     "redact_url",
     "send",
 ]

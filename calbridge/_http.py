@@ -18,19 +18,21 @@ import random
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import attrs
 import httpx
 import tenacity
 
 from ._version import __version__
-from .errors import RateLimited, Unavailable
+from .errors import ProviderResponseError, RateLimited, Unavailable
 
 __all__ = [
     "RateLimiter",
     "RetryPolicy",
     "make_http_client",
     "parse_retry_after",
+    "read_json",
     "redact_url",
     "send",
 ]
@@ -60,6 +62,16 @@ def make_http_client(
         transport=transport,
         follow_redirects=False,
     )
+
+
+def read_json(response: httpx.Response, *, provider: str, what: str = "the answer") -> Any:
+    """The response's JSON, or :class:`~calbridge.errors.ProviderResponseError` naming ``what``."""
+    try:
+        return response.json()
+    except ValueError:
+        raise ProviderResponseError(
+            f"{what}: the answer is not JSON", provider=provider, status=response.status_code
+        ) from None
 
 
 def redact_url(url: httpx.URL | str) -> str:

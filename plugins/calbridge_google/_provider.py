@@ -24,6 +24,7 @@ from urllib.parse import quote
 
 import httpx
 
+import calbridge
 from calbridge import (
     Account,
     AuthorizationRequest,
@@ -79,12 +80,7 @@ _EPS = dt.timedelta(seconds=1)
 
 
 def _json(response: httpx.Response, what: str) -> Any:
-    try:
-        return response.json()
-    except ValueError:
-        raise ProviderResponseError(
-            f"{what}: the answer is not JSON", provider="google", status=response.status_code
-        ) from None
+    return calbridge.read_json(response, provider="google", what=what)
 
 
 class GoogleProvider(Provider):

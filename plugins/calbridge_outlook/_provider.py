@@ -28,6 +28,7 @@ from urllib.parse import quote
 import attrs
 import httpx
 
+import calbridge
 from calbridge import (
     Account,
     AuthorizationRequest,
@@ -87,12 +88,7 @@ def _iso(value: dt.datetime) -> str:
 
 
 def _json(response: httpx.Response, what: str) -> Any:
-    try:
-        return response.json()
-    except ValueError:
-        raise ProviderResponseError(
-            f"{what}: the answer is not JSON", provider="outlook", status=response.status_code
-        ) from None
+    return calbridge.read_json(response, provider="outlook", what=what)
 
 
 class OutlookProvider(Provider):
