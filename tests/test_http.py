@@ -215,3 +215,12 @@ def test_shared_client_settings() -> None:
     client = calbridge.make_http_client(max_connections=7)
     assert client.headers["user-agent"].startswith("calbridge/")
     assert client.follow_redirects is False
+
+
+def test_read_json_names_what_was_unreadable() -> None:
+    """read_json returns the JSON, or a ProviderResponseError naming the call."""
+    assert calbridge.read_json(httpx.Response(200, json={"a": 1}), provider="p") == {"a": 1}
+    with pytest.raises(
+        errors.ProviderResponseError, match="list calendars: the answer is not JSON"
+    ):
+        calbridge.read_json(httpx.Response(502, text="<html>"), provider="p", what="list calendars")
