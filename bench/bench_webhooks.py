@@ -40,6 +40,7 @@ CRONOFY_SECRET = "bench client secret"
 CHANNELS = 100
 #: as ``calbridge serve``
 DEBOUNCE = 2.0
+SWITCH_INTERVAL = 0.001
 
 
 # ---------------------------------------------------------------- server (child process)
@@ -119,6 +120,7 @@ def serve(db: str, port: int, spec_path: str) -> None:
                 log_level="warning",
                 lifespan="off",
                 access_log=False,
+                timeout_keep_alive=60,
             )
         )
         gate = Path(spec_path + ".worker")
@@ -139,6 +141,7 @@ def serve(db: str, port: int, spec_path: str) -> None:
         await asyncio.to_thread(Path(spec_path + ".rounds").write_text, json.dumps(stats))
         await runtime.aclose()
 
+    sys.setswitchinterval(SWITCH_INTERVAL)  # as `calbridge serve`
     if os.environ.get("BENCH_PROFILE"):
         import cProfile
 
@@ -177,15 +180,27 @@ class _Conn:
     """A minimal keep-alive HTTP/1.1 client connection (httpx itself tops out near
     150 requests/s on this machine, far below what the receiver takes)."""
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def __init__(
+        self, port: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        self.port = port
         self.reader, self.writer = reader, writer
 
     @classmethod
     async def open(cls, port: int) -> _Conn:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        return cls(reader, writer)
+        return cls(port, reader, writer)
 
     async def post(self, path: str, req: tuple[bytes, dict[str, str]]) -> tuple[int, float]:
+        try:
+            return await self._post(path, req)
+        except (OSError, asyncio.IncompleteReadError):
+            # the server closed an idle keep-alive connection: reconnect once
+            self.close()
+            self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port)
+            return await self._post(path, req)
+
+    async def _post(self, path: str, req: tuple[bytes, dict[str, str]]) -> tuple[int, float]:
         body, headers = req
         extra = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
         t0 = time.perf_counter()
@@ -227,17 +242,47 @@ async def _lanes(
     return statuses, elapsed
 
 
-async def sustained(port: int, spec: dict[str, Any], n: int, inflight: int) -> dict[str, float]:
-    reqs = [_cronofy(*spec["cronofy"][i % CHANNELS], 10_000_000 + i) for i in range(n)]
-    await _lanes(port, "/cronofy", reqs[:300], inflight)  # warm-up
-    statuses, elapsed = await _lanes(port, "/cronofy", reqs[300:], inflight)
-    ok = sum(1 for s in statuses if 200 <= s < 300)
-    return {"count": len(statuses), "ok": ok, "elapsed": elapsed, "rate": ok / elapsed}
+def _sustained_part(port: int, spec: dict[str, Any], first: int, n: int, inflight: int) -> Any:
+    reqs = [_cronofy(*spec["cronofy"][i % CHANNELS], first + i) for i in range(n)]
+    start = time.time()
+    statuses, _ = asyncio.run(_lanes(port, "/cronofy", reqs, inflight))
+    return start, time.time(), sum(1 for s in statuses if 200 <= s < 300), len(statuses)
 
 
-async def steady(port: int, spec: dict[str, Any], rate: float, seconds: float) -> dict[str, float]:
+def sustained(
+    port: int, spec: dict[str, Any], n: int, inflight: int, procs: int, *, offset: int = 0
+) -> dict[str, float]:
+    """As many notifications as the receiver takes, from ``procs`` load-generator processes
+    (on a 2-CPU machine one is best: more steal the server's CPU)."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    warm = [
+        _cronofy(*spec["cronofy"][i % CHANNELS], 9_000_000 + offset * 1000 + i) for i in range(300)
+    ]
+    asyncio.run(_lanes(port, "/cronofy", warm, inflight))
+    share = n // procs
+    with ProcessPoolExecutor(procs) as pool:
+        parts = list(
+            pool.map(
+                _sustained_part,
+                [port] * procs,
+                [spec] * procs,
+                [10_000_000 + offset * 1_000_000 + k * share for k in range(procs)],
+                [share] * procs,
+                [max(1, inflight // procs)] * procs,
+            )
+        )
+    elapsed = max(p[1] for p in parts) - min(p[0] for p in parts)
+    ok = sum(p[2] for p in parts)
+    return {"count": sum(p[3] for p in parts), "ok": ok, "elapsed": elapsed, "rate": ok / elapsed}
+
+
+async def steady(
+    port: int, spec: dict[str, Any], rate: float, seconds: float, *, offset: int = 0
+) -> dict[str, float]:
     total = int(rate * seconds)
-    reqs = [_cronofy(*spec["cronofy"][i % CHANNELS], 20_000_000 + i) for i in range(total)]
+    first = 20_000_000 + offset * 1_000_000
+    reqs = [_cronofy(*spec["cronofy"][i % CHANNELS], first + i) for i in range(total)]
     pool = [await _Conn.open(port) for _ in range(32)]
     idle = list(pool)
     results: list[tuple[int, float]] = []
@@ -318,6 +363,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sustained", type=int, default=5000)
     parser.add_argument("--inflight", type=int, default=64)
+    parser.add_argument("--clients", type=int, default=1, help="load-generator processes")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of phases 1 and 2")
     parser.add_argument("--steady-rate", type=float, default=200.0)
     parser.add_argument("--steady-seconds", type=float, default=10.0)
     parser.add_argument("--storm", type=int, default=1000)
@@ -342,17 +389,25 @@ def main() -> None:
             time.sleep(0.1)
         time.sleep(0.5)
         spec = json.loads(Path(spec_path).read_text())
-        s1 = asyncio.run(sustained(port, spec, args.sustained, args.inflight))
-        print(f"sustained: {s1}", flush=True)
-        s2 = asyncio.run(steady(port, spec, args.steady_rate, args.steady_seconds))
-        print(f"steady: {s2}", flush=True)
+        s1s, s2s = [], []
+        for r in range(args.rounds):
+            s1s.append(sustained(port, spec, args.sustained, args.inflight, args.clients, offset=r))
+            print(f"sustained: {s1s[-1]}", flush=True)
+            s2s.append(
+                asyncio.run(steady(port, spec, args.steady_rate, args.steady_seconds, offset=r))
+            )
+            print(f"steady: {s2s[-1]}", flush=True)
+        s1 = sorted(s1s, key=lambda x: x["rate"])[len(s1s) // 2]
+        s1_best = max(x["rate"] for x in s1s)
+        s2 = sorted(s2s, key=lambda x: x["p99"])[len(s2s) // 2]
+        s2_best = min(s2s, key=lambda x: x["p99"])
         Path(spec_path + ".worker").touch()
         time.sleep(DEBOUNCE + 3.0)  # the worker drains what phases 1 and 2 queued
         before = _count_sync_jobs(db)
         s3 = asyncio.run(storm(port, spec, args.storm))
         time.sleep(DEBOUNCE + 3.0)  # the debounced, coalesced sync job runs
         after = _count_sync_jobs(db)
-        s4 = asyncio.run(steady(port, spec, args.steady_rate, args.steady_seconds))
+        s4 = asyncio.run(steady(port, spec, args.steady_rate, args.steady_seconds, offset=9))
         print(f"steady with worker: {s4}", flush=True)
     finally:
         proc.terminate()
@@ -366,15 +421,18 @@ def main() -> None:
     load1 = os.getloadavg()[0]
     rows = [
         (
-            f"sustained, {args.inflight} in flight, {CHANNELS} channels",
-            f"{s1['rate']:,.0f} notifications/s ({s1['ok']:,}/{s1['count']:,} 2xx)",
+            f"sustained, {args.inflight} in flight, {CHANNELS} channels: median / best round",
+            f"{s1['rate']:,.0f} / {s1_best:,.0f} notifications/s "
+            f"({sum(x['ok'] for x in s1s):,}/{sum(x['count'] for x in s1s):,} 2xx)",
             ">= 1,000/s",
         ),
         (
-            f"steady {args.steady_rate:.0f}/s, {args.steady_seconds:.0f} s: p50 / p99 / max",
+            f"steady {args.steady_rate:.0f}/s, {args.steady_seconds:.0f} s, median round: "
+            "p50 / p99 / max",
             _lat(s2),
             "p99 <= 50 ms",
         ),
+        ("steady, best round", _lat(s2_best), ""),
         (
             f"storm: {args.storm:,} notifications for one calendar",
             f"{s3['ok']:,} 2xx in {s3['elapsed']:.2f} s",
@@ -403,8 +461,11 @@ on loopback with a fresh SQLite store (WAL, `synchronous=FULL`); this process ge
 over keep-alive connections. Every notification is verified (Cronofy HMAC-SHA256 of the raw
 body, channel looked up), recorded in the inbox and its sync job enqueued or coalesced in
 the same committed transaction before the answer; concurrent requests share a commit
-(group commit). The first two phases measure the receiver alone; then one in-process
-worker (concurrency 2) starts, and the storm and a second steady phase run with it.
+(group commit), and SQLite's WAL is checkpointed in the background rather than inside a
+commit; like `calbridge serve`, the server sets a 1 ms GIL switch interval so the
+commit thread is not held up behind the event loop. The first two phases measure the
+receiver alone; then one in-process worker (concurrency 2) starts, and the storm and a
+second steady phase run with it. Phases 1 and 2 alternate for {args.rounds} rounds.
 
 Last run {time.strftime("%Y-%m-%d")}, Python {platform.python_version()}, {os.cpu_count()} CPUs:
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 from typing import Any
 
 import click
@@ -71,6 +72,9 @@ def serve(
     SIGINT stops accepting requests, then gives running jobs their grace period.
     """
     logging.basicConfig(level=log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    # the receiver commits in a thread: hand it the GIL promptly (default 5 ms), or every
+    # statement of a commit waits behind the event loop and acknowledgements queue up
+    sys.setswitchinterval(0.001)
     config = make_config(config_path, database_url)
     asyncio.run(_serve(config, host, port, path, worker_count, concurrency, debounce, log_level))
 

@@ -175,6 +175,7 @@ async def memory_env(
             await env.drain()
         yield env
     finally:
+        await app.state.receiver.aclose()
         await http.aclose()
         await runtime.aclose()
 

@@ -160,6 +160,7 @@ async def test_duplicate_delivery_to_two_receivers_is_recorded_once(migrated_url
                     )
                 )
         finally:
+            await app2.state.receiver.aclose()
             await other.aclose()
         assert [a.status_code for a in answers] == [202] * 4
         assert _inbox(env) == 1
