@@ -476,6 +476,10 @@ Last run {time.strftime("%Y-%m-%d")}, Python {platform.python_version()}, {os.cp
 Server side: {committed:,} deliveries in {commits:,} commits ({per_commit:.1f} per commit);
 sync rounds in total, the connect-time sync included: {rounds}. The machine is shared with
 other agents' work, so absolute numbers move with its load (see the load average).
+With a worker syncing 100 calendars in the same SQLite file, acknowledgements wait for
+the worker's job transactions (SQLite has one writer, and its busy handler backs off in
+steps of up to 100 ms): the p99 then exceeds the target. Under that load use PostgreSQL,
+or keep the debounce (fewer sync jobs per calendar).
 """
     print(text)
     if args.write_docs:
