@@ -153,6 +153,11 @@ def serve(db: str, port: int, spec_path: str) -> None:
 # ---------------------------------------------------------------- load generator
 
 
+def _cronofy_for(spec: dict[str, Any], i: int, n: int) -> tuple[bytes, dict[str, str]]:
+    channel_id, calendar_id = spec["cronofy"][i % CHANNELS]
+    return _cronofy(str(channel_id), str(calendar_id), n)
+
+
 def _cronofy(channel_id: str, calendar_id: str, n: int) -> tuple[bytes, dict[str, str]]:
     body = json.dumps(
         {
@@ -243,7 +248,7 @@ async def _lanes(
 
 
 def _sustained_part(port: int, spec: dict[str, Any], first: int, n: int, inflight: int) -> Any:
-    reqs = [_cronofy(*spec["cronofy"][i % CHANNELS], first + i) for i in range(n)]
+    reqs = [_cronofy_for(spec, i, first + i) for i in range(n)]
     start = time.time()
     statuses, _ = asyncio.run(_lanes(port, "/cronofy", reqs, inflight))
     return start, time.time(), sum(1 for s in statuses if 200 <= s < 300), len(statuses)
@@ -256,9 +261,7 @@ def sustained(
     (on a 2-CPU machine one is best: more steal the server's CPU)."""
     from concurrent.futures import ProcessPoolExecutor
 
-    warm = [
-        _cronofy(*spec["cronofy"][i % CHANNELS], 9_000_000 + offset * 1000 + i) for i in range(300)
-    ]
+    warm = [_cronofy_for(spec, i, 9_000_000 + offset * 1000 + i) for i in range(300)]
     asyncio.run(_lanes(port, "/cronofy", warm, inflight))
     share = n // procs
     with ProcessPoolExecutor(procs) as pool:
@@ -282,7 +285,7 @@ async def steady(
 ) -> dict[str, float]:
     total = int(rate * seconds)
     first = 20_000_000 + offset * 1_000_000
-    reqs = [_cronofy(*spec["cronofy"][i % CHANNELS], first + i) for i in range(total)]
+    reqs = [_cronofy_for(spec, i, first + i) for i in range(total)]
     pool = [await _Conn.open(port) for _ in range(32)]
     idle = list(pool)
     results: list[tuple[int, float]] = []

@@ -121,8 +121,8 @@ async def test_fuzzed_headers_never_5xx(sqlite_url: str) -> None:
         )
         def fuzz(sig: str, channel: str) -> None:
             headers = {
-                "x-memory-signature": _header_bytes(sig),
-                "x-memory-channel": _header_bytes(channel),
+                b"x-memory-signature": _header_bytes(sig),
+                b"x-memory-channel": _header_bytes(channel),
             }
             response = asyncio.run_coroutine_threadsafe(
                 env.http.post("/memory", content=body, headers=headers), loop
