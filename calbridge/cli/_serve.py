@@ -118,14 +118,14 @@ async def _serve(
     from starlette.applications import Starlette
     from starlette.routing import Mount
 
-    from .._runtime import Runtime
+    from ..bridge import CalBridge
     from ..jobs import Worker
-    from ..sync import SyncService
     from ..webhooks import make_webhook_app
 
     _Server = _server_class()
-    runtime = Runtime.open(config)
-    service = SyncService(runtime)
+    bridge = CalBridge(config)
+    runtime = bridge.runtime
+    handlers = bridge.changes.handlers  # the change pipeline and the migration jobs
     app: Any = make_webhook_app(runtime, debounce=debounce)
     if path.strip("/"):
         app = Starlette(routes=[Mount("/" + path.strip("/"), app=app)])
@@ -135,7 +135,7 @@ async def _serve(
         )
     )
     workers = [
-        Worker(runtime.queue, service.handlers, concurrency=concurrency)
+        Worker(runtime.queue, handlers, concurrency=concurrency)
         for _ in range(worker_count)
     ]
     tasks = [asyncio.create_task(w.run()) for w in workers]
@@ -145,4 +145,4 @@ async def _serve(
         for w in workers:
             w.stop()
         await asyncio.gather(*tasks, return_exceptions=True)
-        await runtime.aclose()
+        await bridge.aclose()
