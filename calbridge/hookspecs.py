@@ -145,9 +145,7 @@ def register_sandboxes(register: SandboxRegistrar) -> None:
 
 
 @hookspec(firstresult=True)
-def make_change_source(
-    provider: Provider, callback_url: str | None
-) -> ChangeSource | None:
+def make_change_source(provider: Provider, callback_url: str | None) -> ChangeSource | None:
     """Decide how changes of ``provider``'s calendars are observed. First answer wins.
 
     A provider plugin answers ``ChangeSource(kind="push")`` for its own provider when it

@@ -135,8 +135,7 @@ async def _serve(
         )
     )
     workers = [
-        Worker(runtime.queue, handlers, concurrency=concurrency)
-        for _ in range(worker_count)
+        Worker(runtime.queue, handlers, concurrency=concurrency) for _ in range(worker_count)
     ]
     tasks = [asyncio.create_task(w.run()) for w in workers]
     try:
