@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from calbridge import EventTime
+from calbridge import EventTime, TimeRange, errors
 from calbridge.migration import Migrator
 from calbridge.router import Phase
 
