@@ -58,10 +58,15 @@ async def test_native_change_reaches_the_app(rig: BridgeRig, push: bool) -> None
     got = inbox.upserts("Board meeting")
     assert len(got) == 1
     assert got[0].provider == "google"
-    cached = rig.bridge.store.list_events(
-        got[0].calendar_id and rig.bridge.route("ann").account_id, got[0].calendar_id
-    )
+    # the synced calendar is now read from the cache: Google failing does not matter
+    now = rig.world.clock.now()
+    window = TimeRange(start=now, end=now + dt.timedelta(days=3))
+    await rig.bridge.calendars("ann")  # warm the calendar list, then break Google
+    rig.world.faults.fail_next("google", 500, times=50, path_prefix="/calendar/v3/calendars")
+    cached = await rig.bridge.list_events("ann", "primary", window)
     assert "Board meeting" in {e.summary for e in cached}
+    with pytest.raises(errors.Unavailable):
+        await rig.bridge.list_events("ann", "primary", window, live=True)
 
 
 @pytest.mark.parametrize("push", [True], ids=["push"], indirect=True)
