@@ -46,6 +46,9 @@ class Runtime:
     _providers: dict[str, Provider] = attrs.field(init=False, factory=dict)
     _owns_http: bool = True
     _oauth: Any = attrs.field(init=False, default=None)
+    #: called ``(account, old_status, reason)`` when an account's status changes, before
+    #: the ``account_status_changed`` hook (the bridge parks the account's jobs here)
+    status_listeners: list[Callable[..., None]] = attrs.field(init=False, factory=list)
 
     def __attrs_post_init__(self) -> None:
         self.router = Router(
@@ -128,10 +131,16 @@ class Runtime:
             self.store,
             provider,
             account.id,
-            notify=self.host.notify_account_status_changed,
+            notify=self.notify_status,
             clock=self.clock,
         )
         return Session(account=account, tokens=source)
+
+    def notify_status(self, account: Account, old_status: Any, reason: str) -> None:
+        """An account's status changed: run the listeners, then fire the hook once."""
+        for listener in list(self.status_listeners):
+            listener(account, old_status, reason)
+        self.host.notify_account_status_changed(account, old_status, reason)
 
     def require_vault(self) -> None:
         """Fail closed when no vault keys are configured."""
@@ -151,7 +160,7 @@ class Runtime:
                 self.store,
                 self.provider,
                 redirect_base=self.config.redirect_base,
-                notify=self.host.notify_account_status_changed,
+                notify=self.notify_status,
                 clock=self.clock,
             )
         return self._oauth

@@ -27,6 +27,7 @@ import attrs
 import httpx
 
 from ._config import BridgeConfig
+from ._forget import ForgetReport
 from ._identity import APP_KEY_PROPERTY, resolve_event_id
 from ._manager import PluginHost
 from ._runtime import Runtime
@@ -42,17 +43,6 @@ ChangeCallback = Callable[[Any], Awaitable[None]]
 #: seconds after a write before the written calendar is synced (providers such as Cronofy
 #: apply writes asynchronously and never notify the app of its own writes)
 WRITE_SETTLE_SECONDS = 30.0
-
-
-@attrs.frozen(kw_only=True)
-class ForgetReport:
-    """What :meth:`CalBridge.forget_user` removed."""
-
-    app_user_id: str
-    accounts: int
-    channels_stopped: int
-    tokens_revoked: int
-    revoke_failures: tuple[str, ...] = ()
 
 
 class CalBridge:
@@ -461,10 +451,27 @@ class CalBridge:
 
             service = SyncService(self.runtime)
             service.on_changes(self._deliver)
+            self.runtime.status_listeners.append(self._park_if_unserviceable)
             register_migration_handlers(service.handlers, self.runtime)
             self._feed = AppFeed(self.runtime)
             self._changes = service
         return self._changes
+
+    def _park_if_unserviceable(self, account: Account, old_status: Any, reason: str) -> None:
+        """An account that needs re-authorization (or was revoked) gets its jobs parked."""
+        from .models import AccountStatus
+
+        if account.status is AccountStatus.ACTIVE or account.id is None:
+            return
+        removed = self.changes.channels.park_account(account.id)
+        self.runtime.router.invalidate(account.app_user_id)
+        self.store.audit(
+            "bridge",
+            "account.parked",
+            app_user_id=account.app_user_id,
+            account_id=account.id,
+            detail={"status": str(account.status), "reason": reason, "jobs_removed": removed},
+        )
 
     def on_changes(self, callback: ChangeCallback) -> ChangeCallback:
         """Register an async callback receiving change batches (also a decorator).
@@ -525,56 +532,9 @@ class CalBridge:
 
         An audit line (without personal data beyond the app's user id) is kept.
         """
-        from .store import schema as t
-        from .store import write
+        from ._forget import forget_user
 
-        accounts = await self.accounts(app_user_id)
-        stopped = revoked = 0
-        failures: list[str] = []
-        for account in accounts:
-            assert account.id is not None
-            provider = self.runtime.provider(account.provider)
-            session = self.runtime.session(account)
-            for record in self.store.list_channels(account_id=account.id):
-                try:
-                    await provider.unsubscribe(session, record.channel)
-                    stopped += 1
-                except Exception as exc:  # keep erasing; report what failed
-                    failures.append(f"{account.provider} channel: {type(exc).__name__}")
-            try:
-                tokens = await session.access_token()
-                await provider.revoke_tokens(tokens)
-                revoked += 1
-            except Exception as exc:  # the local erasure must happen regardless
-                failures.append(f"{account.provider} revoke: {type(exc).__name__}")
-        with write(self.runtime.engine) as conn:
-            conn.execute(t.id_map.delete().where(t.id_map.c.app_user_id == app_user_id))
-            for account in accounts:
-                conn.execute(t.accounts.delete().where(t.accounts.c.id == account.id))
-            conn.execute(
-                t.routing_state.delete().where(t.routing_state.c.app_user_id == app_user_id)
-            )
-        self.runtime.router.invalidate(app_user_id)
-        for account in accounts:
-            self._calendars.pop(account.id or "", None)
-        self.store.audit(
-            "bridge",
-            "user.forgotten",
-            app_user_id=app_user_id,
-            detail={
-                "accounts": len(accounts),
-                "channels_stopped": stopped,
-                "tokens_revoked": revoked,
-                "failures": failures,
-            },
-        )
-        return ForgetReport(
-            app_user_id=app_user_id,
-            accounts=len(accounts),
-            channels_stopped=stopped,
-            tokens_revoked=revoked,
-            revoke_failures=tuple(failures),
-        )
+        return await forget_user(self, app_user_id)
 
 
 def worker_handlers(queue: Any) -> Any:

@@ -188,6 +188,23 @@ class ChannelManager:
             await self._db(self.store.delete_channel, ch.provider, ch.id)
         await self._db(self._drop_schedules, account_id, None)
 
+    def park_account(self, account_id: str) -> int:
+        """Stop an account's work while it cannot be served (e.g. it needs re-authorization).
+
+        Its recurring schedules are dropped and its queued jobs removed, so nothing keeps
+        calling the provider with a dead token; connecting the account again
+        (:meth:`on_account_connected`) starts everything afresh. Returns the jobs removed.
+        """
+        self._drop_schedules(account_id, None)
+        jc = jobs.jobs.c
+        with write(self.store.engine) as conn:
+            removed = conn.execute(
+                sa.delete(jobs.jobs).where(
+                    jc.state == "queued", jc.coalesce_key.like(f"%:{account_id}:%")
+                )
+            ).rowcount
+        return int(removed or 0)
+
     def _drop_schedules(self, account_id: str, kind: str | None) -> None:
         js = jobs.job_schedules.c
         with write(self.store.engine) as conn:

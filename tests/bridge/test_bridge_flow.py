@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
+import sqlalchemy as sa
 
 from calbridge import EventDraft, EventTime, TimeRange, errors
 from calbridge.migration import GuardFailed, Migrator
@@ -112,7 +113,7 @@ async def test_rollback_from_every_phase_leaves_legacy_working(rig: BridgeRig) -
 async def test_forget_user_revokes_and_purges(rig: BridgeRig) -> None:
     """GDPR: tokens revoked, accounts, id map and routing purged, an audit line kept."""
     b = rig.bridge
-    await rig.connect("dee", "google", "dee@example.com")
+    dee = await rig.connect("dee", "google", "dee@example.com")
     await b.create_event("dee", "primary", draft(rig, "x"), key="dee-1")
     report = await b.forget_user("dee")
     assert report.accounts == 1
@@ -122,6 +123,21 @@ async def test_forget_user_revokes_and_purges(rig: BridgeRig) -> None:
     with pytest.raises(LookupError):
         b.route("dee")
     assert b.store.audit_entries(app_user_id="dee", action="user.forgotten")
+    from calbridge.store import read, schema
+
+    with read(b.runtime.engine) as conn:
+        for table in (schema.event_cache, schema.channels, schema.app_feed):
+            assert conn.execute(table.select()).first() is None, table.name
+        own = {"pattern": f"%:{dee}:%"}
+        assert (
+            conn.execute(
+                sa.text("select count(*) from job_schedules where name like :pattern"), own
+            ).scalar()
+            == 0
+        )
+        assert (
+            conn.execute(sa.text("select count(*) from jobs where state = 'queued'")).scalar() == 0
+        )
 
 
 async def test_unknown_key_and_foreign_state(rig: BridgeRig) -> None:
