@@ -22,7 +22,7 @@ from urllib.parse import urlencode
 
 import httpx
 
-from calbridge import AuthorizationRequest, Secret, TokenGrant, TokenSet
+from calbridge import AuthorizationRequest, Secret, TokenGrant, TokenSet, read_json
 from calbridge.errors import (
     ConfigurationError,
     InvalidRequest,
@@ -103,14 +103,7 @@ class GoogleOAuth:
         return await self.http.send(request, idempotent=idempotent)
 
     def _tokens(self, response: httpx.Response, previous: TokenSet | None) -> TokenSet:
-        try:
-            body = response.json()
-        except ValueError:
-            raise ProviderResponseError(
-                "the token endpoint answered something that is not JSON",
-                provider=PROVIDER,
-                status=response.status_code,
-            ) from None
+        body = read_json(response, provider=PROVIDER, what="the token endpoint")
         data = parse(body, TokenResponse)
         refresh: Secret | None
         if data.refresh_token:

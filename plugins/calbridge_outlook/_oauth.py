@@ -18,11 +18,10 @@ from urllib.parse import urlencode
 
 import httpx
 
-from calbridge import AuthorizationRequest, Secret, TokenSet
+from calbridge import AuthorizationRequest, Secret, TokenSet, read_json
 from calbridge.errors import (
     ConfigurationError,
     InvalidRequest,
-    ProviderResponseError,
     ReauthRequired,
     Unavailable,
 )
@@ -95,14 +94,7 @@ class GraphOAuth:
         return await self.http.send(request, idempotent=False)
 
     def _tokens(self, response: httpx.Response, previous: TokenSet | None) -> TokenSet:
-        try:
-            body = response.json()
-        except ValueError:
-            raise ProviderResponseError(
-                "the token endpoint answered something that is not JSON",
-                provider=PROVIDER,
-                status=response.status_code,
-            ) from None
+        body = read_json(response, provider=PROVIDER, what="the token endpoint")
         data = parse(body, TokenResponse)
         refresh = Secret(data.refresh_token) if data.refresh_token else None
         if refresh is None and previous is not None:
