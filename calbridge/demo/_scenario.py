@@ -221,6 +221,8 @@ class _Demo:
             if scope["type"] == "lifespan":  # nothing to start: acknowledge
                 while (await receive())["type"] != "lifespan.shutdown":
                     await send({"type": "lifespan.startup.complete"})
+                if self.receiver_app is not None:  # stop its background tasks on its loop
+                    await self.receiver_app.state.receiver.aclose()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
             await self.receiver_app(scope, receive, send)
@@ -289,7 +291,11 @@ class _Demo:
             self.worker = self.bridge.worker(concurrency=1, poll_interval=0.01)
             async with httpx.AsyncClient(transport=self.transport) as http, self.bridge:
                 self.http = http
-                return await self.story()
+                try:
+                    return await self.story()
+                finally:
+                    if self.o.inprocess:
+                        await self.receiver_app.state.receiver.aclose()
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def story(self) -> DemoSummary:
