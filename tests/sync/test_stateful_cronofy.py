@@ -9,69 +9,27 @@ cache, and the mirror the app built from delivered batches, equal what Cronofy s
 
 from __future__ import annotations
 
-import asyncio
-import tempfile
-from pathlib import Path
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+from hypothesis.stateful import invariant, rule
 
 from tests.sync.cronofy_support import CronofyEnv, cronofy_env
-from tests.sync.support import fresh_sqlite_url
+from tests.sync.machine import SandboxSyncMachine
 
 
-class CronofySyncMachine(RuleBasedStateMachine):
-    def __init__(self) -> None:
-        super().__init__()
-        self.loop = asyncio.new_event_loop()
-        self.dir = Path(tempfile.mkdtemp(prefix="cb-cronofy-"))
-        self.cm = cronofy_env(fresh_sqlite_url(self.dir))
-        self.env: CronofyEnv = self.loop.run_until_complete(self.cm.__aenter__())
-        self.live = [self.env.insert(f"seed {i}", days=i + 1) for i in range(3)]
-        self.n = 0
-        self.run(self.env.advance(5))
-        self.run(self.env.drain())
+class CronofySyncMachine(SandboxSyncMachine):
+    fault_provider = "cronofy"
+    env: CronofyEnv
 
-    def run(self, coro: Any) -> Any:
-        return self.loop.run_until_complete(coro)
+    def make_env(self, url: str) -> AbstractAsyncContextManager[Any]:
+        return cronofy_env(url)
 
-    def teardown(self) -> None:
-        try:
-            self.check_converged()
-        finally:
-            try:
-                self.run(self.cm.__aexit__(None, None, None))
-            finally:
-                self.loop.close()
-
-    @rule(days=st.integers(0, 30))
-    def native_create(self, days: int) -> None:
-        self.n += 1
-        self.live.append(self.env.insert(f"event {self.n}", days=days + 0.5))
-
-    @precondition(lambda self: bool(self.live))
-    @rule(data=st.data())
-    def native_update(self, data: st.DataObject) -> None:
-        event_id = data.draw(st.sampled_from(self.live))
-        self.n += 1
-        self.env.world.update_event(self.env.native_calendar, event_id, summary=f"edit {self.n}")
-
-    @precondition(lambda self: bool(self.live))
-    @rule(data=st.data())
-    def native_delete(self, data: st.DataObject) -> None:
-        event_id = data.draw(st.sampled_from(self.live))
-        self.live.remove(event_id)
-        self.env.world.delete_event(self.env.native_calendar, event_id)
-
-    @rule(fate=st.sampled_from(["drop", "duplicate"]), count=st.integers(1, 3))
-    def notifications_misbehave(self, fate: str, count: int) -> None:
-        faults = self.env.world.faults
-        if fate == "drop":
-            faults.drop_notifications("cronofy", count)
-        else:
-            faults.duplicate_notifications("cronofy", count)
+    @property
+    def native_calendar(self) -> str:
+        return str(self.env.native_calendar)
 
     @rule()
     def cronofy_api_fails_once(self) -> None:

@@ -22,10 +22,8 @@ import contextlib
 import datetime as dt
 import hashlib
 import secrets
-import tempfile
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from pathlib import Path
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -37,7 +35,7 @@ from calbridge_google.sandbox._app import GoogleSandbox
 from calbridge_google.testing import SANDBOX_CLIENT_ID, SANDBOX_CLIENT_SECRET, sandbox_settings
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+from hypothesis.stateful import invariant, precondition, rule
 
 import calbridge
 from calbridge._config import BridgeConfig
@@ -49,7 +47,8 @@ from calbridge.store import generate_key
 from calbridge.sync import SyncService, drain
 from calbridge.testing import fresh_plugin_host
 from calbridge.webhooks import make_webhook_app
-from tests.sync.support import Mirror, fresh_sqlite_url
+from tests.sync.machine import SandboxSyncMachine
+from tests.sync.support import Mirror
 
 EMAIL = "alice@example.com"
 REDIRECT = "https://app.example.test/oauth/google"
@@ -198,60 +197,12 @@ async def google_env(db_url: str) -> AsyncIterator[GoogleEnv]:
         await runtime.aclose()
 
 
-class GoogleSyncMachine(RuleBasedStateMachine):
-    def __init__(self) -> None:
-        super().__init__()
-        self.loop = asyncio.new_event_loop()
-        self.dir = Path(tempfile.mkdtemp(prefix="cb-google-"))
-        self.cm = google_env(fresh_sqlite_url(self.dir))
-        self.env: GoogleEnv = self.loop.run_until_complete(self.cm.__aenter__())
-        self.live = [self.env.insert(f"seed {i}", days=i + 1) for i in range(3)]
-        self.n = 0
-        self.run(self.env.advance(5))
-        self.run(self.env.drain())
+class GoogleSyncMachine(SandboxSyncMachine):
+    fault_provider = "google"
+    env: GoogleEnv
 
-    def run(self, coro: Any) -> Any:
-        return self.loop.run_until_complete(coro)
-
-    def teardown(self) -> None:
-        try:
-            self.check_converged()
-        finally:
-            try:
-                self.run(self.cm.__aexit__(None, None, None))
-            finally:
-                self.loop.close()
-
-    # ------------------------------------------------------------ remote changes
-
-    @rule(days=st.integers(0, 30))
-    def native_create(self, days: int) -> None:
-        self.n += 1
-        self.live.append(self.env.insert(f"event {self.n}", days=days + 0.5))
-
-    @precondition(lambda self: bool(self.live))
-    @rule(data=st.data())
-    def native_update(self, data: st.DataObject) -> None:
-        event_id = data.draw(st.sampled_from(self.live))
-        self.n += 1
-        self.env.world.update_event(self.env.calendar, event_id, summary=f"edit {self.n}")
-
-    @precondition(lambda self: bool(self.live))
-    @rule(data=st.data())
-    def native_delete(self, data: st.DataObject) -> None:
-        event_id = data.draw(st.sampled_from(self.live))
-        self.live.remove(event_id)
-        self.env.world.delete_event(self.env.calendar, event_id)
-
-    # ------------------------------------------------------------ notifications
-
-    @rule(fate=st.sampled_from(["drop", "duplicate"]), count=st.integers(1, 3))
-    def notifications_misbehave(self, fate: str, count: int) -> None:
-        faults = self.env.world.faults
-        if fate == "drop":
-            faults.drop_notifications("google", count)
-        else:
-            faults.duplicate_notifications("google", count)
+    def make_env(self, url: str) -> AbstractAsyncContextManager[Any]:
+        return google_env(url)
 
     @rule(count=st.integers(1, 3))
     def notifications_held_back(self, count: int) -> None:

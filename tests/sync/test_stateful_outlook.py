@@ -13,15 +13,12 @@ equal the live events Graph shows in the synced window (ids and subjects).
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import datetime as dt
 import hashlib
 import secrets
-import tempfile
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from pathlib import Path
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -32,7 +29,7 @@ from calbridge_outlook.sandbox import create_app
 from calbridge_outlook.testing import SANDBOX_CLIENT_ID, SANDBOX_CLIENT_SECRET, sandbox_settings
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+from hypothesis.stateful import invariant, precondition, rule
 
 import calbridge
 from calbridge._config import BridgeConfig
@@ -43,7 +40,8 @@ from calbridge.store import generate_key
 from calbridge.sync import SyncService, drain
 from calbridge.testing import fresh_plugin_host
 from calbridge.webhooks import make_webhook_app
-from tests.sync.support import Mirror, fresh_sqlite_url
+from tests.sync.machine import SandboxSyncMachine
+from tests.sync.support import Mirror
 
 EMAIL = "megan@contoso.example"
 REDIRECT = "https://app.example.test/oauth/outlook"
@@ -185,58 +183,12 @@ async def outlook_env(db_url: str) -> AsyncIterator[OutlookEnv]:
                 await runtime.aclose()
 
 
-class OutlookSyncMachine(RuleBasedStateMachine):
-    def __init__(self) -> None:
-        super().__init__()
-        self.loop = asyncio.new_event_loop()
-        self.dir = Path(tempfile.mkdtemp(prefix="cb-outlook-"))
-        self.cm = outlook_env(fresh_sqlite_url(self.dir))
-        self.env: OutlookEnv = self.loop.run_until_complete(self.cm.__aenter__())
-        self.live = [self.env.insert(f"seed {i}", days=i + 1) for i in range(3)]
-        self.n = 0
-        self.run(self.env.advance(5))
-        self.run(self.env.drain())
+class OutlookSyncMachine(SandboxSyncMachine):
+    fault_provider = "graph"
+    env: OutlookEnv
 
-    def run(self, coro: Any) -> Any:
-        return self.loop.run_until_complete(coro)
-
-    def teardown(self) -> None:
-        try:
-            self.check_converged()
-        finally:
-            try:
-                self.run(self.cm.__aexit__(None, None, None))
-            finally:
-                self.loop.close()
-
-    # ------------------------------------------------------------ remote changes
-
-    @rule(days=st.integers(0, 30))
-    def native_create(self, days: int) -> None:
-        self.n += 1
-        self.live.append(self.env.insert(f"event {self.n}", days=days + 0.5))
-
-    @precondition(lambda self: bool(self.live))
-    @rule(data=st.data())
-    def native_update(self, data: st.DataObject) -> None:
-        event_id = data.draw(st.sampled_from(self.live))
-        self.n += 1
-        self.env.world.update_event(self.env.calendar, event_id, summary=f"edit {self.n}")
-
-    @precondition(lambda self: bool(self.live))
-    @rule(data=st.data())
-    def native_delete(self, data: st.DataObject) -> None:
-        event_id = data.draw(st.sampled_from(self.live))
-        self.live.remove(event_id)
-        self.env.world.delete_event(self.env.calendar, event_id)
-
-    @rule(fate=st.sampled_from(["drop", "duplicate"]), count=st.integers(1, 3))
-    def notifications_misbehave(self, fate: str, count: int) -> None:
-        faults = self.env.world.faults
-        if fate == "drop":
-            faults.drop_notifications("graph", count)
-        else:
-            faults.duplicate_notifications("graph", count)
+    def make_env(self, url: str) -> AbstractAsyncContextManager[Any]:
+        return outlook_env(url)
 
     # ------------------------------------------------------------ workers and time
 
