@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+import functools
 from collections.abc import Mapping
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import attrs
 
@@ -21,6 +22,9 @@ from ..models import (
     Transparency,
     Visibility,
 )
+
+if TYPE_CHECKING:
+    from ._recurrence import Occurrence
 
 __all__ = [
     "ChangeKind",
@@ -122,6 +126,23 @@ class NativeEvent:
     def etag(self) -> str:
         """A quoted version string, changing on every write."""
         return f'"{self.version:016d}"'
+
+    @functools.cached_property
+    def start_utc(self) -> dt.datetime:
+        """``start.as_utc()``, computed once (views filter and sort on it often)."""
+        return self.start.as_utc()
+
+    @functools.cached_property
+    def end_utc(self) -> dt.datetime:
+        """``end.as_utc()``, computed once."""
+        return self.end.as_utc()
+
+    @functools.cached_property
+    def single_occurrence(self) -> Occurrence:
+        """This event as the one occurrence of a single event (built once, then shared)."""
+        from ._recurrence import Occurrence
+
+        return Occurrence(event=self, start=self.start, end=self.end, instance_id=self.id)
 
     @property
     def is_master(self) -> bool:

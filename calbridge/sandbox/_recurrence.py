@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from collections.abc import Iterable
 from zoneinfo import ZoneInfo
 
@@ -34,6 +35,16 @@ class Occurrence:
         """True for an occurrence of a series."""
         return self.original_start is not None
 
+    @functools.cached_property
+    def start_utc(self) -> dt.datetime:
+        """``start.as_utc()``, computed once (the event's own when it is the same time)."""
+        return self.event.start_utc if self.start is self.event.start else self.start.as_utc()
+
+    @functools.cached_property
+    def end_utc(self) -> dt.datetime:
+        """``end.as_utc()``, computed once."""
+        return self.event.end_utc if self.end is self.event.end else self.end.as_utc()
+
 
 def _instance_suffix(t: EventTime) -> str:
     if t.kind is TimeKind.DATE:
@@ -62,10 +73,6 @@ def _anchor(t: EventTime) -> dt.datetime:
     return t.datetime.astimezone(ZoneInfo(t.tzid))
 
 
-def _overlaps(start: EventTime, end: EventTime, lo: dt.datetime, hi: dt.datetime) -> bool:
-    return start.as_utc() < hi and end.as_utc() > lo
-
-
 def expand(
     events: Iterable[NativeEvent], window_start: dt.datetime, window_end: dt.datetime
 ) -> list[Occurrence]:
@@ -84,8 +91,8 @@ def expand(
         if e.recurring_event_id is not None:
             continue  # rendered through its master
         if not e.recurrence:
-            if _overlaps(e.start, e.end, window_start, window_end):
-                out.append(Occurrence(event=e, start=e.start, end=e.end, instance_id=e.id))
+            if e.start_utc < window_end and e.end_utc > window_start:
+                out.append(e.single_occurrence)
             continue
         first = _anchor(e.start)
         duration = _anchor(e.end) - first
@@ -95,13 +102,14 @@ def expand(
                 break
             start = _shift(e.start, when)
             end = _shift(e.end, when + duration)
-            if start.as_utc() >= window_end:
+            start_utc = start.as_utc()
+            if start_utc >= window_end:
                 break
-            exc = exceptions.get((e.id, start.as_utc()))
+            exc = exceptions.get((e.id, start_utc))
             if exc is not None:
                 if exc.status is EventStatus.CANCELLED:
                     continue
-                if _overlaps(exc.start, exc.end, window_start, window_end):
+                if exc.start_utc < window_end and exc.end_utc > window_start:
                     out.append(
                         Occurrence(
                             event=exc,
@@ -112,7 +120,7 @@ def expand(
                         )
                     )
                 continue
-            if _overlaps(start, end, window_start, window_end):
+            if start_utc < window_end and end.as_utc() > window_start:
                 out.append(
                     Occurrence(
                         event=e,
@@ -123,11 +131,11 @@ def expand(
                     )
                 )
     # exceptions moved into the window from an original start outside it
-    seen = {(o.event.id, o.start.as_utc()) for o in out}
+    seen = {(o.event.id, o.start_utc) for o in out} if exceptions else set()
     for exc in exceptions.values():
-        if exc.status is EventStatus.CANCELLED or (exc.id, exc.start.as_utc()) in seen:
+        if exc.status is EventStatus.CANCELLED or (exc.id, exc.start_utc) in seen:
             continue
-        if _overlaps(exc.start, exc.end, window_start, window_end):
+        if exc.start_utc < window_end and exc.end_utc > window_start:
             out.append(
                 Occurrence(
                     event=exc,
@@ -137,5 +145,5 @@ def expand(
                     instance_id=exc.id,
                 )
             )
-    out.sort(key=lambda o: (o.start.as_utc(), o.instance_id))
+    out.sort(key=lambda o: (o.start_utc, o.instance_id))
     return out

@@ -20,7 +20,7 @@ from calbridge import Secret
 from calbridge.sandbox import World
 
 from ._engine import PROVIDER, CronofyEngine, engine_for
-from ._query import PageStore, Query, renderer, run_query
+from ._query import PageStore, Query, encoded_renderer, run_query
 from ._state import Channel, Grant, PendingWrite, new_id
 from ._wire import FieldError, calendar_json, profile_json
 from ._writes import accept_event_write
@@ -33,6 +33,7 @@ AuthedHandler = Callable[[Request, Grant], Awaitable[Response]]
 _EVENTS_URL = re.compile(
     r"^(?:https?://[^/]+)?(?:/[^/]+)*?/v1/calendars/(?P<calendar_id>[^/]+)/events$"
 )
+_JSON = "application/json"  # pages are encoded by PageStore, as JSONResponse would
 _MICROSOFT = {"office365", "exchange", "live_connect", "microsoft", "outlook", "outlook_com"}
 
 
@@ -326,14 +327,15 @@ class CronofySandbox:
     def _read(self, request: Request, grant: Grant, *, free_busy: bool) -> Response:
         q = Query.parse(request.query_params)
         rows = run_query(self.engine, grant, q, free_busy=free_busy)
-        render = renderer(self.engine, grant, q, free_busy=free_busy)
+        render = encoded_renderer(self.engine, grant, q, free_busy=free_busy)
         key = "free_busy" if free_busy else "events"
-        return JSONResponse(self.pages.first_page(rows, render, key, self._base(request)))
+        body = self.pages.first_page(rows, render, key, self._base(request))
+        return Response(body, media_type=_JSON)
 
     async def next_page(self, request: Request, grant: Grant) -> Response:
         key = "free_busy" if "/free_busy/" in request.url.path else "events"
         page = self.pages.page(request.path_params["token"], self._base(request), key)
-        return _empty(404) if page is None else JSONResponse(page)
+        return _empty(404) if page is None else Response(page, media_type=_JSON)
 
     async def upsert_event(self, request: Request, grant: Grant) -> Response:
         body = await _body(request)

@@ -19,6 +19,7 @@ from ._engine import CronofyEngine
 from ._state import CachedEvent, CronofyCalendar, Grant
 from ._wire import (
     FieldError,
+    encode_json,
     event_json,
     free_busy_json,
     instance_uid,
@@ -27,11 +28,12 @@ from ._wire import (
     zone,
 )
 
-__all__ = ["PageStore", "Query", "run_query"]
+__all__ = ["PageStore", "Query", "encoded_renderer", "renderer", "run_query"]
 
 _MAX_PAGES = 20_000  # page tokens kept at most (oldest snapshots go first)
 _FAR = dt.timedelta(days=3650)
 _TICK = dt.timedelta(microseconds=1)
+_MEMO_CAP = 1024  # encoded renderings kept per cache entry (a series' instances share one)
 
 
 @attrs.frozen(kw_only=True)
@@ -93,67 +95,96 @@ def run_query(engine: CronofyEngine, grant: Grant, q: Query, *, free_busy: bool)
         calendars = [known[cid] for cid in q.calendar_ids]
     start = q.start or lo
     end = q.end or hi
+    with_managed = q.include_managed or q.only_managed
+    client_id = grant.client_id
+    managed = engine.managed
     rows: list[Row] = []
     with engine.lock:
         for cal in calendars:
-            cached_events = dict(engine.cache.get(cal.native_id, {}))
-            live = [c.native for c in cached_events.values() if not c.deleted]
-
-            def is_own(event: NativeEvent, native_id: str = cal.native_id) -> bool:
-                link = engine.managed.get((native_id, event.recurring_event_id or event.id))
-                return link is not None and link.client_id == grant.client_id
-
+            native_id = cal.native_id
+            cached_events = dict(engine.cache.get(native_id, {}))
             # the default window does not limit the app's own (managed) events
-            own_events = [e for e in live if is_own(e)]
+            own_events: list[NativeEvent] = []
+            other_events: list[NativeEvent] = []
+            for c in cached_events.values():
+                if c.deleted:
+                    continue
+                e = c.native
+                link = managed.get((native_id, e.recurring_event_id or e.id))
+                if link is not None and link.client_id == client_id:
+                    own_events.append(e)
+                else:
+                    other_events.append(e)
             # Cronofy: events starting before `to` and ending on or after `from`
-            occurrences = expand([e for e in live if not is_own(e)], start - _TICK, end)
-            if own_events and (q.include_managed or q.only_managed):
+            occurrences = expand(other_events, start - _TICK, end)
+            if own_events and with_managed:
                 occurrences += expand(own_events, q.start or lo - _FAR, q.end or hi + _FAR)
             if q.include_deleted and not free_busy:
                 occurrences += [
                     Occurrence(event=c.native, start=c.native.start, end=c.native.end)
                     for c in cached_events.values()
-                    if c.deleted and c.native.start.as_utc() < end and c.native.end.as_utc() > start
+                    if c.deleted and c.native.start_utc < end and c.native.end_utc > start
                 ]
             for occ in occurrences:
-                base_id = occ.event.recurring_event_id or occ.event.id
-                cached = cached_events.get(occ.event.id) or cached_events.get(base_id)
+                e = occ.event
+                base_id = e.recurring_event_id or e.id
+                cached = cached_events.get(e.id) or cached_events.get(base_id)
                 if cached is None:
                     continue
-                link = engine.managed.get((cal.native_id, base_id))
-                own = link is not None and link.client_id == grant.client_id
+                link = managed.get((native_id, base_id))
+                own = link is not None and link.client_id == client_id
                 if q.only_managed and not own:
                     continue
-                if own and not (q.include_managed or q.only_managed):
+                if own and not with_managed:
                     continue
                 if q.last_modified is not None and cached.last_modified < q.last_modified:
                     continue
                 if free_busy and (
-                    occ.event.transparency is Transparency.TRANSPARENT
-                    or occ.event.status is EventStatus.CANCELLED
+                    e.transparency is Transparency.TRANSPARENT or e.status is EventStatus.CANCELLED
                 ):
                     continue
                 uid = (
-                    instance_uid(cal.native_id, base_id, occ.original_start)
+                    instance_uid(native_id, base_id, occ.original_start)
                     if occ.original_start is not None
                     else cached.event_uid
                 )
-                rows.append((occ, cached, cal, uid, link.event_id if own and link else None))
-    rows.sort(key=lambda r: (r[0].start.as_utc(), r[3]))
+                event_id = link.event_id if own and link else None
+                row = cached.row
+                if (
+                    row is None
+                    or row[0] is not occ
+                    or row[2] is not cal
+                    or row[3] != uid
+                    or row[4] != event_id
+                ):
+                    row = (occ, cached, cal, uid, event_id)
+                    if occ.original_start is None:
+                        cached.row = row  # shared by later reads while nothing changed
+                rows.append(row)
+    rows.sort(key=_row_order)
     return rows
+
+
+def _row_order(row: Row) -> tuple[dt.datetime, str]:
+    return row[0].start_utc, row[3]
 
 
 @attrs.define
 class _Snapshot:
     rows: list[Row]
-    render: Callable[[Row], dict[str, Any]]
+    render: Callable[[Row], bytes]
     key: str  #: ``events`` or ``free_busy``
     tokens: list[str]
     expires: float
 
 
 class PageStore:
-    """Paging snapshots: page tokens for ``/v1/{events,free_busy}/pages/{token}``."""
+    """Paging snapshots: page tokens for ``/v1/{events,free_busy}/pages/{token}``.
+
+    Pages are answered as encoded JSON bodies: the rows' encoded fragments joined into
+    ``{"pages": {...}, "<key>": [...]}``, byte for byte what encoding the whole page as
+    one object gives.
+    """
 
     def __init__(self, page_size: int, ttl: float, now: Callable[[], float]) -> None:
         self.page_size = page_size
@@ -165,10 +196,10 @@ class PageStore:
     def first_page(
         self,
         rows: list[Row],
-        render: Callable[[Row], dict[str, Any]],
+        render: Callable[[Row], bytes],
         key: str,
         base_url: str,
-    ) -> dict[str, Any]:
+    ) -> bytes:
         """Page 1, registering tokens for the rest."""
         total = max(1, -(-len(rows) // self.page_size))
         now = self._now()
@@ -184,7 +215,7 @@ class PageStore:
                 self._pages.popitem(last=False)
         return self._page(snap, 1, base_url)
 
-    def page(self, token: str, base_url: str, key: str) -> dict[str, Any] | None:
+    def page(self, token: str, base_url: str, key: str) -> bytes | None:
         """A later page by token (None when unknown or expired)."""
         with self._lock:
             entry = self._pages.get(token)
@@ -192,19 +223,30 @@ class PageStore:
             return None
         return self._page(entry[0], entry[1], base_url)
 
-    def _page(self, snap: _Snapshot, n: int, base_url: str) -> dict[str, Any]:
+    def _page(self, snap: _Snapshot, n: int, base_url: str) -> bytes:
         total = len(snap.tokens)
         chunk = snap.rows[(n - 1) * self.page_size : n * self.page_size]
         pages: dict[str, Any] = {"current": n, "total": total}
         if n < total:
             pages["next_page"] = f"{base_url}/v1/{snap.key}/pages/{snap.tokens[n]}"
-        return {"pages": pages, snap.key: [snap.render(row) for row in chunk]}
+        render = snap.render
+        return b"".join(
+            (
+                b'{"pages":',
+                encode_json(pages),
+                b",",
+                encode_json(snap.key),
+                b":[",
+                b",".join([render(row) for row in chunk]),
+                b"]}",
+            )
+        )
 
 
 def renderer(
     engine: CronofyEngine, grant: Grant, q: Query, *, free_busy: bool
 ) -> Callable[[Row], dict[str, Any]]:
-    """How rows of this query become JSON."""
+    """How rows of this query become JSON values (computed afresh on every call)."""
     account = engine.accounts[grant.sub]
     native_google = account.provider_name == "google"
 
@@ -225,5 +267,65 @@ def renderer(
             tzid=q.tzid,
             google_event_ids=q.google_event_ids,
         )
+
+    return render
+
+
+def encoded_renderer(
+    engine: CronofyEngine, grant: Grant, q: Query, *, free_busy: bool
+) -> Callable[[Row], bytes]:
+    """:func:`renderer`'s JSON, encoded, memoized on each row's cache entry.
+
+    The memo key holds everything a row's JSON depends on: the native event (by identity,
+    the entry keeping it alive), the occurrence's times when they are not the event's own,
+    the instance id, uid, managed id, the cache entry's ``deleted`` and ``last_modified``
+    as they are now, the calendar, and the query's and account's rendering options.
+    A cache entry drops its memo when its native event changes, and at most
+    :data:`_MEMO_CAP` renderings are kept per entry.
+    """
+    account = engine.accounts[grant.sub]
+    plain = renderer(engine, grant, q, free_busy=free_busy)
+    options = (
+        free_busy,
+        q.localized,
+        q.tzid,
+        q.google_event_ids,
+        account.provider_name,
+        account.email,
+        account.name,
+    )
+
+    def render(row: Row) -> bytes:
+        occ, cached, cal, uid, event_id = row
+        e = occ.event
+        times = (
+            None
+            if occ.original_start is None and occ.start is e.start and occ.end is e.end
+            else (occ.start, occ.end, occ.original_start is not None)
+        )
+        key = (
+            id(e),
+            times,
+            occ.instance_id,
+            uid,
+            event_id,
+            cached.deleted,
+            cached.last_modified,
+            cal.calendar_id,
+            cal.native_id,
+            options,
+        )
+        memo = cached.rendered
+        if cached.rendered_for is not cached.native:
+            memo = cached.rendered = {}
+            cached.rendered_for = cached.native
+        hit = memo.get(key)
+        if hit is not None and hit[0] is e:
+            return hit[1]
+        body = encode_json(plain(row))
+        if len(memo) >= _MEMO_CAP:
+            memo.clear()
+        memo[key] = (e, body)
+        return body
 
     return render

@@ -8,7 +8,7 @@ from typing import Literal
 
 import attrs
 
-from calbridge.sandbox import NativeEvent
+from calbridge.sandbox import NativeEvent, Occurrence
 
 __all__ = [
     "Account",
@@ -141,6 +141,17 @@ class CachedEvent:
     #: when Cronofy's copy last changed (what ``last_modified`` filters on)
     last_modified: dt.datetime
     deleted: bool = False
+    #: encoded JSON of this event's rows, by everything that shapes them (see ``_render``);
+    #: emptied when :attr:`native` changes, so it only holds renderings of live versions
+    rendered: dict[tuple[object, ...], tuple[NativeEvent, bytes]] = attrs.field(
+        init=False, factory=dict, eq=False, repr=False
+    )
+    #: the :attr:`native` that :attr:`rendered` was filled for
+    rendered_for: NativeEvent | None = attrs.field(init=False, default=None, eq=False, repr=False)
+    #: the last Read Events row of this single event, reused while it is still the same
+    row: tuple[Occurrence, CachedEvent, CronofyCalendar, str, str | None] | None = attrs.field(
+        init=False, default=None, eq=False, repr=False
+    )
 
 
 @attrs.define(kw_only=True)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
+import json
 from collections.abc import Mapping
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -16,6 +18,7 @@ from ._state import Account, CronofyCalendar
 __all__ = [
     "FieldError",
     "calendar_json",
+    "encode_json",
     "event_json",
     "event_uid_for",
     "instance_uid",
@@ -39,6 +42,14 @@ class FieldError(ValueError):
     def body(self) -> dict[str, Any]:
         """The 422 response body."""
         return {"errors": {self.field: [{"key": self.key, "description": self.description}]}}
+
+
+_ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+
+
+def encode_json(value: Any) -> bytes:
+    """``value`` as a response body: exactly the bytes Starlette's ``JSONResponse`` sends."""
+    return _ENCODER.encode(value).encode("utf-8")
 
 
 def iso_z(when: dt.datetime) -> str:
@@ -93,6 +104,7 @@ def parse_event_time(value: Any, default_tzid: str, field: str) -> EventTime:
     return EventTime.zoned(when.astimezone(tz), tzid)
 
 
+@functools.lru_cache(maxsize=16384)
 def event_uid_for(native_calendar_id: str, native_event_id: str) -> str:
     """A stable ``evt_external_…`` uid for a native event."""
     digest = hashlib.sha1(  # noqa: S324 - an id, not security
