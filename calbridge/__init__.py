@@ -20,6 +20,7 @@ from ._http import (
     send,
 )
 from ._manager import DEFAULT_PLUGINS, PluginHost, ProviderInfo, get_plugin_host
+from ._payload import RawPayload
 from ._serialization import make_converter
 from .hookspecs import ChangeSource, ProviderRegistrar, hookimpl
 from .models import (
@@ -94,6 +95,7 @@ __all__ = [
     "ProviderRegistrar",
     "ProviderSettings",
     "RateLimiter",
+    "RawPayload",
     "ResponseStatus",
     "RetryPolicy",
     "Secret",

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
-import hmac
-from collections.abc import Mapping
-from typing import Any, NoReturn
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
 import attrs
+
+from ._secret import Secret, _opt_secret, _secret
 
 __all__ = [
     "Account",
@@ -45,69 +46,6 @@ __all__ = [
 ]
 
 _RECURRENCE_PREFIXES = ("RRULE:", "RDATE", "EXDATE", "EXRULE:")
-
-
-class Secret:
-    """A secret string (token, client secret, channel secret) that never prints itself.
-
-    ``repr``, ``str`` and ``format`` show ``***``; pickling is refused; equality is a
-    constant-time comparison. Code that must send the value (an ``Authorization`` header,
-    a signature check) calls :meth:`reveal`; the store encrypts it before it is written.
-
-    >>> s = Secret("canary")
-    >>> s
-    Secret('***')
-    >>> s.reveal()
-    'canary'
-    """
-
-    __slots__ = ("_value",)
-    _value: str
-
-    def __init__(self, value: str) -> None:
-        if not isinstance(value, str):
-            raise TypeError("Secret wraps a str")
-        object.__setattr__(self, "_value", value)
-
-    def reveal(self) -> str:
-        """Return the secret's text. Call only at the point of use; never log it."""
-        return self._value
-
-    def __setattr__(self, name: str, value: object) -> NoReturn:
-        raise AttributeError("Secret is immutable")
-
-    def __repr__(self) -> str:
-        return "Secret('***')"
-
-    def __str__(self) -> str:
-        return "***"
-
-    def __format__(self, spec: str) -> str:
-        return "***"
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, Secret):
-            return NotImplemented
-        return hmac.compare_digest(self._value.encode(), other._value.encode())
-
-    def __hash__(self) -> int:
-        return hash(("calbridge.Secret", self._value))
-
-    def __bool__(self) -> bool:
-        return bool(self._value)
-
-    def __reduce__(self) -> NoReturn:
-        raise TypeError("Secret cannot be pickled; store it through the token vault")
-
-
-def _opt_secret(value: str | Secret | None) -> Secret | None:
-    if value is None or isinstance(value, Secret):
-        return value
-    return Secret(value)
-
-
-def _secret(value: str | Secret) -> Secret:
-    return value if isinstance(value, Secret) else Secret(value)
 
 
 def _aware(name: str, value: dt.datetime) -> None:
@@ -163,12 +101,16 @@ class EventTime:
     @classmethod
     def all_day(cls, date: dt.date) -> EventTime:
         """An all-day date (end dates are exclusive)."""
-        return cls(kind=TimeKind.DATE, date=date)
+        if not isinstance(date, dt.date) or isinstance(date, dt.datetime):
+            raise ValueError("an all-day EventTime takes a date, not a datetime")
+        return _new_time(cls, TimeKind.DATE, date, None, None)
 
     @classmethod
     def floating(cls, local: dt.datetime) -> EventTime:
         """A wall-clock time with no zone."""
-        return cls(kind=TimeKind.FLOATING, datetime=local)
+        if not isinstance(local, dt.datetime) or local.tzinfo is not None:
+            raise ValueError("a floating EventTime takes a naive datetime")
+        return _new_time(cls, TimeKind.FLOATING, None, local, None)
 
     @classmethod
     def zoned(cls, instant: dt.datetime, tzid: str | None = None) -> EventTime:
@@ -176,7 +118,9 @@ class EventTime:
         _aware("instant", instant)
         if tzid is None:
             tzid = getattr(instant.tzinfo, "key", None) or "UTC"
-        return cls(kind=TimeKind.ZONED, datetime=instant, tzid=tzid)
+        elif not tzid:
+            raise ValueError("a zoned EventTime has an aware datetime and a tzid")
+        return _new_time(cls, TimeKind.ZONED, None, instant, tzid)
 
     @property
     def is_all_day(self) -> bool:
@@ -317,7 +261,7 @@ def _properties(value: Mapping[str, str]) -> dict[str, str]:
     return out
 
 
-@attrs.frozen(kw_only=True)
+@attrs.frozen(kw_only=True, init=False)
 class Event:
     """A calendar event as a provider holds it.
 
@@ -340,7 +284,7 @@ class Event:
     visibility: Visibility = Visibility.DEFAULT
     organizer: Person | None = None
     attendees: tuple[Attendee, ...] = ()
-    recurrence: tuple[str, ...] = attrs.field(default=(), converter=_recurrence)
+    recurrence: tuple[str, ...] = ()
     series_role: SeriesRole = SeriesRole.SINGLE
     recurring_event_id: str | None = None
     original_start: EventTime | None = None
@@ -348,17 +292,123 @@ class Event:
     updated: dt.datetime | None = None
     etag: str | None = None
     #: string key -> value pairs the app stores for correlation (e.g. its own ids)
-    properties: Mapping[str, str] = attrs.field(factory=dict, converter=_properties, hash=False)
+    properties: Mapping[str, str] = attrs.field(factory=dict, hash=False)
     #: the provider's untouched payload
     raw: Mapping[str, Any] = attrs.field(factory=dict, hash=False, repr=False)
 
-    def __attrs_post_init__(self) -> None:
-        if self.start.is_all_day != self.end.is_all_day:
+    def __init__(
+        self,
+        *,
+        id: str,
+        calendar_id: str,
+        provider: str,
+        start: EventTime,
+        end: EventTime,
+        summary: str | None = None,
+        description: str | None = None,
+        location: str | None = None,
+        ical_uid: str | None = None,
+        status: EventStatus = EventStatus.CONFIRMED,
+        transparency: Transparency = Transparency.OPAQUE,
+        visibility: Visibility = Visibility.DEFAULT,
+        organizer: Person | None = None,
+        attendees: tuple[Attendee, ...] = (),
+        recurrence: Iterable[str] = (),
+        series_role: SeriesRole = SeriesRole.SINGLE,
+        recurring_event_id: str | None = None,
+        original_start: EventTime | None = None,
+        created: dt.datetime | None = None,
+        updated: dt.datetime | None = None,
+        etag: str | None = None,
+        properties: Mapping[str, str] | None = None,
+        raw: Mapping[str, Any] | None = None,
+    ) -> None:
+        # Written out instead of generated by attrs: providers build events by the
+        # thousand on the read path, and setting the slots through their descriptors
+        # costs about a third of attrs' generated __init__. test_models holds this
+        # signature to the fields above.
+        if (start.kind is TimeKind.DATE) is not (end.kind is TimeKind.DATE):
             raise ValueError("start and end must both be all-day or both be timed")
-        if self.series_role in (SeriesRole.INSTANCE, SeriesRole.EXCEPTION) and (
-            not self.recurring_event_id
+        if not recurring_event_id and (
+            series_role is SeriesRole.INSTANCE or series_role is SeriesRole.EXCEPTION
         ):
             raise ValueError("an instance or exception needs recurring_event_id")
+        _e_id(self, id)
+        _e_calendar_id(self, calendar_id)
+        _e_provider(self, provider)
+        _e_start(self, start)
+        _e_end(self, end)
+        _e_summary(self, summary)
+        _e_description(self, description)
+        _e_location(self, location)
+        _e_ical_uid(self, ical_uid)
+        _e_status(self, status)
+        _e_transparency(self, transparency)
+        _e_visibility(self, visibility)
+        _e_organizer(self, organizer)
+        _e_attendees(self, attendees)
+        _e_recurrence(self, _recurrence(recurrence) if recurrence else ())
+        _e_series_role(self, series_role)
+        _e_recurring_event_id(self, recurring_event_id)
+        _e_original_start(self, original_start)
+        _e_created(self, created)
+        _e_updated(self, updated)
+        _e_etag(self, etag)
+        _e_properties(self, _properties(properties) if properties else {})
+        _e_raw(self, {} if raw is None else raw)
+
+
+def _slot_setters(cls: type, *names: str) -> tuple[Callable[[Any, Any], None], ...]:
+    """Each named slot's descriptor ``__set__`` (frozen classes refuse ``setattr``)."""
+    return tuple(cls.__dict__[name].__set__ for name in names)
+
+
+(_t_kind, _t_date, _t_datetime, _t_tzid) = _slot_setters(
+    EventTime, "kind", "date", "datetime", "tzid"
+)
+
+
+def _new_time(
+    cls: type[EventTime],
+    kind: TimeKind,
+    date: dt.date | None,
+    datetime: dt.datetime | None,
+    tzid: str | None,
+) -> EventTime:
+    # the factories' checked values, without the generic __init__'s re-checking
+    out = object.__new__(cls)
+    _t_kind(out, kind)
+    _t_date(out, date)
+    _t_datetime(out, datetime)
+    _t_tzid(out, tzid)
+    return out
+
+
+(
+    _e_id,
+    _e_calendar_id,
+    _e_provider,
+    _e_start,
+    _e_end,
+    _e_summary,
+    _e_description,
+    _e_location,
+    _e_ical_uid,
+    _e_status,
+    _e_transparency,
+    _e_visibility,
+    _e_organizer,
+    _e_attendees,
+    _e_recurrence,
+    _e_series_role,
+    _e_recurring_event_id,
+    _e_original_start,
+    _e_created,
+    _e_updated,
+    _e_etag,
+    _e_properties,
+    _e_raw,
+) = _slot_setters(Event, *(f.name for f in attrs.fields(Event)))
 
 
 @attrs.frozen(kw_only=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import inspect
 import json
 import logging
 import zoneinfo
@@ -301,6 +302,34 @@ def test_event_and_draft_validation() -> None:
         TimeRange(start=timed.as_utc(), end=timed.as_utc())
     with pytest.raises(TypeError):
         EventDraft(start=day, end=EventTime.all_day(dt.date(2026, 1, 2)), properties={"a": 1})  # type: ignore[dict-item]
+
+
+def test_event_init_matches_its_fields() -> None:
+    """Event's hand-written __init__ takes exactly its fields, in order, with their defaults."""
+    params = list(inspect.signature(Event.__init__).parameters.values())[1:]
+    fields = attrs.fields(Event)
+    assert [p.name for p in params] == [f.name for f in fields]
+    assert all(p.kind is inspect.Parameter.KEYWORD_ONLY for p in params)
+    for p, f in zip(params, fields, strict=True):
+        if f.default is attrs.NOTHING:
+            assert p.default is inspect.Parameter.empty, f.name
+        elif isinstance(f.default, attrs.Factory):  # type: ignore[arg-type]
+            assert p.default is None, f.name
+        else:
+            assert p.default == f.default, f.name
+    timed = EventTime.zoned(dt.datetime(2026, 1, 1, 9, tzinfo=dt.UTC))
+    ev = Event(id="e", calendar_id="c", provider="p", start=timed, end=timed)
+    assert ev.raw == {} and ev.properties == {} and ev.recurrence == ()  # noqa: PT018
+    assert ev.raw is not Event(id="e", calendar_id="c", provider="p", start=timed, end=timed).raw
+    # converters still copy and check what the caller passes
+    props = {"k": "v"}
+    ev = attrs.evolve(ev, properties=props, recurrence=[" RRULE:FREQ=DAILY "])
+    assert ev.properties == props and ev.properties is not props  # noqa: PT018
+    assert ev.recurrence == ("RRULE:FREQ=DAILY",)
+    with pytest.raises(TypeError):
+        attrs.evolve(ev, properties={"k": 1})
+    with pytest.raises(attrs.exceptions.FrozenInstanceError):
+        ev.summary = "changed"  # type: ignore[misc]
 
 
 def test_token_expiry() -> None:

@@ -34,8 +34,8 @@ import contextlib
 import datetime as dt
 import json
 import urllib.parse
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
-from typing import Any, ClassVar
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from typing import Any, ClassVar, TypeVar
 
 import httpx
 
@@ -58,6 +58,27 @@ from ._wire import (
 __all__ = ["DEFAULT_SCOPES", "CronofyBase", "ServiceAccountAuthorization", "seg"]
 
 PROVIDER = "cronofy"
+P = TypeVar("P")
+
+#: httpcore trace events after which a request is on the wire (or will not be)
+_SENT_EVENTS = frozenset(
+    {
+        "http11.send_request_body.complete",
+        "http11.send_request_body.failed",
+        "http2.send_request_body.complete",
+        "http2.send_request_body.failed",
+        "connection.connect_tcp.failed",
+    }
+)
+
+
+def _signal_when_sent(sent: asyncio.Event) -> Callable[[str, Mapping[str, Any]], Awaitable[None]]:
+    async def trace(event: str, _info: Mapping[str, Any]) -> None:
+        if event in _SENT_EVENTS:
+            sent.set()
+
+    return trace
+
 
 #: scopes asked for when the caller names none
 DEFAULT_SCOPES = (
@@ -161,9 +182,16 @@ class CronofyBase(calbridge.Provider):
         params: Any = None,
         body: Any = None,
         idempotent: bool | None = None,
+        sent: asyncio.Event | None = None,
     ) -> httpx.Response:
-        """One authorized call: a 401 refreshes the token once and retries."""
+        """One authorized call: a 401 refreshes the token once and retries.
+
+        ``sent`` is set once the request has been written to the connection (through
+        httpcore's ``trace`` extension): the paging code waits for it before it hands out
+        the page it already has.
+        """
         tokens = await session.access_token()
+        extensions = {"trace": _signal_when_sent(sent)} if sent is not None else None
         for attempt in (1, 2):
             request = self.http.build_request(
                 method,
@@ -171,6 +199,7 @@ class CronofyBase(calbridge.Provider):
                 params=params,
                 json=body,
                 headers={"Authorization": f"Bearer {tokens.access_token.reveal()}"},
+                extensions=extensions,
             )
             response = await self._send(request, idempotent=idempotent)
             if response.status_code == 401 and attempt == 1:
@@ -193,28 +222,43 @@ class CronofyBase(calbridge.Provider):
                 status=response.status_code,
             ) from None
 
+    @classmethod
+    def _json_page(cls, response: httpx.Response) -> tuple[Any, str | None]:
+        """A page as decoded JSON, and its ``pages.next_page``."""
+        data = cls._json(response)
+        pages = data.get("pages") if isinstance(data, Mapping) else None
+        next_url = pages.get("next_page") if isinstance(pages, Mapping) else None
+        return data, next_url or None
+
     async def _pages(
-        self, session: calbridge.Session, url: str, params: Any
-    ) -> AsyncIterator[Mapping[str, Any]]:
+        self,
+        session: calbridge.Session,
+        url: str,
+        params: Any,
+        decode: Callable[[httpx.Response], tuple[P, str | None]],
+    ) -> AsyncIterator[P]:
         """Decoded pages, following absolute ``pages.next_page`` URLs with no parameters.
 
-        With ``prefetch`` the next page is requested before the current one is handed out,
-        so Cronofy works while the caller converts; at most two pages are held.
+        ``decode`` reads one response into (page, next page URL or None). With ``prefetch``
+        the next page is requested, and its request written to the connection, before the
+        current page is handed out, so Cronofy works while the caller converts; at most
+        two pages are held.
         """
-        data = self._json(await self._call(session, "GET", url, params=params))
+        page, next_url = decode(await self._call(session, "GET", url, params=params))
         while True:
-            pages = data.get("pages") if isinstance(data, Mapping) else None
-            next_url = pages.get("next_page") if isinstance(pages, Mapping) else None
             if next_url:
                 self._check_origin(next_url)
-            pending: asyncio.Task[httpx.Response] | None = None
+            pending: asyncio.Future[httpx.Response] | None = None
             if next_url and self._prefetch:
-                pending = asyncio.ensure_future(self._call(session, "GET", next_url))
-                # let the task run up to its first real wait, so the request is on the wire
-                # before the caller spends CPU on this page
-                await asyncio.sleep(0)
+                sent = asyncio.Event()
+                pending = asyncio.ensure_future(self._call(session, "GET", next_url, sent=sent))
+                waiter = asyncio.ensure_future(sent.wait())
+                try:
+                    await asyncio.wait((pending, waiter), return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    waiter.cancel()
             try:
-                yield data
+                yield page
             except BaseException:
                 if pending is not None:
                     pending.cancel()
@@ -224,9 +268,9 @@ class CronofyBase(calbridge.Provider):
             if not next_url:
                 return
             if pending is not None:
-                data = self._json(await pending)
+                page, next_url = decode(await pending)
             else:
-                data = self._json(await self._call(session, "GET", next_url))
+                page, next_url = decode(await self._call(session, "GET", next_url))
 
     def _check_origin(self, url: Any) -> None:
         """The bearer token goes only to the API host: a ``next_page`` elsewhere is refused."""

@@ -1,10 +1,10 @@
 """Conversion between Cronofy's wire model and calbridge's domain model.
 
-Reads: :func:`event_from_json` is the hot path (every event of every page goes through it),
-so it reads the decoded JSON dict directly instead of structuring a :class:`CronofyEvent`
-first; :func:`event_from_wire` is the same conversion from the wire class, and the tests
-hold the two to the same answers. Writes: :func:`upsert_body` turns an
-:class:`calbridge.EventDraft` into Cronofy's upsert body.
+Reads: :func:`event_from_read` is the hot path (every event of every page goes through it):
+it converts a :class:`ReadEvent`, decoded by msgspec straight from the page's bytes (see
+``_wire_read``), and interns the values that repeat; :func:`events_from_page` does a whole
+page, keeping each event's JSON text as its lazily decoded ``raw``. Writes:
+:func:`upsert_body` turns an :class:`calbridge.EventDraft` into Cronofy's upsert body.
 
 Identity: an event's calbridge ``id`` is its ``event_id`` when the app manages it (the
 caller's idempotency key) and its ``event_uid`` otherwise; Cronofy's event uids start
@@ -21,26 +21,28 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import calbridge
+from calbridge import RawPayload
 from calbridge.errors import InvalidRequest, ProviderResponseError
 
 from ._wire import (
     WIRE,
     ChannelWire,
     CronofyCalendar,
-    CronofyEvent,
     EventUpsert,
     LocalizedTime,
     Location,
     TokenResponse,
     WireTime,
 )
+from ._wire_read import EventsPage, ReadEvent, ReadPerson, ReadTime, decode_event, event_struct
 
 __all__ = [
     "UID_PREFIX",
     "calendar_from_wire",
     "channel_from_wire",
     "event_from_json",
-    "event_from_wire",
+    "event_from_read",
+    "events_from_page",
     "format_instant",
     "id_field",
     "parse_instant",
@@ -56,7 +58,8 @@ UID_PREFIX = "evt_"
 _ZONED = calbridge.TimeKind.ZONED
 _DATE = calbridge.TimeKind.DATE
 _UTC = dt.UTC
-_EventTime = calbridge.EventTime
+_all_day = calbridge.EventTime.all_day
+_zoned = calbridge.EventTime.zoned
 _Event = calbridge.Event
 _fromisoformat = dt.datetime.fromisoformat
 _date_fromisoformat = dt.date.fromisoformat
@@ -108,31 +111,46 @@ def format_instant(value: dt.datetime) -> str:
 #: Bounded: cleared when full, so memory stays flat however many events stream past.
 _INTERN_MAX = 4096
 _times: dict[Any, calbridge.EventTime] = {}
-_people: dict[Any, Any] = {}
+_attendees: dict[ReadPerson, calbridge.Attendee] = {}
+_people: dict[ReadPerson, calbridge.Person] = {}
+_instants: dict[str, dt.datetime] = {}
 
 
 def _new_time(value: Any) -> calbridge.EventTime:
     if value.__class__ is str:
         text, tzid = value, "UTC"
+    elif value.__class__ is ReadTime:
+        text, tzid = value.time, value.tzid or "UTC"
     else:
         text, tzid = value["time"], value.get("tzid") or "UTC"
     if len(text) == 10:
-        return _EventTime(kind=_DATE, date=_date_fromisoformat(text))
+        return _all_day(_date_fromisoformat(text))
     instant = _fromisoformat(text)
     if instant.tzinfo is None:
         instant = instant.replace(tzinfo=_UTC)
-    return _EventTime(kind=_ZONED, datetime=instant, tzid=tzid)
+    return _zoned(instant, tzid)
 
 
 def _time(value: Any) -> calbridge.EventTime:
-    # the hot path: a str, or {"time": ..., "tzid": ...} with localized_times
-    key = value if value.__class__ is str else (value["time"], value.get("tzid"))
+    # the hot path: a str or a ReadTime (both hashable), else {"time": ..., "tzid": ...}
+    key = value if value.__class__ is not dict else (value["time"], value.get("tzid"))
     found = _times.get(key)
     if found is None:
         found = _new_time(value)
         if len(_times) >= _INTERN_MAX:
             _times.clear()
         _times[key] = found
+    return found
+
+
+def _instant(text: str) -> dt.datetime:
+    # created/updated: one value often serves many events (and an event's two fields)
+    found = _instants.get(text)
+    if found is None:
+        found = parse_instant(text)
+        if len(_instants) >= _INTERN_MAX:
+            _instants.clear()
+        _instants[text] = found
     return found
 
 
@@ -178,75 +196,83 @@ def _zone(tzid: str | None) -> str:
 # --------------------------------------------------------------------------- events
 
 
-def event_from_json(data: Mapping[str, Any]) -> calbridge.Event:
-    """A domain event from one decoded Cronofy event (the read hot path)."""
-    get = data.get
+def event_from_read(wire: ReadEvent, raw: Mapping[str, Any]) -> calbridge.Event:
+    """A domain event from one Cronofy event (the read hot path); ``raw`` becomes ``Event.raw``."""
     try:
-        event_id = get("event_id") or data["event_uid"]
-        location = get("location")
-        organizer = get("organizer")
-        attendees = get("attendees")
-        created = get("created")
-        updated = get("updated")
-        series = get("series_identifier")
-        recurring = bool(get("recurring")) and bool(series)
+        series = wire.series_identifier
+        recurring = bool(wire.recurring) and bool(series)
+        location = wire.location
+        organizer = wire.organizer
+        attendees = wire.attendees
+        created = wire.created
+        updated = wire.updated
         return _Event(
-            id=event_id,
-            calendar_id=data["calendar_id"],
+            id=wire.event_id or wire.event_uid,
+            calendar_id=wire.calendar_id,
             provider=PROVIDER,
-            start=_time(data["start"]),
-            end=_time(data["end"]),
-            summary=get("summary"),
-            description=get("description"),
-            location=location.get("description") if location else None,
-            ical_uid=get("ical_uid"),
-            status=_STATUS.get(get("status") or "", _CONFIRMED),
-            transparency=_TRANSPARENT if get("transparency") == "transparent" else _OPAQUE,
-            visibility=_PRIVATE if get("event_private") else _DEFAULT_VIS,
-            organizer=_person(organizer) if organizer else None,
+            start=_time(wire.start),
+            end=_time(wire.end),
+            summary=wire.summary,
+            description=wire.description,
+            location=location.description if location is not None else None,
+            ical_uid=wire.ical_uid,
+            status=_STATUS.get(wire.status or "", _CONFIRMED),
+            transparency=_TRANSPARENT if wire.transparency == "transparent" else _OPAQUE,
+            visibility=_PRIVATE if wire.event_private else _DEFAULT_VIS,
+            organizer=_person(organizer) if organizer is not None else None,
             attendees=tuple([_attendee(a) for a in attendees]) if attendees else (),
             series_role=_INSTANCE if recurring else _SINGLE,
             recurring_event_id=series if recurring else None,
-            created=parse_instant(created) if created else None,
-            updated=parse_instant(updated) if updated else None,
-            raw=data,
+            created=_instant(created) if created else None,
+            updated=_instant(updated) if updated else None,
+            raw=raw,
         )
-    except (KeyError, ValueError, TypeError, AttributeError) as exc:
+    except (ValueError, TypeError) as exc:
         raise ProviderResponseError(
             f"unreadable event ({type(exc).__name__}: {exc})", provider=PROVIDER
         ) from None
 
 
-def _attendee(data: Mapping[str, Any]) -> calbridge.Attendee:
-    key = ("a", data.get("email"), data.get("display_name"), data.get("status"))
-    found = _people.get(key)
+def event_from_json(data: Mapping[str, Any]) -> calbridge.Event:
+    """A domain event from one already-decoded Cronofy event (a dict)."""
+    return event_from_read(event_struct(data), data)
+
+
+def events_from_page(page: EventsPage, *, deleted: bool = False) -> list[calbridge.Event]:
+    """A page's events as domain events; deleted ones are left out unless ``deleted``."""
+    out = []
+    for text in page.events:
+        wire = decode_event(text)
+        if wire.deleted and not deleted:
+            continue
+        out.append(event_from_read(wire, RawPayload(text, provider=PROVIDER)))
+    return out
+
+
+def _attendee(wire: ReadPerson) -> calbridge.Attendee:
+    found = _attendees.get(wire)
     if found is None:
         found = calbridge.Attendee(
-            email=key[1] or "",
-            name=key[2],
-            response=_RESPONSE.get(key[3] or "", _UNKNOWN),
+            email=wire.email or "",
+            name=wire.display_name,
+            response=_RESPONSE.get(wire.status or "", _UNKNOWN),
         )
-        if len(_people) >= _INTERN_MAX:
-            _people.clear()
-        _people[key] = found
+        if len(_attendees) >= _INTERN_MAX:
+            _attendees.clear()
+        _attendees[wire] = found
     return found
 
 
-def _person(data: Mapping[str, Any]) -> calbridge.Person:
-    key = ("p", data.get("email"), data.get("display_name"))
-    found = _people.get(key)
+def _person(wire: ReadPerson) -> calbridge.Person | None:
+    found = _people.get(wire)
     if found is None:
-        found = calbridge.Person(email=key[1], name=key[2])
+        if wire.email is None and wire.display_name is None:
+            return None
+        found = calbridge.Person(email=wire.email, name=wire.display_name)
         if len(_people) >= _INTERN_MAX:
             _people.clear()
-        _people[key] = found
+        _people[wire] = found
     return found
-
-
-def event_from_wire(event: CronofyEvent, raw: Mapping[str, Any] | None = None) -> calbridge.Event:
-    """A domain event from the wire class (same answers as :func:`event_from_json`)."""
-    data = raw if raw is not None else WIRE.unstructure(event)
-    return event_from_json(data)
 
 
 # --------------------------------------------------------------------------- writes

@@ -10,12 +10,13 @@ import datetime as dt
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
+import httpx
+
 import calbridge
 from calbridge.errors import (
     InvalidRequest,
     NotFound,
     NotSupported,
-    ProviderResponseError,
     SyncCursorExpired,
 )
 
@@ -24,6 +25,7 @@ from . import _push
 from ._base import PROVIDER, CronofyBase
 from ._base import seg as _seg
 from ._wire import ChannelWire, CronofyCalendar, Profile, UserInfo, parse
+from ._wire_read import EventsPage, decode_event, decode_page
 
 __all__ = ["CronofyProvider"]
 
@@ -37,6 +39,11 @@ _FREE_BUSY = {
     "tentative": calbridge.FreeBusyStatus.TENTATIVE,
     "unknown": calbridge.FreeBusyStatus.UNAVAILABLE,
 }
+
+
+def _events_page(response: httpx.Response) -> tuple[EventsPage, str | None]:
+    page = decode_page(response.content)
+    return page, page.pages.next_page or None
 
 
 def _bool(value: bool) -> str:
@@ -132,10 +139,40 @@ class CronofyProvider(CronofyBase):
         only_managed: bool = False,
         google_event_ids: bool | None = None,
     ) -> AsyncIterator[list[Mapping[str, Any]]]:
-        """Cronofy's Read Events with every parameter, page by page as decoded JSON.
+        """Cronofy's Read Events with every parameter, page by page as JSON objects.
 
-        The lower-level door behind :meth:`list_events` and :meth:`changes`.
+        The lower-level door behind :meth:`list_events` and :meth:`changes`. Each event is
+        a :class:`calbridge.RawPayload`: a read-only mapping over the event's JSON text,
+        decoded the first time it is read.
         """
+        pages = self._read_pages(
+            session,
+            calendar_ids=calendar_ids,
+            window=window,
+            last_modified=last_modified,
+            include_deleted=include_deleted,
+            include_managed=include_managed,
+            include_moved=include_moved,
+            only_managed=only_managed,
+            google_event_ids=google_event_ids,
+        )
+        async for page in pages:
+            yield [calbridge.RawPayload(text, provider=PROVIDER) for text in page.events]
+
+    def _read_pages(
+        self,
+        session: calbridge.Session,
+        *,
+        calendar_ids: Sequence[str],
+        window: calbridge.TimeRange | None,
+        last_modified: str | dt.datetime | None = None,
+        include_deleted: bool = False,
+        include_managed: bool = True,
+        include_moved: bool = False,
+        only_managed: bool = False,
+        google_event_ids: bool | None = None,
+    ) -> AsyncIterator[EventsPage]:
+        """Read Events pages, each event still its JSON text (see :func:`decode_event`)."""
         flags: dict[str, bool | str] = {
             "include_managed": include_managed,
             "include_deleted": include_deleted,
@@ -153,11 +190,7 @@ class CronofyProvider(CronofyBase):
                 else last_modified
             )
         params = self._read_params(calendar_ids, window, **flags)
-        async for data in self._pages(session, f"{self.hosts.api}/v1/events", params):
-            events = data.get("events")
-            if not isinstance(events, list):
-                raise ProviderResponseError("an events page without events", provider=PROVIDER)
-            yield events
+        return self._pages(session, f"{self.hosts.api}/v1/events", params, _events_page)
 
     async def list_events(
         self,
@@ -168,9 +201,8 @@ class CronofyProvider(CronofyBase):
         page_size: int | None = None,
     ) -> AsyncIterator[Sequence[calbridge.Event]]:
         """Events overlapping ``window``, one Cronofy page at a time (Cronofy sizes pages)."""
-        event = convert.event_from_json
-        async for page in self.read_events(session, calendar_ids=(calendar_id,), window=window):
-            yield tuple([event(e) for e in page if not e.get("deleted")])
+        async for page in self._read_pages(session, calendar_ids=(calendar_id,), window=window):
+            yield tuple(convert.events_from_page(page))
 
     async def changes(
         self,
@@ -197,7 +229,7 @@ class CronofyProvider(CronofyBase):
         started = self._now() - dt.timedelta(seconds=self._margin)
         next_cursor = convert.format_instant(started)
         full = since is None
-        pages = self.read_events(
+        pages = self._read_pages(
             session,
             calendar_ids=(calendar_id,),
             window=window,
@@ -205,25 +237,26 @@ class CronofyProvider(CronofyBase):
             include_deleted=not full,
             include_moved=not full,
         )
-        event = convert.event_from_json
+        event = convert.event_from_read
         buffered: calbridge.ChangePage | None = None
         async for page in pages:
             if buffered is not None:
                 yield buffered
             changes = []
-            for raw in page:
-                if raw.get("deleted"):
+            for text in page.events:
+                wire = decode_event(text)
+                if wire.deleted:
                     if full:
                         continue
                     changes.append(
                         calbridge.Change(
                             kind=calbridge.ChangeKind.DELETED,
-                            calendar_id=raw.get("calendar_id") or calendar_id,
-                            event_id=raw.get("event_id") or raw["event_uid"],
+                            calendar_id=wire.calendar_id or calendar_id,
+                            event_id=wire.event_id or wire.event_uid,
                         )
                     )
                 else:
-                    ev = event(raw)
+                    ev = event(wire, calbridge.RawPayload(text, provider=PROVIDER))
                     changes.append(
                         calbridge.Change(
                             kind=calbridge.ChangeKind.UPSERTED,
@@ -245,7 +278,8 @@ class CronofyProvider(CronofyBase):
         """Busy, tentative and unknown blocks (free blocks are left out), app events included."""
         params = self._read_params(calendar_ids, window, include_managed=True)
         out: list[calbridge.FreeBusy] = []
-        async for data in self._pages(session, f"{self.hosts.api}/v1/free_busy", params):
+        url = f"{self.hosts.api}/v1/free_busy"
+        async for data in self._pages(session, url, params, self._json_page):
             for block in data.get("free_busy", []):
                 status = _FREE_BUSY.get(block.get("free_busy_status", "busy"))
                 if status is None:

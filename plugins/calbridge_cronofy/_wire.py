@@ -1,5 +1,7 @@
 """Cronofy's JSON as attrs classes (the wire model), apart from calbridge's domain model.
 
+Read Events pages, the hot path, have their own msgspec model in ``_wire_read``.
+
 Cronofy's keys are already snake_case, so field names are the JSON names; the few dotted
 keys of ``/v1/userinfo`` (``cronofy.type``, ``cronofy.data``) are renamed in the converter.
 Unknown keys are ignored (Cronofy adds fields over time); ``None`` fields are omitted on
@@ -27,10 +29,7 @@ __all__ = [
     "Authorization",
     "ChannelFilters",
     "ChannelWire",
-    "CronofyAttendee",
     "CronofyCalendar",
-    "CronofyEvent",
-    "CronofyPerson",
     "ErrorDetail",
     "EventUpsert",
     "FreeBusyBlock",
@@ -39,7 +38,6 @@ __all__ = [
     "Location",
     "NotificationBody",
     "NotificationEnvelope",
-    "Pages",
     "Profile",
     "TokenResponse",
     "UserInfo",
@@ -166,63 +164,6 @@ class Location:
     description: str | None = None
     lat: str | None = None
     long: str | None = None
-
-
-@attrs.frozen(kw_only=True)
-class CronofyPerson:
-    """``organizer``."""
-
-    email: str | None = None
-    display_name: str | None = None
-
-
-@attrs.frozen(kw_only=True)
-class CronofyAttendee:
-    """One of ``attendees``."""
-
-    email: str | None = None
-    display_name: str | None = None
-    status: str | None = None
-
-
-@attrs.frozen(kw_only=True)
-class CronofyEvent:
-    """One event of ``GET /v1/events``.
-
-    ``event_uid`` is on every event; ``event_id`` only on the app's own (managed) events.
-    """
-
-    calendar_id: str
-    event_uid: str
-    start: WireTime
-    end: WireTime
-    event_id: str | None = None
-    summary: str | None = None
-    description: str | None = None
-    deleted: bool = False
-    created: str | None = None
-    updated: str | None = None
-    location: Location | None = None
-    participation_status: str | None = None
-    attendees: tuple[CronofyAttendee, ...] = ()
-    organizer: CronofyPerson | None = None
-    transparency: str | None = None
-    status: str | None = None
-    recurring: bool = False
-    series_identifier: str | None = None
-    event_private: bool = False
-    ical_uid: str | None = None
-    google_event_id: str | None = None
-    meeting_url: str | None = None
-
-
-@attrs.frozen(kw_only=True)
-class Pages:
-    """``pages``: ``next_page`` is absolute, and absent or empty on the last page."""
-
-    current: int = 1
-    total: int = 1
-    next_page: str | None = None
 
 
 @attrs.frozen(kw_only=True)

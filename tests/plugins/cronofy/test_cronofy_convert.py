@@ -3,38 +3,112 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
+import pickle
 
 import attrs
 import pytest
 from calbridge_cronofy import _convert as convert
-from calbridge_cronofy._wire import WIRE, CronofyEvent, LocalizedTime, parse
+from calbridge_cronofy._wire import LocalizedTime
+from calbridge_cronofy._wire_read import ReadTime, decode_event, decode_page
 from calbridge_cronofy.testing import event_json
 
 import calbridge
 from calbridge.errors import InvalidRequest, ProviderResponseError
 
 
-def test_fast_path_and_wire_class_agree() -> None:
+def _page(*events: object, next_page: str | None = None) -> bytes:
+    pages: dict[str, object] = {"current": 1, "total": 1}
+    if next_page:
+        pages["next_page"] = next_page
+    return json.dumps({"pages": pages, "events": list(events)}).encode()
+
+
+def test_page_path_and_dict_path_agree() -> None:
     raw = event_json(
         1,
         event_id="k1",
         start={"time": "2026-01-06T10:00:00+01:00", "tzid": "Europe/Paris"},
         end={"time": "2026-01-06T11:00:00+01:00", "tzid": "Europe/Paris"},
     )
-    wire = parse(raw, CronofyEvent)
-    assert isinstance(wire.start, LocalizedTime)
+    raw["brand_new_field"] = {"nested": [1, 2]}  # Cronofy adds fields: kept in raw
+    page = decode_page(_page(raw, next_page="https://api.cronofy.com/v1/events/pages/x"))
+    assert page.pages.next_page == "https://api.cronofy.com/v1/events/pages/x"
+    wire = decode_event(page.events[0])
+    assert isinstance(wire.start, ReadTime)
     assert wire.start.tzid == "Europe/Paris"
+    assert wire.attendees is not None
     assert wire.attendees[0].email == "example@cronofy.com"
-    fast = convert.event_from_json(raw)
-    slow = convert.event_from_wire(wire)
-    assert attrs.evolve(fast, raw={}) == attrs.evolve(slow, raw={})
-    assert fast.raw is raw
-    assert fast.start.datetime == dt.datetime(2026, 1, 6, 9, tzinfo=dt.UTC)
-    assert fast.start.tzid == "Europe/Paris"
-    assert WIRE.unstructure(wire)["start"] == {
-        "time": "2026-01-06T10:00:00+01:00",
-        "tzid": "Europe/Paris",
-    }
+    (from_page,) = convert.events_from_page(page)
+    from_dict = convert.event_from_json(raw)
+    assert attrs.evolve(from_page, raw={}) == attrs.evolve(from_dict, raw={})
+    assert from_dict.raw is raw
+    assert isinstance(from_page.raw, calbridge.RawPayload)
+    assert from_page.raw == raw
+    assert from_page.raw["brand_new_field"] == {"nested": [1, 2]}
+    assert json.loads(from_page.raw.text) == raw
+    assert from_page.start.datetime == dt.datetime(2026, 1, 6, 9, tzinfo=dt.UTC)
+    assert from_page.start.tzid == "Europe/Paris"
+    # the domain converter writes the lazily decoded payload like any mapping
+    assert calbridge.make_converter().unstructure(from_page)["raw"] == raw
+
+
+def test_deleted_events_are_left_out_unless_asked_for() -> None:
+    page = decode_page(_page(event_json(1), event_json(2, deleted=True)))
+    assert [e.id for e in convert.events_from_page(page)] == [event_json(1)["event_uid"]]
+    assert len(convert.events_from_page(page, deleted=True)) == 2
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"not json",
+        b"[]",
+        b'{"pages": {}}',  # no events
+        b'{"events": {}}',
+        b'{"events": [], "pages": {"next_page": 5}}',
+    ],
+)
+def test_unreadable_pages_are_typed_errors(body: bytes) -> None:
+    with pytest.raises(ProviderResponseError):
+        decode_page(body)
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        {"summary": "no ids"},
+        {**event_json(1), "summary": 42},
+        {**event_json(1), "attendees": "everyone"},
+        "a string",
+    ],
+)
+def test_unreadable_events_are_typed_errors(event: object) -> None:
+    page = decode_page(_page(event))
+    with pytest.raises(ProviderResponseError):
+        convert.events_from_page(page)
+    with pytest.raises(ProviderResponseError):
+        convert.event_from_json(event)  # type: ignore[arg-type]
+
+
+def test_raw_payload_is_a_lazy_read_only_mapping() -> None:
+    payload = calbridge.RawPayload(b'{"a": 1, "b": [true]}', provider="cronofy")
+    assert payload._data is None  # nothing decoded yet
+    assert repr(payload) == "RawPayload(21 bytes)"  # never the content
+    assert payload["a"] == 1
+    assert payload.get("zz") is None
+    assert "b" in payload
+    assert dict(payload) == {"a": 1, "b": [True]}
+    assert len(payload) == 2
+    assert payload == calbridge.RawPayload(b'{"b":[true],"a":1}')
+    assert payload != {"a": 2}
+    assert pickle.loads(pickle.dumps(payload)) == payload
+    with pytest.raises(TypeError):
+        hash(payload)
+    with pytest.raises(ProviderResponseError, match="not a JSON object"):
+        calbridge.RawPayload(b"[1, 2]", provider="cronofy")["x"]
+    with pytest.raises(ProviderResponseError):
+        len(calbridge.RawPayload(b"{broken", provider="cronofy"))
 
 
 @pytest.mark.parametrize(
@@ -51,6 +125,10 @@ def test_fast_path_and_wire_class_agree() -> None:
         ),
         (
             LocalizedTime(time="2026-01-06T09:00:00Z"),
+            calbridge.EventTime.zoned(dt.datetime(2026, 1, 6, 9, tzinfo=dt.UTC), "UTC"),
+        ),
+        (
+            ReadTime(time="2026-01-06T09:00:00Z"),
             calbridge.EventTime.zoned(dt.datetime(2026, 1, 6, 9, tzinfo=dt.UTC), "UTC"),
         ),
     ],
@@ -94,6 +172,7 @@ def test_attendee_statuses_and_interning_stays_bounded() -> None:
                 attendees=[{"email": f"p{i}@x", "status": "accepted"}],
             )
         )
+    assert len(convert._attendees) <= convert._INTERN_MAX
     assert len(convert._people) <= convert._INTERN_MAX
     assert len(convert._times) <= convert._INTERN_MAX
 
