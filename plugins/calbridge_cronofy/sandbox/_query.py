@@ -243,15 +243,15 @@ class PageStore:
         )
 
 
-def renderer(
+def _row_json(
     engine: CronofyEngine, grant: Grant, q: Query, *, free_busy: bool
-) -> Callable[[Row], dict[str, Any]]:
-    """How rows of this query become JSON values (computed afresh on every call)."""
+) -> Callable[[Row, bool, dt.datetime], dict[str, Any]]:
+    """How a row of this query becomes JSON, given its entry's ``deleted``/``last_modified``."""
     account = engine.accounts[grant.sub]
     native_google = account.provider_name == "google"
 
-    def render(row: Row) -> dict[str, Any]:
-        occ, cached, cal, uid, event_id = row
+    def render(row: Row, deleted: bool, last_modified: dt.datetime) -> dict[str, Any]:
+        occ, _cached, cal, uid, event_id = row
         if free_busy:
             return free_busy_json(occ, cal, q.localized, q.tzid)
         return event_json(
@@ -259,14 +259,27 @@ def renderer(
             cal=cal,
             account=account,
             event_uid=uid,
-            deleted=cached.deleted,
-            last_modified=cached.last_modified,
+            deleted=deleted,
+            last_modified=last_modified,
             managed_event_id=event_id,
             native_google=native_google,
             localized=q.localized,
             tzid=q.tzid,
             google_event_ids=q.google_event_ids,
         )
+
+    return render
+
+
+def renderer(
+    engine: CronofyEngine, grant: Grant, q: Query, *, free_busy: bool
+) -> Callable[[Row], dict[str, Any]]:
+    """How rows of this query become JSON values (computed afresh on every call)."""
+    row_json = _row_json(engine, grant, q, free_busy=free_busy)
+
+    def render(row: Row) -> dict[str, Any]:
+        cached = row[1]
+        return row_json(row, cached.deleted, cached.last_modified)
 
     return render
 
@@ -284,7 +297,7 @@ def encoded_renderer(
     :data:`_MEMO_CAP` renderings are kept per entry.
     """
     account = engine.accounts[grant.sub]
-    plain = renderer(engine, grant, q, free_busy=free_busy)
+    row_json = _row_json(engine, grant, q, free_busy=free_busy)
     options = (
         free_busy,
         q.localized,
@@ -298,6 +311,7 @@ def encoded_renderer(
     def render(row: Row) -> bytes:
         occ, cached, cal, uid, event_id = row
         e = occ.event
+        deleted, last_modified = cached.deleted, cached.last_modified  # read once: key = JSON
         times = (
             None
             if occ.original_start is None and occ.start is e.start and occ.end is e.end
@@ -309,8 +323,8 @@ def encoded_renderer(
             occ.instance_id,
             uid,
             event_id,
-            cached.deleted,
-            cached.last_modified,
+            deleted,
+            last_modified,
             cal.calendar_id,
             cal.native_id,
             options,
@@ -322,7 +336,7 @@ def encoded_renderer(
         hit = memo.get(key)
         if hit is not None and hit[0] is e:
             return hit[1]
-        body = encode_json(plain(row))
+        body = encode_json(row_json(row, deleted, last_modified))
         if len(memo) >= _MEMO_CAP:
             memo.clear()
         memo[key] = (e, body)
