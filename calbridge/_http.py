@@ -15,6 +15,7 @@ import email.utils
 import logging
 import math
 import random
+import ssl
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -51,9 +52,16 @@ def make_http_client(
     max_keepalive: int = 20,
     transport: httpx.AsyncBaseTransport | None = None,
     user_agent: str | None = None,
+    verify: ssl.SSLContext | str | bool = True,
 ) -> httpx.AsyncClient:
-    """The client a bridge shares with all its providers (HTTP/1.1 keep-alive, pooled)."""
+    """The client a bridge shares with all its providers (HTTP/1.1 keep-alive, pooled).
+
+    ``verify`` is httpx's: True checks certificates against the system's trust store
+    (certifi), a path or an :class:`ssl.SSLContext` trusts a private CA (a TLS sandbox, a
+    corporate proxy); False is for nothing but experiments.
+    """
     return httpx.AsyncClient(
+        verify=verify,
         timeout=httpx.Timeout(timeout, connect=connect_timeout),
         limits=httpx.Limits(
             max_connections=max_connections, max_keepalive_connections=max_keepalive
@@ -186,7 +194,22 @@ async def send(
                 return hinted
         return float(policy.backoff(state.attempt_number, rng))
 
+    # The happy path needs no retry machinery (it costs more than building the request):
+    # the first attempt is made plainly, and only a failure enters the retry loop, whose
+    # attempt 1 then replays that outcome, so waits and attempt counts are unchanged.
+    first: list[Exception] = []
+    try:
+        response = await client.send(request)
+    except Exception as exc:  # replayed below, for should_retry to judge
+        first.append(exc)
+    else:
+        if response.status_code not in RETRY_STATUSES:
+            return response
+        first.append(_RetryableStatus(response))
+
     async def once() -> httpx.Response:
+        if first:
+            raise first.pop()
         response = await client.send(request)
         if response.status_code in RETRY_STATUSES:
             raise _RetryableStatus(response)

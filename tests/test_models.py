@@ -307,13 +307,13 @@ def test_event_and_draft_validation() -> None:
 def test_event_init_matches_its_fields() -> None:
     """Event's hand-written __init__ takes exactly its fields, in order, with their defaults."""
     params = list(inspect.signature(Event.__init__).parameters.values())[1:]
-    fields = attrs.fields(Event)
+    fields: list[attrs.Attribute[Any]] = list(attrs.fields(Event))
     assert [p.name for p in params] == [f.name for f in fields]
     assert all(p.kind is inspect.Parameter.KEYWORD_ONLY for p in params)
     for p, f in zip(params, fields, strict=True):
         if f.default is attrs.NOTHING:
             assert p.default is inspect.Parameter.empty, f.name
-        elif isinstance(f.default, attrs.Factory):  # type: ignore[arg-type]
+        elif isinstance(f.default, attrs.Factory):  # type: ignore[arg-type]  # a class at runtime
             assert p.default is None, f.name
         else:
             assert p.default == f.default, f.name
@@ -327,7 +327,7 @@ def test_event_init_matches_its_fields() -> None:
     assert ev.properties == props and ev.properties is not props  # noqa: PT018
     assert ev.recurrence == ("RRULE:FREQ=DAILY",)
     with pytest.raises(TypeError):
-        attrs.evolve(ev, properties={"k": 1})
+        attrs.evolve(ev, properties={"k": 1})  # type: ignore[dict-item]
     with pytest.raises(attrs.exceptions.FrozenInstanceError):
         ev.summary = "changed"  # type: ignore[misc]
 

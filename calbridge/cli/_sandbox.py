@@ -49,6 +49,13 @@ def sandbox() -> None:
     is_flag=True,
     help="Never answer 429 for exceeding a provider's rate limits (benchmarks).",
 )
+@click.option(
+    "--tls-dir",
+    type=click.Path(file_okay=False, writable=True),
+    default=None,
+    help="Serve HTTPS: write a fresh private CA (ca.pem, the file clients trust), a "
+    "loopback certificate and its key into this folder.",
+)
 @click.option("--log-level", default="warning", show_default=True, help="uvicorn log level.")
 def serve(
     *,
@@ -59,6 +66,7 @@ def serve(
     manual_clock: bool,
     tick: float,
     no_rate_limits: bool,
+    tls_dir: str | None,
     log_level: str,
 ) -> None:
     """Serve every installed provider sandbox under its own prefix until interrupted.
@@ -69,7 +77,7 @@ def serve(
     """
     import uvicorn
 
-    from ..sandbox import Clock, World, build_app, installed_sandboxes
+    from ..sandbox import Clock, World, build_app, installed_sandboxes, make_tls_files
 
     world = World(
         clock=Clock() if manual_clock else Clock.realtime(), rate_limits=not no_rate_limits
@@ -82,9 +90,18 @@ def serve(
     sock.bind((host, port))
     bound = sock.getsockname()[1]
     shown = f"[{host}]" if ":" in host else host
-    origin = f"http://{shown}:{bound}"
+    tls = make_tls_files(tls_dir, hosts=[host]) if tls_dir else None
+    origin = f"{'https' if tls else 'http'}://{shown}:{bound}"
     sys.stdout.write(json.dumps({name: f"{origin}/{name}" for name in sorted(factories)}) + "\n")
     sys.stdout.flush()
     click.echo(f"calbridge sandbox on {origin} (control: {origin}/_sandbox/)", err=True)
-    config = uvicorn.Config(app, log_level=log_level, lifespan="on")
+    if tls:
+        click.echo(f"clients trust {tls.ca}", err=True)
+    config = uvicorn.Config(
+        app,
+        log_level=log_level,
+        lifespan="on",
+        ssl_certfile=str(tls.cert) if tls else None,
+        ssl_keyfile=str(tls.key) if tls else None,
+    )
     uvicorn.Server(config).run(sockets=[sock])

@@ -32,6 +32,7 @@ from ._faults import FaultAction, Faults, InjectedError, NotificationFate, Provi
 from ._model import ChangeKind, NativeCalendar, NativeChange, NativeEvent, NativeProvider, User
 from ._recurrence import Occurrence, expand
 from ._server import LoopbackServer, build_app, installed_sandboxes, serve_in_thread
+from ._tls import TlsFiles, make_tls_files
 from ._world import NativeListener, UnknownCalendar, UnknownEvent, UnknownUser, World
 
 __all__ = [
@@ -53,6 +54,7 @@ __all__ = [
     "ProviderFaults",
     "Timer",
     "TimerCallback",
+    "TlsFiles",
     "UnknownCalendar",
     "UnknownEvent",
     "UnknownUser",
@@ -64,6 +66,7 @@ __all__ = [
     "event_time_json",
     "expand",
     "installed_sandboxes",
+    "make_tls_files",
     "native_event_json",
     "serve_in_thread",
 ]

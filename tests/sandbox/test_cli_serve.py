@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import pathlib
+import ssl
 import subprocess
 import sys
 import time
 from urllib.parse import parse_qs, urlparse
 
 import httpx
+import pytest
+from calbridge_cronofy import CronofyProvider
 from click.testing import CliRunner
 
+import calbridge
 from calbridge.cli import main
 
 
@@ -108,3 +114,63 @@ def test_serve_prints_urls_first_and_applies_writes_in_real_time() -> None:
         if proc.stdout is not None:
             proc.stdout.close()
     assert "s3cret" not in err
+
+
+def test_serve_over_tls_with_a_private_ca(tmp_path: pathlib.Path) -> None:
+    """--tls-dir: HTTPS on loopback; clients that trust ca.pem connect, others are refused."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "calbridge", "sandbox", "serve", "--tls-dir", str(tmp_path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        base = json.loads(proc.stdout.readline())["cronofy"]
+        assert base.startswith("https://127.0.0.1:")
+        assert (tmp_path / "key.pem").stat().st_mode & 0o077 == 0  # the key is private
+        ctx = ssl.create_default_context(cafile=str(tmp_path / "ca.pem"))
+
+        async def calendars() -> list[calbridge.Calendar]:
+            async with calbridge.make_http_client(verify=ctx) as http:
+                for _ in range(100):
+                    try:
+                        await http.get(base.removesuffix("/cronofy") + "/_sandbox/")
+                        break
+                    except httpx.ConnectError:
+                        await asyncio.sleep(0.05)
+                provider = CronofyProvider(
+                    http=http,
+                    settings=calbridge.ProviderSettings(
+                        client_id="sandbox-client",
+                        client_secret="sandbox-secret",
+                        base_urls={"api": base, "app": base},
+                    ),
+                )
+                url = provider.authorization_url(
+                    calbridge.AuthorizationRequest(
+                        redirect_uri="https://app/cb", state="s", login_hint="tls@example.com"
+                    )
+                )
+                answer = await http.get(url)
+                code = parse_qs(urlparse(answer.headers["location"]).query)["code"][0]
+                grant = await provider.exchange_code(code=code, redirect_uri="https://app/cb")
+                session = calbridge.Session(
+                    account=calbridge.Account(
+                        app_user_id="tls",
+                        provider="cronofy",
+                        provider_account_id=grant.provider_account_id,
+                    ),
+                    tokens=calbridge.StaticTokenSource(tokens=grant.tokens),
+                )
+                return await provider.list_calendars(session)
+
+        assert [c.primary for c in asyncio.run(calendars())].count(True) == 1
+        with httpx.Client(timeout=10) as untrusting, pytest.raises(httpx.ConnectError):
+            untrusting.get(base.removesuffix("/cronofy") + "/_sandbox/")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        for stream in (proc.stdout, proc.stderr):
+            if stream is not None:
+                stream.close()
