@@ -29,6 +29,7 @@ import os
 import pathlib
 import re
 import socket
+import ssl
 import statistics
 import subprocess
 import sys
@@ -42,6 +43,7 @@ from typing import Any
 import httpx
 
 import calbridge
+import calbridge.sandbox
 
 CLIENT_ID = "bench-client"
 CLIENT_SECRET = "bench-secret"  # the sandbox's throwaway secret
@@ -56,8 +58,9 @@ START, END = "<!-- cronofy-bench:start -->", "<!-- cronofy-bench:end -->"
 # --------------------------------------------------------------------------- the sandbox process
 
 
-def serve() -> None:
-    """Child process: seed a world and serve the Cronofy sandbox until killed."""
+def serve(tls_dir: str | None = None) -> None:
+    """Child process: seed a world and serve the Cronofy sandbox until killed (HTTPS with
+    the private CA in ``tls_dir`` when given)."""
     import uvicorn
     from calbridge_cronofy.sandbox import create_app
 
@@ -92,8 +95,17 @@ def serve() -> None:
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     sock.listen(128)  # connections wait in the backlog until uvicorn accepts them
-    print(json.dumps({"base": f"http://127.0.0.1:{port}"}), flush=True)
-    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on")
+    tls = calbridge.sandbox.make_tls_files(tls_dir) if tls_dir else None
+    scheme = "https" if tls else "http"
+    print(json.dumps({"base": f"{scheme}://127.0.0.1:{port}"}), flush=True)
+    config = uvicorn.Config(
+        app,
+        log_level="warning",
+        access_log=False,
+        lifespan="on",
+        ssl_certfile=str(tls.cert) if tls else None,
+        ssl_keyfile=str(tls.key) if tls else None,
+    )
     uvicorn.Server(config).run(sockets=[sock])
 
 
@@ -168,7 +180,7 @@ def compare(base: str, session: calbridge.Session, cal: str, token: str, rounds:
     async def run() -> tuple[list[float], list[float]]:
         ours: list[float] = []
         theirs: list[float] = []
-        async with calbridge.make_http_client() as http:
+        async with calbridge.make_http_client(verify=verify()) as http:
             provider = make_provider(base, http)
 
             async def count() -> int:
@@ -214,7 +226,7 @@ def make_provider(base: str, http: httpx.AsyncClient) -> Any:
 
 async def connect(base: str, email: str) -> tuple[calbridge.Session, str, str]:
     """Individual Connect through the sandbox: session, primary calendar id, access token."""
-    async with calbridge.make_http_client() as http:
+    async with calbridge.make_http_client(verify=verify()) as http:
         provider = make_provider(base, http)
         url = provider.authorization_url(
             calbridge.AuthorizationRequest(redirect_uri=REDIRECT, state="b", login_hint=email)
@@ -235,6 +247,13 @@ async def connect(base: str, email: str) -> tuple[calbridge.Session, str, str]:
         return session, primary.id, grant.tokens.access_token.reveal()
 
 
+def verify() -> ssl.SSLContext | bool:
+    """Trust the TLS sandbox's private CA when one is in use (``REQUESTS_CA_BUNDLE``, which
+    is also how pycronofy's requests is told)."""
+    ca = os.environ.get("REQUESTS_CA_BUNDLE")
+    return ssl.create_default_context(cafile=ca) if ca else True
+
+
 def window() -> calbridge.TimeRange:
     start = dt.datetime(2026, 1, 4, tzinfo=dt.UTC)
     return calbridge.TimeRange(start=start, end=start + dt.timedelta(days=200))
@@ -243,7 +262,7 @@ def window() -> calbridge.TimeRange:
 async def read_calbridge(
     base: str, session: calbridge.Session, calendar_id: str, transport: Any = None
 ) -> int:
-    async with calbridge.make_http_client(transport=transport) as http:
+    async with calbridge.make_http_client(transport=transport, verify=verify()) as http:
         provider = make_provider(base, http)
         n = 0
         async for page in provider.list_events(session, calendar_id, window()):
@@ -284,7 +303,7 @@ def record_pages(base: str, token: str, calendar_id: str) -> list[tuple[str, byt
     ]
     out = []
     headers = {"Authorization": f"Bearer {token}"}
-    with httpx.Client(headers=headers) as http:
+    with httpx.Client(headers=headers, verify=verify()) as http:
         url: str | None = f"{base}/cronofy/v1/events"
         first = True
         while url:
@@ -303,7 +322,7 @@ def floor(base: str, token: str, pages: list[tuple[str, bytes]]) -> float:
     """events/s of fetching the recorded page URLs again, keep-alive, no decoding: the
     sandbox's own speed, which bounds every client."""
     n = sum(len(json.loads(b)["events"]) for _, b in pages)
-    with httpx.Client(headers={"Authorization": f"Bearer {token}"}) as http:
+    with httpx.Client(headers={"Authorization": f"Bearer {token}"}, verify=verify()) as http:
         t = time.perf_counter()
         for url, _ in pages:
             http.get(url).raise_for_status()
@@ -363,8 +382,20 @@ def own_cost(pages: list[tuple[str, bytes]]) -> dict[str, float]:
         tokens=calbridge.StaticTokenSource(tokens=calbridge.TokenSet(access_token="t")),
     )
     cal = urllib.parse.parse_qs(httpx.URL(pages[0][0]).query.decode())["calendar_ids[]"][0]
-    transport = httpx.MockTransport(handler)
-    path = best(lambda: asyncio.run(read_calbridge(base, session, cal, transport)))
+
+    async def whole_path() -> float:
+        # one client for all reads, as a bridge keeps it: the steady state, not set-up
+        async with calbridge.make_http_client(transport=httpx.MockTransport(handler)) as http:
+            provider = make_provider(base, http)
+            times = []
+            for _ in range(reps):
+                t = time.process_time()
+                async for _page in provider.list_events(session, cal, window()):
+                    pass
+                times.append(time.process_time() - t)
+            return min(times) / total * 1e6
+
+    path = asyncio.run(whole_path())
     return {"decode": decode, "convert": convert, "path": path, "events": total}
 
 
@@ -380,6 +411,11 @@ def peak_memory(base: str, session: calbridge.Session, calendar_id: str) -> tupl
 
 
 # --------------------------------------------------------------------------- report
+
+
+def paired(ours: list[float], theirs: list[float]) -> float:
+    """The median of per-round ratios (ours / theirs)."""
+    return statistics.median(a / b for a, b in zip(ours, theirs, strict=True))
 
 
 def table(rows: list[tuple[str, str]]) -> str:
@@ -409,11 +445,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--replay", help=argparse.SUPPRESS)
-    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--tls", help=argparse.SUPPRESS)
+    parser.add_argument("--rounds", type=int, default=9)
     parser.add_argument("--no-docs", action="store_true", help="do not rewrite docs/benchmarks.md")
     args = parser.parse_args()
     if args.serve:
-        serve()
+        serve(args.tls)
         return 0
     if args.replay:
         replay(args.replay)
@@ -428,7 +465,9 @@ def main() -> int:
         ours, theirs = compare(base, s10, cal10, tok10, args.rounds)
         pages = record_pages(base, tok10, cal10)
         sandbox_eps = max(floor(base, tok10, pages) for _ in range(3))
-        cost = own_cost(pages)
+        # CPU time still moves with the host's other tenants: the best of three batches
+        batches = [own_cost(pages) for _ in range(3)]
+        cost = {k: min(b[k] for b in batches) for k in batches[0]}
         small = peak_memory(base, s10, cal10)
         large = peak_memory(base, s100, cal100)
     finally:
@@ -442,11 +481,25 @@ def main() -> int:
         finally:
             child.terminate()
             child.wait(timeout=10)
+    # the same over HTTPS, as the real Cronofy serves it: a second sandbox with a private CA
+    with tempfile.TemporaryDirectory() as tls_dir:
+        child, tls_base = start("--serve", "--tls", tls_dir)
+        os.environ["REQUESTS_CA_BUNDLE"] = str(pathlib.Path(tls_dir) / "ca.pem")
+        try:
+            ts10, tcal10, ttok10 = asyncio.run(connect(tls_base, "bench10k@example.com"))
+            t_ours, t_theirs = compare(tls_base, ts10, tcal10, ttok10, args.rounds)
+        finally:
+            del os.environ["REQUESTS_CA_BUNDLE"]
+            child.terminate()
+            child.wait(timeout=10)
 
     # best of the alternating rounds: the machine may be shared, and the best round is the
     # one least disturbed by others (the same rule for both clients)
     eps_ours, eps_theirs = max(ours), max(theirs)
-    ratio = eps_ours / eps_theirs
+    # each round reads with both clients back to back, so a round's ratio compares them
+    # under the same load; the median of those ratios is the headline
+    ratio = paired(ours, theirs)
+    tls_ratio = paired(t_ours, t_theirs)
     own = cost["decode"] + cost["convert"]
     rows = [
         ("events read per run / pages", f"{USERS['bench10k@example.com']:,} / {len(pages)}"),
@@ -456,7 +509,19 @@ def main() -> int:
             "calbridge / pycronofy, median of rounds",
             f"{statistics.median(ours):,.0f} / {statistics.median(theirs):,.0f}",
         ),
-        ("ratio calbridge / pycronofy", f"{ratio:.2f}x (target >= 2x)"),
+        (
+            "ratio calbridge / pycronofy, plain HTTP (median of paired rounds)",
+            f"{ratio:.2f}x (target >= 2x)",
+        ),
+        (
+            "over HTTPS (TLS sandbox): calbridge / pycronofy events/s, best (median)",
+            f"{max(t_ours):,.0f} / {max(t_theirs):,.0f} "
+            f"({statistics.median(t_ours):,.0f} / {statistics.median(t_theirs):,.0f})",
+        ),
+        (
+            "ratio calbridge / pycronofy over HTTPS (median of paired rounds)",
+            f"{tls_ratio:.2f}x (target >= 2x)",
+        ),
         ("sandbox alone: page fetches, no decoding", f"{sandbox_eps:,.0f} events/s"),
         (
             "replayed pages (server does no work): calbridge / pycronofy events/s",
@@ -477,36 +542,44 @@ def main() -> int:
     print(table(rows))
     if not args.no_docs:
         stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d")
+        flat = large[1] < 1.5 * small[1]
+        verdict = {True: "met", False: "NOT met"}
         section = (
             "## Cronofy: reading events\n\n"
             "`python bench/bench_cronofy_read.py` (part of `python -m bench`). The Cronofy "
             "sandbox runs in a child process on loopback (page size 100, rate limits off on "
             "both sides); calbridge reads through `CronofyProvider.list_events` (domain "
-            "`Event` objects, page by page, next page prefetched), pycronofy 2.1.1 through "
-            "`read_events` (raw dicts, one new connection per page). Same sandbox, same "
-            f"run, best of {args.rounds} alternating rounds. Own work is measured on the "
-            "recorded pages with no network (CPU time, best of 25). Peak memory is "
-            "tracemalloc's while streaming. The load average shows how busy the (shared) "
-            "machine was.\n\n"
+            "`Event` objects, page by page, next page requested before the current one is "
+            "handed out), pycronofy 2.1.1 through `read_events` (raw dicts from "
+            "`json.loads`, one new connection per page, as it always does). Same sandbox, "
+            f"same run, {args.rounds} rounds each reading with both clients back to back; "
+            "ratios are the median of the rounds' ratios, events/s the best round. The "
+            "HTTPS rows use a second sandbox serving TLS with a throwaway private CA "
+            "(`calbridge sandbox serve --tls-dir`), which both clients trust. Own work is "
+            "measured on the recorded pages with no network (CPU time, best of 25). Peak "
+            "memory is tracemalloc's while streaming. The load average shows how busy the "
+            "(shared) machine was.\n\n"
             f"Last run {stamp}, Python {sys.version.split()[0]}, {os.cpu_count()} CPUs:\n\n"
             + table(rows)
             + "\n\n"
             + (
-                "What the numbers say. Against the live sandbox both clients spend most of "
-                "their time waiting for it (fetching the same pages with no decoding at all "
-                f"gives {sandbox_eps:,.0f} events/s); calbridge overlaps its work with the "
-                "sandbox's by requesting page N+1 before converting page N. With the "
-                "sandbox's own pages replayed by a server that does no work, the clients' "
-                "costs show: pycronofy only runs `json.loads` per page and hands out dicts, "
-                "while calbridge also builds typed, validated `calbridge.Event` values "
-                f"({cost['convert']:.1f} µs of its {own:.1f} µs per event), work pycronofy "
-                "leaves to the application. The >= 2x target is not met: it would need "
-                "calbridge's whole per-event cost below half of a bare `json.loads`. Measured "
-                "ways to get closer: msgspec decodes these pages to dicts in about half "
-                "the time of `json` (3.4 vs 6.4 µs per event on a quiet run), and most of "
-                "the normalising is the construction of the frozen domain values "
-                "(`Event` about 5 µs, each `EventTime` about 3 µs). Memory is flat: peak "
-                "usage does not grow with the number of events streamed."
+                "What the numbers say. Targets: own work <= 20 µs per event "
+                f"{verdict[own <= 20]} ({own:.1f}); memory flat {verdict[flat]}; "
+                f">= 2x pycronofy's events/s {verdict[ratio >= 2]} over plain HTTP "
+                f"({ratio:.2f}x) and {verdict[tls_ratio >= 2]} over HTTPS ({tls_ratio:.2f}x). "
+                "Per event, calbridge decodes each page with msgspec into wire structs "
+                f"({cost['decode']:.1f} µs) and builds typed, validated `calbridge.Event` "
+                f"values ({cost['convert']:.1f} µs), keeping each event's JSON text as its "
+                "lazily decoded `raw`; pycronofy runs `json.loads` and hands out dicts, "
+                "leaving that work to the application. The sandbox itself is cheap "
+                f"({sandbox_eps:,.0f} events/s fetched with no decoding), so on plain HTTP "
+                "both clients are bound by their own CPU: calbridge overlaps its work with "
+                "the sandbox's (page N+1 is on the wire before page N is converted), but "
+                "httpx's asyncio stack costs about as much per 94 KB page as pycronofy's "
+                "new-connection-per-page requests stack, and calbridge does the conversion "
+                "on top. Over HTTPS, which is the only way the real Cronofy answers, "
+                "pycronofy pays a TLS handshake for every page while calbridge keeps one "
+                "pooled connection; that is where the difference a user sees comes from."
             )
         )
         update_doc(section)
