@@ -25,6 +25,10 @@ Settings (``ProviderSettings``):
     them between providers of one application).
   - ``retry``: a :class:`calbridge.RetryPolicy`.
   - ``prefetch``: fetch the next page while the current one is consumed (default True).
+  - ``read_concurrency``: how many sub-windows a long ``list_events`` read is split into
+    and read at once (default 4; 1 reads every window as one chain of pages).
+  - ``shard_min_pages``: how many pages (Cronofy's ``pages.total`` on the first page) make
+    a read long enough to split (default 4).
 """
 
 from __future__ import annotations
@@ -34,7 +38,14 @@ import contextlib
 import datetime as dt
 import json
 import urllib.parse
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import (
+    AsyncGenerator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Mapping,
+    Sequence,
+)
 from typing import Any, ClassVar, TypeVar
 
 import httpx
@@ -131,6 +142,8 @@ class CronofyBase(calbridge.Provider):
         self._margin = float(settings.option("cursor_margin_seconds", 120))
         self._clock: Callable[[], dt.datetime] | None = settings.option("clock")
         self._prefetch = bool(settings.option("prefetch", True))
+        self._read_concurrency = max(1, int(settings.option("read_concurrency", 4)))
+        self._shard_min_pages = max(2, int(settings.option("shard_min_pages", 4)))
         given: Sequence[calbridge.RateLimiter] | None = settings.option("rate_limiters")
         margin = float(settings.option("rate_limit_margin", 0.05))
         self._limiters: list[calbridge.RateLimiter] = (
@@ -236,7 +249,7 @@ class CronofyBase(calbridge.Provider):
         url: str,
         params: Any,
         decode: Callable[[httpx.Response], tuple[P, str | None]],
-    ) -> AsyncIterator[P]:
+    ) -> AsyncGenerator[P, None]:
         """Decoded pages, following absolute ``pages.next_page`` URLs with no parameters.
 
         ``decode`` reads one response into (page, next page URL or None). With ``prefetch``

@@ -238,14 +238,23 @@ def event_from_json(data: Mapping[str, Any]) -> calbridge.Event:
     return event_from_read(event_struct(data), data)
 
 
-def events_from_page(page: EventsPage, *, deleted: bool = False) -> list[calbridge.Event]:
-    """A page's events as domain events; deleted ones are left out unless ``deleted``."""
+def events_from_page(
+    page: EventsPage, *, deleted: bool = False, since: dt.datetime | None = None
+) -> list[calbridge.Event]:
+    """A page's events as domain events.
+
+    Deleted ones are left out unless ``deleted``; with ``since``, so are events that start
+    before it (a sub-window keeps only the events that start in it).
+    """
     out = []
     for text in page.events:
         wire = decode_event(text)
         if wire.deleted and not deleted:
             continue
-        out.append(event_from_read(wire, RawPayload(text, provider=PROVIDER)))
+        event = event_from_read(wire, RawPayload(text, provider=PROVIDER))
+        if since is not None and event.start.as_utc() < since:
+            continue
+        out.append(event)
     return out
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from typing import Any
 
 import httpx
@@ -24,6 +24,7 @@ from . import _convert as convert
 from . import _push
 from ._base import PROVIDER, CronofyBase
 from ._base import seg as _seg
+from ._shards import REACH, merge, split_window
 from ._wire import ChannelWire, CronofyCalendar, Profile, UserInfo, parse
 from ._wire_read import EventsPage, decode_event, decode_page
 
@@ -171,7 +172,7 @@ class CronofyProvider(CronofyBase):
         include_moved: bool = False,
         only_managed: bool = False,
         google_event_ids: bool | None = None,
-    ) -> AsyncIterator[EventsPage]:
+    ) -> AsyncGenerator[EventsPage, None]:
         """Read Events pages, each event still its JSON text (see :func:`decode_event`)."""
         flags: dict[str, bool | str] = {
             "include_managed": include_managed,
@@ -200,9 +201,52 @@ class CronofyProvider(CronofyBase):
         *,
         page_size: int | None = None,
     ) -> AsyncIterator[Sequence[calbridge.Event]]:
-        """Events overlapping ``window``, one Cronofy page at a time (Cronofy sizes pages)."""
-        async for page in self._read_pages(session, calendar_ids=(calendar_id,), window=window):
-            yield tuple(convert.events_from_page(page))
+        """Events overlapping ``window``, one Cronofy page at a time (Cronofy sizes pages).
+
+        When the first page says the read runs to at least ``shard_min_pages`` pages, the
+        window is read again as up to ``read_concurrency`` sub-windows at once (see
+        ``_shards``): every event still comes exactly once, pages of different sub-windows
+        interleave, and at most a few pages per sub-window are held.
+        """
+        pages = self._read_pages(session, calendar_ids=(calendar_id,), window=window)
+        first = await anext(pages, None)
+        if first is None:
+            return
+        k = self._shard_count(first.pages.total)
+        if k < 2:
+            yield tuple(convert.events_from_page(first))
+            async for page in pages:
+                yield tuple(convert.events_from_page(page))
+            return
+        await pages.aclose()  # stops the prefetch; the sub-windows read these events again
+        parts = split_window(window, k)
+        sources = [
+            self._sub_window(session, calendar_id, part, first=i == 0)
+            for i, part in enumerate(parts)
+        ]
+        async for events in merge(sources, buffer=len(sources)):
+            yield events
+
+    def _shard_count(self, total_pages: int) -> int:
+        if self._read_concurrency < 2 or total_pages < self._shard_min_pages:
+            return 1
+        return min(self._read_concurrency, max(2, total_pages // 2))
+
+    async def _sub_window(
+        self,
+        session: calbridge.Session,
+        calendar_id: str,
+        part: calbridge.TimeRange,
+        *,
+        first: bool,
+    ) -> AsyncIterator[tuple[calbridge.Event, ...]]:
+        """One sub-window's events: the ones that start in it (the first: all before, too)."""
+        since = None if first else part.start
+        query = part if first else calbridge.TimeRange(start=part.start - REACH, end=part.end)
+        async for page in self._read_pages(session, calendar_ids=(calendar_id,), window=query):
+            events = convert.events_from_page(page, since=since)
+            if events:
+                yield tuple(events)
 
     async def changes(
         self,
