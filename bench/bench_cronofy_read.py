@@ -170,7 +170,15 @@ def save_pages(pages: list[tuple[str, bytes]], folder: pathlib.Path) -> None:
         (folder / url.rsplit("/", 1)[1]).write_bytes(body)
 
 
-def compare(base: str, session: calbridge.Session, cal: str, token: str, rounds: int) -> Any:
+def compare(
+    base: str,
+    session: calbridge.Session,
+    cal: str,
+    token: str,
+    rounds: int,
+    *,
+    read_concurrency: int = 4,
+) -> Any:
     """events/s of both clients, alternating, after one warm-up read each; (ours, theirs).
 
     calbridge keeps one HTTP client for all rounds, as a bridge does; pycronofy makes a new
@@ -182,7 +190,7 @@ def compare(base: str, session: calbridge.Session, cal: str, token: str, rounds:
         ours: list[float] = []
         theirs: list[float] = []
         async with calbridge.make_http_client(verify=verify()) as http:
-            provider = make_provider(base, http)
+            provider = make_provider(base, http, read_concurrency=read_concurrency)
 
             async def count() -> int:
                 n = 0
@@ -207,7 +215,7 @@ def compare(base: str, session: calbridge.Session, cal: str, token: str, rounds:
 # --------------------------------------------------------------------------- clients
 
 
-def make_provider(base: str, http: httpx.AsyncClient) -> Any:
+def make_provider(base: str, http: httpx.AsyncClient, *, read_concurrency: int = 4) -> Any:
     from calbridge_cronofy import CronofyProvider
 
     return CronofyProvider(
@@ -220,6 +228,7 @@ def make_provider(base: str, http: httpx.AsyncClient) -> Any:
                 "rate_limit_per_second": 0,
                 "rate_limit_per_minute": 0,
                 "google_event_ids": False,  # pycronofy cannot ask for them: same request
+                "read_concurrency": read_concurrency,
             },
         ),
     )
@@ -387,7 +396,7 @@ def own_cost(pages: list[tuple[str, bytes]]) -> dict[str, float]:
     async def whole_path() -> float:
         # one client for all reads, as a bridge keeps it: the steady state, not set-up
         async with calbridge.make_http_client(transport=httpx.MockTransport(handler)) as http:
-            provider = make_provider(base, http)
+            provider = make_provider(base, http, read_concurrency=1)  # the recorded chain
             times = []
             for _ in range(reps):
                 t = time.process_time()
@@ -482,7 +491,10 @@ def main() -> int:
         save_pages(pages, pathlib.Path(folder))
         child, replay_base = start("--replay", folder)
         try:
-            r_ours, r_theirs = compare(replay_base, s10, cal10, tok10, args.rounds)
+            # the replay knows one chain of pages only: no sub-window reads
+            r_ours, r_theirs = compare(
+                replay_base, s10, cal10, tok10, args.rounds, read_concurrency=1
+            )
         finally:
             child.terminate()
             child.wait(timeout=10)
@@ -505,6 +517,7 @@ def main() -> int:
     # under the same load; the median of those ratios is the headline
     ratio = paired(ours, theirs)
     tls_ratio = paired(t_ours, t_theirs)
+    lat_ratio = paired(l_ours, l_theirs)
     own = cost["decode"] + cost["convert"]
     rows = [
         ("events read per run / pages", f"{USERS['bench10k@example.com']:,} / {len(pages)}"),
@@ -534,7 +547,7 @@ def main() -> int:
         ),
         (
             f"ratio with {LATENCY * 1000:.0f} ms per request (median of paired rounds)",
-            f"{paired(l_ours, l_theirs):.2f}x",
+            f"{lat_ratio:.2f}x",
         ),
         ("sandbox alone: page fetches, no decoding", f"{sandbox_eps:,.0f} events/s"),
         (
@@ -580,7 +593,8 @@ def main() -> int:
                 "What the numbers say. Targets: own work <= 20 µs per event "
                 f"{verdict[own <= 20]} ({own:.1f}); memory flat {verdict[flat]}; "
                 f">= 2x pycronofy's events/s {verdict[ratio >= 2]} over plain HTTP "
-                f"({ratio:.2f}x) and {verdict[tls_ratio >= 2]} over HTTPS ({tls_ratio:.2f}x). "
+                f"({ratio:.2f}x) and {verdict[tls_ratio >= 2]} over HTTPS ({tls_ratio:.2f}x); "
+                f"with {LATENCY * 1000:.0f} ms per request, {lat_ratio:.2f}x. "
                 "Per event, calbridge decodes each page with msgspec into wire structs "
                 f"({cost['decode']:.1f} µs) and builds typed, validated `calbridge.Event` "
                 f"values ({cost['convert']:.1f} µs), keeping each event's JSON text as its "
@@ -593,7 +607,10 @@ def main() -> int:
                 "new-connection-per-page requests stack, and calbridge does the conversion "
                 "on top. Over HTTPS, which is the only way the real Cronofy answers, "
                 "pycronofy pays a TLS handshake for every page while calbridge keeps one "
-                "pooled connection; that is where the difference a user sees comes from."
+                "pooled connection. When the provider takes time to answer, as every real "
+                "one does, calbridge reads a long window as four concurrent sub-window "
+                "reads (it splits a read when the first page says it is long and the second "
+                "page took at least 10 ms), while pycronofy waits for each page in turn."
             )
         )
         update_doc(section)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import time
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from typing import Any
 
@@ -203,7 +204,8 @@ class CronofyProvider(CronofyBase):
     ) -> AsyncIterator[Sequence[calbridge.Event]]:
         """Events overlapping ``window``, one Cronofy page at a time (Cronofy sizes pages).
 
-        When the first page says the read runs to at least ``shard_min_pages`` pages, the
+        When the first page says the read runs to at least ``shard_min_pages`` pages and
+        Cronofy takes at least ``shard_min_wait`` seconds to answer for the second, the
         window is read again as up to ``read_concurrency`` sub-windows at once (see
         ``_shards``): every event still comes exactly once, pages of different sub-windows
         interleave, and at most a few pages per sub-window are held.
@@ -213,18 +215,30 @@ class CronofyProvider(CronofyBase):
         if first is None:
             return
         k = self._shard_count(first.pages.total)
+        held = [first]
+        if k >= 2:
+            # split only when waiting dominates: page 2 was requested before page 1 came
+            # out, so how long it still takes is the provider's own round trip
+            began = time.monotonic()
+            second = await anext(pages, None)
+            if second is not None:
+                held.append(second)
+            if time.monotonic() - began < self._shard_min_wait:
+                k = 1
         if k < 2:
-            yield tuple(convert.events_from_page(first))
+            for page in held:
+                yield tuple(convert.events_from_page(page))
             async for page in pages:
                 yield tuple(convert.events_from_page(page))
             return
         await pages.aclose()  # stops the prefetch; the sub-windows read these events again
+        del held
         parts = split_window(window, k)
         sources = [
             self._sub_window(session, calendar_id, part, first=i == 0)
             for i, part in enumerate(parts)
         ]
-        async for events in merge(sources, buffer=len(sources)):
+        async for events in merge(sources, buffer=1):
             yield events
 
     def _shard_count(self, total_pages: int) -> int:

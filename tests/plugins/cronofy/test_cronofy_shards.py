@@ -126,7 +126,12 @@ def _seed(world: object, calendar_id: str) -> None:
 
 @pytest.mark.parametrize("loopback", [False, True], ids=["in-process", "loopback"])
 async def test_sharded_reads_return_every_event_exactly_once(loopback: bool) -> None:
-    async with sandbox_rig(loopback=loopback, page_size=3, sandbox_rate_limits=()) as rig:
+    async with sandbox_rig(
+        loopback=loopback,
+        page_size=3,
+        sandbox_rate_limits=(),
+        options={"shard_min_wait": 0},  # split every long read, however fast the sandbox
+    ) as rig:
         _seed(rig.world, rig.native_calendar_id)
         await rig.settle()  # Cronofy picks native changes up on its own schedule
         sequential = CronofyProvider(
@@ -174,3 +179,39 @@ async def test_sharded_reads_return_every_event_exactly_once(loopback: bool) -> 
             assert sorted(got) == sorted(expected), window
             if len(expected) >= 4 * 3:  # at least shard_min_pages pages: the read was split
                 assert len({f for f in froms if f}) >= 2, window
+
+
+async def test_a_read_is_split_only_when_the_provider_is_slow_to_answer() -> None:
+    async with sandbox_rig(loopback=False, page_size=3, sandbox_rate_limits=()) as rig:
+        _seed(rig.world, rig.native_calendar_id)
+        await rig.settle()
+        window = calbridge.TimeRange(start=BASE, end=BASE + dt.timedelta(days=10))
+        froms: list[str | None] = []
+
+        async def note(request: httpx.Request) -> None:
+            froms.append(request.url.params.get("from"))
+
+        rig.provider.http.event_hooks["request"].append(note)
+
+        async def read(provider: CronofyProvider) -> list[str]:
+            froms.clear()
+            return [
+                e.id
+                async for page in provider.list_events(rig.session, rig.calendar_id, window)
+                for e in page
+            ]
+
+        patient = CronofyProvider(
+            http=rig.provider.http,
+            settings=attrs.evolve(
+                rig.provider.settings,
+                options={**rig.provider.settings.options, "shard_min_wait": 3600},
+            ),
+        )
+        expected = await read(patient)
+        assert [f for f in froms if f] == [froms[0]]  # answered at once: one chain
+        rig.world.faults.set_latency("cronofy", 0.03)  # every answer now takes 30 ms
+        got = await read(rig.provider)
+        assert len({f for f in froms if f}) >= 3  # split: sub-window queries
+        assert sorted(got) == sorted(expected)
+        assert len(got) == len(set(got))
