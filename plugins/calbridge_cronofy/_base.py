@@ -138,6 +138,8 @@ class CronofyBase(calbridge.Provider):
         self.hosts: Hosts = hosts_for(dc, settings.base_urls)
         api = httpx.URL(self.hosts.api)
         self._api_origin = (api.scheme, api.host, api.port)
+        #: "scheme://host[:port]/": a next_page starting so is on the API host for sure
+        self._api_prefix = f"{api.scheme}://{api.netloc.decode('ascii')}/"
         self._policy: calbridge.RetryPolicy = settings.option("retry") or calbridge.RetryPolicy()
         self._default_tzid = str(settings.option("default_tzid", "Etc/UTC"))
         self._localized = bool(settings.option("localized_times", True))
@@ -291,6 +293,8 @@ class CronofyBase(calbridge.Provider):
 
     def _check_origin(self, url: Any) -> None:
         """The bearer token goes only to the API host: a ``next_page`` elsewhere is refused."""
+        if isinstance(url, str) and url.startswith(self._api_prefix) and "@" not in url:
+            return  # the usual case, without parsing the URL (the request parses it anyway)
         try:
             target = httpx.URL(str(url))
         except (httpx.InvalidURL, TypeError, ValueError):

@@ -507,6 +507,8 @@ async def test_unknown_calendar_is_not_found(
         "https://evil.example/v1/events/pages/p2",
         "http://api-uk.cronofy.com/v1/events/pages/p2",
         "https://api-uk.cronofy.com:8443/v1/events/pages/p2",
+        "https://api-uk.cronofy.com.evil.example/v1/events/pages/p2",
+        "https://api-uk.cronofy.com@evil.example/v1/events/pages/p2",
         "not a url at all ::",
     ],
 )
