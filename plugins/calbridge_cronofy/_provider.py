@@ -48,6 +48,15 @@ def _events_page(response: httpx.Response) -> tuple[EventsPage, str | None]:
     return page, page.pages.next_page or None
 
 
+def _upserted(event: calbridge.Event) -> calbridge.Change:
+    return calbridge.Change(
+        kind=calbridge.ChangeKind.UPSERTED,
+        calendar_id=event.calendar_id,
+        event_id=event.id,
+        event=event,
+    )
+
+
 def _bool(value: bool) -> str:
     return "true" if value else "false"
 
@@ -287,6 +296,34 @@ class CronofyProvider(CronofyBase):
         started = self._now() - dt.timedelta(seconds=self._margin)
         next_cursor = convert.format_instant(started)
         full = since is None
+        batches = (
+            self._full_read(session, calendar_id, window)
+            if full and window is not None  # what list_events reads: long ones split
+            else self._changed(session, calendar_id, window, since)
+        )
+        buffered: calbridge.ChangePage | None = None
+        async for changes in batches:
+            if buffered is not None:
+                yield buffered
+            buffered = calbridge.ChangePage(changes=changes, full=full)
+        last = buffered or calbridge.ChangePage(changes=(), full=full)
+        yield calbridge.ChangePage(changes=last.changes, cursor=next_cursor, full=full)
+
+    async def _full_read(
+        self, session: calbridge.Session, calendar_id: str, window: calbridge.TimeRange
+    ) -> AsyncIterator[tuple[calbridge.Change, ...]]:
+        async for events in self.list_events(session, calendar_id, window):
+            yield tuple(_upserted(ev) for ev in events)
+
+    async def _changed(
+        self,
+        session: calbridge.Session,
+        calendar_id: str,
+        window: calbridge.TimeRange | None,
+        since: dt.datetime | None,
+    ) -> AsyncIterator[tuple[calbridge.Change, ...]]:
+        """Changes page by page: deleted events as deletions (full reads leave them out)."""
+        full = since is None
         pages = self._read_pages(
             session,
             calendar_ids=(calendar_id,),
@@ -295,17 +332,14 @@ class CronofyProvider(CronofyBase):
             include_deleted=not full,
             include_moved=not full,
         )
-        event = convert.event_from_read
-        buffered: calbridge.ChangePage | None = None
         async for page in pages:
-            if buffered is not None:
-                yield buffered
             changes = []
             for text in page.events:
                 wire = decode_event(text)
-                if wire.deleted:
-                    if full:
-                        continue
+                if not wire.deleted:
+                    raw = calbridge.RawPayload(text, provider=PROVIDER)
+                    changes.append(_upserted(convert.event_from_read(wire, raw)))
+                elif not full:
                     changes.append(
                         calbridge.Change(
                             kind=calbridge.ChangeKind.DELETED,
@@ -313,19 +347,7 @@ class CronofyProvider(CronofyBase):
                             event_id=wire.event_id or wire.event_uid,
                         )
                     )
-                else:
-                    ev = event(wire, calbridge.RawPayload(text, provider=PROVIDER))
-                    changes.append(
-                        calbridge.Change(
-                            kind=calbridge.ChangeKind.UPSERTED,
-                            calendar_id=ev.calendar_id,
-                            event_id=ev.id,
-                            event=ev,
-                        )
-                    )
-            buffered = calbridge.ChangePage(changes=tuple(changes), full=full)
-        last = buffered or calbridge.ChangePage(changes=(), full=full)
-        yield calbridge.ChangePage(changes=last.changes, cursor=next_cursor, full=full)
+            yield tuple(changes)
 
     async def free_busy(
         self,

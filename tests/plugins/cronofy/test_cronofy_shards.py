@@ -215,3 +215,37 @@ async def test_a_read_is_split_only_when_the_provider_is_slow_to_answer() -> Non
         assert len({f for f in froms if f}) >= 3  # split: sub-window queries
         assert sorted(got) == sorted(expected)
         assert len(got) == len(set(got))
+
+
+async def test_a_full_change_read_is_split_like_list_events() -> None:
+    async with sandbox_rig(
+        loopback=False, page_size=3, sandbox_rate_limits=(), options={"shard_min_wait": 0}
+    ) as rig:
+        _seed(rig.world, rig.native_calendar_id)
+        await rig.settle()
+        window = calbridge.TimeRange(start=BASE, end=BASE + dt.timedelta(days=10))
+        froms: list[str | None] = []
+
+        async def note(request: httpx.Request) -> None:
+            froms.append(request.url.params.get("from"))
+
+        rig.provider.http.event_hooks["request"].append(note)
+        listed = [
+            e.id
+            async for page in rig.provider.list_events(rig.session, rig.calendar_id, window)
+            for e in page
+        ]
+        froms.clear()
+        pages = [
+            page
+            async for page in rig.provider.changes(
+                rig.session, rig.calendar_id, None, window=window
+            )
+        ]
+        assert len({f for f in froms if f}) >= 3  # split into sub-window reads
+        changed = [c.event_id for page in pages for c in page.changes]
+        assert sorted(changed) == sorted(listed)
+        assert len(changed) == len(set(changed))
+        assert all(page.full for page in pages)
+        assert all(c.kind is calbridge.ChangeKind.UPSERTED for page in pages for c in page.changes)
+        assert [p.cursor is not None for p in pages] == [False] * (len(pages) - 1) + [True]
