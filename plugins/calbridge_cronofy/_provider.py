@@ -247,8 +247,11 @@ class CronofyProvider(CronofyBase):
             self._sub_window(session, calendar_id, part, first=i == 0)
             for i, part in enumerate(parts)
         ]
-        async for events in merge(sources, buffer=1):
-            yield events
+        # pages travel still encoded (the smallest form); each is converted when taken
+        async for page, since in merge(sources, buffer=1):
+            events = convert.events_from_page(page, since=since)
+            if events:
+                yield tuple(events)
 
     def _shard_count(self, total_pages: int) -> int:
         if self._read_concurrency < 2 or total_pages < self._shard_min_pages:
@@ -262,14 +265,13 @@ class CronofyProvider(CronofyBase):
         part: calbridge.TimeRange,
         *,
         first: bool,
-    ) -> AsyncIterator[tuple[calbridge.Event, ...]]:
-        """One sub-window's events: the ones that start in it (the first: all before, too)."""
+    ) -> AsyncIterator[tuple[EventsPage, dt.datetime | None]]:
+        """One sub-window's pages, with the instant before which its events belong to an
+        earlier sub-window (None for the first, which keeps everything)."""
         since = None if first else part.start
         query = part if first else calbridge.TimeRange(start=part.start - REACH, end=part.end)
         async for page in self._read_pages(session, calendar_ids=(calendar_id,), window=query):
-            events = convert.events_from_page(page, since=since)
-            if events:
-                yield tuple(events)
+            yield page, since
 
     async def changes(
         self,
