@@ -633,7 +633,10 @@ def main() -> int:
                 "pooled connection. When the provider takes time to answer, as every real "
                 "one does, calbridge reads a long window as four concurrent sub-window "
                 "reads (it splits a read when the first page says it is long and the second "
-                "page took at least 10 ms), while pycronofy waits for each page in turn."
+                "page took at least 10 ms), while pycronofy waits for each page in turn. "
+                "Memory does not grow with the number of events: one chain holds at most "
+                "two pages; split reads hold up to about three encoded pages per "
+                "sub-window, however long the window."
             )
         )
         update_doc(section)
