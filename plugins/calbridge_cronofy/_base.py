@@ -86,10 +86,12 @@ _SENT_EVENTS = frozenset(
 )
 
 
-def _signal_when_sent(sent: asyncio.Event) -> Callable[[str, Mapping[str, Any]], Awaitable[None]]:
+def _signal_when_sent(
+    sent: asyncio.Future[None],
+) -> Callable[[str, Mapping[str, Any]], Awaitable[None]]:
     async def trace(event: str, _info: Mapping[str, Any]) -> None:
-        if event in _SENT_EVENTS:
-            sent.set()
+        if event in _SENT_EVENTS and not sent.done():
+            sent.set_result(None)
 
     return trace
 
@@ -201,11 +203,11 @@ class CronofyBase(calbridge.Provider):
         params: Any = None,
         body: Any = None,
         idempotent: bool | None = None,
-        sent: asyncio.Event | None = None,
+        sent: asyncio.Future[None] | None = None,
     ) -> httpx.Response:
         """One authorized call: a 401 refreshes the token once and retries.
 
-        ``sent`` is set once the request has been written to the connection (through
+        ``sent`` is resolved once the request has been written to the connection (through
         httpcore's ``trace`` extension): the paging code waits for it before it hands out
         the page it already has.
         """
@@ -269,13 +271,12 @@ class CronofyBase(calbridge.Provider):
                 self._check_origin(next_url)
             pending: asyncio.Future[httpx.Response] | None = None
             if next_url and self._prefetch:
-                sent = asyncio.Event()
+                sent: asyncio.Future[None] = asyncio.get_running_loop().create_future()
                 pending = asyncio.ensure_future(self._call(session, "GET", next_url, sent=sent))
-                waiter = asyncio.ensure_future(sent.wait())
                 try:
-                    await asyncio.wait((pending, waiter), return_when=asyncio.FIRST_COMPLETED)
+                    await asyncio.wait((pending, sent), return_when=asyncio.FIRST_COMPLETED)
                 finally:
-                    waiter.cancel()
+                    sent.cancel()  # a plain future: nothing left running
             try:
                 yield page
             except BaseException:

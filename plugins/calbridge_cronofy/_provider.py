@@ -219,28 +219,30 @@ class CronofyProvider(CronofyBase):
         ``_shards``): every event still comes exactly once, pages of different sub-windows
         interleave, and at most a few pages per sub-window are held.
         """
-        pages = self._read_pages(session, calendar_ids=(calendar_id,), window=window)
-        first = await anext(pages, None)
-        if first is None:
-            return
-        k = self._shard_count(first.pages.total)
-        held = [first]
-        if k >= 2:
-            # split only when waiting dominates: page 2 was requested before page 1 came
-            # out, so how long it still takes is the provider's own round trip
-            began = time.monotonic()
-            second = await anext(pages, None)
-            if second is not None:
-                held.append(second)
-            if time.monotonic() - began < self._shard_min_wait:
-                k = 1
-        if k < 2:
-            for page in held:
-                yield tuple(convert.events_from_page(page))
-            async for page in pages:
-                yield tuple(convert.events_from_page(page))
-            return
-        await pages.aclose()  # stops the prefetch; the sub-windows read these events again
+        async with contextlib.aclosing(
+            self._read_pages(session, calendar_ids=(calendar_id,), window=window)
+        ) as pages:
+            first = await anext(pages, None)
+            if first is None:
+                return
+            k = self._shard_count(first.pages.total)
+            held = [first]
+            if k >= 2:
+                # split only when waiting dominates: page 2 was requested before page 1
+                # came out, so how long it still takes is the provider's own round trip
+                began = time.monotonic()
+                second = await anext(pages, None)
+                if second is not None:
+                    held.append(second)
+                if time.monotonic() - began < self._shard_min_wait:
+                    k = 1
+            if k < 2:
+                for page in held:
+                    yield tuple(convert.events_from_page(page))
+                async for page in pages:
+                    yield tuple(convert.events_from_page(page))
+                return
+        # the chain is closed (its prefetch stopped); the sub-windows read its events again
         del held
         parts = split_window(window, k)
         sources = [
@@ -248,10 +250,11 @@ class CronofyProvider(CronofyBase):
             for i, part in enumerate(parts)
         ]
         # pages travel still encoded (the smallest form); each is converted when taken
-        async for page, since in merge(sources, buffer=1):
-            events = convert.events_from_page(page, since=since)
-            if events:
-                yield tuple(events)
+        async with contextlib.aclosing(merge(sources, buffer=1)) as merged:
+            async for page, since in merged:
+                events = convert.events_from_page(page, since=since)
+                if events:
+                    yield tuple(events)
 
     def _shard_count(self, total_pages: int) -> int:
         if self._read_concurrency < 2 or total_pages < self._shard_min_pages:

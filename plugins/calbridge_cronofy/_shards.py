@@ -20,7 +20,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import itertools
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from typing import Any, TypeVar
 
 import calbridge
@@ -47,7 +47,7 @@ def split_window(window: calbridge.TimeRange, k: int) -> list[calbridge.TimeRang
     return [calbridge.TimeRange(start=a, end=b) for a, b in itertools.pairwise(cuts)]
 
 
-async def merge(sources: Sequence[AsyncIterator[T]], *, buffer: int) -> AsyncIterator[T]:
+async def merge(sources: Sequence[AsyncIterator[T]], *, buffer: int) -> AsyncGenerator[T, None]:
     """Items of every source as they come (each source's own order kept), run concurrently.
 
     At most ``buffer`` items wait to be taken, so memory stays bounded however long the

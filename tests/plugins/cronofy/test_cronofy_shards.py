@@ -80,7 +80,7 @@ async def test_closing_a_merge_early_stops_its_sources() -> None:
     merged = merge([_numbers("a", 10_000, log), _numbers("b", 10_000, log)], buffer=1)
     async for _ in merged:
         break
-    await merged.aclose()  # type: ignore[attr-defined]
+    await merged.aclose()
     assert sorted(log) == ["a closed", "b closed"]
 
 
@@ -249,3 +249,20 @@ async def test_a_full_change_read_is_split_like_list_events() -> None:
         assert all(page.full for page in pages)
         assert all(c.kind is calbridge.ChangeKind.UPSERTED for page in pages for c in page.changes)
         assert [p.cursor is not None for p in pages] == [False] * (len(pages) - 1) + [True]
+
+
+@pytest.mark.parametrize("min_wait", [0, 3600], ids=["split", "one-chain"])
+async def test_stopping_a_read_early_leaves_no_request_running(min_wait: float) -> None:
+    async with sandbox_rig(
+        loopback=False, page_size=3, sandbox_rate_limits=(), options={"shard_min_wait": min_wait}
+    ) as rig:
+        _seed(rig.world, rig.native_calendar_id)
+        await rig.settle()
+        window = calbridge.TimeRange(start=BASE, end=BASE + dt.timedelta(days=10))
+        before = asyncio.all_tasks()
+        read = rig.provider.list_events(rig.session, rig.calendar_id, window)
+        async for page in read:
+            assert page
+            break
+        await read.aclose()  # type: ignore[attr-defined]
+        assert asyncio.all_tasks() - before == set()  # no prefetch, no sub-window left behind
