@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import email.utils
+import http.cookiejar
 import logging
 import math
 import random
@@ -44,6 +45,10 @@ IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRAC
 RETRY_STATUSES = frozenset({429, 502, 503, 504})
 
 
+#: a cookie policy that accepts no cookie from any domain
+_NO_COOKIES = http.cookiejar.DefaultCookiePolicy(allowed_domains=[])
+
+
 def make_http_client(
     *,
     timeout: float = 30.0,
@@ -59,9 +64,14 @@ def make_http_client(
     ``verify`` is httpx's: True checks certificates against the system's trust store
     (certifi), a path or an :class:`ssl.SSLContext` trusts a private CA (a TLS sandbox, a
     corporate proxy); False is for nothing but experiments.
+
+    The client keeps no cookies: it is shared by every user's calls, so a cookie one
+    user's response set (a load balancer's affinity, a session) must not ride along on
+    another user's requests.
     """
     return httpx.AsyncClient(
         verify=verify,
+        cookies=http.cookiejar.CookieJar(_NO_COOKIES),
         timeout=httpx.Timeout(timeout, connect=connect_timeout),
         limits=httpx.Limits(
             max_connections=max_connections, max_keepalive_connections=max_keepalive

@@ -224,3 +224,18 @@ def test_read_json_names_what_was_unreadable() -> None:
         errors.ProviderResponseError, match="list calendars: the answer is not JSON"
     ):
         calbridge.read_json(httpx.Response(502, text="<html>"), provider="p", what="list calendars")
+
+
+async def test_shared_client_keeps_no_cookies() -> None:
+    """A cookie one user's answer set never rides along on the next request (any user's)."""
+    sent: list[str | None] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        sent.append(request.headers.get("cookie"))
+        return httpx.Response(200, headers={"set-cookie": "affinity=user-a; Path=/"})
+
+    async with calbridge.make_http_client(transport=httpx.MockTransport(handler)) as client:
+        for path in ("/v1/calendars", "/v1/events", "/v1/events"):
+            await client.get(f"https://api.cronofy.com{path}")
+        assert len(client.cookies) == 0
+    assert sent == [None, None, None]
