@@ -19,11 +19,14 @@ from hypothesis.stateful import RuleBasedStateMachine, precondition, rule
 
 from tests.sync.support import fresh_sqlite_url
 
-__all__ = ["SandboxSyncMachine"]
+__all__ = ["CRASH_LEASE", "SandboxSyncMachine"]
+
+#: the lease a crashed worker held its job with
+CRASH_LEASE = 60.0
 
 
 class SandboxSyncMachine(RuleBasedStateMachine):
-    """Setup, teardown and the native-change and notification-fault rules."""
+    """Setup, teardown, and the native-change, worker and notification-fault rules."""
 
     #: the sandbox's name in ``world.faults`` (``"cronofy"``, ``"google"``, ``"graph"``)
     fault_provider: ClassVar[str]
@@ -83,6 +86,27 @@ class SandboxSyncMachine(RuleBasedStateMachine):
         event_id = data.draw(st.sampled_from(self.live))
         self.live.remove(event_id)
         self.env.world.delete_event(self.native_calendar, event_id)
+
+    @rule()
+    def worker_runs(self) -> None:
+        self.run(self.env.drain())
+
+    @rule()
+    def worker_runs_one_job(self) -> None:
+        self.run(self._one())
+
+    async def _one(self) -> None:
+        job = await self.env.worker._claim()
+        if job is not None:
+            await self.env.worker._execute(job)
+
+    @rule()
+    def worker_crashes_holding_a_job(self) -> None:
+        job = self.env.runtime.queue.claim(
+            owner="crashed", kinds=list(self.env.service.handlers.kinds()), lease=CRASH_LEASE
+        )
+        if job is not None:  # the lease expires; another worker takes over
+            self.run(self.env.advance(CRASH_LEASE + 1))
 
     @rule(fate=st.sampled_from(["drop", "duplicate"]), count=st.integers(1, 3))
     def notifications_misbehave(self, fate: str, count: int) -> None:

@@ -40,18 +40,6 @@ class CronofySyncMachine(SandboxSyncMachine):
         self.run(self.env.advance(seconds))
 
     @rule()
-    def worker_runs(self) -> None:
-        self.run(self.env.drain())
-
-    @rule()
-    def worker_crashes_holding_a_job(self) -> None:
-        job = self.env.runtime.queue.claim(
-            owner="crashed", kinds=list(self.env.service.handlers.kinds()), lease=60.0
-        )
-        if job is not None:
-            self.run(self.env.advance(61))
-
-    @rule()
     def cursor_invalidated(self) -> None:
         assert self.env.account.id is not None
         for cal in self.env.cronofy_calendars():

@@ -244,27 +244,6 @@ class GoogleSyncMachine(SandboxSyncMachine):
         self.run(self.env.advance(seconds))
 
     @rule()
-    def worker_runs(self) -> None:
-        self.run(self.env.drain())
-
-    @rule()
-    def worker_runs_one_job(self) -> None:
-        self.run(self._one())
-
-    async def _one(self) -> None:
-        job = await self.env.worker._claim()
-        if job is not None:
-            await self.env.worker._execute(job)
-
-    @rule()
-    def worker_crashes_holding_a_job(self) -> None:
-        job = self.env.runtime.queue.claim(
-            owner="crashed", kinds=list(self.env.service.handlers.kinds()), lease=LEASE
-        )
-        if job is not None:
-            self.run(self.env.advance(LEASE + 1))  # the lease expires; another worker takes over
-
-    @rule()
     def sync_worker_loses_its_lease_mid_way(self) -> None:
         """A sync job's lease lapses; another worker takes over while the first one still
         reads Google and then tries to commit with its stale fencing token."""

@@ -198,27 +198,6 @@ class OutlookSyncMachine(SandboxSyncMachine):
         self.run(self.env.advance(seconds))
 
     @rule()
-    def worker_runs(self) -> None:
-        self.run(self.env.drain())
-
-    @rule()
-    def worker_runs_one_job(self) -> None:
-        self.run(self._one())
-
-    async def _one(self) -> None:
-        job = await self.env.worker._claim()
-        if job is not None:
-            await self.env.worker._execute(job)
-
-    @rule()
-    def worker_crashes_holding_a_job(self) -> None:
-        job = self.env.runtime.queue.claim(
-            owner="crashed", kinds=list(self.env.service.handlers.kinds()), lease=60.0
-        )
-        if job is not None:
-            self.run(self.env.advance(61))  # the lease expires; another worker takes over
-
-    @rule()
     def delta_tokens_evicted(self) -> None:
         self.env.evict_delta_tokens()
 

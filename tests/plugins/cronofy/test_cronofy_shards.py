@@ -84,6 +84,18 @@ async def test_closing_a_merge_early_stops_its_sources() -> None:
     assert sorted(log) == ["a closed", "b closed"]
 
 
+def record_froms(provider: CronofyProvider) -> list[str | None]:
+    """The ``from`` parameter of every request ``provider`` sends from now on (None for
+    ``next_page`` follow-ups): one value means one chain, several mean sub-window reads."""
+    froms: list[str | None] = []
+
+    async def note(request: httpx.Request) -> None:
+        froms.append(request.url.params.get("from"))
+
+    provider.http.event_hooks["request"].append(note)
+    return froms
+
+
 def _zoned(at: dt.datetime) -> calbridge.EventTime:
     return calbridge.EventTime.zoned(at, "UTC")
 
@@ -141,12 +153,7 @@ async def test_sharded_reads_return_every_event_exactly_once(loopback: bool) -> 
                 options={**rig.provider.settings.options, "read_concurrency": 1},
             ),
         )
-        froms: list[str | None] = []
-
-        async def note(request: httpx.Request) -> None:
-            froms.append(request.url.params.get("from"))
-
-        rig.provider.http.event_hooks["request"].append(note)
+        froms = record_froms(rig.provider)
         rng = random.Random(7)
         windows = [calbridge.TimeRange(start=BASE, end=BASE + dt.timedelta(days=10))]
         for _ in range(8):
@@ -186,12 +193,7 @@ async def test_a_read_is_split_only_when_the_provider_is_slow_to_answer() -> Non
         _seed(rig.world, rig.native_calendar_id)
         await rig.settle()
         window = calbridge.TimeRange(start=BASE, end=BASE + dt.timedelta(days=10))
-        froms: list[str | None] = []
-
-        async def note(request: httpx.Request) -> None:
-            froms.append(request.url.params.get("from"))
-
-        rig.provider.http.event_hooks["request"].append(note)
+        froms = record_froms(rig.provider)
 
         async def read(provider: CronofyProvider) -> list[str]:
             froms.clear()
@@ -224,12 +226,7 @@ async def test_a_full_change_read_is_split_like_list_events() -> None:
         _seed(rig.world, rig.native_calendar_id)
         await rig.settle()
         window = calbridge.TimeRange(start=BASE, end=BASE + dt.timedelta(days=10))
-        froms: list[str | None] = []
-
-        async def note(request: httpx.Request) -> None:
-            froms.append(request.url.params.get("from"))
-
-        rig.provider.http.event_hooks["request"].append(note)
+        froms = record_froms(rig.provider)
         listed = [
             e.id
             async for page in rig.provider.list_events(rig.session, rig.calendar_id, window)
