@@ -46,10 +46,14 @@ __all__ = [
 ]
 
 _RECURRENCE_PREFIXES = ("RRULE:", "RDATE", "EXDATE", "EXRULE:")
+_UTC = dt.UTC
 
 
 def _aware(name: str, value: dt.datetime) -> None:
-    if value.tzinfo is None or value.utcoffset() is None:
+    tzinfo = value.tzinfo
+    if tzinfo is _UTC:  # the common case, aware without asking (utcoffset() is costly)
+        return
+    if tzinfo is None or value.utcoffset() is None:
         raise ValueError(f"{name} must be timezone-aware, got naive {value.isoformat()}")
 
 
@@ -62,6 +66,12 @@ class TimeKind(enum.StrEnum):
     DATE = "date"  #: an all-day date; as an event end it is exclusive
     FLOATING = "floating"  #: a wall-clock time in whatever zone the viewer is in
     ZONED = "zoned"  #: an instant, displayed in an IANA time zone
+
+
+# an enum member read through its class costs a lookup each time; these are read per event
+_DATE = TimeKind.DATE
+_FLOATING = TimeKind.FLOATING
+_ZONED = TimeKind.ZONED
 
 
 @attrs.frozen(kw_only=True)
@@ -83,12 +93,12 @@ class EventTime:
     tzid: str | None = None
 
     def __attrs_post_init__(self) -> None:
-        if self.kind is TimeKind.DATE:
+        if self.kind is _DATE:
             if self.date is None or self.datetime is not None or self.tzid is not None:
                 raise ValueError("an all-day EventTime has a date and nothing else")
             if isinstance(self.date, dt.datetime):
                 raise ValueError("an all-day EventTime takes a date, not a datetime")
-        elif self.kind is TimeKind.FLOATING:
+        elif self.kind is _FLOATING:
             if self.datetime is None or self.date is not None or self.tzid is not None:
                 raise ValueError("a floating EventTime has a naive datetime and no tzid")
             if self.datetime.tzinfo is not None:
@@ -103,38 +113,46 @@ class EventTime:
         """An all-day date (end dates are exclusive)."""
         if not isinstance(date, dt.date) or isinstance(date, dt.datetime):
             raise ValueError("an all-day EventTime takes a date, not a datetime")
-        return _new_time(cls, TimeKind.DATE, date, None, None)
+        return _new_time(cls, _DATE, date, None, None)
 
     @classmethod
     def floating(cls, local: dt.datetime) -> EventTime:
         """A wall-clock time with no zone."""
         if not isinstance(local, dt.datetime) or local.tzinfo is not None:
             raise ValueError("a floating EventTime takes a naive datetime")
-        return _new_time(cls, TimeKind.FLOATING, None, local, None)
+        return _new_time(cls, _FLOATING, None, local, None)
 
     @classmethod
     def zoned(cls, instant: dt.datetime, tzid: str | None = None) -> EventTime:
         """An instant shown in ``tzid`` (defaults to the datetime's own zone key, else UTC)."""
-        _aware("instant", instant)
+        if instant.tzinfo is not _UTC:  # UTC, the usual case, is aware: no call needed
+            _aware("instant", instant)
         if tzid is None:
             tzid = getattr(instant.tzinfo, "key", None) or "UTC"
         elif not tzid:
             raise ValueError("a zoned EventTime has an aware datetime and a tzid")
-        return _new_time(cls, TimeKind.ZONED, None, instant, tzid)
+        # _new_time written out: providers build one or two of these per event read
+        out = object.__new__(cls)
+        _t_kind(out, _ZONED)
+        _t_date(out, None)
+        _t_datetime(out, instant)
+        _t_tzid(out, tzid)
+        return out
 
     @property
     def is_all_day(self) -> bool:
         """True for all-day dates."""
-        return self.kind is TimeKind.DATE
+        return self.kind is _DATE
 
     def as_utc(self, default_tz: dt.tzinfo = dt.UTC) -> dt.datetime:
         """This time as an aware UTC datetime (dates at midnight, floating in ``default_tz``)."""
-        if self.kind is TimeKind.DATE:
+        kind = self.kind
+        if kind is _DATE:
             assert self.date is not None
             d = self.date
             return dt.datetime(d.year, d.month, d.day, tzinfo=default_tz).astimezone(dt.UTC)
         assert self.datetime is not None
-        if self.kind is TimeKind.FLOATING:
+        if kind is _FLOATING:
             return self.datetime.replace(tzinfo=default_tz).astimezone(dt.UTC)
         return self.datetime.astimezone(dt.UTC)
 
@@ -243,6 +261,10 @@ class SeriesRole(enum.StrEnum):
     EXCEPTION = "exception"  #: an occurrence that was moved, edited or cancelled
 
 
+_INSTANCE = SeriesRole.INSTANCE
+_EXCEPTION = SeriesRole.EXCEPTION
+
+
 def _recurrence(lines: Any) -> tuple[str, ...]:
     out = tuple(str(x).strip() for x in lines)
     for line in out:
@@ -327,11 +349,9 @@ class Event:
         # thousand on the read path, and setting the slots through their descriptors
         # costs about a third of attrs' generated __init__. test_models holds this
         # signature to the fields above.
-        if (start.kind is TimeKind.DATE) is not (end.kind is TimeKind.DATE):
+        if (start.kind is _DATE) is not (end.kind is _DATE):
             raise ValueError("start and end must both be all-day or both be timed")
-        if not recurring_event_id and (
-            series_role is SeriesRole.INSTANCE or series_role is SeriesRole.EXCEPTION
-        ):
+        if not recurring_event_id and (series_role is _INSTANCE or series_role is _EXCEPTION):
             raise ValueError("an instance or exception needs recurring_event_id")
         _e_id(self, id)
         _e_calendar_id(self, calendar_id)

@@ -267,6 +267,74 @@ def test_event_time_keeps_kinds_apart() -> None:
     assert EventTime.all_day(dt.date(2026, 7, 1)).as_utc() == dt.datetime(2026, 7, 1, tzinfo=dt.UTC)
 
 
+class _NoOffset(dt.tzinfo):
+    """A tzinfo that knows no offset: a datetime carrying it is naive all the same."""
+
+    def utcoffset(self, d: dt.datetime | None) -> None:
+        return None
+
+    def dst(self, d: dt.datetime | None) -> None:
+        return None
+
+    def tzname(self, d: dt.datetime | None) -> str:
+        return "nowhere"
+
+
+def test_zoned_times_check_awareness_whatever_the_zone() -> None:
+    """UTC (the common case, checked without utcoffset()), offsets and zones are aware;
+    no tzinfo, or one that gives no offset, is naive."""
+    for instant in (
+        dt.datetime(2026, 1, 1, 9, tzinfo=dt.UTC),
+        dt.datetime.fromisoformat("2026-01-01T09:00:00Z"),
+        dt.datetime.fromisoformat("2026-01-01T09:00:00+00:00"),
+        dt.datetime(2026, 1, 1, 10, tzinfo=dt.timezone(dt.timedelta(hours=1))),
+        dt.datetime(2026, 1, 1, 10, tzinfo=zoneinfo.ZoneInfo("Europe/Paris")),
+    ):
+        t = EventTime.zoned(instant, "Europe/Paris")
+        assert (t.kind, t.date, t.datetime, t.tzid) == (
+            calbridge.TimeKind.ZONED,
+            None,
+            instant,
+            "Europe/Paris",
+        )
+        assert t == EventTime(kind=calbridge.TimeKind.ZONED, datetime=instant, tzid="Europe/Paris")
+        assert t.as_utc() == dt.datetime(2026, 1, 1, 9, tzinfo=dt.UTC)
+    assert EventTime.zoned(dt.datetime(2026, 1, 1, tzinfo=dt.UTC)).tzid == "UTC"
+    for naive_instant in (
+        dt.datetime(2026, 1, 1, 9),
+        dt.datetime(2026, 1, 1, 9, tzinfo=_NoOffset()),
+    ):
+        with pytest.raises(ValueError, match="aware"):
+            EventTime.zoned(naive_instant, "UTC")
+        with pytest.raises(ValueError, match="aware"):
+            EventTime(kind=calbridge.TimeKind.ZONED, datetime=naive_instant, tzid="UTC")
+        with pytest.raises(ValueError, match="aware"):
+            TimeRange(start=naive_instant, end=dt.datetime(2026, 1, 2, tzinfo=dt.UTC))
+    with pytest.raises(ValueError, match="tzid"):
+        EventTime.zoned(dt.datetime(2026, 1, 1, 9, tzinfo=dt.UTC), "")
+
+
+def test_series_occurrences_need_their_series() -> None:
+    """Instances and exceptions name their series; singles and masters need not."""
+    timed = EventTime.zoned(dt.datetime(2026, 1, 1, 9, tzinfo=dt.UTC))
+    for role in (SeriesRole.INSTANCE, SeriesRole.EXCEPTION):
+        with pytest.raises(ValueError, match="recurring_event_id"):
+            Event(id="e", calendar_id="c", provider="p", start=timed, end=timed, series_role=role)
+        ev = Event(
+            id="e",
+            calendar_id="c",
+            provider="p",
+            start=timed,
+            end=timed,
+            series_role=role,
+            recurring_event_id="s",
+        )
+        assert (ev.series_role, ev.recurring_event_id) == (role, "s")
+    for role in (SeriesRole.SINGLE, SeriesRole.MASTER):
+        ev = Event(id="e", calendar_id="c", provider="p", start=timed, end=timed, series_role=role)
+        assert ev.series_role is role
+
+
 def test_event_and_draft_validation() -> None:
     """Mixed all-day/timed, DTSTART lines, orphan instances and backwards drafts are refused."""
     day = EventTime.all_day(dt.date(2026, 1, 1))

@@ -106,40 +106,44 @@ def format_instant(value: dt.datetime) -> str:
     return value.astimezone(_UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-#: interned values: people and times repeat across a calendar's events (the same
-#: colleagues, back-to-back meetings, all-day dates); immutable, so one object serves all.
-#: Bounded: cleared when full, so memory stays flat however many events stream past.
+#: interned values: people and dates repeat across a calendar's events (the same
+#: colleagues, all-day dates); immutable, so one object serves all. Bounded: cleared when
+#: full, so memory stays flat however many events stream past.
 _INTERN_MAX = 4096
-_times: dict[Any, calbridge.EventTime] = {}
+_dates: dict[str, calbridge.EventTime] = {}
 _attendees: dict[ReadPerson, calbridge.Attendee] = {}
 _people: dict[ReadPerson, calbridge.Person] = {}
 _instants: dict[str, dt.datetime] = {}
+#: the last timed start/end built, as ``[(text, tzid, time)]``: timed values rarely repeat
+#: across a calendar (interning them all costs more than it saves), except back to back,
+#: where one event ends as the next in the page starts
+_last_timed: list[tuple[str, str, calbridge.EventTime | None]] = [("", "", None)]
 
 
-def _new_time(value: Any) -> calbridge.EventTime:
-    if value.__class__ is str:
-        text, tzid = value, "UTC"
-    elif value.__class__ is ReadTime:
-        text, tzid = value.time, value.tzid or "UTC"
+def _time(value: str | ReadTime) -> calbridge.EventTime:
+    # the hot path: a start/end as decoded, a str or a ReadTime
+    if value.__class__ is ReadTime:
+        text = value.time
+        tzid = value.tzid or "UTC"
     else:
-        text, tzid = value["time"], value.get("tzid") or "UTC"
+        text = value  # type: ignore[assignment]
+        tzid = "UTC"
     if len(text) == 10:
-        return _all_day(_date_fromisoformat(text))
+        found = _dates.get(text)
+        if found is None:
+            found = _all_day(_date_fromisoformat(text))
+            if len(_dates) >= _INTERN_MAX:
+                _dates.clear()
+            _dates[text] = found
+        return found
+    last_text, last_tzid, last = _last_timed[0]
+    if last is not None and text == last_text and tzid == last_tzid:
+        return last
     instant = _fromisoformat(text)
     if instant.tzinfo is None:
         instant = instant.replace(tzinfo=_UTC)
-    return _zoned(instant, tzid)
-
-
-def _time(value: Any) -> calbridge.EventTime:
-    # the hot path: a str or a ReadTime (both hashable), else {"time": ..., "tzid": ...}
-    key = value if value.__class__ is not dict else (value["time"], value.get("tzid"))
-    found = _times.get(key)
-    if found is None:
-        found = _new_time(value)
-        if len(_times) >= _INTERN_MAX:
-            _times.clear()
-        _times[key] = found
+    found = _zoned(instant, tzid)
+    _last_timed[0] = (text, tzid, found)
     return found
 
 
@@ -158,7 +162,9 @@ def time_from_wire(value: WireTime) -> calbridge.EventTime:
     """A domain :class:`calbridge.EventTime` from a Cronofy start/end."""
     try:
         if isinstance(value, LocalizedTime):
-            return _time({"time": value.time, "tzid": value.tzid})
+            return _time(ReadTime(value.time, value.tzid))
+        if isinstance(value, Mapping):  # {"time": ..., "tzid": ...} already decoded
+            return _time(ReadTime(value["time"], value.get("tzid")))
         return _time(value)
     except (ValueError, TypeError, KeyError):
         raise ProviderResponseError(f"unreadable event time {value!r}", provider=PROVIDER) from None
@@ -220,7 +226,7 @@ def event_from_read(wire: ReadEvent, raw: Mapping[str, Any]) -> calbridge.Event:
             transparency=_TRANSPARENT if wire.transparency == "transparent" else _OPAQUE,
             visibility=_PRIVATE if wire.event_private else _DEFAULT_VIS,
             organizer=_person(organizer) if organizer is not None else None,
-            attendees=tuple([_attendee(a) for a in attendees]) if attendees else (),
+            attendees=tuple(map(_attendee, attendees)) if attendees else (),
             series_role=_INSTANCE if recurring else _SINGLE,
             recurring_event_id=series if recurring else None,
             created=_instant(created) if created else None,

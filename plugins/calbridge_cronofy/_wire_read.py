@@ -62,6 +62,9 @@ class ReadEvent(msgspec.Struct, frozen=True, gc=False):
 
     ``event_uid`` is on every event; ``event_id`` only on the app's own (managed) events.
     ``start``/``end`` are ``"YYYY-MM-DD"`` (all-day), UTC text, or a :class:`ReadTime`.
+    Only the fields the conversion reads are listed: each one listed costs decoding time
+    on every event (``participation_status``, ``google_event_id`` and the rest stay in
+    ``raw``).
     """
 
     calendar_id: str
@@ -75,7 +78,6 @@ class ReadEvent(msgspec.Struct, frozen=True, gc=False):
     created: str | None = None
     updated: str | None = None
     location: ReadPlace | None = None
-    participation_status: str | None = None
     attendees: list[ReadPerson] | None = None
     organizer: ReadPerson | None = None
     transparency: str | None = None
@@ -84,8 +86,6 @@ class ReadEvent(msgspec.Struct, frozen=True, gc=False):
     series_identifier: str | None = None
     event_private: bool | None = None
     ical_uid: str | None = None
-    google_event_id: str | None = None
-    meeting_url: str | None = None
 
 
 class PagesInfo(msgspec.Struct, frozen=True, gc=False):

@@ -137,12 +137,54 @@ def test_times(value: object, expected: calbridge.EventTime) -> None:
     assert convert.time_from_wire(value) == expected  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("bad", ["yesterday", {"tzid": "UTC"}, 42])
+@pytest.mark.parametrize(
+    "bad",
+    ["yesterday", {"tzid": "UTC"}, 42, {"time": 42}, {"time": ["2026-01-06"]}, "2026-01-0x"],
+)
 def test_bad_times(bad: object) -> None:
     with pytest.raises(ProviderResponseError):
         convert.time_from_wire(bad)  # type: ignore[arg-type]
     with pytest.raises(ProviderResponseError):
         convert.event_from_json(event_json(0, start=bad))
+
+
+def _zoned(text: str, tzid: str) -> calbridge.EventTime:
+    return calbridge.EventTime.zoned(dt.datetime.fromisoformat(text), tzid)
+
+
+def test_page_times_keep_their_zones_and_back_to_back_ones_are_shared() -> None:
+    """A start/end is built afresh unless it repeats the one just built (same text, same
+    zone): back-to-back meetings share it. All-day dates are interned, whatever the zone."""
+
+    def at(hour: int, tzid: str | None = "Europe/Paris") -> dict[str, str | None]:
+        return {"time": f"2026-01-06T{hour:02d}:00:00Z", "tzid": tzid}
+
+    raws = [
+        event_json(1, start=at(9), end=at(10)),
+        event_json(2, start=at(10), end=at(11)),  # back to back
+        event_json(3, start=at(11, "America/New_York"), end="2026-01-06T12:00:00Z"),
+        event_json(4, start="2026-01-06T12:00:00Z", end=at(13, None)),  # no zone: UTC
+        event_json(5, start="2026-01-07", end="2026-01-08"),
+        event_json(6, start={"time": "2026-01-07", "tzid": "Europe/Paris"}, end="2026-01-08"),
+    ]
+    events = convert.events_from_page(decode_page(_page(*raws)))
+    e1, e2, e3, e4, e5, e6 = events
+    assert e1.start == _zoned("2026-01-06T09:00:00+00:00", "Europe/Paris")
+    assert e2.start is e1.end
+    assert e2.end == _zoned("2026-01-06T11:00:00+00:00", "Europe/Paris")
+    assert e3.start == _zoned("2026-01-06T11:00:00+00:00", "America/New_York")  # not e2.end
+    assert e3.end == e4.start == _zoned("2026-01-06T12:00:00+00:00", "UTC")
+    assert e4.end == _zoned("2026-01-06T13:00:00+00:00", "UTC")
+    assert e5.start == calbridge.EventTime.all_day(dt.date(2026, 1, 7))
+    assert (e6.start, e6.end) == (e5.start, e5.end)
+    assert e6.start is e5.start
+    for event, raw in zip(events, raws, strict=True):  # the dict path agrees
+        assert attrs.evolve(event, raw={}) == attrs.evolve(convert.event_from_json(raw), raw={})
+        assert event.raw == raw
+    day = dt.date(2000, 1, 1)
+    for i in range(convert._INTERN_MAX + 10):
+        convert.time_from_wire((day + dt.timedelta(days=i)).isoformat())
+    assert len(convert._dates) <= convert._INTERN_MAX
 
 
 def test_attendee_statuses_and_interning_stays_bounded() -> None:
@@ -174,7 +216,7 @@ def test_attendee_statuses_and_interning_stays_bounded() -> None:
         )
     assert len(convert._attendees) <= convert._INTERN_MAX
     assert len(convert._people) <= convert._INTERN_MAX
-    assert len(convert._times) <= convert._INTERN_MAX
+    assert len(convert._dates) <= convert._INTERN_MAX
 
 
 def test_recurrence_until_and_unsupported_lines() -> None:
