@@ -22,6 +22,7 @@ from ._http import (
 from ._manager import DEFAULT_PLUGINS, PluginHost, ProviderInfo, get_plugin_host
 from ._payload import RawPayload
 from ._serialization import make_converter
+from ._transport import AiohttpTransport
 from .hookspecs import ChangeSource, ProviderRegistrar, hookimpl
 from .models import (
     Account,
@@ -69,6 +70,7 @@ __all__ = [
     "DEFAULT_PLUGINS",
     "Account",
     "AccountStatus",
+    "AiohttpTransport",
     "Attendee",
     "AuthorizationRequest",
     "Calendar",

@@ -26,6 +26,7 @@ import attrs
 import httpx
 import tenacity
 
+from ._transport import AiohttpTransport
 from ._version import __version__
 from .errors import ProviderResponseError, RateLimited, Unavailable
 
@@ -68,7 +69,14 @@ def make_http_client(
     The client keeps no cookies: it is shared by every user's calls, so a cookie one
     user's response set (a load balancer's affinity, a session) must not ride along on
     another user's requests.
+
+    Requests go through :class:`calbridge.AiohttpTransport` (aiohttp's pool and C parser:
+    a fraction of the CPU per request of httpx's own transport) unless ``transport`` is
+    given: ``httpx.AsyncHTTPTransport(...)`` for httpx's own (HTTP/2, custom sockets), a
+    ``MockTransport`` or ``ASGITransport`` in tests.
     """
+    if transport is None:
+        transport = AiohttpTransport(verify=verify, max_connections=max_connections)
     return httpx.AsyncClient(
         verify=verify,
         cookies=http.cookiejar.CookieJar(_NO_COOKIES),

@@ -74,7 +74,8 @@ __all__ = ["DEFAULT_SCOPES", "CronofyBase", "ServiceAccountAuthorization", "seg"
 PROVIDER = "cronofy"
 P = TypeVar("P")
 
-#: httpcore trace events after which a request is on the wire (or will not be)
+#: ``trace`` extension events after which a request is on the wire (or will not be):
+#: httpcore's names, which calbridge.AiohttpTransport reports too
 _SENT_EVENTS = frozenset(
     {
         "http11.send_request_body.complete",
@@ -208,7 +209,7 @@ class CronofyBase(calbridge.Provider):
         """One authorized call: a 401 refreshes the token once and retries.
 
         ``sent`` is resolved once the request has been written to the connection (through
-        httpcore's ``trace`` extension): the paging code waits for it before it hands out
+        the transport's ``trace`` extension): the paging code waits for it before it hands out
         the page it already has.
         """
         tokens = await session.access_token()
