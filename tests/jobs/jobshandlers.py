@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import pathlib
 
 from calbridge.jobs import HandlerRegistry, Job, JobQueue
 
@@ -11,7 +12,10 @@ handlers = HandlerRegistry()
 
 @handlers.handler("slow")
 async def slow(job: Job) -> None:
-    """Sleep ``payload["sleep"]`` seconds."""
+    """Sleep ``payload["sleep"]`` seconds, after creating the file ``payload["started"]``
+    (when given: how a test knows the handler itself is running, not just the claim)."""
+    if "started" in job.payload:
+        await asyncio.to_thread(pathlib.Path(job.payload["started"]).touch)
     await asyncio.sleep(float(job.payload.get("sleep", 0)))
 
 
