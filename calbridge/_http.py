@@ -50,6 +50,36 @@ RETRY_STATUSES = frozenset({429, 502, 503, 504})
 _NO_COOKIES = http.cookiejar.DefaultCookiePolicy(allowed_domains=[])
 
 
+class _NoCookies(httpx.Cookies):
+    """A jar that stays empty: a response's ``Set-Cookie`` is not even parsed (httpx's
+    extraction builds urllib request and response shims for every answer)."""
+
+    def __init__(self) -> None:
+        super().__init__(http.cookiejar.CookieJar(_NO_COOKIES))
+
+    def extract_cookies(self, response: httpx.Response) -> None:
+        return None
+
+    def set(self, name: str, value: str, domain: str = "", path: str = "/") -> None:
+        raise TypeError("the shared client keeps no cookies (pass them per request)")
+
+
+class _SharedClient(httpx.AsyncClient):
+    """The shared client: an :class:`httpx.AsyncClient` whose cookie jar stays empty."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._jar = _NoCookies()
+
+    @property
+    def cookies(self) -> httpx.Cookies:
+        return self._jar
+
+    @cookies.setter
+    def cookies(self, cookies: Any) -> None:
+        raise TypeError("the shared client keeps no cookies (pass them per request)")
+
+
 def make_http_client(
     *,
     timeout: float = 30.0,
@@ -77,9 +107,8 @@ def make_http_client(
     """
     if transport is None:
         transport = AiohttpTransport(verify=verify, max_connections=max_connections)
-    return httpx.AsyncClient(
+    return _SharedClient(
         verify=verify,
-        cookies=http.cookiejar.CookieJar(_NO_COOKIES),
         timeout=httpx.Timeout(timeout, connect=connect_timeout),
         limits=httpx.Limits(
             max_connections=max_connections, max_keepalive_connections=max_keepalive

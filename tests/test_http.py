@@ -238,4 +238,8 @@ async def test_shared_client_keeps_no_cookies() -> None:
         for path in ("/v1/calendars", "/v1/events", "/v1/events"):
             await client.get(f"https://api.cronofy.com{path}")
         assert len(client.cookies) == 0
+        with pytest.raises(TypeError, match="no cookies"):
+            client.cookies.set("affinity", "forced")
+        with pytest.raises(TypeError, match="no cookies"):
+            client.cookies = {"affinity": "forced"}
     assert sent == [None, None, None]

@@ -29,9 +29,10 @@ Settings (``ProviderSettings``):
     and read at once (default 4; 1 reads every window as one chain of pages).
   - ``shard_min_pages``: how many pages (Cronofy's ``pages.total`` on the first page) make
     a read long enough to split (default 4).
-  - ``shard_min_wait``: how many seconds Cronofy must take to answer for a read's second
-    page before the read is split (default 0.01): splitting pays when waiting for Cronofy
-    dominates, not when the client's own work does (a provider on loopback).
+  - ``shard_min_wait``: how many seconds this process must sit idle waiting for a read's
+    second page (wall time less its own CPU time) before the read is split (default
+    0.001): splitting pays when the provider works elsewhere, across a network or in
+    another process, and not when it runs on this process's CPU (an in-process sandbox).
 """
 
 from __future__ import annotations
@@ -152,7 +153,7 @@ class CronofyBase(calbridge.Provider):
         self._prefetch = bool(settings.option("prefetch", True))
         self._read_concurrency = max(1, int(settings.option("read_concurrency", 4)))
         self._shard_min_pages = max(2, int(settings.option("shard_min_pages", 4)))
-        self._shard_min_wait = float(settings.option("shard_min_wait", 0.01))
+        self._shard_min_wait = float(settings.option("shard_min_wait", 0.001))
         given: Sequence[calbridge.RateLimiter] | None = settings.option("rate_limiters")
         margin = float(settings.option("rate_limit_margin", 0.05))
         self._limiters: list[calbridge.RateLimiter] = (

@@ -214,7 +214,8 @@ class CronofyProvider(CronofyBase):
         """Events overlapping ``window``, one Cronofy page at a time (Cronofy sizes pages).
 
         When the first page says the read runs to at least ``shard_min_pages`` pages and
-        Cronofy takes at least ``shard_min_wait`` seconds to answer for the second, the
+        waiting for the second leaves this process idle for at least ``shard_min_wait``
+        seconds (Cronofy works elsewhere, not on this process's CPU), the
         window is read again as up to ``read_concurrency`` sub-windows at once (see
         ``_shards``): every event still comes exactly once, pages of different sub-windows
         interleave, and at most a few pages per sub-window are held.
@@ -227,14 +228,17 @@ class CronofyProvider(CronofyBase):
                 return
             k = self._shard_count(first.pages.total)
             held = [first]
-            if k >= 2:
-                # split only when waiting dominates: page 2 was requested before page 1
-                # came out, so how long it still takes is the provider's own round trip
-                began = time.monotonic()
+            if k >= 2 and self._shard_min_wait > 0:  # 0: split every long read
+                # split only when this process would sit waiting: page 2 was requested
+                # before page 1 came out, so the wall time its answer still takes, less
+                # the CPU time this process spent meanwhile (reading the answer, or an
+                # in-process provider working), is time spent idle on the provider
+                began, cpu = time.monotonic(), time.process_time()
                 second = await anext(pages, None)
                 if second is not None:
                     held.append(second)
-                if time.monotonic() - began < self._shard_min_wait:
+                idle = (time.monotonic() - began) - (time.process_time() - cpu)
+                if idle < self._shard_min_wait:
                     k = 1
             if k < 2:
                 for page in held:
