@@ -103,7 +103,9 @@ def make_http_client(
     Requests go through :class:`calbridge.AiohttpTransport` (aiohttp's pool and C parser:
     a fraction of the CPU per request of httpx's own transport) unless ``transport`` is
     given: ``httpx.AsyncHTTPTransport(...)`` for httpx's own (HTTP/2, custom sockets), a
-    ``MockTransport`` or ``ASGITransport`` in tests.
+    ``MockTransport`` or ``ASGITransport`` in tests. ``max_keepalive`` bounds httpx's own
+    pool only; ``AiohttpTransport`` keeps up to ``max_connections`` idle connections, each
+    closed after 5 idle seconds.
     """
     if transport is None:
         transport = AiohttpTransport(verify=verify, max_connections=max_connections)
