@@ -27,6 +27,7 @@ import argparse
 import asyncio
 import datetime as dt
 import json
+import math
 import os
 import pathlib
 import re
@@ -456,6 +457,19 @@ def peak_memory(
 # --------------------------------------------------------------------------- report
 
 
+def host_speed() -> float:
+    """CPU milliseconds of a fixed pure-Python loop (best of 5): how fast this (shared)
+    host runs Python right now, to read the other rows against."""
+    best = math.inf
+    for _ in range(5):
+        t = time.process_time()
+        x = 0
+        for i in range(1_000_000):
+            x += i
+        best = min(best, time.process_time() - t)
+    return best * 1e3
+
+
 def paired(ours: list[float], theirs: list[float]) -> float:
     """The median of per-round ratios (ours / theirs)."""
     return statistics.median(a / b for a, b in zip(ours, theirs, strict=True))
@@ -500,6 +514,7 @@ def main() -> int:
         return 0
 
     load_before = os.getloadavg()[0]
+    speed_before = host_speed()
     child, base = start("--serve")
     try:
         (s10, cal10, tok10), (s100, cal100, _tok100) = (
@@ -625,6 +640,12 @@ def main() -> int:
     rows.append(
         ("load average (1 min) before / after", f"{load_before:.1f} / {os.getloadavg()[0]:.1f}")
     )
+    rows.append(
+        (
+            "host speed: a fixed pure-Python loop, ms CPU before / after (lower = faster)",
+            f"{speed_before:.0f} / {host_speed():.0f}",
+        )
+    )
     print(table(rows))
     if not args.no_docs:
         stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d")
@@ -644,8 +665,9 @@ def main() -> int:
             "(`calbridge sandbox serve --tls-dir`), which both clients trust. Own work is "
             "measured on the recorded pages with no network (CPU time, best of 4 x 25 runs "
             "spread over the benchmark). Peak "
-            "memory is tracemalloc's while streaming. The load average shows how busy the "
-            "(shared) machine was.\n\n"
+            "memory is tracemalloc's while streaming. The load average and the host speed "
+            "row show how busy the (shared, virtual) machine was: its speed varies from "
+            "run to run, and every CPU-bound row moves with it.\n\n"
             f"Last run {stamp}, Python {sys.version.split()[0]}, {os.cpu_count()} CPUs:\n\n"
             + table(rows)
             + "\n\n"
