@@ -96,6 +96,10 @@ class BridgeConfig:
     reconcile_interval: float = 7 * 24 * 3600.0
     #: how often polled calendars are read (seconds)
     poll_interval: float = 300.0
+    #: how long webhook inbox rows are kept (seconds; default a week): the inbox is how a
+    #: provider's redelivery is recognised (Cronofy retries for 24 hours), and the work a
+    #: notification asks for is in the job committed with its row, so older rows go
+    inbox_retention: float = 7 * 24 * 3600.0
     #: the connect flow's callback prefix; provider ``p`` redirects to ``{redirect_base}/p``
     redirect_base: str = "http://127.0.0.1:8000/calbridge/oauth"
 

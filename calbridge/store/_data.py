@@ -464,15 +464,27 @@ class DataMixin(RepoBase):
             for r in rows
         ]
 
-    def inbox_purge(self, *, processed_before: int, conn: sa.Connection | None = None) -> int:
-        """Delete processed deliveries older than ``processed_before`` (epoch s)."""
+    def inbox_purge(
+        self,
+        *,
+        processed_before: int | None = None,
+        received_before: int | None = None,
+        conn: sa.Connection | None = None,
+    ) -> int:
+        """Delete deliveries processed before ``processed_before`` or received before
+        ``received_before`` (epoch s); returns how many went."""
         w = t.webhook_inbox.c
-        with self._tx(conn) as c:
-            result = c.execute(
-                t.webhook_inbox.delete().where(
-                    w.processed_at.is_not(None), w.processed_at < processed_before
-                )
+        conditions = []
+        if processed_before is not None:
+            conditions.append(
+                sa.and_(w.processed_at.is_not(None), w.processed_at < processed_before)
             )
+        if received_before is not None:
+            conditions.append(w.received_at < received_before)
+        if not conditions:
+            return 0
+        with self._tx(conn) as c:
+            result = c.execute(t.webhook_inbox.delete().where(sa.or_(*conditions)))
         return int(result.rowcount)
 
     # -- audit log ----------------------------------------------------------------------

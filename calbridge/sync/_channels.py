@@ -48,6 +48,9 @@ FAR_EDGE_DAYS: Final[dict[str, tuple[int, int]]] = {"cronofy": (194, 201)}
 DEFAULT_RENEW_MARGIN: Final = 6 * 3600.0
 #: how often the channel maintenance job runs
 RENEW_EVERY: Final = 900.0
+#: the recurring job that deletes webhook inbox rows older than ``inbox_retention``
+PURGE_INBOX: Final = "purge_inbox"
+PURGE_INBOX_EVERY: Final = 3600.0
 #: a channel silent for this long while reconciliation finds changes is unhealthy
 SILENCE: Final = 3600.0
 
@@ -151,6 +154,9 @@ class ChannelManager:
                     )
             jobs.ensure_schedule(
                 conn, "renew_channels", "renew_channels", {}, every=RENEW_EVERY, now=now
+            )
+            jobs.ensure_schedule(
+                conn, PURGE_INBOX, PURGE_INBOX, {}, every=PURGE_INBOX_EVERY, now=now
             )
 
     def _far_edge(self, provider: str) -> tuple[int, int] | None:

@@ -24,7 +24,7 @@ from .. import jobs
 from ..errors import ReauthRequired
 from ..models import Secret
 from ._batch import ChangeBatch, batch_from_json, sign_standard_webhook
-from ._channels import ChannelManager
+from ._channels import PURGE_INBOX, ChannelManager
 from ._engine import DELIVER_KIND, SEND_KIND, CursorMoved, SyncEngine, calendar_key
 
 __all__ = [
@@ -267,6 +267,13 @@ def build_handlers(service: SyncService) -> jobs.HandlerRegistry:
             )
         return await service.channels.maintain()
 
+    async def purge_inbox(job: jobs.Job) -> object:
+        before = int(rt.clock() - float(rt.config.inbox_retention))
+        purged = await rt.to_thread(rt.store.inbox_purge, received_before=before)
+        if purged:
+            log.info("deleted %d webhook inbox rows received before %d", purged, before)
+        return {"purged": purged}
+
     async def deliver(job: jobs.Job) -> object:
         await service.dispatcher.dispatch(batch_from_json(job.payload))
         return None
@@ -279,6 +286,7 @@ def build_handlers(service: SyncService) -> jobs.HandlerRegistry:
     registry.add("reconcile", reconcile)
     registry.add("poll", poll)
     registry.add("renew_channels", renew_channels)
+    registry.add(PURGE_INBOX, purge_inbox)
     registry.add(DELIVER_KIND, deliver)
     registry.add(SEND_KIND, send)
     return registry

@@ -31,6 +31,26 @@ async def test_connect_with_callback_url_opens_push_channels(sqlite_url: str) ->
         assert _schedules(env, "poll:") == []
         assert len(_schedules(env, "reconcile:")) == 2
         assert _schedules(env, "renew_channels") == ["renew_channels"]
+        assert _schedules(env, "purge_inbox") == ["purge_inbox"]
+
+
+async def test_the_inbox_purge_job_deletes_rows_past_the_retention(sqlite_url: str) -> None:
+    """Webhook inbox rows go once older than ``inbox_retention``; newer ones stay."""
+    async with memory_env(sqlite_url) as env:
+        ch = env.push_channel()
+        assert (await env.post(env.provider.notification_for(ch, seq=1))).status_code < 300
+        await env.drain()
+        store = env.runtime.store
+        assert len(store.inbox_pending()) == 1
+        retention = env.runtime.config.inbox_retention
+        env.clock.advance(retention - 60)
+        assert (await env.post(env.provider.notification_for(ch, seq=2))).status_code < 300
+        env.clock.advance(3600 + 120)  # the first row is past the retention, the second not
+        await env.drain()
+        assert len(store.inbox_pending()) == 1
+        env.clock.advance(retention)
+        await env.drain()
+        assert store.inbox_pending() == []
 
 
 async def test_without_callback_url_the_account_is_polled_like_push(sqlite_url: str) -> None:
