@@ -212,14 +212,33 @@ async def test_a_dropped_post_is_not_retried_as_if_it_never_left() -> None:
     assert len(seen) == 2  # once directly, once through send: no retry
 
 
-async def test_a_truncated_answer_is_a_transport_error() -> None:
-    async def truncated(_request: bytes, writer: asyncio.StreamWriter) -> None:
-        writer.write(b'HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{"half')
+def replies_then_closes(data: bytes) -> Reply:
+    """A server that writes ``data`` whatever the request, then closes the connection."""
+
+    async def handle(_request: bytes, writer: asyncio.StreamWriter) -> None:
+        writer.write(data)
         await writer.drain()
         writer.close()
 
-    async with serving(truncated) as (base, _, _), client() as http:
-        with pytest.raises((httpx.ReadError, httpx.RemoteProtocolError)):
+    return handle
+
+
+@pytest.mark.parametrize(
+    ("reply", "errors"),
+    [
+        (
+            b'HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{"half',
+            (httpx.ReadError, httpx.RemoteProtocolError),
+        ),
+        (b"this is not HTTP at all\r\n\r\n", httpx.RemoteProtocolError),
+    ],
+    ids=["truncated", "garbage"],
+)
+async def test_a_broken_answer_is_a_transport_error(
+    reply: bytes, errors: type[Exception] | tuple[type[Exception], ...]
+) -> None:
+    async with serving(replies_then_closes(reply)) as (base, _, _), client() as http:
+        with pytest.raises(errors):
             await http.get(f"{base}/x")
 
 
@@ -230,17 +249,6 @@ async def test_a_slow_answer_is_a_read_timeout() -> None:
 
     async with serving(slow) as (base, _, _), client(timeout=0.2) as http:
         with pytest.raises(httpx.ReadTimeout):
-            await http.get(f"{base}/x")
-
-
-async def test_garbage_answer_is_a_protocol_error() -> None:
-    async def garbage(_request: bytes, writer: asyncio.StreamWriter) -> None:
-        writer.write(b"this is not HTTP at all\r\n\r\n")
-        await writer.drain()
-        writer.close()
-
-    async with serving(garbage) as (base, _, _), client() as http:
-        with pytest.raises(httpx.RemoteProtocolError):
             await http.get(f"{base}/x")
 
 
