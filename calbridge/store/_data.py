@@ -469,10 +469,12 @@ class DataMixin(RepoBase):
         *,
         processed_before: int | None = None,
         received_before: int | None = None,
+        limit: int | None = None,
         conn: sa.Connection | None = None,
     ) -> int:
         """Delete deliveries processed before ``processed_before`` or received before
-        ``received_before`` (epoch s); returns how many went."""
+        ``received_before`` (epoch s), at most ``limit`` of them (oldest first: keep each
+        write transaction short); returns how many went."""
         w = t.webhook_inbox.c
         conditions = []
         if processed_before is not None:
@@ -483,8 +485,12 @@ class DataMixin(RepoBase):
             conditions.append(w.received_at < received_before)
         if not conditions:
             return 0
+        where = sa.or_(*conditions)
+        if limit is not None:
+            oldest = sa.select(w.id).where(where).order_by(w.id).limit(limit)
+            where = w.id.in_(oldest.scalar_subquery())
         with self._tx(conn) as c:
-            result = c.execute(t.webhook_inbox.delete().where(sa.or_(*conditions)))
+            result = c.execute(t.webhook_inbox.delete().where(where))
         return int(result.rowcount)
 
     # -- audit log ----------------------------------------------------------------------

@@ -51,6 +51,8 @@ RENEW_EVERY: Final = 900.0
 #: the recurring job that deletes webhook inbox rows older than ``inbox_retention``
 PURGE_INBOX: Final = "purge_inbox"
 PURGE_INBOX_EVERY: Final = 3600.0
+#: rows deleted per write transaction by the purge
+PURGE_INBOX_BATCH: Final = 1000
 #: a channel silent for this long while reconciliation finds changes is unhealthy
 SILENCE: Final = 3600.0
 

@@ -24,7 +24,7 @@ from .. import jobs
 from ..errors import ReauthRequired
 from ..models import Secret
 from ._batch import ChangeBatch, batch_from_json, sign_standard_webhook
-from ._channels import PURGE_INBOX, ChannelManager
+from ._channels import PURGE_INBOX, PURGE_INBOX_BATCH, ChannelManager
 from ._engine import DELIVER_KIND, SEND_KIND, CursorMoved, SyncEngine, calendar_key
 
 __all__ = [
@@ -268,8 +268,17 @@ def build_handlers(service: SyncService) -> jobs.HandlerRegistry:
         return await service.channels.maintain()
 
     async def purge_inbox(job: jobs.Job) -> object:
+        # in batches: on SQLite one long delete would hold the only write lock the
+        # webhook receiver needs
         before = int(rt.clock() - float(rt.config.inbox_retention))
-        purged = await rt.to_thread(rt.store.inbox_purge, received_before=before)
+        purged = 0
+        while True:
+            went = await rt.to_thread(
+                rt.store.inbox_purge, received_before=before, limit=PURGE_INBOX_BATCH
+            )
+            purged += went
+            if went < PURGE_INBOX_BATCH:
+                break
         if purged:
             log.info("deleted %d webhook inbox rows received before %d", purged, before)
         return {"purged": purged}

@@ -274,14 +274,21 @@ def test_inbox_dedupes_and_shares_the_transaction(store: Store) -> None:
 
 
 def test_inbox_purge_by_age_keeps_recent_rows(store: Store) -> None:
-    """Rows received before the cut go, processed or not; later ones stay and still dedupe."""
+    """Rows received before the cut go, oldest first, processed or not; later ones stay and
+    still dedupe."""
     now = [1_000_000.0]
     store.clock = lambda: now[0]
-    store.inbox_insert(provider="cronofy", delivery_key="old", kind="change", payload={})
+    for key in ("old-1", "old-2"):
+        store.inbox_insert(provider="cronofy", delivery_key=key, kind="change", payload={})
+        now[0] += 1
     now[0] += 3600
     store.inbox_insert(provider="cronofy", delivery_key="new", kind="change", payload={})
     assert store.inbox_purge() == 0  # no cut given: nothing goes
-    assert store.inbox_purge(received_before=int(now[0])) == 1
+    cut = int(now[0])
+    assert store.inbox_purge(received_before=cut, limit=1) == 1
+    assert [i.delivery_key for i in store.inbox_pending()] == ["old-2", "new"]
+    assert store.inbox_purge(received_before=cut, limit=5) == 1
+    assert store.inbox_purge(received_before=cut, limit=5) == 0
     assert [i.delivery_key for i in store.inbox_pending()] == ["new"]
     assert (
         store.inbox_insert(provider="cronofy", delivery_key="new", kind="change", payload={})
@@ -289,7 +296,7 @@ def test_inbox_purge_by_age_keeps_recent_rows(store: Store) -> None:
     )
     # a purged key is new again: a redelivery after the retention is recorded once more
     assert (
-        store.inbox_insert(provider="cronofy", delivery_key="old", kind="change", payload={})
+        store.inbox_insert(provider="cronofy", delivery_key="old-1", kind="change", payload={})
         is not None
     )
 

@@ -34,8 +34,11 @@ async def test_connect_with_callback_url_opens_push_channels(sqlite_url: str) ->
         assert _schedules(env, "purge_inbox") == ["purge_inbox"]
 
 
-async def test_the_inbox_purge_job_deletes_rows_past_the_retention(sqlite_url: str) -> None:
+async def test_the_inbox_purge_job_deletes_rows_past_the_retention(
+    sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Webhook inbox rows go once older than ``inbox_retention``; newer ones stay."""
+    monkeypatch.setattr("calbridge.sync._service.PURGE_INBOX_BATCH", 1)  # several batches
     async with memory_env(sqlite_url) as env:
         ch = env.push_channel()
         assert (await env.post(env.provider.notification_for(ch, seq=1))).status_code < 300
@@ -44,12 +47,13 @@ async def test_the_inbox_purge_job_deletes_rows_past_the_retention(sqlite_url: s
         assert len(store.inbox_pending()) == 1
         retention = env.runtime.config.inbox_retention
         env.clock.advance(retention - 60)
-        assert (await env.post(env.provider.notification_for(ch, seq=2))).status_code < 300
-        env.clock.advance(3600 + 120)  # the first row is past the retention, the second not
+        for seq in (2, 3):
+            assert (await env.post(env.provider.notification_for(ch, seq=seq))).status_code < 300
+        env.clock.advance(3600 + 120)  # the first row is past the retention, the others not
         await env.drain()
-        assert len(store.inbox_pending()) == 1
+        assert len(store.inbox_pending()) == 2
         env.clock.advance(retention)
-        await env.drain()
+        await env.drain()  # two rows past it, one per batch
         assert store.inbox_pending() == []
 
 
