@@ -22,9 +22,11 @@ What it keeps of httpx's transport contract:
 - bytes as sent: no cookies, no redirects, no automatic headers beyond httpx's, the
   body undecoded (httpx decodes ``Content-Encoding`` as usual), the URL not requoted.
 
-Each response body is read whole before it is returned (calbridge's calls read JSON
-documents; a page is the unit of memory). One aiohttp session serves one event loop: used
-from another loop, the transport opens a new one.
+A body whose ``Content-Length`` is at most ``read_whole`` bytes (1 MiB by default: every
+JSON page calbridge reads) is read in one call before the response is returned, which is
+cheapest; a longer one, or one of unknown length (chunked), is streamed: ``client.stream()``
+gets it chunk by chunk and memory stays O(chunk). One aiohttp session serves one event loop:
+used from another loop, the transport opens a new one.
 """
 
 from __future__ import annotations
@@ -55,7 +57,8 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
 
     ``verify`` is httpx's (True: the system's trust store via certifi; a path or an
     :class:`ssl.SSLContext`: a private CA; False: no checks). ``max_connections`` bounds
-    the pool; idle connections close after ``keepalive_expiry`` seconds.
+    the pool; idle connections close after ``keepalive_expiry`` seconds. Bodies of known
+    length up to ``read_whole`` bytes are read at once, others streamed.
     """
 
     def __init__(
@@ -64,7 +67,9 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         verify: ssl.SSLContext | str | bool = True,
         max_connections: int = 100,
         keepalive_expiry: float = 5.0,
+        read_whole: int = 1 << 20,
     ) -> None:
+        self._read_whole = read_whole
         self._ssl = _ssl_context(verify)
         self._max_connections = max_connections
         self._keepalive_expiry = keepalive_expiry
@@ -119,7 +124,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             data = _body_chunks(request)
         context = SimpleNamespace(trace=trace, body=data is not None, pending=[])
         try:
-            async with session.request(
+            answer = await session.request(
                 request.method,
                 yarl.URL(str(request.url), encoded=True),
                 headers=headers,
@@ -133,20 +138,31 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                     sock_read=timeouts.get("read"),
                 ),
                 trace_request_ctx=context if trace is not None else None,
-            ) as answer:
-                body = await answer.read()
-                status, raw_headers, reason = answer.status, answer.raw_headers, answer.reason
+            )
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             raise _as_httpx(exc, request) from None
+        stream: httpx.AsyncByteStream
+        length = answer.content_length
+        if length is not None and length <= self._read_whole:
+            try:
+                stream = httpx.ByteStream(await answer.read())
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                raise _as_httpx(exc, request) from None
+            finally:
+                answer.release()
+        else:
+            stream = _Streamed(answer, request)
         extensions: dict[str, Any] = {"http_version": b"HTTP/1.1"}
-        if reason:
-            extensions["reason_phrase"] = reason.encode("latin-1", "replace")
+        if answer.reason:
+            extensions["reason_phrase"] = answer.reason.encode("latin-1", "replace")
         return httpx.Response(
-            status,
-            headers=list(raw_headers),
-            stream=httpx.ByteStream(body),
+            answer.status,
+            headers=list(answer.raw_headers),
+            stream=stream,
             request=request,
             extensions=extensions,
         )
@@ -164,6 +180,27 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             await session.close()
         else:
             session.detach()
+
+
+class _Streamed(httpx.AsyncByteStream):
+    """A body read as it arrives; closing it gives the connection back (or drops it when
+    the body was not read to the end)."""
+
+    def __init__(self, answer: aiohttp.ClientResponse, request: httpx.Request) -> None:
+        self._answer = answer
+        self._request = request
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        try:
+            async for chunk in self._answer.content.iter_any():
+                yield chunk
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            raise _as_httpx(exc, self._request) from None
+
+    async def aclose(self) -> None:
+        self._answer.release()
 
 
 def _ssl_context(verify: ssl.SSLContext | str | bool) -> ssl.SSLContext | bool:

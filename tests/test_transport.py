@@ -288,3 +288,57 @@ async def test_closed_transport_refuses_new_requests() -> None:
 
 async def _no_sleep(_seconds: float) -> None:
     return None
+
+
+BIG = 3 * (1 << 20)  # above the 1 MiB read-whole limit
+
+
+async def test_a_long_body_streams_as_it_arrives() -> None:
+    """Past 1 MiB the body is handed over chunk by chunk: the client holds its first bytes
+    while the server still waits to send the rest."""
+    first_seen = asyncio.Event()
+
+    async def in_two_halves(_request: bytes, writer: asyncio.StreamWriter) -> None:
+        writer.write(f"HTTP/1.1 200 OK\r\nContent-Length: {BIG}\r\n\r\n".encode())
+        writer.write(b"a" * (BIG // 2))
+        await writer.drain()
+        await first_seen.wait()  # a client reading the body whole would wait forever
+        writer.write(b"b" * (BIG // 2))
+        await writer.drain()
+
+    async def read() -> tuple[int, int]:
+        chunks = total = 0
+        async with client() as http, http.stream("GET", f"{base}/big") as response:
+            async for chunk in response.aiter_raw():
+                chunks += 1
+                total += len(chunk)
+                first_seen.set()
+        return chunks, total
+
+    async with serving(in_two_halves) as (base, _, _):
+        chunks, total = await asyncio.wait_for(read(), timeout=10)
+    assert total == BIG
+    assert chunks > 1
+
+
+async def test_a_stream_closed_early_does_not_poison_the_pool() -> None:
+    """Leaving a streamed body unread drops that connection; the next request gets a fresh
+    one and a whole answer."""
+    async with serving(answer(body=b"x" * BIG)) as (base, seen, connections), client() as http:
+        async with http.stream("GET", f"{base}/big") as response:
+            async for _chunk in response.aiter_raw():
+                break
+        again = await http.get(f"{base}/big")
+    assert len(again.content) == BIG
+    assert len(seen) == 2
+    assert len(connections) == 2
+
+
+async def test_a_stream_cut_short_is_a_transport_error() -> None:
+    cut = replies_then_closes(
+        f"HTTP/1.1 200 OK\r\nContent-Length: {BIG}\r\n\r\n".encode() + b"a" * (BIG // 3)
+    )
+    async with serving(cut) as (base, _, _), client() as http:
+        with pytest.raises((httpx.ReadError, httpx.RemoteProtocolError)) as caught:
+            await http.get(f"{base}/big")
+    assert caught.value.__cause__ is None
