@@ -29,10 +29,12 @@ Settings (``ProviderSettings``):
     and read at once (default 4; 1 reads every window as one chain of pages).
   - ``shard_min_pages``: how many pages (Cronofy's ``pages.total`` on the first page) make
     a read long enough to split (default 4).
-  - ``shard_min_wait``: how many seconds this process must sit idle waiting for a read's
-    second page (wall time less its own CPU time) before the read is split (default
-    0.001): splitting pays when the provider works elsewhere, across a network or in
-    another process, and not when it runs on this process's CPU (an in-process sandbox).
+  - ``shard_min_wait``: how many seconds this process must sit idle waiting for each of a
+    read's second and third pages, after converting the page before (wall time less its
+    own CPU time), before the read is split (default 0.001). The next page is on the wire
+    while the current one converts, so a provider that answers within that time is hidden
+    already; splitting pays when it is slower than that, across a network, and not when
+    it runs on this process's CPU (an in-process sandbox).
 """
 
 from __future__ import annotations

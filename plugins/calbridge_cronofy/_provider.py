@@ -31,6 +31,9 @@ from ._wire_read import EventsPage, decode_event, decode_page
 
 __all__ = ["CronofyProvider"]
 
+#: pages whose wait decides whether a long read is split (see ``list_events``)
+_IDLE_SAMPLES = 2
+
 _PARTICIPATION = {
     calbridge.ResponseStatus.ACCEPTED: "accepted",
     calbridge.ResponseStatus.TENTATIVE: "tentative",
@@ -214,8 +217,9 @@ class CronofyProvider(CronofyBase):
         """Events overlapping ``window``, one Cronofy page at a time (Cronofy sizes pages).
 
         When the first page says the read runs to at least ``shard_min_pages`` pages and
-        waiting for the second leaves this process idle for at least ``shard_min_wait``
-        seconds (Cronofy works elsewhere, not on this process's CPU), the
+        waiting for each of the next two, once the page before is converted, leaves this
+        process idle for at least ``shard_min_wait`` seconds (Cronofy is slower to answer
+        than this process to convert, and works elsewhere, not on its CPU), the
         window is read again as up to ``read_concurrency`` sub-windows at once (see
         ``_shards``): every event still comes exactly once, pages of different sub-windows
         interleave, and at most a few pages per sub-window are held.
@@ -227,27 +231,37 @@ class CronofyProvider(CronofyBase):
             if first is None:
                 return
             k = self._shard_count(first.pages.total)
-            held = [first]
+            done: list[tuple[calbridge.Event, ...]] = []  # pages converted meanwhile
+            pending: EventsPage | None = first  # a page fetched, not yet converted
             if k >= 2 and self._shard_min_wait > 0:  # 0: split every long read
-                # split only when this process would sit waiting: page 2 was requested
-                # before page 1 came out, so the wall time its answer still takes, less
-                # the CPU time this process spent meanwhile (reading the answer, or an
-                # in-process provider working), is time spent idle on the provider
-                began, cpu = time.monotonic(), time.process_time()
-                second = await anext(pages, None)
-                if second is not None:
-                    held.append(second)
-                idle = (time.monotonic() - began) - (time.process_time() - cpu)
-                if idle < self._shard_min_wait:
-                    k = 1
+                # split only when one chain leaves this process waiting. The next page is
+                # requested before the current one comes out, so convert the current one
+                # first (as one chain would); the wall time the next one still takes,
+                # less the CPU time this process spent meanwhile (reading the answer, or
+                # an in-process provider working), is time spent idle on the provider.
+                # A provider that answers within the time a page takes to convert is
+                # hidden by the prefetch already, and more chains would only add requests.
+                # Both of two pages must leave it idle: one late answer is not a slow
+                # provider.
+                for _ in range(_IDLE_SAMPLES):
+                    assert pending is not None
+                    done.append(tuple(convert.events_from_page(pending)))
+                    began, cpu = time.monotonic(), time.process_time()
+                    pending = await anext(pages, None)
+                    idle = (time.monotonic() - began) - (time.process_time() - cpu)
+                    if pending is None or idle < self._shard_min_wait:
+                        k = 1
+                        break
             if k < 2:
-                for page in held:
-                    yield tuple(convert.events_from_page(page))
+                for converted in done:
+                    yield converted
+                if pending is not None:
+                    yield tuple(convert.events_from_page(pending))
                 async for page in pages:
                     yield tuple(convert.events_from_page(page))
                 return
         # the chain is closed (its prefetch stopped); the sub-windows read its events again
-        del held
+        del first, done, pending
         parts = split_window(window, k)
         sources = [
             self._sub_window(session, calendar_id, part, first=i == 0)

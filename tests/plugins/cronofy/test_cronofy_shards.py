@@ -7,6 +7,7 @@ import collections
 import datetime as dt
 import itertools
 import random
+import time
 from collections.abc import AsyncIterator
 
 import attrs
@@ -217,6 +218,46 @@ async def test_a_read_is_split_only_when_the_provider_is_slow_to_answer() -> Non
         assert len({f for f in froms if f}) >= 3  # split: sub-window queries
         assert sorted(got) == sorted(expected)
         assert len(got) == len(set(got))
+
+
+async def test_a_provider_answering_while_a_page_converts_is_read_as_one_chain(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # the next page is on the wire while the current one converts: a provider that answers
+    # within that time leaves the process no idle wait, and one chain is already the
+    # fastest read (more chains would only add requests)
+    from calbridge_cronofy import _convert
+
+    convert_page = _convert.events_from_page
+
+    def slow_convert(*args: object, **kwargs: object) -> list[calbridge.Event]:
+        until = time.process_time() + 0.08  # 80 ms of CPU per page
+        while time.process_time() < until:
+            pass
+        return convert_page(*args, **kwargs)  # type: ignore[arg-type]
+
+    async with sandbox_rig(loopback=True, page_size=3, sandbox_rate_limits=()) as rig:
+        _seed(rig.world, rig.native_calendar_id)
+        await rig.settle()
+        window = calbridge.TimeRange(start=BASE, end=BASE + dt.timedelta(days=10))
+        froms = record_froms(rig.provider)
+        rig.world.faults.set_latency("cronofy", 0.03)  # every answer takes 30 ms
+
+        async def read() -> list[str]:
+            froms.clear()
+            return [
+                e.id
+                async for page in rig.provider.list_events(rig.session, rig.calendar_id, window)
+                for e in page
+            ]
+
+        split = await read()
+        assert len({f for f in froms if f}) >= 3  # 30 ms idle per page: split
+        monkeypatch.setattr(_convert, "events_from_page", slow_convert)
+        chained = await read()
+        assert [f for f in froms if f] == [froms[0]]  # answered while converting: one chain
+        assert sorted(chained) == sorted(split)
+        assert len(chained) == len(set(chained))
 
 
 async def test_a_full_change_read_is_split_like_list_events() -> None:
