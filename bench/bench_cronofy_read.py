@@ -728,8 +728,9 @@ def main() -> int:
                 "takes time to answer, as every real one does, the concurrent sub-window "
                 "reads hide the waiting while pycronofy waits for each page in turn. "
                 "Memory does not grow with the number of events: one chain holds at most "
-                "two pages; split reads hold up to about three encoded pages per "
-                "sub-window, however long the window."
+                "two pages (four while a long read decides whether to split); split "
+                "reads hold up to about three encoded pages per sub-window, however long "
+                "the window."
             )
         )
         update_doc(section)
