@@ -458,7 +458,7 @@ def main() -> None:
     per_commit = committed / max(commits, 1)
     text = f"""## Webhook receiver: ingest
 
-`python bench/bench_webhooks.py` (part of `python -m bench`). uvicorn (h11, no uvloop)
+`python bench/bench_webhooks.py` (part of `python -m bench`). uvicorn (httptools, no uvloop)
 serves `make_webhook_app` (debounce {DEBOUNCE:g} s, as `calbridge serve`) in a child process
 on loopback with a fresh SQLite store (WAL, `synchronous=FULL`); this process generates load
 over keep-alive connections. Every notification is verified (Cronofy HMAC-SHA256 of the raw
