@@ -408,7 +408,7 @@ def own_cost(pages: list[tuple[str, bytes]]) -> dict[str, float]:
             wires = [(decode_event(text), text) for text in decode_page(body).events]
             t1 = clock()
             for wire, text in wires:
-                event_from_read(wire, calbridge.RawPayload(text, provider=PROVIDER))
+                event_from_read(wire, calbridge.RawPayload(text, PROVIDER))
             t2 = clock()
             dec += t1 - t0
             conv += t2 - t1

@@ -35,7 +35,7 @@ class RawPayload(Mapping[str, Any]):
 
     __slots__ = ("_data", "_provider", "_text")
 
-    def __init__(self, text: bytes | msgspec.Raw, *, provider: str = "") -> None:
+    def __init__(self, text: bytes | msgspec.Raw, provider: str = "") -> None:
         self._text = bytes(text)
         self._provider = provider
         self._data: dict[str, Any] | None = None

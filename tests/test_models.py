@@ -372,6 +372,87 @@ def test_event_and_draft_validation() -> None:
         EventDraft(start=day, end=EventTime.all_day(dt.date(2026, 1, 2)), properties={"a": 1})  # type: ignore[dict-item]
 
 
+def test_event_from_fields_is_the_keyword_constructor_positionally() -> None:
+    """Event.from_fields takes every field, positional-only, in declaration order, and
+    builds the same event with the same checks as Event(...)."""
+    params = list(inspect.signature(Event.from_fields).parameters.values())
+    assert [p.name for p in params] == [f.name for f in attrs.fields(Event)]
+    assert all(p.kind is inspect.Parameter.POSITIONAL_ONLY for p in params)
+    assert all(p.default is inspect.Parameter.empty for p in params)
+    start = EventTime.zoned(dt.datetime(2026, 1, 1, 9, tzinfo=dt.UTC), "Europe/Paris")
+    end = EventTime.zoned(dt.datetime(2026, 1, 1, 10, tzinfo=dt.UTC), "Europe/Paris")
+    values: dict[str, Any] = {
+        "id": "e1",
+        "calendar_id": "c",
+        "provider": "p",
+        "start": start,
+        "end": end,
+        "summary": "s",
+        "description": "d",
+        "location": "l",
+        "ical_uid": "u@x",
+        "status": EventStatus.TENTATIVE,
+        "transparency": Transparency.TRANSPARENT,
+        "visibility": Visibility.PRIVATE,
+        "organizer": Person(email="o@x"),
+        "attendees": (Attendee(email="a@x"),),
+        "recurrence": [" RRULE:FREQ=DAILY "],
+        "series_role": SeriesRole.EXCEPTION,
+        "recurring_event_id": "master",
+        "original_start": start,
+        "created": dt.datetime(2025, 1, 1, tzinfo=dt.UTC),
+        "updated": dt.datetime(2025, 1, 2, tzinfo=dt.UTC),
+        "etag": "v1",
+        "properties": {"k": "v"},
+        "raw": {"id": "e1"},
+    }
+    fast = Event.from_fields(*values.values())
+    assert fast == Event(**values)
+    assert attrs.asdict(fast, recurse=False) == attrs.asdict(Event(**values), recurse=False)
+    assert fast.recurrence == ("RRULE:FREQ=DAILY",)
+    assert fast.properties == {"k": "v"} and fast.properties is not values["properties"]  # noqa: PT018
+    empty = Event.from_fields(
+        "e",
+        "c",
+        "p",
+        start,
+        end,
+        None,
+        None,
+        None,
+        None,
+        EventStatus.CONFIRMED,
+        Transparency.OPAQUE,
+        Visibility.DEFAULT,
+        None,
+        (),
+        (),
+        SeriesRole.SINGLE,
+        None,
+        None,
+        None,
+        None,
+        None,
+        None,
+        None,
+    )
+    assert empty == Event(id="e", calendar_id="c", provider="p", start=start, end=end)
+    assert empty.raw == {} and empty.properties == {}  # noqa: PT018
+    day = EventTime.all_day(dt.date(2026, 1, 1))
+    with pytest.raises(ValueError, match="both be all-day"):
+        Event.from_fields(*{**values, "end": day}.values())
+    with pytest.raises(ValueError, match="recurring_event_id"):
+        Event.from_fields(*{**values, "recurring_event_id": None}.values())
+    with pytest.raises(ValueError, match="DTSTART"):
+        Event.from_fields(*{**values, "recurrence": ["RRULE;DTSTART=1:FREQ=DAILY"]}.values())
+    with pytest.raises(TypeError):
+        Event.from_fields(*{**values, "properties": {"k": 1}}.values())
+    with pytest.raises(TypeError):
+        Event.from_fields(*values.values(), None)  # type: ignore[call-arg]
+    with pytest.raises(attrs.exceptions.FrozenInstanceError):
+        fast.summary = "changed"  # type: ignore[misc]
+
+
 def test_event_init_matches_its_fields() -> None:
     """Event's hand-written __init__ takes exactly its fields, in order, with their defaults."""
     params = list(inspect.signature(Event.__init__).parameters.values())[1:]

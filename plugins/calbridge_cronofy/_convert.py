@@ -60,7 +60,7 @@ _DATE = calbridge.TimeKind.DATE
 _UTC = dt.UTC
 _all_day = calbridge.EventTime.all_day
 _zoned = calbridge.EventTime.zoned
-_Event = calbridge.Event
+_event = calbridge.Event.from_fields
 _fromisoformat = dt.datetime.fromisoformat
 _date_fromisoformat = dt.date.fromisoformat
 
@@ -112,6 +112,9 @@ def format_instant(value: dt.datetime) -> str:
 _INTERN_MAX = 4096
 _dates: dict[str, calbridge.EventTime] = {}
 _attendees: dict[ReadPerson, calbridge.Attendee] = {}
+#: whole attendee lists: the instances of a recurring meeting, and the meetings of one team,
+#: repeat the same list
+_attendee_lists: dict[tuple[ReadPerson, ...], tuple[calbridge.Attendee, ...]] = {}
 _people: dict[ReadPerson, calbridge.Person] = {}
 _instants: dict[str, dt.datetime] = {}
 #: the last timed start/end built, as ``[(text, tzid, time)]``: timed values rarely repeat
@@ -212,26 +215,31 @@ def event_from_read(wire: ReadEvent, raw: Mapping[str, Any]) -> calbridge.Event:
         attendees = wire.attendees
         created = wire.created
         updated = wire.updated
-        return _Event(
-            id=wire.event_id or wire.event_uid,
-            calendar_id=wire.calendar_id,
-            provider=PROVIDER,
-            start=_time(wire.start),
-            end=_time(wire.end),
-            summary=wire.summary,
-            description=wire.description,
-            location=location.description if location is not None else None,
-            ical_uid=wire.ical_uid,
-            status=_STATUS.get(wire.status or "", _CONFIRMED),
-            transparency=_TRANSPARENT if wire.transparency == "transparent" else _OPAQUE,
-            visibility=_PRIVATE if wire.event_private else _DEFAULT_VIS,
-            organizer=_person(organizer) if organizer is not None else None,
-            attendees=tuple(map(_attendee, attendees)) if attendees else (),
-            series_role=_INSTANCE if recurring else _SINGLE,
-            recurring_event_id=series if recurring else None,
-            created=_instant(created) if created else None,
-            updated=_instant(updated) if updated else None,
-            raw=raw,
+        # every field in declaration order (Event.from_fields: no keyword matching)
+        return _event(
+            wire.event_id or wire.event_uid,  # id
+            wire.calendar_id,
+            PROVIDER,
+            _time(wire.start),
+            _time(wire.end),
+            wire.summary,
+            wire.description,
+            location.description if location is not None else None,
+            wire.ical_uid,
+            _STATUS.get(wire.status or "", _CONFIRMED),
+            _TRANSPARENT if wire.transparency == "transparent" else _OPAQUE,
+            _PRIVATE if wire.event_private else _DEFAULT_VIS,
+            _person(organizer) if organizer is not None else None,
+            _attendee_list(attendees) if attendees else (),
+            (),  # recurrence: Cronofy reads instances, never the series master
+            _INSTANCE if recurring else _SINGLE,
+            series if recurring else None,  # recurring_event_id
+            None,  # original_start
+            _instant(created) if created else None,
+            _instant(updated) if updated else None,
+            None,  # etag
+            None,  # properties
+            raw,
         )
     except (ValueError, TypeError) as exc:
         raise ProviderResponseError(
@@ -257,11 +265,21 @@ def events_from_page(
         wire = decode_event(text)
         if wire.deleted and not deleted:
             continue
-        event = event_from_read(wire, RawPayload(text, provider=PROVIDER))
+        event = event_from_read(wire, RawPayload(text, PROVIDER))
         if since is not None and event.start.as_utc() < since:
             continue
         out.append(event)
     return out
+
+
+def _attendee_list(wires: tuple[ReadPerson, ...]) -> tuple[calbridge.Attendee, ...]:
+    found = _attendee_lists.get(wires)
+    if found is None:
+        found = tuple(map(_attendee, wires))
+        if len(_attendee_lists) >= _INTERN_MAX:
+            _attendee_lists.clear()
+        _attendee_lists[wires] = found
+    return found
 
 
 def _attendee(wire: ReadPerson) -> calbridge.Attendee:

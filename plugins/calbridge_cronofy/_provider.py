@@ -171,7 +171,7 @@ class CronofyProvider(CronofyBase):
             google_event_ids=google_event_ids,
         )
         async for page in pages:
-            yield [calbridge.RawPayload(text, provider=PROVIDER) for text in page.events]
+            yield [calbridge.RawPayload(text, PROVIDER) for text in page.events]
 
     def _read_pages(
         self,
@@ -360,7 +360,7 @@ class CronofyProvider(CronofyBase):
             for text in page.events:
                 wire = decode_event(text)
                 if not wire.deleted:
-                    raw = calbridge.RawPayload(text, provider=PROVIDER)
+                    raw = calbridge.RawPayload(text, PROVIDER)
                     changes.append(_upserted(convert.event_from_read(wire, raw)))
                 elif not full:
                     changes.append(

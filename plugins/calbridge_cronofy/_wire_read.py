@@ -78,7 +78,8 @@ class ReadEvent(msgspec.Struct, frozen=True, gc=False):
     created: str | None = None
     updated: str | None = None
     location: ReadPlace | None = None
-    attendees: list[ReadPerson] | None = None
+    #: a tuple, so a whole list can key the conversion's interning
+    attendees: tuple[ReadPerson, ...] | None = None
     organizer: ReadPerson | None = None
     transparency: str | None = None
     status: str | None = None

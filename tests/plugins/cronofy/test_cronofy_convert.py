@@ -206,6 +206,10 @@ def test_attendee_statuses_and_interning_stays_bounded() -> None:
     ]
     twice = convert.event_from_json(raw)
     assert twice.attendees[0] is ev.attendees[0]  # shared, immutable
+    assert twice.attendees is ev.attendees  # the whole list too
+    other = convert.event_from_json({**raw, "attendees": raw["attendees"][:2]})
+    assert other.attendees == ev.attendees[:2]
+    assert other.attendees[0] is ev.attendees[0]
     for i in range(convert._INTERN_MAX + 10):
         convert.event_from_json(
             event_json(
@@ -215,6 +219,7 @@ def test_attendee_statuses_and_interning_stays_bounded() -> None:
             )
         )
     assert len(convert._attendees) <= convert._INTERN_MAX
+    assert len(convert._attendee_lists) <= convert._INTERN_MAX
     assert len(convert._people) <= convert._INTERN_MAX
     assert len(convert._dates) <= convert._INTERN_MAX
 
