@@ -10,6 +10,7 @@ typed error carrying the delay, so a job can be rescheduled instead of sleeping.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import email.utils
 import http.cookiejar
@@ -248,7 +249,7 @@ async def send(
     # attempt 1 then replays that outcome, so waits and attempt counts are unchanged.
     first: list[Exception] = []
     try:
-        response = await client.send(request)
+        response = _unlinked(await client.send(request))
     except Exception as exc:  # replayed below, for should_retry to judge
         first.append(exc)
     else:
@@ -259,7 +260,7 @@ async def send(
     async def once() -> httpx.Response:
         if first:
             raise first.pop()
-        response = await client.send(request)
+        response = _unlinked(await client.send(request))
         if response.status_code in RETRY_STATUSES:
             raise _RetryableStatus(response)
         return response
@@ -292,6 +293,21 @@ async def send(
             f"{request.method} {redact_url(request.url)} failed: {type(exc).__name__}",
             provider=provider,
         ) from None
+
+
+def _unlinked(response: httpx.Response) -> httpx.Response:
+    """``response`` without httpx's reference cycle, once its body is read.
+
+    httpx wraps a response's stream in one that points back at the response, so every
+    response is cyclic garbage: freed only when the garbage collector next runs, with its
+    body (a 94 KB Cronofy page) and request. A read and closed response needs its stream
+    no more; a plain one over the same bytes frees it by reference counting, as soon as
+    the caller lets go.
+    """
+    if response.is_closed:
+        with contextlib.suppress(httpx.ResponseNotRead):  # closed unread: leave it be
+            response.stream = httpx.ByteStream(response.content)
+    return response
 
 
 def _too_long(response: httpx.Response, seconds: float, provider: str) -> Exception:

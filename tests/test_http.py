@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import email.utils
+import gc
+import weakref
 
 import httpx
 import pytest
@@ -243,3 +245,40 @@ async def test_shared_client_keeps_no_cookies() -> None:
         with pytest.raises(TypeError, match="no cookies"):
             client.cookies = {"affinity": "forced"}
     assert sent == [None, None, None]
+
+
+async def test_sent_responses_are_freed_without_the_garbage_collector() -> None:
+    """httpx links a response and its stream both ways; send() unlinks a read response, so
+    its body (a whole page) goes as soon as the caller drops it, not at the next GC run."""
+    body = b'{"events": []}' * 1000
+    answers = iter([httpx.Response(429, headers={"Retry-After": "0"}), httpx.Response(200)])
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/flaky":
+            answer = next(answers)
+            return httpx.Response(answer.status_code, headers=answer.headers, content=body)
+        return httpx.Response(200, content=body, headers={"content-type": "application/json"})
+
+    async def nothing(_: float) -> None:
+        return None
+
+    gc.collect()
+    gc.disable()
+    try:
+        async with calbridge.make_http_client(transport=httpx.MockTransport(handler)) as client:
+            for path in ("/page", "/flaky"):
+                response = await send(
+                    client,
+                    client.build_request("GET", f"https://x.test{path}"),
+                    provider="p",
+                    sleep=nothing,
+                )
+                assert response.status_code == 200
+                assert response.content == body
+                assert await response.aread() == body
+                assert response.is_closed
+                ref = weakref.ref(response)
+                del response
+                assert ref() is None, path
+    finally:
+        gc.enable()

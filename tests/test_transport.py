@@ -7,9 +7,11 @@ request looked like on the wire, and how an answer misbehaves.
 from __future__ import annotations
 
 import asyncio
+import gc
 import gzip
 import socket
 import ssl
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -342,3 +344,23 @@ async def test_a_stream_cut_short_is_a_transport_error() -> None:
         with pytest.raises((httpx.ReadError, httpx.RemoteProtocolError)) as caught:
             await http.get(f"{base}/big")
     assert caught.value.__cause__ is None
+
+
+async def test_a_sent_answer_is_freed_as_soon_as_it_is_dropped() -> None:
+    """Through calbridge.send over loopback, a read answer is no reference cycle: its body
+    goes when the caller lets go (garbage collector off), and it keeps what it had."""
+    body = b'{"events": []}' * 5000
+    async with serving(answer(body=body)) as (base, _, _), client() as http:
+        gc.collect()
+        gc.disable()
+        try:
+            for _ in range(3):
+                response = await calbridge.send(http, http.build_request("GET", base), provider="p")
+                assert response.content == body
+                assert response.elapsed.total_seconds() > 0
+                assert response.is_closed
+                ref = weakref.ref(response)
+                del response
+                assert ref() is None
+        finally:
+            gc.enable()
