@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import attrs
 
-from ._secret import Secret, _opt_secret, _secret
+from ._accounts import Account, AccountStatus, Channel, TokenSet
+from ._secret import Secret
+from ._time import _DATE, EventTime, TimeKind, TimeRange, _slot_setters
 
 __all__ = [
     "Account",
@@ -46,139 +48,6 @@ __all__ = [
 ]
 
 _RECURRENCE_PREFIXES = ("RRULE:", "RDATE", "EXDATE", "EXRULE:")
-_UTC = dt.UTC
-
-
-def _aware(name: str, value: dt.datetime) -> None:
-    tzinfo = value.tzinfo
-    if tzinfo is _UTC:  # the common case, aware without asking (utcoffset() is costly)
-        return
-    if tzinfo is None or value.utcoffset() is None:
-        raise ValueError(f"{name} must be timezone-aware, got naive {value.isoformat()}")
-
-
-# --------------------------------------------------------------------------- time
-
-
-class TimeKind(enum.StrEnum):
-    """How an :class:`EventTime` is anchored."""
-
-    DATE = "date"  #: an all-day date; as an event end it is exclusive
-    FLOATING = "floating"  #: a wall-clock time in whatever zone the viewer is in
-    ZONED = "zoned"  #: an instant, displayed in an IANA time zone
-
-
-# an enum member read through its class costs a lookup each time; these are read per event
-_DATE = TimeKind.DATE
-_FLOATING = TimeKind.FLOATING
-_ZONED = TimeKind.ZONED
-
-
-@attrs.frozen(kw_only=True)
-class EventTime:
-    """The start or end of an event, keeping all-day, floating and zoned times apart.
-
-    Build one with :meth:`all_day`, :meth:`floating` or :meth:`zoned`::
-
-        EventTime.all_day(dt.date(2026, 12, 24))
-        paris = ZoneInfo("Europe/Paris")
-        EventTime.zoned(dt.datetime(2026, 12, 24, 9, tzinfo=paris), "Europe/Paris")
-    """
-
-    kind: TimeKind
-    date: dt.date | None = None
-    #: naive for FLOATING; timezone-aware (any offset) for ZONED
-    datetime: dt.datetime | None = None
-    #: IANA zone name for ZONED times (``"UTC"`` when the provider gave only an offset)
-    tzid: str | None = None
-
-    def __attrs_post_init__(self) -> None:
-        if self.kind is _DATE:
-            if self.date is None or self.datetime is not None or self.tzid is not None:
-                raise ValueError("an all-day EventTime has a date and nothing else")
-            if isinstance(self.date, dt.datetime):
-                raise ValueError("an all-day EventTime takes a date, not a datetime")
-        elif self.kind is _FLOATING:
-            if self.datetime is None or self.date is not None or self.tzid is not None:
-                raise ValueError("a floating EventTime has a naive datetime and no tzid")
-            if self.datetime.tzinfo is not None:
-                raise ValueError("a floating EventTime takes a naive datetime")
-        else:
-            if self.datetime is None or self.date is not None or not self.tzid:
-                raise ValueError("a zoned EventTime has an aware datetime and a tzid")
-            _aware("EventTime.datetime", self.datetime)
-
-    @classmethod
-    def all_day(cls, date: dt.date) -> EventTime:
-        """An all-day date (end dates are exclusive)."""
-        if not isinstance(date, dt.date) or isinstance(date, dt.datetime):
-            raise ValueError("an all-day EventTime takes a date, not a datetime")
-        return _new_time(cls, _DATE, date, None, None)
-
-    @classmethod
-    def floating(cls, local: dt.datetime) -> EventTime:
-        """A wall-clock time with no zone."""
-        if not isinstance(local, dt.datetime) or local.tzinfo is not None:
-            raise ValueError("a floating EventTime takes a naive datetime")
-        return _new_time(cls, _FLOATING, None, local, None)
-
-    @classmethod
-    def zoned(cls, instant: dt.datetime, tzid: str | None = None) -> EventTime:
-        """An instant shown in ``tzid`` (defaults to the datetime's own zone key, else UTC)."""
-        if instant.tzinfo is not _UTC:  # UTC, the usual case, is aware: no call needed
-            _aware("instant", instant)
-        if tzid is None:
-            tzid = getattr(instant.tzinfo, "key", None) or "UTC"
-        elif not tzid:
-            raise ValueError("a zoned EventTime has an aware datetime and a tzid")
-        # _new_time written out: providers build one or two of these per event read
-        out = object.__new__(cls)
-        _t_kind(out, _ZONED)
-        _t_date(out, None)
-        _t_datetime(out, instant)
-        _t_tzid(out, tzid)
-        return out
-
-    @property
-    def is_all_day(self) -> bool:
-        """True for all-day dates."""
-        return self.kind is _DATE
-
-    def as_utc(self, default_tz: dt.tzinfo = dt.UTC) -> dt.datetime:
-        """This time as an aware UTC datetime (dates at midnight, floating in ``default_tz``)."""
-        kind = self.kind
-        if kind is _DATE:
-            assert self.date is not None
-            d = self.date
-            return dt.datetime(d.year, d.month, d.day, tzinfo=default_tz).astimezone(dt.UTC)
-        assert self.datetime is not None
-        if kind is _FLOATING:
-            return self.datetime.replace(tzinfo=default_tz).astimezone(dt.UTC)
-        return self.datetime.astimezone(dt.UTC)
-
-
-@attrs.frozen(kw_only=True)
-class TimeRange:
-    """A half-open window ``[start, end)`` of aware datetimes."""
-
-    start: dt.datetime
-    end: dt.datetime
-
-    def __attrs_post_init__(self) -> None:
-        _aware("TimeRange.start", self.start)
-        _aware("TimeRange.end", self.end)
-        if self.end <= self.start:
-            raise ValueError("TimeRange.end must be after start")
-
-    def overlaps(self, start: dt.datetime, end: dt.datetime) -> bool:
-        """True when ``[start, end)`` intersects this window."""
-        return start < self.end and end > self.start
-
-    def contains(self, instant: dt.datetime) -> bool:
-        """True when ``instant`` is inside ``[start, end)``."""
-        return self.start <= instant < self.end
-
-
 # --------------------------------------------------------------------------- people
 
 
@@ -500,32 +369,6 @@ def _fill_event(  # noqa: PLR0917 - private helper
     _e_raw(self, {} if raw is None else raw)
 
 
-def _slot_setters(cls: type, *names: str) -> tuple[Callable[[Any, Any], None], ...]:
-    """Each named slot's descriptor ``__set__`` (frozen classes refuse ``setattr``)."""
-    return tuple(cls.__dict__[name].__set__ for name in names)
-
-
-(_t_kind, _t_date, _t_datetime, _t_tzid) = _slot_setters(
-    EventTime, "kind", "date", "datetime", "tzid"
-)
-
-
-def _new_time(
-    cls: type[EventTime],
-    kind: TimeKind,
-    date: dt.date | None,
-    datetime: dt.datetime | None,
-    tzid: str | None,
-) -> EventTime:
-    # the factories' checked values, without the generic __init__'s re-checking
-    out = object.__new__(cls)
-    _t_kind(out, kind)
-    _t_date(out, date)
-    _t_datetime(out, datetime)
-    _t_tzid(out, tzid)
-    return out
-
-
 (
     _e_id,
     _e_calendar_id,
@@ -646,65 +489,3 @@ class ChangePage:
     def last(self) -> bool:
         """True on the page that ends the round."""
         return self.cursor is not None
-
-
-# --------------------------------------------------------------------------- channels, credentials
-
-
-@attrs.frozen(kw_only=True)
-class Channel:
-    """A change subscription at a provider (Cronofy channel, Google watch, Graph subscription)."""
-
-    provider: str
-    id: str
-    callback_url: str
-    account_id: str | None = None
-    calendar_ids: tuple[str, ...] = ()
-    #: provider-specific filters, e.g. ``{"only_managed": "true"}``
-    filters: Mapping[str, str] = attrs.field(factory=dict, hash=False)
-    #: epoch seconds; None when the provider does not expire channels
-    expires_at: int | None = None
-    secret: Secret | None = attrs.field(default=None, converter=_opt_secret)
-    #: Google's resourceId and similar secondary identifiers
-    resource_id: str | None = None
-    raw: Mapping[str, Any] = attrs.field(factory=dict, hash=False, repr=False)
-
-
-@attrs.frozen(kw_only=True)
-class TokenSet:
-    """OAuth tokens for one account. ``expires_at`` is integer epoch seconds."""
-
-    access_token: Secret = attrs.field(converter=_secret)
-    refresh_token: Secret | None = attrs.field(default=None, converter=_opt_secret)
-    expires_at: int | None = None
-    scope: tuple[str, ...] = ()
-    token_type: str = "Bearer"  # noqa: S105 - a scheme name, not a secret
-    #: non-secret extras from the token response (e.g. Cronofy ``sub``, ``account_id``)
-    extra: Mapping[str, str] = attrs.field(factory=dict, hash=False)
-
-    def expired(self, now: float, leeway: float = 60.0) -> bool:
-        """True when the access token expires within ``leeway`` seconds of ``now``."""
-        return self.expires_at is not None and self.expires_at - leeway <= now
-
-
-class AccountStatus(enum.StrEnum):
-    """Whether an account's authorization works."""
-
-    ACTIVE = "active"
-    NEEDS_REAUTH = "needs_reauth"
-    REVOKED = "revoked"
-
-
-@attrs.frozen(kw_only=True)
-class Account:
-    """One app user's connection to one provider.
-
-    An app user may hold several accounts at once (a legacy Google one and a Cronofy one).
-    """
-
-    app_user_id: str
-    provider: str
-    provider_account_id: str
-    status: AccountStatus = AccountStatus.ACTIVE
-    email: str | None = None
-    id: str | None = None
