@@ -44,6 +44,7 @@ from ._wire import (
     GAttendee,
     GEvent,
 )
+from ._wire_read import ReadAttendee, ReadDateTime, ReadEvent
 
 __all__ = [
     "calendar_from_wire",
@@ -100,7 +101,7 @@ def _zone(name: str | None) -> ZoneInfo | None:
         return None
 
 
-def time_from_wire(value: EventDateTime) -> EventTime:
+def time_from_wire(value: ReadDateTime) -> EventTime:
     """A wire ``EventDateTime`` as a domain :class:`EventTime`."""
     if value.date:
         return EventTime.all_day(dt.date.fromisoformat(value.date))
@@ -129,13 +130,13 @@ def time_to_wire(value: EventTime, *, default_tz: str = "UTC") -> EventDateTime:
     return EventDateTime(dateTime=format_datetime(value.datetime), timeZone=tzid)
 
 
-def is_tombstone(event: GEvent) -> bool:
+def is_tombstone(event: ReadEvent) -> bool:
     """True for a cancelled event that is a deletion (not a cancelled exception)."""
     return event.status == "cancelled" and not event.recurring_event_id
 
 
 def _role(
-    event: GEvent, start: EventTime, original: EventTime | None, expanded: bool
+    event: ReadEvent, start: EventTime, original: EventTime | None, expanded: bool
 ) -> SeriesRole:
     if event.recurrence:
         return SeriesRole.MASTER
@@ -159,7 +160,7 @@ def _stamp(text: str | None) -> dt.datetime | None:
 
 
 def event_from_wire(
-    event: GEvent, calendar_id: str, raw: dict[str, Any], *, expanded: bool = True
+    event: ReadEvent, calendar_id: str, raw: dict[str, Any], *, expanded: bool = True
 ) -> Event:
     """A live event or a cancelled exception as a domain :class:`Event`.
 
@@ -221,7 +222,7 @@ _STATUSES = {s.value for s in EventStatus}
 _VIS = {v.value for v in Visibility}
 
 
-def _attendee(a: GAttendee) -> Attendee:
+def _attendee(a: ReadAttendee) -> Attendee:
     assert a.email is not None
     return Attendee(
         email=a.email,

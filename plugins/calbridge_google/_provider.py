@@ -70,7 +70,8 @@ from ._convert import (
 from ._errors import error_for
 from ._http import GoogleHttp
 from ._oauth import GoogleOAuth, grant
-from ._wire import CalendarListEntry, GEvent, parse
+from ._wire import CalendarListEntry, parse
+from ._wire_read import event_struct
 
 __all__ = ["GoogleProvider"]
 
@@ -166,7 +167,7 @@ class GoogleProvider(Provider):
         return data
 
     def _event(self, data: Any, calendar_id: str) -> Event:
-        wire = parse(data, GEvent)
+        wire = event_struct(data)
         return event_from_wire(wire, calendar_id, dict(data))
 
     # -- OAuth -------------------------------------------------------------------------
@@ -356,7 +357,7 @@ class GoogleProvider(Provider):
     def _change(
         self, item: dict[str, Any], calendar_id: str, window: TimeRange | None, full: bool
     ) -> Change | None:
-        wire = parse(item, GEvent)
+        wire = event_struct(item)
         if not wire.id:
             raise ProviderResponseError("a synced event has no id", provider=self.name)
         if is_tombstone(wire):
@@ -429,7 +430,7 @@ class GoogleProvider(Provider):
             self._url("calendars", calendar_id, "events", event_id),
             what="events.get",
         )
-        wire = parse(data, GEvent)
+        wire = event_struct(data)
         if is_tombstone(wire):
             raise NotFound(f"event {event_id!r} was deleted", provider=self.name, status=200)
         return event_from_wire(wire, calendar_id, dict(data))
