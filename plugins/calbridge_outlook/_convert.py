@@ -40,7 +40,7 @@ from calbridge.errors import InvalidRequest, ProviderResponseError
 
 from ._recurrence import UnsupportedRecurrence, pattern_from_rrule, rrule_from_pattern
 from ._tz import format_graph_datetime, parse_graph_datetime, to_iana, to_windows, zone
-from ._wire import DateTimeTimeZone, GraphAttendee, GraphEvent, parse
+from ._wire_read import ReadAttendee, ReadDateTime, event_struct
 
 __all__ = [
     "PROPERTY_SET",
@@ -105,7 +105,7 @@ def calendar_from_wire(data: dict[str, Any]) -> Calendar:
         raise ProviderResponseError("a calendar has no id", provider=PROVIDER) from None
 
 
-def time_from_wire(value: DateTimeTimeZone, *, all_day: bool, display_tz: str) -> EventTime:
+def time_from_wire(value: ReadDateTime, *, all_day: bool, display_tz: str) -> EventTime:
     """A ``dateTimeTimeZone`` as an :class:`EventTime` shown in ``display_tz`` (IANA)."""
     if all_day:
         return EventTime.all_day(dt.date.fromisoformat(value.date_time[:10]))
@@ -128,7 +128,7 @@ def time_to_wire(value: EventTime, *, default_tz: str) -> dict[str, str]:
     return {"dateTime": format_graph_datetime(local), "timeZone": windows}
 
 
-def _attendee(a: GraphAttendee) -> Attendee | None:
+def _attendee(a: ReadAttendee) -> Attendee | None:
     email = a.email_address.address if a.email_address else None
     if not email:
         return None
@@ -165,12 +165,13 @@ def _properties(data: dict[str, Any]) -> dict[str, str]:
 
 def event_from_wire(data: dict[str, Any], calendar_id: str) -> Event:
     """A Graph ``event`` (asked for in UTC) as a domain :class:`Event`."""
-    w = parse(data, GraphEvent)
+    w = event_struct(data)
     if w.start is None or w.end is None:
         raise ProviderResponseError(f"event {w.id!r} has no start or end", provider=PROVIDER)
     display = to_iana(w.original_start_time_zone)
-    start = time_from_wire(w.start, all_day=w.is_all_day, display_tz=display)
-    end = time_from_wire(w.end, all_day=w.is_all_day, display_tz=display)
+    all_day = bool(w.is_all_day)
+    start = time_from_wire(w.start, all_day=all_day, display_tz=display)
+    end = time_from_wire(w.end, all_day=all_day, display_tz=display)
     role = _ROLES.get(w.type or "", SeriesRole.SINGLE)
     if role in (SeriesRole.INSTANCE, SeriesRole.EXCEPTION) and not w.series_master_id:
         role = SeriesRole.SINGLE
@@ -182,7 +183,7 @@ def event_from_wire(data: dict[str, Any], calendar_id: str) -> Event:
             recurrence = (
                 rrule_from_pattern(
                     w.recurrence,
-                    all_day=w.is_all_day,
+                    all_day=all_day,
                     tz=zone(tz_name),
                     start_time=anchor.timetz().replace(tzinfo=None),
                 ),
@@ -193,7 +194,7 @@ def event_from_wire(data: dict[str, Any], calendar_id: str) -> Event:
     if w.original_start and role is not SeriesRole.SINGLE:
         instant = parse_graph_datetime(w.original_start, "UTC").astimezone(zone(display))
         original = (
-            EventTime.all_day(instant.date()) if w.is_all_day else EventTime.zoned(instant, display)
+            EventTime.all_day(instant.date()) if all_day else EventTime.zoned(instant, display)
         )
     show_as = (w.show_as or "busy").lower()
     status = EventStatus.CONFIRMED
@@ -226,7 +227,7 @@ def event_from_wire(data: dict[str, Any], calendar_id: str) -> Event:
         transparency=Transparency.TRANSPARENT if show_as == "free" else Transparency.OPAQUE,
         visibility=visibility,
         organizer=organizer,
-        attendees=tuple(a for a in map(_attendee, w.attendees) if a is not None),
+        attendees=tuple(a for a in map(_attendee, w.attendees or ()) if a is not None),
         recurrence=recurrence,
         series_role=role,
         recurring_event_id=w.series_master_id if role is not SeriesRole.SINGLE else None,

@@ -3,8 +3,8 @@
 Field names follow Python style and carry Graph's camelCase name as the attrs ``alias``;
 :data:`WIRE` (a cattrs converter with ``use_alias=True``) reads Graph's JSON. Unknown keys
 are ignored (Graph adds properties). Shapes: msgraph-sdk-python's generated models
-(``event``, ``date_time_time_zone``, ``patterned_recurrence``, ``attendee``,
-``subscription``, ``change_notification``).
+(``subscription``, the token response). Events, read by the thousand, have their own
+msgspec model (``_wire_read``); request bodies are built in ``_convert``.
 """
 
 from __future__ import annotations
@@ -19,102 +19,12 @@ from calbridge.errors import ProviderResponseError
 
 __all__ = [
     "WIRE",
-    "DateTimeTimeZone",
-    "EmailAddress",
-    "GraphAttendee",
-    "GraphEvent",
-    "Recipient",
-    "ResponseStatusWire",
     "Subscription",
     "TokenResponse",
     "parse",
 ]
 
 T = TypeVar("T")
-
-
-@attrs.frozen(kw_only=True)
-class DateTimeTimeZone:
-    """``dateTimeTimeZone``: wall-clock ``dateTime`` (no offset) read in ``timeZone``."""
-
-    date_time: str = attrs.field(alias="dateTime")
-    time_zone: str | None = attrs.field(default=None, alias="timeZone")
-
-
-@attrs.frozen(kw_only=True)
-class EmailAddress:
-    """``emailAddress``."""
-
-    address: str | None = None
-    name: str | None = None
-
-
-@attrs.frozen(kw_only=True)
-class Recipient:
-    """``recipient`` (the organizer)."""
-
-    email_address: EmailAddress | None = attrs.field(default=None, alias="emailAddress")
-
-
-@attrs.frozen(kw_only=True)
-class ResponseStatusWire:
-    """``responseStatus``: ``none|organizer|tentativelyAccepted|accepted|declined|notResponded``."""
-
-    response: str | None = None
-    time: str | None = None
-
-
-@attrs.frozen(kw_only=True)
-class GraphAttendee:
-    """``attendee``: ``type`` is ``required|optional|resource``."""
-
-    email_address: EmailAddress | None = attrs.field(default=None, alias="emailAddress")
-    type: str | None = None
-    status: ResponseStatusWire | None = None
-
-
-@attrs.frozen(kw_only=True)
-class ItemBody:
-    """``itemBody``."""
-
-    content_type: str | None = attrs.field(default=None, alias="contentType")
-    content: str | None = None
-
-
-@attrs.frozen(kw_only=True)
-class Location:
-    """``location`` (only the display name is mapped)."""
-
-    display_name: str | None = attrs.field(default=None, alias="displayName")
-
-
-@attrs.frozen(kw_only=True)
-class GraphEvent:
-    """``event``. ``recurrence`` stays a plain mapping (see ``_recurrence``)."""
-
-    id: str
-    change_key: str | None = attrs.field(default=None, alias="changeKey")
-    ical_uid: str | None = attrs.field(default=None, alias="iCalUId")
-    subject: str | None = None
-    body: ItemBody | None = None
-    start: DateTimeTimeZone | None = None
-    end: DateTimeTimeZone | None = None
-    original_start: str | None = attrs.field(default=None, alias="originalStart")
-    original_start_time_zone: str | None = attrs.field(default=None, alias="originalStartTimeZone")
-    original_end_time_zone: str | None = attrs.field(default=None, alias="originalEndTimeZone")
-    is_all_day: bool = attrs.field(default=False, alias="isAllDay")
-    is_cancelled: bool = attrs.field(default=False, alias="isCancelled")
-    show_as: str | None = attrs.field(default=None, alias="showAs")
-    sensitivity: str | None = None
-    type: str | None = None
-    series_master_id: str | None = attrs.field(default=None, alias="seriesMasterId")
-    recurrence: dict[str, Any] | None = None
-    attendees: list[GraphAttendee] = attrs.field(factory=list)
-    organizer: Recipient | None = None
-    location: Location | None = None
-    created_date_time: str | None = attrs.field(default=None, alias="createdDateTime")
-    last_modified_date_time: str | None = attrs.field(default=None, alias="lastModifiedDateTime")
-    transaction_id: str | None = attrs.field(default=None, alias="transactionId")
 
 
 @attrs.frozen(kw_only=True)
