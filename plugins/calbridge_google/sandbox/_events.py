@@ -10,6 +10,8 @@ last page only) means "changes after the snapshot".
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import attrs
@@ -42,7 +44,9 @@ SYNC_INCOMPATIBLE = (
 _FAR_PAST = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 _HORIZON = dt.timedelta(days=730)
 
-Item = tuple[list[Any], dict[str, Any]]
+Body = dict[str, Any]
+#: (sort key, the item's JSON, rendered when it is on the page)
+Item = tuple[list[Any], Callable[[], Body]]
 
 
 def _bad(message: str, location: str, reason: str = "invalid") -> GoogleError:
@@ -174,8 +178,12 @@ def list_events(
 
     items: list[Item] = []
 
-    def add(e: NativeEvent, start: dt.datetime, body: dict[str, Any], seq: int) -> None:
-        items.append((_key(order, seq, start, e.updated, body["id"]), body))
+    def add(
+        e: NativeEvent, start: dt.datetime, id_: str, render: Callable[[], Body], seq: int
+    ) -> None:
+        # rendered only if it lands on the page asked for: every page request sorts the
+        # whole result, and rendering all of it each time made a long read quadratic
+        items.append((_key(order, seq, start, e.updated, id_), render))
 
     if single:
         occurrences = expand([e for e in known if not e.deleted], lo, hi)
@@ -186,7 +194,9 @@ def list_events(
                 continue
             if not wanted(source):
                 continue
-            add(source, o.start.as_utc(), occurrence_json(o, cal), source.sequence)
+            item_id = o.instance_id if o.recurring and not source.recurring_event_id else source.id
+            render = partial(occurrence_json, o, cal)
+            add(source, o.start.as_utc(), item_id, render, source.sequence)
     else:
         for e in known:
             if e.id not in changed or _is_tombstone(e) or _cancelled_exception(e):
@@ -198,7 +208,7 @@ def list_events(
                     continue
             elif not (e.start.as_utc() < hi and e.end.as_utc() > lo):
                 continue
-            add(e, e.start.as_utc(), event_json(e, cal), e.sequence)
+            add(e, e.start.as_utc(), e.id, partial(event_json, e, cal), e.sequence)
     for e in known:
         if e.id not in changed:
             continue
@@ -209,7 +219,7 @@ def list_events(
             anchor = (e.original_start or e.start).as_utc()
             if not deltas and not (lo <= anchor < hi):
                 continue
-            add(e, anchor, tombstone_json(e, cal), e.sequence)
+            add(e, anchor, e.id, partial(tombstone_json, e, cal), e.sequence)
         elif _is_tombstone(e) and show_deleted:
             if single and e.recurring_event_id:
                 continue  # exceptions of a deleted series go with the series
@@ -217,11 +227,12 @@ def list_events(
                 # expanded reads show a deleted series as its cancelled instances
                 alive = attrs.evolve(e, deleted=False, status=EventStatus.CONFIRMED)
                 for o in expand([alive], lo, hi):
-                    add(e, o.start.as_utc(), cancelled_instance_json(e, o, cal), e.sequence)
+                    render = partial(cancelled_instance_json, e, o, cal)
+                    add(e, o.start.as_utc(), o.instance_id, render, e.sequence)
                 continue
             if not deltas and not (e.start.as_utc() < hi and e.end.as_utc() > lo):
                 continue
-            add(e, e.start.as_utc(), tombstone_json(e, cal), e.sequence)
+            add(e, e.start.as_utc(), e.id, partial(tombstone_json, e, cal), e.sequence)
     items.sort(key=lambda item: item[0])
     if last is not None:
         items = [item for item in items if item[0] > last]
@@ -236,7 +247,7 @@ def list_events(
         "timeZone": p.get("timeZone") or cal.time_zone,
         "accessRole": "reader" if cal.read_only else "owner",
         "defaultReminders": [] if cal.read_only else [{"method": "popup", "minutes": 10}],
-        "items": [b for _, b in page],
+        "items": [render() for _, render in page],
     }
     if rest:
         body["nextPageToken"] = state.page_token(request_sig, snapshot, since, page[-1][0])
