@@ -62,6 +62,27 @@ START, END = "<!-- cronofy-bench:start -->", "<!-- cronofy-bench:end -->"
 # --------------------------------------------------------------------------- the sandbox process
 
 
+def seed_meetings(world: Any, calendar_id: str, count: int) -> None:
+    """``count`` 45-minute meetings spread evenly over 190 days from today (sandbox clock),
+    each with a summary, description, location and two of eight colleagues; the calendar
+    every read benchmark reads (``world``: a :class:`calbridge.sandbox.World`)."""
+    base = world.clock.now().replace(hour=0, minute=0, second=0, microsecond=0)
+    people = [
+        calbridge.Attendee(email=f"person{i}@example.com", name=f"Person {i}") for i in range(8)
+    ]
+    for i in range(count):
+        start = base + dt.timedelta(minutes=i * 190 * 24 * 60 // count)
+        world.insert_event(
+            calendar_id,
+            start=calbridge.EventTime.zoned(start, "UTC"),
+            end=calbridge.EventTime.zoned(start + dt.timedelta(minutes=45), "UTC"),
+            summary=f"Meeting {i} about the quarterly plan",
+            description="Agenda: review, decide, assign.",
+            location="Room 4.12",
+            attendees=(people[i % 8], people[(i + 3) % 8]),
+        )
+
+
 def serve(tls_dir: str | None = None) -> None:
     """Child process: seed a world and serve the Cronofy sandbox until killed (HTTPS with
     the private CA in ``tls_dir`` when given)."""
@@ -77,24 +98,9 @@ def serve(tls_dir: str | None = None) -> None:
     settings.page_size = PAGE_SIZE
     settings.rate_limits = ()
     app = build_app(world, {"cronofy": create_app})
-    base = world.clock.now().replace(hour=0, minute=0, second=0, microsecond=0)
-    people = [
-        calbridge.Attendee(email=f"person{i}@example.com", name=f"Person {i}") for i in range(8)
-    ]
     for email, count in USERS.items():
         world.add_user(email)
-        cal = world.primary_calendar(email).id
-        for i in range(count):
-            start = base + dt.timedelta(minutes=i * 190 * 24 * 60 // count)
-            world.insert_event(
-                cal,
-                start=calbridge.EventTime.zoned(start, "UTC"),
-                end=calbridge.EventTime.zoned(start + dt.timedelta(minutes=45), "UTC"),
-                summary=f"Meeting {i} about the quarterly plan",
-                description="Agenda: review, decide, assign.",
-                location="Room 4.12",
-                attendees=(people[i % 8], people[(i + 3) % 8]),
-            )
+        seed_meetings(world, world.primary_calendar(email).id, count)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]

@@ -32,6 +32,7 @@ import tracemalloc
 from typing import Any
 
 import httpx
+from bench_cronofy_read import seed_meetings  # the same calendar as the Cronofy read
 
 import calbridge
 
@@ -60,25 +61,10 @@ def serve() -> None:
 
     world = World()
     app = build_app(world, {"google": create_app})
-    base = world.clock.now().replace(hour=0, minute=0, second=0, microsecond=0)
-    people = [
-        calbridge.Attendee(email=f"person{i}@example.com", name=f"Person {i}") for i in range(8)
-    ]
     tokens = {}
     for email, count in USERS.items():
         tokens[email] = google_sandbox(world).issue_tokens(email)["access_token"]
-        cal = world.primary_calendar(email).id
-        for i in range(count):
-            start = base + dt.timedelta(minutes=i * 190 * 24 * 60 // count)
-            world.insert_event(
-                cal,
-                start=calbridge.EventTime.zoned(start, "UTC"),
-                end=calbridge.EventTime.zoned(start + dt.timedelta(minutes=45), "UTC"),
-                summary=f"Meeting {i} about the quarterly plan",
-                description="Agenda: review, decide, assign.",
-                location="Room 4.12",
-                attendees=(people[i % 8], people[(i + 3) % 8]),
-            )
+        seed_meetings(world, world.primary_calendar(email).id, count)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))
     sock.listen(128)

@@ -4,7 +4,8 @@ Field names follow Python style; each carries its Google name as the attrs ``ali
 :data:`WIRE` (a cattrs converter with ``use_alias=True``) reads and writes Google's JSON.
 Unknown keys are ignored (Google adds fields) and ``None`` fields are omitted on output.
 Shapes: the calendar v3 discovery document (``schemas.Event``, ``CalendarListEntry``,
-``Channel``, ``FreeBusyResponse``).
+``Channel``, ``FreeBusyResponse``). :class:`GEvent` builds request bodies; events read
+back, by the thousand, go through the msgspec read model in ``_wire_read`` instead.
 """
 
 from __future__ import annotations

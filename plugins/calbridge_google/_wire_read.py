@@ -29,6 +29,8 @@ __all__ = [
     "event_struct",
 ]
 
+PROVIDER = "google"
+
 
 class ReadDateTime(msgspec.Struct, frozen=True, gc=False):
     """``EventDateTime``: ``date`` for all-day, else ``dateTime`` (+ IANA ``timeZone``)."""
@@ -89,12 +91,12 @@ class ReadEvent(msgspec.Struct, frozen=True):
     )
 
 
-def event_struct(data: Any, *, provider: str = "google") -> ReadEvent:
+def event_struct(data: Any) -> ReadEvent:
     """One decoded Google event (a dict) as a :class:`ReadEvent`; anything else raises
     :class:`~calbridge.errors.ProviderResponseError`."""
     try:
         return msgspec.convert(data, ReadEvent)
     except (msgspec.ValidationError, TypeError) as exc:
         raise ProviderResponseError(
-            f"unreadable GEvent from Google: {exc}", provider=provider
+            f"unreadable GEvent from Google: {exc}", provider=PROVIDER
         ) from None
