@@ -1,9 +1,12 @@
 """The sync engine: read a calendar's changes, commit them atomically, queue their delivery.
 
 One round reads every page of ``Provider.changes`` from the stored cursor (a full read
-when there is none, or when the provider says the cursor expired), keeping the pages in
-memory. Then ONE write transaction applies them to the event cache and the id map, moves
-the cursor, and enqueues the delivery jobs of the round's batches. A crash anywhere before
+when there is none, or when the provider says the cursor expired) into a
+spool (``_spool.ChangeSpool``) that holds a bounded number of changes in memory
+and spills the rest to an unlinked temporary file. Then ONE write transaction applies
+them, a chunk at a time, to the event cache and the id map, moves the cursor, and
+enqueues the delivery jobs of the round's batches. Memory stays bounded however large
+the calendar: a chunk of changes, one batch, and one id per event. A crash anywhere before
 that commit leaves the cursor where it was, so the next round reads the same changes
 again: nothing is lost, and nothing is applied or delivered twice. The commit checks the
 job's fencing token and that the cursor is still the one the round started from, so a
@@ -20,7 +23,7 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, Final
 
 import attrs
@@ -32,6 +35,7 @@ from ..errors import SyncCursorExpired
 from ..models import AccountStatus, Change, ChangeKind, Event, TimeRange
 from ..store import IdMapEntry, schema, write
 from ._batch import ChangeBatch, batch_to_json
+from ._spool import DEFAULT_HOLD, ChangeSpool
 
 __all__ = ["DELIVER_KIND", "SEND_KIND", "CursorMoved", "SyncEngine", "SyncResult", "calendar_key"]
 
@@ -42,6 +46,8 @@ DELIVER_KIND: Final = "deliver_changes"
 SEND_KIND: Final = "send_webhook"
 #: changes per delivered batch
 DEFAULT_BATCH_SIZE: Final = 200
+#: changes compared with the cache and written per step of a commit
+_CHUNK: Final = 500
 _IGNORED_FIELDS: Final = frozenset({"etag", "updated", "raw"})
 
 _converter = make_converter()
@@ -90,7 +96,7 @@ class _Round:
     calendar_id: str
     start_cursor: str | None
     full: bool
-    changes: list[Change]
+    changes: ChangeSpool
     cursor: str | None
     window: TimeRange | None = None
     pages: int = 0
@@ -104,6 +110,8 @@ class SyncEngine:
         batch_size: most changes per delivered :class:`ChangeBatch`.
         page_size: page size asked of providers (None: theirs).
         outbound: whether committed batches are also sent as outbound webhooks.
+        hold: most changes a round holds in memory while it reads; the rest wait in an
+            unlinked temporary file until the commit.
     """
 
     def __init__(
@@ -113,8 +121,10 @@ class SyncEngine:
         batch_size: int = DEFAULT_BATCH_SIZE,
         page_size: int | None = None,
         outbound: bool = False,
+        hold: int = DEFAULT_HOLD,
     ) -> None:
         self.runtime = runtime
+        self.hold = hold
         self.batch_size = batch_size
         self.page_size = page_size
         self.outbound = outbound
@@ -149,25 +159,14 @@ class SyncEngine:
         self.rounds += 1
         cursor = None if full else start
         try:
-            pages = await self._read(provider, session, calendar_id, cursor, None)
+            return await self._round(
+                provider, session, account, calendar_id, start=start, cursor=cursor, job=job
+            )
         except SyncCursorExpired:
             log.info("cursor of %s/%s expired: full resync", account_id, calendar_id)
-            cursor = None
-            pages = await self._read(provider, session, calendar_id, None, None)
-        changes, new_cursor, page_count, was_full = pages
-        rnd = _Round(
-            account_id=account_id,
-            app_user_id=account.app_user_id,
-            provider=account.provider,
-            calendar_id=calendar_id,
-            start_cursor=start,
-            full=was_full or cursor is None,
-            changes=changes,
-            cursor=new_cursor,
-            pages=page_count,
-        )
-        result: SyncResult = await rt.to_thread(self._commit, rnd, job)
-        return result
+            return await self._round(
+                provider, session, account, calendar_id, start=start, cursor=None, job=job
+            )
 
     async def reconcile_window(
         self,
@@ -186,22 +185,47 @@ class SyncEngine:
         start = await rt.to_thread(self.store.get_cursor, account_id, calendar_id)
         provider = rt.provider(account.provider)
         self.rounds += 1
-        changes, _cursor, pages, _full = await self._read(
-            provider, rt.session(account), calendar_id, None, window
-        )
-        rnd = _Round(
-            account_id=account_id,
-            app_user_id=account.app_user_id,
-            provider=account.provider,
-            calendar_id=calendar_id,
-            start_cursor=start,
-            full=True,
-            changes=changes,
+        return await self._round(
+            provider,
+            rt.session(account),
+            account,
+            calendar_id,
+            start=start,
             cursor=None,
+            job=job,
             window=window,
-            pages=pages,
         )
-        result: SyncResult = await rt.to_thread(self._commit, rnd, job)
+
+    async def _round(
+        self,
+        provider: Any,
+        session: Any,
+        account: Any,
+        calendar_id: str,
+        *,
+        start: str | None,
+        cursor: str | None,
+        job: jobs.Job | None,
+        window: TimeRange | None = None,
+    ) -> SyncResult:
+        """Read from ``cursor`` (a full read of ``window`` when given), then commit."""
+        with ChangeSpool(hold=self.hold) as spool:
+            new_cursor, pages, was_full = await self._read(
+                provider, session, calendar_id, cursor, window, spool=spool
+            )
+            rnd = _Round(
+                account_id=account.id,
+                app_user_id=account.app_user_id,
+                provider=account.provider,
+                calendar_id=calendar_id,
+                start_cursor=start,
+                full=was_full or cursor is None,
+                changes=spool,
+                cursor=None if window is not None else new_cursor,
+                window=window,
+                pages=pages,
+            )
+            result: SyncResult = await self.runtime.to_thread(self._commit, rnd, job)
         return result
 
     async def _check_paused(self, provider: str) -> None:
@@ -218,8 +242,10 @@ class SyncEngine:
         calendar_id: str,
         cursor: str | None,
         window: TimeRange | None,
-    ) -> tuple[list[Change], str | None, int, bool]:
-        changes: list[Change] = []
+        *,
+        spool: ChangeSpool,
+    ) -> tuple[str | None, int, bool]:
+        """Every page into ``spool``; (new cursor, pages, whether the read was full)."""
         new_cursor: str | None = None
         pages = 0
         full = cursor is None
@@ -228,10 +254,10 @@ class SyncEngine:
         ):
             pages += 1
             full = full or page.full
-            changes.extend(c for c in page.changes if c.calendar_id == calendar_id)
+            spool.add(c for c in page.changes if c.calendar_id == calendar_id)
             if page.cursor is not None:
                 new_cursor = page.cursor
-        return changes, new_cursor, pages, full
+        return new_cursor, pages, full
 
     # ------------------------------------------------------------ commit
 
@@ -253,73 +279,79 @@ class SyncEngine:
         current = store.get_cursor(rnd.account_id, rnd.calendar_id, conn=conn)
         if current != rnd.start_cursor:
             raise CursorMoved(f"{rnd.account_id}/{rnd.calendar_id}")
-        latest: dict[str, Change] = {}
-        for change in rnd.changes:
-            latest.pop(change.event_id, None)
-            latest[change.event_id] = change
-        cached = self._cached(conn, rnd, None if rnd.full else list(latest))
-        upserts: list[Event] = []
-        refresh: list[Event] = []
+        batches = _Batches(self, conn, rnd, now)
         deleted: list[str] = []
-        unchanged = 0
-        for event_id, change in latest.items():
-            if change.kind is ChangeKind.DELETED:
-                if event_id in cached:
-                    deleted.append(event_id)
-                continue
-            assert change.event is not None
-            payload = _converter.unstructure(change.event)
-            before = cached.get(event_id)
-            if before is None or _fingerprint(before) != _fingerprint(payload):
-                upserts.append(change.event)
-            elif before.get("etag") != payload.get("etag"):
-                refresh.append(change.event)
-            else:
-                unchanged += 1
+        upserted = unchanged = 0
+        for chunk in _chunks(rnd.changes.latest(), _CHUNK):
+            cached = self._cached(conn, rnd, [c.event_id for c in chunk])
+            upserts: list[Event] = []
+            refresh: list[Event] = []
+            for change in chunk:
+                event_id = change.event_id
+                if change.kind is ChangeKind.DELETED:
+                    if event_id in cached:
+                        deleted.append(event_id)
+                    continue
+                assert change.event is not None
+                payload = _converter.unstructure(change.event)
+                before = cached.get(event_id)
+                if before is None or _fingerprint(before) != _fingerprint(payload):
+                    upserts.append(change.event)
+                elif before.get("etag") != payload.get("etag"):
+                    refresh.append(change.event)
+                else:
+                    unchanged += 1
+            if upserts or refresh:
+                store.upsert_events(rnd.account_id, [*upserts, *refresh], conn=conn)
+            self._map_ids(conn, rnd, upserts)
+            batches.add(("u", event) for event in upserts)
+            upserted += len(upserts)
         if rnd.full:
-            seen = set(latest)
-            deleted.extend(eid for eid in cached if eid not in seen and eid not in set(deleted))
-        if upserts or refresh:
-            store.upsert_events(rnd.account_id, [*upserts, *refresh], conn=conn)
-        if deleted:
-            store.delete_events(rnd.account_id, rnd.calendar_id, deleted, conn=conn)
-        self._map_ids(conn, rnd, upserts)
+            deleted.extend(self._unseen(conn, rnd))
+        for i in range(0, len(deleted), _CHUNK):
+            store.delete_events(rnd.account_id, rnd.calendar_id, deleted[i : i + _CHUNK], conn=conn)
         if rnd.window is None:
             store.set_cursor(
                 rnd.account_id, rnd.calendar_id, rnd.cursor, full_sync=rnd.full, conn=conn
             )
-        batch_ids = self._enqueue_batches(conn, rnd, upserts, deleted, now)
+        batches.add(("d", event_id) for event_id in deleted)
+        batch_ids = batches.finish()
         return SyncResult(
             account_id=rnd.account_id,
             calendar_id=rnd.calendar_id,
             full=rnd.full,
             pages=rnd.pages,
-            upserted=len(upserts),
+            upserted=upserted,
             deleted=len(deleted),
             unchanged=unchanged,
             cursor=rnd.cursor,
             batch_ids=batch_ids,
         )
 
-    def _cached(
-        self, conn: sa.Connection, rnd: _Round, ids: Sequence[str] | None
-    ) -> dict[str, Any]:
+    def _unseen(self, conn: sa.Connection, rnd: _Round) -> Iterator[str]:
+        """Cached events of the round's calendar (and window) that the full read did not
+        return: gone at the provider."""
+        ec = schema.event_cache.c
+        query = sa.select(ec.event_id).where(
+            ec.account_id == rnd.account_id, ec.calendar_id == rnd.calendar_id
+        )
+        if rnd.window is not None:
+            query = query.where(
+                ec.start_at < int(rnd.window.end.timestamp()),
+                ec.end_at > int(rnd.window.start.timestamp()),
+            )
+        seen = rnd.changes
+        return (r.event_id for r in conn.execute(query) if r.event_id not in seen)
+
+    def _cached(self, conn: sa.Connection, rnd: _Round, ids: Sequence[str]) -> dict[str, Any]:
+        """The cached payloads of these events of the round's calendar."""
         ec = schema.event_cache.c
         base = sa.select(ec.event_id, ec.payload).where(
             ec.account_id == rnd.account_id, ec.calendar_id == rnd.calendar_id
         )
         out: dict[str, Any] = {}
-        if ids is None:
-            query = base
-            if rnd.window is not None:
-                query = query.where(
-                    ec.start_at < int(rnd.window.end.timestamp()),
-                    ec.end_at > int(rnd.window.start.timestamp()),
-                )
-            out.update((r.event_id, r.payload) for r in conn.execute(query))
-            return out
-        for i in range(0, len(ids), 500):
-            chunk = ids[i : i + 500]
+        for i in range(0, len(ids), _CHUNK):
+            chunk = ids[i : i + _CHUNK]
             out.update(
                 (r.event_id, r.payload) for r in conn.execute(base.where(ec.event_id.in_(chunk)))
             )
@@ -353,44 +385,72 @@ class SyncEngine:
             if updated != entry:
                 store.put_id(updated, conn=conn)
 
-    def _enqueue_batches(
-        self,
-        conn: sa.Connection,
-        rnd: _Round,
-        upserts: Sequence[Event],
-        deleted: Sequence[str],
-        now: float,
-    ) -> tuple[str, ...]:
-        items: list[tuple[str, Any]] = [("u", e) for e in upserts] + [("d", d) for d in deleted]
-        if not items:
-            return ()
-        round_id = uuid.uuid4().hex
-        ids: list[str] = []
-        serial = f"deliver:{rnd.account_id}:{rnd.calendar_id}"
-        for seq, start in enumerate(range(0, len(items), self.batch_size)):
-            chunk = items[start : start + self.batch_size]
-            batch = ChangeBatch(
-                id=f"chg_{round_id}_{seq}",
-                account_id=rnd.account_id,
-                app_user_id=rnd.app_user_id,
-                provider=rnd.provider,
-                calendar_id=rnd.calendar_id,
-                upserted=tuple(v for k, v in chunk if k == "u"),
-                deleted=tuple(v for k, v in chunk if k == "d"),
-                cursor=rnd.cursor,
-                full=rnd.full,
-                sequence=seq,
+
+class _Batches:
+    """A round's delivery batches, enqueued as they fill: upserts first, then deletions."""
+
+    def __init__(self, engine: SyncEngine, conn: sa.Connection, rnd: _Round, now: float) -> None:
+        self._engine = engine
+        self._conn = conn
+        self._rnd = rnd
+        self._now = now
+        self._round_id = uuid.uuid4().hex
+        self._items: list[tuple[str, Any]] = []
+        self._ids: list[str] = []
+
+    def add(self, items: Iterable[tuple[str, Any]]) -> None:
+        size = self._engine.batch_size
+        for item in items:
+            self._items.append(item)
+            if len(self._items) >= size:
+                self._enqueue()
+
+    def finish(self) -> tuple[str, ...]:
+        if self._items:
+            self._enqueue()
+        return tuple(self._ids)
+
+    def _enqueue(self) -> None:
+        rnd, chunk, seq = self._rnd, self._items, len(self._ids)
+        self._items = []
+        batch = ChangeBatch(
+            id=f"chg_{self._round_id}_{seq}",
+            account_id=rnd.account_id,
+            app_user_id=rnd.app_user_id,
+            provider=rnd.provider,
+            calendar_id=rnd.calendar_id,
+            upserted=tuple(v for k, v in chunk if k == "u"),
+            deleted=tuple(v for k, v in chunk if k == "d"),
+            cursor=rnd.cursor,
+            full=rnd.full,
+            sequence=seq,
+        )
+        payload = batch_to_json(batch)
+        jobs.enqueue(
+            self._conn,
+            DELIVER_KIND,
+            payload,
+            serial_key=f"deliver:{rnd.account_id}:{rnd.calendar_id}",
+            now=self._now,
+        )
+        if self._engine.outbound:
+            jobs.enqueue(
+                self._conn,
+                SEND_KIND,
+                payload,
+                serial_key=f"webhook:{rnd.account_id}:{rnd.calendar_id}",
+                max_attempts=25,
+                now=self._now,
             )
-            payload = batch_to_json(batch)
-            jobs.enqueue(conn, DELIVER_KIND, payload, serial_key=serial, now=now)
-            if self.outbound:
-                jobs.enqueue(
-                    conn,
-                    SEND_KIND,
-                    payload,
-                    serial_key=f"webhook:{rnd.account_id}:{rnd.calendar_id}",
-                    max_attempts=25,
-                    now=now,
-                )
-            ids.append(batch.id)
-        return tuple(ids)
+        self._ids.append(batch.id)
+
+
+def _chunks(changes: Iterator[Change], size: int) -> Iterator[list[Change]]:
+    chunk: list[Change] = []
+    for change in changes:
+        chunk.append(change)
+        if len(chunk) >= size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk

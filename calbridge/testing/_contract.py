@@ -3,7 +3,8 @@
 A subclass provides one fixture, ``contract_harness``, yielding a :class:`ContractHarness`
 connected to the provider's sandbox; the inherited tests then prove the provider honours
 calbridge's contract: calendars, window reads, paging, idempotent create, update, delete,
-deletions visible in changes, cursors, and notification verification that rejects forged
+deletions visible in changes, cursors, changes that survive the sync round's spool (they
+pickle), and notification verification that rejects forged
 input::
 
     class TestMyProvider(calbridge.testing.ProviderContract):
@@ -26,6 +27,7 @@ import pytest
 from .. import errors
 from ..models import Change, ChangeKind, Channel, Event, EventDraft, EventTime, TimeRange
 from ..provider import ChannelRequest, Provider, Session, WebhookRequest
+from ..sync._spool import ChangeSpool
 
 __all__ = ["ContractHarness", "ProviderContract"]
 
@@ -111,6 +113,18 @@ async def _sync(h: ContractHarness, cursor: str | None) -> tuple[list[Change], s
             final = page.cursor
     assert final is not None, "the last page must carry the next cursor"
     return changes, final
+
+
+def _survives_the_spool(changes: Sequence[Change]) -> None:
+    """A sync round keeps what it reads in a spool that writes changes to a temporary file
+    (pickled) past a bound: each change must come back from it equal."""
+    with ChangeSpool(hold=1) as spool:
+        for change in changes:
+            spool.add([change])
+        assert spool.spilled == len(changes), "changes must pickle (see calbridge.sync)"
+        back = {c.event_id: c for c in spool.latest()}
+    latest = {c.event_id: c for c in changes}
+    assert back == latest, "changes must come back from the sync spool equal"
 
 
 class ProviderContract:
@@ -215,11 +229,14 @@ class ProviderContract:
         assert ups
         assert ups[-1].event is not None
         assert ups[-1].event.summary == f"moved {key}"
+        _survives_the_spool(full)
+        _survives_the_spool(delta)
         await h.provider.delete_event(h.session, h.calendar_id, created.id)
         await h.settle()
         delta2, _ = await _sync(h, cursor2)
         dels = [c for c in delta2 if c.kind is ChangeKind.DELETED and c.event_id == created.id]
         assert dels, "the deletion must be visible in changes after the cursor"
+        _survives_the_spool(delta2)
 
     async def test_notifications_verify_and_reject_forgeries(
         self, contract_harness: ContractHarness

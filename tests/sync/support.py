@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 import shutil
 import tempfile
 import time
@@ -24,7 +25,15 @@ from calbridge.sync import ChangeBatch, SyncService, drain
 from calbridge.testing import MemoryBackend, MemoryProvider, fresh_plugin_host, memory_plugin
 from calbridge.webhooks import make_webhook_app
 
-__all__ = ["Env", "FakeClock", "Mirror", "draft_event", "fresh_sqlite_url", "memory_env"]
+__all__ = [
+    "Env",
+    "FakeClock",
+    "Mirror",
+    "draft_event",
+    "fresh_sqlite_url",
+    "memory_env",
+    "spool_files",
+]
 
 _TEMPLATE: dict[str, Path] = {}
 
@@ -193,3 +202,17 @@ class _MemoryPush:
 
 
 _memory_push = _MemoryPush()
+
+
+def spool_files() -> int:
+    """Open files of this process that are unlinked temporary files (a spool's file has
+    no name at all: Linux's O_TMPFILE)."""
+    count = 0
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith(tempfile.gettempdir()) and target.endswith("(deleted)"):
+            count += 1
+    return count

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -12,7 +13,8 @@ from calbridge import errors
 from calbridge.jobs import LeaseLost, RetryLater
 from calbridge.store import IdMapEntry
 from calbridge.sync import ChangeBatch, CursorMoved
-from tests.sync.support import Env, draft_event, memory_env
+from calbridge.sync import _engine as engine_module
+from tests.sync.support import Env, draft_event, memory_env, spool_files
 
 
 def _seed(env: Env, n: int, prefix: str = "e") -> None:
@@ -226,3 +228,105 @@ async def test_fan_out_for_channels_over_all_calendars(sqlite_url: str) -> None:
         env.runtime.queue.enqueue("sync", {"account": env.account.id, "calendar": None})
         await env.drain()
         assert env.mirror.view("home") == {"h1": "at home"}
+
+
+def _fresh_pages(
+    env: Env, total: int, page_size: int, monkeypatch: pytest.MonkeyPatch
+) -> list[int]:
+    """Make the provider's full read yield ``total`` new events, built page by page and
+    kept by nobody else (as a real provider's decoded pages are); returns the list the
+    live-event counts are appended to."""
+    samples: list[int] = []
+
+    async def pages(self: Any, *args: Any, **kwargs: Any) -> AsyncIterator[calbridge.ChangePage]:
+        for start in range(0, total, page_size):
+            changes = tuple(
+                calbridge.Change(
+                    kind=calbridge.ChangeKind.UPSERTED,
+                    calendar_id="work",
+                    event_id=f"big{i:05d}",
+                    event=draft_event("work", f"big{i:05d}", f"event {i}"),
+                )
+                for i in range(start, min(total, start + page_size))
+            )
+            last = start + page_size >= total
+            yield calbridge.ChangePage(changes=changes, cursor="1" if last else None, full=True)
+            del changes
+        samples.append(_live_events())  # every page read, none committed yet
+
+    monkeypatch.setattr(type(env.provider), "changes", pages)
+    store = env.runtime.store
+    write = store.upsert_events
+
+    def counting(*args: Any, **kwargs: Any) -> int:
+        samples.append(_live_events())
+        return int(write(*args, **kwargs))
+
+    monkeypatch.setattr(store, "upsert_events", counting)
+    return samples
+
+
+def _live_events() -> int:
+    gc.collect()
+    return sum(1 for o in gc.get_objects() if type(o) is calbridge.Event)
+
+
+@pytest.mark.parametrize("hold", [150, 10**9])
+async def test_a_large_full_round_holds_a_bounded_number_of_events(
+    migrated_url: str, monkeypatch: pytest.MonkeyPatch, hold: int
+) -> None:
+    """3,000 events in 30 pages: a round holding at most 150 changes in memory (the rest
+    in its spool file) never has more than a few hundred events alive, while reading or
+    while committing, and commits and delivers every event once. The same round held
+    in memory (``hold`` unbounded) has all 3,000 alive: what the bound saves."""
+    total = 3000
+    async with memory_env(migrated_url) as env:
+        assert env.account.id is not None
+        engine = env.service.engine
+        engine.hold = hold
+        engine.batch_size = 50
+        monkeypatch.setattr(engine_module, "_CHUNK", 100)
+        baseline = _live_events()
+        files = spool_files()
+        samples = _fresh_pages(env, total, 100, monkeypatch)
+        result = await engine.sync(env.account.id, "work", full=True)
+        peak = max(samples) - baseline
+        print("PEAK", hold, peak, samples[:3])
+        assert spool_files() == files  # the spool's file is gone with the round
+        monkeypatch.undo()
+        assert result.upserted == total
+        assert result.pages == 30
+        assert len(result.batch_ids) == total // 50
+        assert len(samples) == 1 + total // 100  # after the read, then each chunk's write
+        if hold < total:
+            # a page being read, the held changes, one spilled batch read back, a chunk
+            # and its upserts, one delivery batch
+            assert peak <= 100 + 150 + 150 + 100 + 50, samples
+        else:
+            assert peak >= total, samples
+        await env.drain()
+        cache = env.cache("work")
+        assert len(cache) == total
+        assert cache["big02999"] == "event 2999"
+        assert len(env.mirror.view("work")) == total
+        assert len(env.mirror.batch_ids) == len(set(env.mirror.batch_ids)) == total // 50
+
+
+async def test_a_crash_mid_read_frees_the_spool(
+    sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with memory_env(sqlite_url) as env:
+        assert env.account.id is not None
+        env.service.engine.page_size = 5
+        env.service.engine.hold = 7
+        _seed(env, 40)
+        files = spool_files()
+        _crash_after(env, 6, monkeypatch)
+        with pytest.raises(errors.Unavailable):
+            await env.service.engine.sync(env.account.id, "work")
+        assert spool_files() == files
+        assert env.cache("work") == {}
+        monkeypatch.undo()
+        result = await env.service.engine.sync(env.account.id, "work")
+        assert result.upserted == 40
+        assert env.cache("work") == env.remote("work")
