@@ -46,6 +46,18 @@ def _epoch_of(value: dt.datetime) -> int:
     return int(value.timestamp())
 
 
+#: what an upsert replaces in a cached event's row
+_EVENT_UPDATED = (
+    "start_at",
+    "end_at",
+    "ical_uid",
+    "etag",
+    "recurring_event_id",
+    "payload",
+    "updated_at",
+)
+
+
 class DataMixin(RepoBase):
     """Channels, sync cursors, the event cache, the id map, the inbox and the audit log."""
 
@@ -230,13 +242,19 @@ class DataMixin(RepoBase):
     def upsert_events(
         self, account_id: str, events: Iterable[Event], *, conn: sa.Connection | None = None
     ) -> int:
-        """Insert or replace cached events; returns how many were written."""
+        """Insert or replace cached events; returns how many were written.
+
+        One statement runs for all of them (an executemany), not one per event.
+        """
         now = self.now()
-        count = 0
-        with self._tx(conn) as c:
-            for event in events:
-                start, end = event_bounds(event)
-                values = {
+        rows = []
+        for event in events:
+            start, end = event_bounds(event)
+            rows.append(
+                {
+                    "account_id": account_id,
+                    "calendar_id": event.calendar_id,
+                    "event_id": event.id,
                     "start_at": start,
                     "end_at": end,
                     "ical_uid": event.ical_uid,
@@ -245,19 +263,19 @@ class DataMixin(RepoBase):
                     "payload": _converter.unstructure(event),
                     "updated_at": now,
                 }
-                stmt = self._insert(c, t.event_cache).values(
-                    account_id=account_id,
-                    calendar_id=event.calendar_id,
-                    event_id=event.id,
-                    **values,
-                )
-                c.execute(
-                    stmt.on_conflict_do_update(
-                        index_elements=["account_id", "calendar_id", "event_id"], set_=values
-                    )
-                )
-                count += 1
-        return count
+            )
+        if not rows:
+            return 0
+        with self._tx(conn) as c:
+            insert = self._insert(c, t.event_cache)
+            c.execute(
+                insert.on_conflict_do_update(
+                    index_elements=["account_id", "calendar_id", "event_id"],
+                    set_={name: insert.excluded[name] for name in _EVENT_UPDATED},
+                ),
+                rows,
+            )
+        return len(rows)
 
     def delete_events(
         self,
@@ -388,6 +406,35 @@ class DataMixin(RepoBase):
                 sa.select(t.id_map).where(m.provider == provider, m.event_id == event_id)
             ).first()
         return None if row is None else _id_entry(row)
+
+    def find_ids_for_events(
+        self,
+        provider: str,
+        event_ids: Sequence[str],
+        ical_uids: Sequence[str],
+        *,
+        app_user_id: str,
+        conn: sa.Connection | None = None,
+    ) -> list[IdMapEntry]:
+        """The provider's entries of any of these events, and this user's entries of any
+        of these iCalendar UIDs: what a sync round's id mapping needs for a chunk of
+        events, in a few queries instead of two per event."""
+        m = t.id_map.c
+        found: dict[tuple[str, str], IdMapEntry] = {}
+        with self._tx(conn, writing=False) as c:
+            for i in range(0, len(event_ids), 500):
+                query = sa.select(t.id_map).where(
+                    m.provider == provider, m.event_id.in_(event_ids[i : i + 500])
+                )
+                found.update(((r.key, r.provider), _id_entry(r)) for r in c.execute(query))
+            for i in range(0, len(ical_uids), 500):
+                query = sa.select(t.id_map).where(
+                    m.provider == provider,
+                    m.app_user_id == app_user_id,
+                    m.ical_uid.in_(ical_uids[i : i + 500]),
+                )
+                found.update(((r.key, r.provider), _id_entry(r)) for r in c.execute(query))
+        return [found[k] for k in sorted(found)]
 
     def delete_ids(self, key: str, *, conn: sa.Connection | None = None) -> int:
         """Forget every provider copy of an app event."""

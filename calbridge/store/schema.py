@@ -182,6 +182,8 @@ id_map = sa.Table(
     sa.Column("ical_uid", _NAME, index=True),
     sa.Column("created_at", sa.BigInteger, nullable=False),
     sa.Column("updated_at", sa.BigInteger, nullable=False),
+    #: sync finds an app key by the provider event it became (every upserted event)
+    sa.Index("ix_id_map_provider_event", "provider", "event_id"),
 )
 
 oauth_states = sa.Table(

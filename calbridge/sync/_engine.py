@@ -33,8 +33,9 @@ from .. import jobs
 from .._serialization import make_converter
 from ..errors import SyncCursorExpired
 from ..models import AccountStatus, Change, ChangeKind, Event, TimeRange
-from ..store import IdMapEntry, schema, write
+from ..store import schema, write
 from ._batch import ChangeBatch, batch_to_json
+from ._idmap import IdMapper
 from ._spool import DEFAULT_HOLD, ChangeSpool
 
 __all__ = ["DELIVER_KIND", "SEND_KIND", "CursorMoved", "SyncEngine", "SyncResult", "calendar_key"]
@@ -280,6 +281,7 @@ class SyncEngine:
         if current != rnd.start_cursor:
             raise CursorMoved(f"{rnd.account_id}/{rnd.calendar_id}")
         batches = _Batches(self, conn, rnd, now)
+        ids = IdMapper(store, rnd.provider, rnd.app_user_id, rnd.account_id)
         deleted: list[str] = []
         upserted = unchanged = 0
         for chunk in _chunks(rnd.changes.latest(), _CHUNK):
@@ -303,7 +305,7 @@ class SyncEngine:
                     unchanged += 1
             if upserts or refresh:
                 store.upsert_events(rnd.account_id, [*upserts, *refresh], conn=conn)
-            self._map_ids(conn, rnd, upserts)
+            ids.map(conn, upserts)
             batches.add(("u", event) for event in upserts)
             upserted += len(upserts)
         if rnd.full:
@@ -356,34 +358,6 @@ class SyncEngine:
                 (r.event_id, r.payload) for r in conn.execute(base.where(ec.event_id.in_(chunk)))
             )
         return out
-
-    def _map_ids(self, conn: sa.Connection, rnd: _Round, events: Iterable[Event]) -> None:
-        """Keep app idempotency keys pointing at their events (matched by id or iCalUID)."""
-        store = self.store
-        for event in events:
-            entry = store.find_id_by_event(rnd.provider, event.id, conn=conn)
-            if entry is None and event.ical_uid:
-                candidates = [
-                    e
-                    for e in store.find_ids_by_ical_uid(
-                        event.ical_uid, app_user_id=rnd.app_user_id, conn=conn
-                    )
-                    if e.provider == rnd.provider and e.account_id in (None, rnd.account_id)
-                ]
-                entry = candidates[0] if len(candidates) == 1 else None
-            if entry is None:
-                continue
-            updated = IdMapEntry(
-                key=entry.key,
-                provider=entry.provider,
-                app_user_id=entry.app_user_id,
-                account_id=entry.account_id or rnd.account_id,
-                calendar_id=event.calendar_id,
-                event_id=event.id,
-                ical_uid=event.ical_uid or entry.ical_uid,
-            )
-            if updated != entry:
-                store.put_id(updated, conn=conn)
 
 
 class _Batches:

@@ -31,7 +31,7 @@ __all__ = ["ChangeSpool"]
 log = logging.getLogger("calbridge.sync")
 
 #: changes held in memory before they go to the file
-DEFAULT_HOLD = 1000
+DEFAULT_HOLD = 2000
 
 
 class ChangeSpool:

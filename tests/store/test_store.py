@@ -181,7 +181,9 @@ def test_cursors_and_event_cache(store: Store) -> None:
     assert store.get_cursor(a.id, "c1") == "tok-1"
     events = [_event("e1", 1), _event("e2", 2), _event("e3", 5)]
     assert store.upsert_events(a.id, events) == 3
-    store.upsert_events(a.id, [_event("e1", 1, hour=10)])
+    # one statement for all rows: a repeated id in it is written twice, the last one wins
+    assert store.upsert_events(a.id, [_event("e1", 1, hour=11), _event("e1", 1, hour=10)]) == 2
+    assert store.upsert_events(a.id, []) == 0
     window = TimeRange(
         start=dt.datetime(2026, 3, 1, tzinfo=UTC), end=dt.datetime(2026, 3, 3, tzinfo=UTC)
     )

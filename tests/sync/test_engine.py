@@ -6,6 +6,7 @@ import gc
 from collections.abc import AsyncIterator
 from typing import Any
 
+import attrs
 import pytest
 
 import calbridge
@@ -330,3 +331,81 @@ async def test_a_crash_mid_read_frees_the_spool(
         result = await env.service.engine.sync(env.account.id, "work")
         assert result.upserted == 40
         assert env.cache("work") == env.remote("work")
+
+
+@pytest.mark.parametrize("exception_first", [False, True])
+async def test_a_moved_occurrence_does_not_take_its_series_key(
+    migrated_url: str, exception_first: bool
+) -> None:
+    """A moved occurrence shares its series' iCalendar UID (Google's iCalUID): the app's
+    key for the series stays on the master, whichever the round sees first."""
+    async with memory_env(migrated_url) as env:
+        assert env.account.id is not None
+        store = env.runtime.store
+        store.put_id(
+            IdMapEntry(
+                key="series-key",
+                provider="memory",
+                app_user_id="alice",
+                account_id=env.account.id,
+                calendar_id="work",
+                event_id="tmp-series",
+                ical_uid="series@memory",
+            )
+        )
+        base = draft_event("work", "m1", "weekly")
+        master = attrs.evolve(
+            base,
+            ical_uid="series@memory",
+            recurrence=("RRULE:FREQ=WEEKLY",),
+            series_role=calbridge.SeriesRole.MASTER,
+        )
+        moved = attrs.evolve(
+            draft_event("work", "m1_20261208", "weekly, moved", hour=11),
+            ical_uid="series@memory",
+            series_role=calbridge.SeriesRole.EXCEPTION,
+            recurring_event_id="m1",
+        )
+        for event in (moved, master) if exception_first else (master, moved):
+            env.backend.put(event)
+        result = await env.service.engine.sync(env.account.id, "work")
+        assert result.upserted == 2
+        entry = store.get_ids("series-key")["memory"]
+        assert entry.event_id == "m1"
+        # a later round that sees the occurrence alone leaves the key where it is
+        env.backend.put(attrs.evolve(moved, summary="weekly, moved again"))
+        await env.service.engine.sync(env.account.id, "work")
+        assert store.get_ids("series-key")["memory"].event_id == "m1"
+
+
+async def test_id_mapping_in_one_chunk_sees_the_writes_before_it(migrated_url: str) -> None:
+    """Keys matched by id and by iCalendar UID in one chunk, each decided as if alone."""
+    async with memory_env(migrated_url) as env:
+        assert env.account.id is not None
+        store = env.runtime.store
+
+        def key(name: str, event_id: str, uid: str | None) -> None:
+            store.put_id(
+                IdMapEntry(
+                    key=name,
+                    provider="memory",
+                    app_user_id="alice",
+                    account_id=None,
+                    calendar_id="work",
+                    event_id=event_id,
+                    ical_uid=uid,
+                )
+            )
+
+        key("by-id", "e000", None)
+        key("by-uid", "tmp-1", "e001@memory")
+        key("ambiguous-1", "tmp-2", "e002@memory")
+        key("ambiguous-2", "tmp-3", "e002@memory")
+        _seed(env, 4)
+        await env.service.engine.sync(env.account.id, "work")
+        got = {k: store.get_ids(k)["memory"] for k in ("by-id", "by-uid", "ambiguous-1")}
+        assert got["by-id"].event_id == "e000"
+        assert got["by-id"].ical_uid == "e000@memory"  # learnt from the event
+        assert got["by-id"].account_id == env.account.id
+        assert got["by-uid"].event_id == "e001"
+        assert got["ambiguous-1"].event_id == "tmp-2"  # two keys share the UID: neither moves
