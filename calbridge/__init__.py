@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from . import errors
+from ._breaker import BreakerPolicy, CircuitBreaker, circuit_breaker
 from ._http import (
     RateLimiter,
     RetryPolicy,
@@ -73,6 +74,7 @@ __all__ = [
     "AiohttpTransport",
     "Attendee",
     "AuthorizationRequest",
+    "BreakerPolicy",
     "Calendar",
     "Capabilities",
     "Change",
@@ -82,6 +84,7 @@ __all__ = [
     "Channel",
     "ChannelLookup",
     "ChannelRequest",
+    "CircuitBreaker",
     "Event",
     "EventDraft",
     "EventStatus",
@@ -113,6 +116,7 @@ __all__ = [
     "Visibility",
     "WebhookReply",
     "WebhookRequest",
+    "circuit_breaker",
     "errors",
     "get_plugin_host",
     "hookimpl",

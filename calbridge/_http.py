@@ -27,6 +27,7 @@ import attrs
 import httpx
 import tenacity
 
+from ._breaker import BreakerPolicy, CircuitBreaker, circuit_breaker
 from ._transport import AiohttpTransport
 from ._version import __version__
 from .errors import ProviderResponseError, RateLimited, Unavailable
@@ -41,6 +42,7 @@ __all__ = [
     "send",
 ]
 
+_DEFAULT_BREAKER = BreakerPolicy()
 log = logging.getLogger("calbridge.http")
 
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
@@ -66,11 +68,15 @@ class _NoCookies(httpx.Cookies):
 
 
 class _SharedClient(httpx.AsyncClient):
-    """The shared client: an :class:`httpx.AsyncClient` whose cookie jar stays empty."""
+    """The shared client: an :class:`httpx.AsyncClient` whose cookie jar stays empty, and
+    which carries one circuit breaker per provider (see :func:`calbridge.circuit_breaker`).
+    """
 
-    def __init__(self, **kwargs: Any) -> None:
+    def __init__(self, *, breaker: BreakerPolicy | None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._jar = _NoCookies()
+        self.breaker_policy = breaker
+        self.breakers: dict[str, CircuitBreaker] | None = {} if breaker is not None else None
 
     @property
     def cookies(self) -> httpx.Cookies:
@@ -90,6 +96,7 @@ def make_http_client(
     transport: httpx.AsyncBaseTransport | None = None,
     user_agent: str | None = None,
     verify: ssl.SSLContext | str | bool = True,
+    breaker: BreakerPolicy | None = _DEFAULT_BREAKER,
 ) -> httpx.AsyncClient:
     """The client a bridge shares with all its providers (HTTP/1.1 keep-alive, pooled).
 
@@ -107,10 +114,14 @@ def make_http_client(
     ``MockTransport`` or ``ASGITransport`` in tests. ``max_keepalive`` bounds httpx's own
     pool only; ``AiohttpTransport`` keeps up to ``max_connections`` idle connections, each
     closed after 5 idle seconds.
+
+    ``breaker`` sets when a provider's circuit opens (by default after 5 calls failed in a
+    row, for 30 seconds; see :class:`calbridge.BreakerPolicy`); None turns breakers off.
     """
     if transport is None:
         transport = AiohttpTransport(verify=verify, max_connections=max_connections)
     return _SharedClient(
+        breaker=breaker,
         verify=verify,
         timeout=httpx.Timeout(timeout, connect=connect_timeout),
         limits=httpx.Limits(
@@ -215,10 +226,48 @@ async def send(
             surely did not reach the server (connect errors) or was refused with 429.
         sleep, rng, clock: injectable for tests (fake clock).
 
+    The call goes through the provider's circuit breaker when the client has one (the
+    shared client does: see :class:`calbridge.BreakerPolicy`): an open circuit raises at
+    once, and the call's outcome (a 5xx after the retries, a timeout or a lost connection
+    is a failure; any other answer a success; a 429 neither) moves the breaker.
+
     Raises:
-        Unavailable: connection errors or timeouts persisted, or a 5xx asked to wait too long.
+        Unavailable: connection errors or timeouts persisted, a 5xx asked to wait too long,
+            or the provider's circuit is open (``retry_after``: seconds until it may close).
         RateLimited: a 429 asked to wait longer than ``policy.max_wait``.
     """
+    breaker = circuit_breaker(client, provider)
+    if breaker is None:
+        return await _send(client, request, provider, policy, idempotent, sleep, rng, clock)
+    probe = breaker.enter()
+    try:
+        response = await _send(client, request, provider, policy, idempotent, sleep, rng, clock)
+    except Unavailable:
+        breaker.failed(probe)
+        raise
+    except BaseException:
+        breaker.released(probe)
+        raise
+    status = response.status_code
+    if status >= 500:
+        breaker.failed(probe)
+    elif status == 429:
+        breaker.released(probe)
+    else:
+        breaker.succeeded(probe)
+    return response
+
+
+async def _send(  # noqa: PLR0917 - send's arguments, passed on
+    client: httpx.AsyncClient,
+    request: httpx.Request,
+    provider: str,
+    policy: RetryPolicy | None,
+    idempotent: bool | None,
+    sleep: Callable[[float], Awaitable[None]],
+    rng: Callable[[], float],
+    clock: Callable[[], float],
+) -> httpx.Response:
     policy = policy or RetryPolicy()
     may_repeat = request.method in IDEMPOTENT_METHODS if idempotent is None else idempotent
 

@@ -23,6 +23,23 @@ def _seed(env: Env, n: int, prefix: str = "e") -> None:
         env.backend.put(draft_event("work", f"{prefix}{i:03d}", f"{prefix}{i}"))
 
 
+def _put_key(
+    env: Env, key: str, event_id: str, ical_uid: str | None, *, with_account: bool = True
+) -> None:
+    """An app idempotency key in the id map, as the app's create left it."""
+    env.runtime.store.put_id(
+        IdMapEntry(
+            key=key,
+            provider="memory",
+            app_user_id="alice",
+            account_id=env.account.id if with_account else None,
+            calendar_id="work",
+            event_id=event_id,
+            ical_uid=ical_uid,
+        )
+    )
+
+
 def _crash_after(env: Env, pages: int, monkeypatch: pytest.MonkeyPatch) -> None:
     """Make the provider fail after yielding ``pages`` pages (a crash mid-round)."""
     original = type(env.provider).changes
@@ -147,17 +164,7 @@ async def test_id_map_keeps_the_app_key_by_ical_uid(migrated_url: str) -> None:
     """An app-created event keeps its idempotency key when sync sees it under a new id."""
     async with memory_env(migrated_url) as env:
         assert env.account.id is not None
-        env.runtime.store.put_id(
-            IdMapEntry(
-                key="app-key-1",
-                provider="memory",
-                app_user_id="alice",
-                account_id=env.account.id,
-                calendar_id="work",
-                event_id="tmp-id",
-                ical_uid="e001@memory",
-            )
-        )
+        _put_key(env, "app-key-1", "tmp-id", "e001@memory")
         _seed(env, 3)
         await env.service.engine.sync(env.account.id, "work")
         entry = env.runtime.store.get_ids("app-key-1")["memory"]
@@ -342,17 +349,7 @@ async def test_a_moved_occurrence_does_not_take_its_series_key(
     async with memory_env(migrated_url) as env:
         assert env.account.id is not None
         store = env.runtime.store
-        store.put_id(
-            IdMapEntry(
-                key="series-key",
-                provider="memory",
-                app_user_id="alice",
-                account_id=env.account.id,
-                calendar_id="work",
-                event_id="tmp-series",
-                ical_uid="series@memory",
-            )
-        )
+        _put_key(env, "series-key", "tmp-series", "series@memory")
         base = draft_event("work", "m1", "weekly")
         master = attrs.evolve(
             base,
@@ -383,24 +380,13 @@ async def test_id_mapping_in_one_chunk_sees_the_writes_before_it(migrated_url: s
     async with memory_env(migrated_url) as env:
         assert env.account.id is not None
         store = env.runtime.store
-
-        def key(name: str, event_id: str, uid: str | None) -> None:
-            store.put_id(
-                IdMapEntry(
-                    key=name,
-                    provider="memory",
-                    app_user_id="alice",
-                    account_id=None,
-                    calendar_id="work",
-                    event_id=event_id,
-                    ical_uid=uid,
-                )
-            )
-
-        key("by-id", "e000", None)
-        key("by-uid", "tmp-1", "e001@memory")
-        key("ambiguous-1", "tmp-2", "e002@memory")
-        key("ambiguous-2", "tmp-3", "e002@memory")
+        for key, event_id, uid in (
+            ("by-id", "e000", None),
+            ("by-uid", "tmp-1", "e001@memory"),
+            ("ambiguous-1", "tmp-2", "e002@memory"),
+            ("ambiguous-2", "tmp-3", "e002@memory"),
+        ):
+            _put_key(env, key, event_id, uid, with_account=False)
         _seed(env, 4)
         await env.service.engine.sync(env.account.id, "work")
         got = {k: store.get_ids(k)["memory"] for k in ("by-id", "by-uid", "ambiguous-1")}
