@@ -19,6 +19,7 @@ from ._http import (
     read_json,
     redact_url,
     send,
+    signal_when_sent,
 )
 from ._manager import DEFAULT_PLUGINS, PluginHost, ProviderInfo, get_plugin_host
 from ._payload import RawPayload
@@ -126,6 +127,7 @@ __all__ = [
     "read_json",
     "redact_url",
     "send",
+    "signal_when_sent",
 ]
 
 

@@ -20,8 +20,8 @@ import random
 import ssl
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, Final
 
 import attrs
 import httpx
@@ -342,6 +342,39 @@ async def _send(  # noqa: PLR0917 - send's arguments, passed on
             f"{request.method} {redact_url(request.url)} failed: {type(exc).__name__}",
             provider=provider,
         ) from None
+
+
+#: ``trace`` extension events after which a request is on the wire (or will not be):
+#: httpcore's names, which calbridge.AiohttpTransport reports too
+_SENT_EVENTS: Final = frozenset(
+    {
+        "http11.send_request_body.complete",
+        "http11.send_request_body.failed",
+        "http2.send_request_body.complete",
+        "http2.send_request_body.failed",
+        "connection.connect_tcp.failed",
+    }
+)
+
+
+def signal_when_sent(
+    sent: asyncio.Future[None],
+) -> Callable[[str, Mapping[str, Any]], Awaitable[None]]:
+    """A ``trace`` request extension that resolves ``sent`` once the request is written to
+    the connection (or could not be).
+
+    For prefetching the next page of a read: start its request in a task with
+    ``extensions={"trace": signal_when_sent(sent)}``, wait for the task or ``sent``,
+    whichever comes first, then hand out the page in hand; the provider works on the next
+    one while the caller converts this one. Transports that report no trace events
+    (``MockTransport``, ``ASGITransport``) never resolve it: the task's end does.
+    """
+
+    async def trace(event: str, _info: Mapping[str, Any]) -> None:
+        if event in _SENT_EVENTS and not sent.done():
+            sent.set_result(None)
+
+    return trace
 
 
 def _unlinked(response: httpx.Response) -> httpx.Response:

@@ -46,7 +46,6 @@ import json
 import urllib.parse
 from collections.abc import (
     AsyncGenerator,
-    Awaitable,
     Callable,
     Iterable,
     Mapping,
@@ -76,29 +75,6 @@ __all__ = ["DEFAULT_SCOPES", "CronofyBase", "ServiceAccountAuthorization", "seg"
 
 PROVIDER = "cronofy"
 P = TypeVar("P")
-
-#: ``trace`` extension events after which a request is on the wire (or will not be):
-#: httpcore's names, which calbridge.AiohttpTransport reports too
-_SENT_EVENTS = frozenset(
-    {
-        "http11.send_request_body.complete",
-        "http11.send_request_body.failed",
-        "http2.send_request_body.complete",
-        "http2.send_request_body.failed",
-        "connection.connect_tcp.failed",
-    }
-)
-
-
-def _signal_when_sent(
-    sent: asyncio.Future[None],
-) -> Callable[[str, Mapping[str, Any]], Awaitable[None]]:
-    async def trace(event: str, _info: Mapping[str, Any]) -> None:
-        if event in _SENT_EVENTS and not sent.done():
-            sent.set_result(None)
-
-    return trace
-
 
 #: scopes asked for when the caller names none
 DEFAULT_SCOPES = (
@@ -216,7 +192,7 @@ class CronofyBase(calbridge.Provider):
         the page it already has.
         """
         tokens = await session.access_token()
-        extensions = {"trace": _signal_when_sent(sent)} if sent is not None else None
+        extensions = {"trace": calbridge.signal_when_sent(sent)} if sent is not None else None
         for attempt in (1, 2):
             request = self.http.build_request(
                 method,

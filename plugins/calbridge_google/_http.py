@@ -77,9 +77,15 @@ class GoogleHttp:
         json: Any = None,
         headers: Mapping[str, str] | None = None,
         idempotent: bool | None = None,
+        sent: asyncio.Future[None] | None = None,
     ) -> httpx.Response:
-        """Send an authorised request; refresh once on 401. Returns any final response."""
+        """Send an authorised request; refresh once on 401. Returns any final response.
+
+        ``sent`` is resolved once the request is on the wire (see
+        :func:`calbridge.signal_when_sent`): page reads prefetch with it.
+        """
         tokens = await session.access_token()
+        extensions = {"trace": calbridge.signal_when_sent(sent)} if sent is not None else None
         refreshed = False
         while True:
             request = self.client.build_request(
@@ -91,6 +97,7 @@ class GoogleHttp:
                     **(headers or {}),
                     "Authorization": f"Bearer {tokens.access_token.reveal()}",
                 },
+                extensions=extensions,
             )
             response = await self.send(request, idempotent=idempotent)
             if response.status_code == 401 and not refreshed:

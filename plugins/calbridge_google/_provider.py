@@ -16,9 +16,11 @@ Settings (``ProviderSettings``):
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import datetime as dt
 import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import Any, ClassVar
 from urllib.parse import quote
 
@@ -145,6 +147,7 @@ class GoogleProvider(Provider):
         headers: Mapping[str, str] | None = None,
         idempotent: bool | None = None,
         sync: bool = False,
+        sent: asyncio.Future[None] | None = None,
     ) -> Any:
         response = await self.google.call(
             session,
@@ -154,6 +157,7 @@ class GoogleProvider(Provider):
             json=json,
             headers=headers,
             idempotent=idempotent,
+            sent=sent,
         )
         if response.status_code >= 400:
             raise error_for(response, what=what, sync=sync)
@@ -290,19 +294,16 @@ class GoogleProvider(Provider):
         *,
         what: str,
     ) -> AsyncIterator[list[dict[str, Any]]]:
-        page_token: str | None = None
-        while True:
-            data = await self._ok(
-                session,
-                "GET",
-                self._url("calendars", calendar_id, *path),
-                params={**params, "pageToken": page_token},
-                what=what,
+        url = self._url("calendars", calendar_id, *path)
+
+        def fetch(token: str | None, sent: asyncio.Future[None] | None = None) -> Any:
+            return self._ok(
+                session, "GET", url, params={**params, "pageToken": token}, what=what, sent=sent
             )
-            yield list(data.get("items", []))
-            page_token = data.get("nextPageToken")
-            if not page_token:
-                return
+
+        async with contextlib.aclosing(_prefetched(fetch)) as pages:
+            async for data in pages:
+                yield list(data.get("items", []))
 
     async def changes(
         self,
@@ -329,30 +330,32 @@ class GoogleProvider(Provider):
             "syncToken": cursor,
         }
         full = cursor is None
-        page_token: str | None = None
-        while True:
-            data = await self._ok(
+        url = self._url("calendars", calendar_id, "events")
+
+        def fetch(token: str | None, sent: asyncio.Future[None] | None = None) -> Any:
+            return self._ok(
                 session,
                 "GET",
-                self._url("calendars", calendar_id, "events"),
-                params={**params, "pageToken": page_token},
+                url,
+                params={**params, "pageToken": token},
                 what="events.list (sync)",
                 sync=True,
+                sent=sent,
             )
-            page_token = data.get("nextPageToken")
-            next_sync = None if page_token else data.get("nextSyncToken")
-            if not page_token and not next_sync:
-                raise ProviderResponseError(
-                    "the last events.list page has no nextSyncToken", provider=self.name
+
+        async with contextlib.aclosing(_prefetched(fetch)) as pages:
+            async for data in pages:
+                next_sync = None if data.get("nextPageToken") else data.get("nextSyncToken")
+                if not data.get("nextPageToken") and not next_sync:
+                    raise ProviderResponseError(
+                        "the last events.list page has no nextSyncToken", provider=self.name
+                    )
+                changes = tuple(
+                    c
+                    for item in data.get("items", [])
+                    if (c := self._change(item, calendar_id, window, full)) is not None
                 )
-            changes = tuple(
-                c
-                for item in data.get("items", [])
-                if (c := self._change(item, calendar_id, window, full)) is not None
-            )
-            yield ChangePage(changes=changes, cursor=next_sync, full=full)
-            if next_sync:
-                return
+                yield ChangePage(changes=changes, cursor=next_sync, full=full)
 
     def _change(
         self, item: dict[str, Any], calendar_id: str, window: TimeRange | None, full: bool
@@ -567,3 +570,34 @@ class GoogleProvider(Provider):
     ) -> list[Notification]:
         """Check the channel token (constant time), channel id and resource id."""
         return await _push.parse_notification(request, channels)
+
+
+async def _prefetched(
+    fetch: Callable[[str | None, asyncio.Future[None] | None], Awaitable[Any]],
+) -> AsyncGenerator[Any, None]:
+    """Pages followed by ``nextPageToken``; each next page is requested, and its request
+    written to the connection, before the page in hand is handed out, so Google works
+    on it while the caller converts this one. At most two pages are held."""
+    data = await fetch(None, None)
+    loop = asyncio.get_running_loop()
+    while True:
+        token = data.get("nextPageToken")
+        pending: asyncio.Future[Any] | None = None
+        if token:
+            sent: asyncio.Future[None] = loop.create_future()
+            pending = asyncio.ensure_future(fetch(token, sent))
+            try:
+                await asyncio.wait((pending, sent), return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                sent.cancel()
+        try:
+            yield data
+        except BaseException:
+            if pending is not None:
+                pending.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await pending
+            raise
+        if pending is None:
+            return
+        data = await pending

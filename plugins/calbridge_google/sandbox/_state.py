@@ -10,11 +10,13 @@ import hashlib
 import json
 import secrets
 import threading
+from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any
 
 import attrs
 
-from calbridge.sandbox import World
+from calbridge.sandbox import NativeCalendar, World
 
 from ._params import GoogleError
 
@@ -103,6 +105,21 @@ def signature(params: dict[str, Any]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+@attrs.define
+class Listing:
+    """The sorted result of one events.list query: the sort keys and, in the same order,
+    how to render each item (only the items of the page asked for are rendered)."""
+
+    cal: NativeCalendar
+    keys: list[list[Any]]
+    renders: list[Callable[[], dict[str, Any]]]
+    updated: dt.datetime | None  #: the latest ``updated`` of the events it was made from
+
+
+#: listings kept (one per read in progress, roughly)
+_LISTINGS = 16
+
+
 class GoogleState:
     """Thread-safe registries of the Google view."""
 
@@ -119,6 +136,22 @@ class GoogleState:
         self._sync_times: dict[int, float] = {}
         #: extra error reasons for injected errors, consumed in order
         self.injected_reasons: list[str] = []
+        self._listings: OrderedDict[tuple[Any, ...], Listing] = OrderedDict()
+
+    def listing(self, key: tuple[Any, ...]) -> Listing | None:
+        """A query's sorted result computed for an earlier page, if still kept."""
+        with self._lock:
+            found = self._listings.get(key)
+            if found is not None:
+                self._listings.move_to_end(key)
+            return found
+
+    def keep_listing(self, key: tuple[Any, ...], listing: Listing) -> None:
+        """Keep a query's sorted result for its next pages (the oldest go first)."""
+        with self._lock:
+            self._listings[key] = listing
+            while len(self._listings) > _LISTINGS:
+                self._listings.popitem(last=False)
 
     def now(self) -> float:
         """Sandbox epoch seconds."""
