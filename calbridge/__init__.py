@@ -22,6 +22,7 @@ from ._http import (
     signal_when_sent,
 )
 from ._manager import DEFAULT_PLUGINS, PluginHost, ProviderInfo, get_plugin_host
+from ._paging import prefetched_pages
 from ._payload import RawPayload
 from ._serialization import make_converter
 from ._transport import AiohttpTransport
@@ -124,6 +125,7 @@ __all__ = [
     "make_converter",
     "make_http_client",
     "parse_retry_after",
+    "prefetched_pages",
     "read_json",
     "redact_url",
     "send",

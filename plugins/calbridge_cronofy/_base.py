@@ -245,32 +245,23 @@ class CronofyBase(calbridge.Provider):
         current page is handed out, so Cronofy works while the caller converts; at most
         two pages are held.
         """
-        page, next_url = decode(await self._call(session, "GET", url, params=params))
-        while True:
-            if next_url:
-                self._check_origin(next_url)
-            pending: asyncio.Future[httpx.Response] | None = None
-            if next_url and self._prefetch:
-                sent: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-                pending = asyncio.ensure_future(self._call(session, "GET", next_url, sent=sent))
-                try:
-                    await asyncio.wait((pending, sent), return_when=asyncio.FIRST_COMPLETED)
-                finally:
-                    sent.cancel()  # a plain future: nothing left running
-            try:
+
+        async def fetch(link: str | None, sent: asyncio.Future[None] | None) -> tuple[P, Any]:
+            if link is None:
+                return decode(await self._call(session, "GET", url, params=params))
+            return decode(await self._call(session, "GET", link, sent=sent))
+
+        def next_ref(page: tuple[P, Any]) -> str | None:
+            link = page[1]
+            if not link:
+                return None
+            self._check_origin(link)  # before the page that names it comes out
+            return str(link)
+
+        pages = calbridge.prefetched_pages(fetch, next_ref, prefetch=self._prefetch)
+        async with contextlib.aclosing(pages):
+            async for page, _link in pages:
                 yield page
-            except BaseException:
-                if pending is not None:
-                    pending.cancel()
-                    with contextlib.suppress(asyncio.CancelledError, Exception):
-                        await pending
-                raise
-            if not next_url:
-                return
-            if pending is not None:
-                page, next_url = decode(await pending)
-            else:
-                page, next_url = decode(await self._call(session, "GET", next_url))
 
     def _check_origin(self, url: Any) -> None:
         """The bearer token goes only to the API host: a ``next_page`` elsewhere is refused."""

@@ -20,7 +20,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any, ClassVar
 from urllib.parse import quote
 
@@ -301,7 +301,8 @@ class GoogleProvider(Provider):
                 session, "GET", url, params={**params, "pageToken": token}, what=what, sent=sent
             )
 
-        async with contextlib.aclosing(_prefetched(fetch)) as pages:
+        pages = calbridge.prefetched_pages(fetch, _next_token)
+        async with contextlib.aclosing(pages):
             async for data in pages:
                 yield list(data.get("items", []))
 
@@ -343,7 +344,8 @@ class GoogleProvider(Provider):
                 sent=sent,
             )
 
-        async with contextlib.aclosing(_prefetched(fetch)) as pages:
+        pages = calbridge.prefetched_pages(fetch, _next_token)
+        async with contextlib.aclosing(pages):
             async for data in pages:
                 next_sync = None if data.get("nextPageToken") else data.get("nextSyncToken")
                 if not data.get("nextPageToken") and not next_sync:
@@ -572,32 +574,6 @@ class GoogleProvider(Provider):
         return await _push.parse_notification(request, channels)
 
 
-async def _prefetched(
-    fetch: Callable[[str | None, asyncio.Future[None] | None], Awaitable[Any]],
-) -> AsyncGenerator[Any, None]:
-    """Pages followed by ``nextPageToken``; each next page is requested, and its request
-    written to the connection, before the page in hand is handed out, so Google works
-    on it while the caller converts this one. At most two pages are held."""
-    data = await fetch(None, None)
-    loop = asyncio.get_running_loop()
-    while True:
-        token = data.get("nextPageToken")
-        pending: asyncio.Future[Any] | None = None
-        if token:
-            sent: asyncio.Future[None] = loop.create_future()
-            pending = asyncio.ensure_future(fetch(token, sent))
-            try:
-                await asyncio.wait((pending, sent), return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                sent.cancel()
-        try:
-            yield data
-        except BaseException:
-            if pending is not None:
-                pending.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await pending
-            raise
-        if pending is None:
-            return
-        data = await pending
+def _next_token(data: Any) -> str | None:
+    token = data.get("nextPageToken")
+    return str(token) if token else None

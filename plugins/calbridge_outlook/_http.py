@@ -74,8 +74,14 @@ class GraphHttp:
         headers: Mapping[str, str] | None = None,
         prefer: tuple[str, ...] = (),
         idempotent: bool | None = None,
+        sent: asyncio.Future[None] | None = None,
     ) -> httpx.Response:
-        """Send an authorised request; refresh once on 401. Returns any final response."""
+        """Send an authorised request; refresh once on 401. Returns any final response.
+
+        ``sent`` is resolved once the request is on the wire (see
+        :func:`calbridge.signal_when_sent`): page reads prefetch with it.
+        """
+        extensions = {"trace": calbridge.signal_when_sent(sent)} if sent is not None else None
         account = session.account
         key = account.provider_account_id or account.id or account.app_user_id
         tokens = await session.access_token()
@@ -92,6 +98,7 @@ class GraphHttp:
                         "Authorization": f"Bearer {tokens.access_token.reveal()}",
                         "Prefer": ", ".join((*PREFER, *prefer)),
                     },
+                    extensions=extensions,
                 )
                 response = await self.send(request, idempotent=idempotent)
                 if response.status_code == 401 and not refreshed:

@@ -19,6 +19,8 @@ Settings (``ProviderSettings``):
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import datetime as dt
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
@@ -160,10 +162,11 @@ class OutlookProvider(Provider):
         headers: Mapping[str, str] | None = None,
         prefer: tuple[str, ...] = (),
         idempotent: bool | None = None,
+        sent: asyncio.Future[None] | None = None,
     ) -> Any:
         response = await self.graph.call(
             session, method, url, params=params, json=json, headers=headers, prefer=prefer,
-            idempotent=idempotent,
+            idempotent=idempotent, sent=sent,
         )  # fmt: skip
         if response.status_code >= 400:
             raise error_for(response, what=what)
@@ -174,12 +177,18 @@ class OutlookProvider(Provider):
     async def _pages(
         self, session: Session, url: str, params: Mapping[str, Any] | None, *, what: str
     ) -> AsyncIterator[list[dict[str, Any]]]:
-        next_url: str | None = url
-        while next_url:
-            data = await self._ok(session, "GET", next_url, params=params, what=what)
-            yield [item for item in data.get("value", []) if isinstance(item, dict)]
-            next_url = data.get("@odata.nextLink")
-            params = None  # the nextLink carries every parameter: follow it verbatim
+        """Pages following ``@odata.nextLink``, the next one requested ahead."""
+
+        def fetch(link: str | None, sent: asyncio.Future[None] | None) -> Any:
+            # the nextLink carries every parameter: follow it verbatim
+            if link is None:
+                return self._ok(session, "GET", url, params=params, what=what, sent=sent)
+            return self._ok(session, "GET", link, what=what, sent=sent)
+
+        pages = calbridge.prefetched_pages(fetch, _next_link)
+        async with contextlib.aclosing(pages):
+            async for data in pages:
+                yield [item for item in data.get("value", []) if isinstance(item, dict)]
 
     # -- OAuth -------------------------------------------------------------------------
 
@@ -305,31 +314,35 @@ class OutlookProvider(Provider):
             state = Cursor.decode(cursor)
             url, params = state.link, None
         prefer = (f"odata.maxpagesize={page_size or self.delta_page_size}",)
-        while True:
-            data = await self._ok(
-                session, "GET", url, params=params, prefer=prefer, what="calendarView/delta"
-            )
-            params = None
-            found: dict[str, Change] = {}
-            for item in data.get("value", []):
-                change = await self._delta_item(session, calendar_id, item, state, full)
-                if change is not None:
-                    found.pop(change.event_id, None)
-                    found[change.event_id] = change
-            next_link = data.get("@odata.nextLink")
-            delta_link = data.get("@odata.deltaLink")
-            if next_link:
-                yield ChangePage(changes=tuple(found.values()), full=full)
-                url = str(next_link)
-                continue
-            if not delta_link:
-                raise ProviderResponseError(
-                    "a delta page has neither @odata.nextLink nor @odata.deltaLink",
-                    provider=self.name,
+        what = "calendarView/delta"
+
+        def fetch(link: str | None, sent: asyncio.Future[None] | None) -> Any:
+            if link is None:
+                return self._ok(
+                    session, "GET", url, params=params, prefer=prefer, what=what, sent=sent
                 )
-            state.link = str(delta_link)
-            yield ChangePage(changes=tuple(found.values()), cursor=state.encode(), full=full)
-            return
+            return self._ok(session, "GET", link, prefer=prefer, what=what, sent=sent)
+
+        pages = calbridge.prefetched_pages(fetch, _next_link)
+        async with contextlib.aclosing(pages):
+            async for data in pages:
+                found: dict[str, Change] = {}
+                for item in data.get("value", []):
+                    change = await self._delta_item(session, calendar_id, item, state, full)
+                    if change is not None:
+                        found.pop(change.event_id, None)
+                        found[change.event_id] = change
+                if data.get("@odata.nextLink"):
+                    yield ChangePage(changes=tuple(found.values()), full=full)
+                    continue
+                delta_link = data.get("@odata.deltaLink")
+                if not delta_link:
+                    raise ProviderResponseError(
+                        "a delta page has neither @odata.nextLink nor @odata.deltaLink",
+                        provider=self.name,
+                    )
+                state.link = str(delta_link)
+                yield ChangePage(changes=tuple(found.values()), cursor=state.encode(), full=full)
 
     async def _delta_item(
         self, session: Session, calendar_id: str, item: Any, state: Cursor, full: bool
@@ -539,3 +552,8 @@ class OutlookProvider(Provider):
     ) -> list[Notification]:
         """Validation handshake, or clientState checked per item (constant time)."""
         return await _push.parse_notification(request, channels)
+
+
+def _next_link(data: Any) -> str | None:
+    link = data.get("@odata.nextLink")
+    return str(link) if link else None
