@@ -22,6 +22,7 @@ from calbridge.models import Account, AccountStatus, Secret, TokenSet
 
 from . import schema as t
 from ._data import DataMixin
+from ._idmap import IdMapMixin
 from ._records import CredentialRecord, OAuthStateRecord, ProviderStatus, RoutingState
 from ._rotate import RotationMixin
 from .vault import row_aad
@@ -44,7 +45,7 @@ def _account(row: sa.Row[Any]) -> Account:
     )
 
 
-class Store(DataMixin, RotationMixin):
+class Store(DataMixin, IdMapMixin, RotationMixin):
     """calbridge's state: one instance per process, shared by all coroutines.
 
     Args:
