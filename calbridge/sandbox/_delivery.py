@@ -78,7 +78,8 @@ class WebhookDelivery:
     next :meth:`Clock.run_due` / :meth:`Clock.advance` (the server's ticker does that in
     real time). With a manual clock the POST completes inside that call (deterministic);
     with a real-time clock it runs as a background task. A failure is a non-2xx answer, a
-    connection error, or no answer within ``timeout`` seconds; it is retried per
+    connection error, or no complete answer within ``timeout`` seconds of real time (over
+    the network and in-process alike); it is retried per
     :class:`DeliveryPolicy`. :attr:`attempts` keeps every attempt for tests.
     """
 
@@ -167,12 +168,16 @@ class WebhookDelivery:
             status: int | None = None
             error: str | None = None
             try:
-                async with httpx.AsyncClient(
-                    timeout=self.timeout, transport=self.transport
-                ) as client:
-                    response = await client.post(job.url, content=job.body, headers=job.headers)
+                # httpx's timeout bounds each network phase but not the whole exchange, and
+                # an in-process transport (httpx.ASGITransport) ignores it: the deadline
+                # for the answer is enforced here, the same for every transport
+                async with asyncio.timeout(self.timeout):
+                    async with httpx.AsyncClient(
+                        timeout=self.timeout, transport=self.transport
+                    ) as client:
+                        response = await client.post(job.url, content=job.body, headers=job.headers)
                 status = response.status_code
-            except httpx.TimeoutException:
+            except (httpx.TimeoutException, TimeoutError):
                 error = "timeout"
             except httpx.HTTPError as exc:
                 error = f"{type(exc).__name__}"
