@@ -446,13 +446,7 @@ class CronofyEngine:
         }
 
         def on_result(attempt: DeliveryAttempt) -> None:
-            if attempt.ok:
-                channel.failing_since = None
-                return
-            channel.failing_since = channel.failing_since or attempt.at
-            failing_for = (attempt.at - channel.failing_since).total_seconds()
-            if attempt.final or failing_for >= self.settings.channel_failure_window:
-                channel.closed = True
+            self._delivery_result(channel, attempt)
 
         self.world.delivery.deliver(
             PROVIDER,
@@ -463,6 +457,24 @@ class CronofyEngine:
             on_result=on_result,
             keep_trying=lambda: not channel.closed,
         )
+
+    def _delivery_result(self, channel: Channel, attempt: DeliveryAttempt) -> None:
+        """Close the channel once none of its notifications has succeeded for
+        ``channel_failure_window`` seconds.
+
+        The window runs from the first failure after the channel's latest success, whichever
+        notification failed: one notification giving up after its own 24 hours of retries
+        closes nothing while others got through meanwhile.
+        """
+        with self.lock:
+            if attempt.ok:
+                channel.failing_since = None
+                return
+            if channel.failing_since is None:
+                channel.failing_since = attempt.at
+            failing_for = (attempt.at - channel.failing_since).total_seconds()
+            if failing_for >= self.settings.channel_failure_window:
+                channel.closed = True
 
     def open_channels(self, client_id: str, sub: str) -> list[Channel]:
         """The app's open channels for an account."""

@@ -64,7 +64,9 @@ class SandboxSettings:
     #: per-application limits: (requests, seconds) pairs; empty disables rate limiting
     rate_limits: tuple[tuple[int, float], ...] = ((50, 1.0), (500, 60.0))
     max_channels: int = 128
-    #: failing deliveries close the channel after this many seconds
+    #: a channel is closed when no notification to it has succeeded for this many seconds
+    #: (counted from the first failure after its latest success); each notification is
+    #: also retried for at most this long
     channel_failure_window: float = 24 * 3600.0
     #: native provider of users first seen at /oauth/authorize (``provider_name`` overrides)
     default_native: Literal["google", "microsoft"] = "google"
