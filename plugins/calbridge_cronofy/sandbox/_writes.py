@@ -6,7 +6,7 @@ import datetime as dt
 from typing import TYPE_CHECKING, Any
 
 from calbridge import Attendee, ResponseStatus, Transparency, Visibility
-from calbridge.sandbox import UnknownEvent
+from calbridge.sandbox import NativeEvent, UnknownEvent
 
 from ._state import Grant, ManagedLink, PendingWrite
 from ._wire import FieldError, parse_event_time
@@ -100,6 +100,21 @@ def _merge_attendees(
     return fields
 
 
+def _update_if_changed(
+    engine: CronofyEngine,
+    native_calendar_id: str,
+    current: NativeEvent,
+    fields: dict[str, Any],
+    origin: str,
+) -> None:
+    """Write the fields that differ from ``current`` to the native calendar, if any
+    (Cronofy calls the calendar only when a change is required: an upsert equal to the
+    stored event bumps no version and notifies no one)."""
+    changes = {name: value for name, value in fields.items() if getattr(current, name) != value}
+    if changes:
+        engine.world.update_event(native_calendar_id, current.id, origin=origin, **changes)
+
+
 def apply_write(engine: CronofyEngine, write: PendingWrite, origin: str) -> None:
     """Reconcile an accepted write with the native calendar, then refresh the cache
     (Cronofy knows its own writes at once; they notify no channel of the writing app)."""
@@ -136,7 +151,7 @@ def _apply(engine: CronofyEngine, write: PendingWrite, origin: str) -> None:
             return
         if alive and native_id is not None:
             fields = _merge_attendees(old.attendees, fields, reject)
-            world.update_event(cal.native_id, native_id, origin=origin, **fields)
+            _update_if_changed(engine, cal.native_id, old, fields, origin)
             return
         if "start" not in fields or "summary" not in fields:
             return  # an update of an event that no longer exists and cannot be recreated
@@ -167,10 +182,10 @@ def _apply(engine: CronofyEngine, write: PendingWrite, origin: str) -> None:
             else a
             for a in current.attendees
         )
-        world.update_event(cal.native_id, target, origin=origin, attendees=attendees)
+        _update_if_changed(engine, cal.native_id, current, {"attendees": attendees}, origin)
     else:
         fields = _merge_attendees(current.attendees, fields, reject)
-        world.update_event(cal.native_id, target, origin=origin, **fields)
+        _update_if_changed(engine, cal.native_id, current, fields, origin)
 
 
 def accept_event_write(
