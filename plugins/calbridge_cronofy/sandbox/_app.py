@@ -426,21 +426,14 @@ class CronofySandbox:
         url = body.get("callback_url")
         if not isinstance(url, str) or not url.startswith(("http://", "https://")):
             raise FieldError("callback_url", "errors.required", "required")
-        filters = body.get("filters") or {}
-        ids = filters.get("calendar_ids")
-        if ids is not None:
-            if not ids:
-                raise FieldError("filters", "errors.invalid", "calendar_ids needs an id")
-            for cid in ids:
-                if self._own_calendar(grant, cid) is None:
-                    raise FieldError("filters", "errors.not_found", f"unknown calendar {cid}")
+        calendar_ids, only_managed = self._channel_filters(grant, body.get("filters"))
         channel = Channel(
             channel_id=new_id("chn_"),
             client_id=grant.client_id,
             sub=grant.sub,
             callback_url=url,
-            calendar_ids=tuple(ids or ()),
-            only_managed=bool(filters.get("only_managed", False)),
+            calendar_ids=calendar_ids,
+            only_managed=only_managed,
         )
         for existing in open_channels:
             if existing.json()["callback_url"] == url and (
@@ -452,6 +445,31 @@ class CronofySandbox:
         self.engine.channels[channel.channel_id] = channel
         self.engine.send(channel, "verification")
         return JSONResponse({"channel": channel.json()})
+
+    def _channel_filters(self, grant: Grant, filters: Any) -> tuple[tuple[str, ...], bool]:
+        """``filters`` of a channel create: ``calendar_ids`` (if given, a non-empty list of
+        the account's calendars) and ``only_managed`` (a boolean); 422 otherwise."""
+        if filters is None:
+            return (), False
+        if not isinstance(filters, dict):
+            raise FieldError("filters", "errors.invalid", "filters must be an object")
+        ids: tuple[str, ...] = ()
+        if "calendar_ids" in filters:
+            given = filters["calendar_ids"]
+            if not isinstance(given, list) or not all(isinstance(c, str) for c in given):
+                raise FieldError("filters", "errors.invalid", "calendar_ids must be a list of ids")
+            if not given:
+                raise FieldError("filters", "errors.invalid", "calendar_ids needs an id")
+            for cid in given:
+                if self._own_calendar(grant, cid) is None:
+                    raise FieldError("filters", "errors.not_found", f"unknown calendar {cid}")
+            ids = tuple(dict.fromkeys(given))
+        only_managed = filters.get("only_managed", False)
+        if isinstance(only_managed, str) and only_managed.lower() in ("true", "false"):
+            only_managed = only_managed.lower() == "true"
+        if not isinstance(only_managed, bool):
+            raise FieldError("filters", "errors.invalid", "only_managed must be true or false")
+        return ids, only_managed
 
     async def close_channel(self, request: Request, grant: Grant) -> Response:
         channel = self.engine.channels.get(request.path_params["channel_id"])

@@ -312,7 +312,7 @@ class CronofyEngine:
                 cached = cached_events.get(event.id)
                 if cached is not None and cached.native.version == event.version:
                     continue
-                managed = (native_id, event.id) in self.managed
+                managed = (native_id, event.recurring_event_id or event.id) in self.managed
                 if event.deleted:
                     if cached is not None and not cached.deleted:
                         cached.deleted = True
@@ -406,7 +406,9 @@ class CronofyEngine:
                 if origin == _ORIGIN + channel.client_id:
                     continue  # never notify an app of its own writes
                 if channel.only_managed:
-                    link = self.managed.get((cal.native_id, cached.native.id))
+                    # the app's own managed events: a single event, or any part of a series
+                    native = cached.native
+                    link = self.managed.get((cal.native_id, native.recurring_event_id or native.id))
                     if link is None or link.client_id != channel.client_id:
                         continue
                 relevant = True
