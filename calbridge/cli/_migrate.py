@@ -200,15 +200,36 @@ def diff(
     run(body)
 
 
+#: the forceable guard kinds' names (calbridge.migration.FORCEABLE; kept here so the CLI
+#: starts without importing the migration; a test checks they agree)
+FORCE_NAMES = ("initial-sync", "parity")
+#: what a bare ``--force`` stands for: every forceable kind (calbridge.migration.BARE_FORCE)
+FORCE_ALL = "all"
+
+
+def _force_kinds(values: tuple[str, ...]) -> frozenset[Any]:
+    from ..migration import BARE_FORCE, GuardKind
+
+    kinds: set[Any] = set()
+    for value in values:
+        kinds |= BARE_FORCE if value == FORCE_ALL else {GuardKind(value)}
+    return frozenset(kinds)
+
+
 def _transition(name: str, to: Phase, help_text: str, *, forceable: bool = False) -> None:
     @migrate.command(name=name, help=help_text)
     @_selection
     @click.option("--dry-run", is_flag=True, help="Check guards only; change nothing.")
     @click.option(
         "--force",
-        is_flag=True,
+        "force",
+        multiple=True,
+        is_flag=False,
+        flag_value=FORCE_ALL,
+        type=click.Choice([*FORCE_NAMES, FORCE_ALL]),
         hidden=not forceable,
-        help="Skip the parity and initial-sync guards (never the account guards).",
+        help="Skip one guard kind: parity or initial-sync (repeatable). A bare --force (or "
+        "--force all) skips both. The account and phase-order guards are never skipped.",
     )
     def command(
         as_json: bool,
@@ -217,10 +238,16 @@ def _transition(name: str, to: Phase, help_text: str, *, forceable: bool = False
         percent: float | None,
         tenant: str | None,
         dry_run: bool,
-        force: bool,
+        force: tuple[str, ...],
         config_path: str | None,
         database_url: str | None,
     ) -> None:
+        if force and not forceable:
+            raise click.UsageError(
+                f"--force does not apply to `migrate {name}`: no guard of it can be skipped"
+            )
+        skip = _force_kinds(force)
+
         async def body() -> Any:
             bridge = make_bridge(config_path, database_url)
             try:
@@ -232,7 +259,7 @@ def _transition(name: str, to: Phase, help_text: str, *, forceable: bool = False
                         selected,
                         to,
                         dry_run=dry_run,
-                        force=force and forceable,
+                        force=skip,
                         progress=lambda _u, _o: bar.advance(task),
                     )
             finally:
@@ -248,7 +275,13 @@ def _transition(name: str, to: Phase, help_text: str, *, forceable: bool = False
                 f"refused {len(result.refused)}"
             )
             for user, reason in result.refused:
-                console.print(f"  [yellow]{user}[/]: {reason}")
+                kinds = ", ".join(str(g.kind) for g in result.guards.get(user, ()))
+                console.print(
+                    f"  [yellow]{user}[/]: {reason}" + (f" (guards: {kinds})" if kinds else "")
+                )
+            for user, skipped in result.forced.items():
+                kinds = ", ".join(str(g.kind) for g in skipped)
+                console.print(f"  [red]{user}[/]: forced past {kinds}")
         if result.refused and not dry_run:
             raise SystemExit(3)
 
@@ -260,7 +293,15 @@ _transition(
 _transition(
     "cutover",
     Phase.CUTOVER,
-    "dual -> cutover: Cronofy serves; legacy kept warm. Guarded by parity.",
+    "dual -> cutover: Cronofy serves; legacy kept warm.\n\n"
+    "Guarded: an active Cronofy authorization (no-authorization, authorization-inactive), "
+    "no skipped phase (skips-phase), Cronofy's initial sync of the user complete "
+    "(initial-sync: its profile_initial_sync_completed notification arrived, or userinfo "
+    "no longer reports profile_initial_sync_required) and parity clean for the clean "
+    "period (parity). --force parity / --force initial-sync skip exactly those.\n\n"
+    "--json: {to, dry_run, moved, already, refused: [{user, reason, guards: [{kind, "
+    "message}]}], forced: {user: [{kind, message}]}}; exit status 3 when any user is "
+    "refused (not with --dry-run).",
     forceable=True,
 )
 _transition(

@@ -1,17 +1,41 @@
 """Side-by-side migration from a legacy provider to the target provider (Cronofy).
 
-See :class:`Migrator` for the state machine and :func:`compare` for the parity report.
+See :class:`Migrator` for the state machine, :class:`GuardKind` for what refuses a step
+(and what ``force`` may skip), and :func:`compare` for the parity report.
 """
 
 from __future__ import annotations
 
-from ._machine import BulkResult, GuardFailed, MigrationError, Migrator, PlanRow, UserMigration
+from ._guards import (
+    BARE_FORCE,
+    FORCEABLE,
+    Guard,
+    GuardKind,
+    InitialSyncReporter,
+    force_set,
+    record_initial_sync,
+)
+from ._machine import (
+    BulkResult,
+    Force,
+    GuardFailed,
+    MigrationError,
+    Migrator,
+    PlanRow,
+    UserMigration,
+)
 from ._parity import Difference, Occurrence, ParityReport, compare, occurrences
 
 __all__ = [
+    "BARE_FORCE",
+    "FORCEABLE",
     "BulkResult",
     "Difference",
+    "Force",
+    "Guard",
     "GuardFailed",
+    "GuardKind",
+    "InitialSyncReporter",
     "MigrationError",
     "Migrator",
     "Occurrence",
@@ -19,5 +43,7 @@ __all__ = [
     "PlanRow",
     "UserMigration",
     "compare",
+    "force_set",
     "occurrences",
+    "record_initial_sync",
 ]

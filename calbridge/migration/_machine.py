@@ -9,13 +9,17 @@
 * ``shadow``: legacy serves; reads are replayed against the target and compared.
 * ``dual``: legacy is primary; every write is verified visible through the target.
 * ``cutover``: the target serves; legacy is kept warm (tokens, channels) for rollback.
-  Guarded: the target account is active, its initial sync is complete, and parity has been
-  clean for ``clean_period`` seconds.
+  Guarded: the target account is active, the target provider's initial sync of the user's
+  calendars is complete (:data:`GuardKind.INITIAL_SYNC`), and parity has been clean for
+  ``clean_period`` seconds (:data:`GuardKind.PARITY`).
 * ``retired``: legacy channels stopped, legacy tokens revoked, the id map kept.
 
 Every transition is a compare-and-set on the user's routing row, audited, and idempotent
 (asking for the phase a user is already in does nothing), so bulk runs resume after a
 crash by running again.
+
+Guards are typed (:class:`Guard`: a :class:`GuardKind` and a message); ``force`` names
+the kinds to skip, and only :data:`FORCEABLE` kinds (parity, initial sync) can be.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -31,10 +35,19 @@ import attrs
 from ..errors import CalbridgeError, NotFound
 from ..models import AccountStatus, Event, TimeRange
 from ..router import Phase, cohort_bucket
+from ._guards import (
+    Guard,
+    GuardKind,
+    InitialSyncReporter,
+    force_set,
+    initial_sync_required,
+    record_initial_sync,
+)
 from ._parity import ParityReport, compare
 
 __all__ = [
     "BulkResult",
+    "Force",
     "GuardFailed",
     "MigrationError",
     "Migrator",
@@ -44,17 +57,33 @@ __all__ = [
 
 _ORDER = [Phase.LEGACY, Phase.SHADOW, Phase.DUAL, Phase.CUTOVER, Phase.RETIRED]
 
+#: what ``force`` accepts: guard kinds (or their names) to skip; True means every
+#: forceable kind (:data:`~calbridge.migration.BARE_FORCE`), False none
+Force = bool | Iterable[GuardKind | str] | None
+
 
 class MigrationError(CalbridgeError):
     """A migration step cannot be taken."""
 
 
 class GuardFailed(MigrationError):
-    """A guard refused the step; ``reasons`` say what is missing."""
+    """Guards refused the step; ``guards`` say which (kind) and why (message)."""
 
-    def __init__(self, app_user_id: str, to: Phase, reasons: Sequence[str]) -> None:
-        self.reasons = tuple(reasons)
-        super().__init__(f"{app_user_id}: cannot move to {to}: " + "; ".join(reasons))
+    def __init__(self, app_user_id: str, to: Phase, guards: Sequence[Guard]) -> None:
+        self.app_user_id = app_user_id
+        self.to = to
+        self.guards = tuple(guards)
+        super().__init__(f"{app_user_id}: cannot move to {to}: " + "; ".join(self.reasons))
+
+    @property
+    def kinds(self) -> frozenset[GuardKind]:
+        """The kinds of the refusing guards."""
+        return frozenset(g.kind for g in self.guards)
+
+    @property
+    def reasons(self) -> tuple[str, ...]:
+        """The guards' messages (for people; decisions use :attr:`kinds`)."""
+        return tuple(g.message for g in self.guards)
 
 
 @attrs.frozen(kw_only=True)
@@ -102,7 +131,12 @@ class BulkResult:
     dry_run: bool
     moved: tuple[str, ...] = ()
     already: tuple[str, ...] = ()
+    #: (user, reason) of every user not moved
     refused: tuple[tuple[str, str], ...] = ()
+    #: the refusing guards of users refused by guards
+    guards: Mapping[str, tuple[Guard, ...]] = attrs.field(factory=dict, hash=False)
+    #: the guards skipped by ``force`` for users moved although they failed
+    forced: Mapping[str, tuple[Guard, ...]] = attrs.field(factory=dict, hash=False)
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
@@ -111,8 +145,22 @@ class BulkResult:
             "dry_run": self.dry_run,
             "moved": list(self.moved),
             "already": list(self.already),
-            "refused": [{"user": u, "reason": r} for u, r in self.refused],
+            "refused": [
+                {
+                    "user": u,
+                    "reason": r,
+                    "guards": [g.as_dict() for g in self.guards.get(u, ())],
+                }
+                for u, r in self.refused
+            ],
+            "forced": {u: [g.as_dict() for g in gs] for u, gs in self.forced.items()},
         }
+
+
+@attrs.frozen
+class _Outcome:
+    changed: bool
+    forced: tuple[Guard, ...] = ()
 
 
 @attrs.define
@@ -218,40 +266,136 @@ class Migrator:
     # -- guards --------------------------------------------------------------------------
 
     def blockers(self, app_user_id: str, to: Phase) -> list[str]:
-        """Why ``to`` cannot be entered now (empty when it can)."""
+        """Why ``to`` cannot be entered now (empty when it can), from stored state only.
+
+        The messages of :meth:`stored_guards`; :meth:`guards` also asks the target
+        provider about its initial sync.
+        """
+        return [g.message for g in self.stored_guards(app_user_id, to)]
+
+    def stored_guards(self, app_user_id: str, to: Phase) -> list[Guard]:
+        """The guards refusing ``to`` now, judged from the store alone (no provider call)."""
         state = self.status(app_user_id)
+        facts = self.runtime.user_facts(app_user_id)
+        found = self._phase_guards(state, facts, to)
+        target = facts.account(self.target)
+        if to is Phase.CUTOVER and target is not None and target.active:
+            sync = self._stored_initial_sync_guard(target.account_id)
+            if sync is not None:
+                found.append(sync)
+        return found
+
+    async def guards(self, app_user_id: str, to: Phase, *, record: bool = True) -> list[Guard]:
+        """The guards refusing ``to`` now (empty when it may be entered).
+
+        For ``cutover`` the target's initial sync counts as complete once it was observed
+        complete (the provider's completion notification, or an earlier read); otherwise a
+        provider that reports it (:class:`InitialSyncReporter`, e.g. Cronofy's userinfo) is
+        asked now, and with ``record`` the answer is stored.
+        """
+        state = self.status(app_user_id)
+        facts = self.runtime.user_facts(app_user_id)
+        found = self._phase_guards(state, facts, to)
+        target = facts.account(self.target)
+        if to is Phase.CUTOVER and target is not None and target.active:
+            sync = await self._initial_sync_guard(target.account_id, record=record)
+            if sync is not None:
+                found.append(sync)
+        return found
+
+    def _phase_guards(self, state: UserMigration, facts: Any, to: Phase) -> list[Guard]:
+        """Every guard but the initial sync's, in the order people read them."""
         if to is Phase.LEGACY:
             return []
-        reasons: list[str] = []
-        facts = self.runtime.user_facts(app_user_id)
+        found: list[Guard] = []
         target = facts.account(self.target)
         if state.legacy_account_id is None and state.phase is Phase.LEGACY:
-            reasons.append("the user has no legacy account")
+            found.append(Guard(GuardKind.NO_LEGACY_ACCOUNT, "the user has no legacy account"))
         if target is None:
-            reasons.append(f"the user has not authorised {self.target} yet")
+            found.append(
+                Guard(GuardKind.NO_AUTHORIZATION, f"the user has not authorised {self.target} yet")
+            )
         elif not target.active:
-            reasons.append(f"the {self.target} account is {target.status}")
+            found.append(
+                Guard(
+                    GuardKind.AUTHORIZATION_INACTIVE,
+                    f"the {self.target} account is {target.status}",
+                )
+            )
         current = _ORDER.index(state.phase)
         wanted = _ORDER.index(to)
         if wanted > current + 1:
-            reasons.append(
-                f"{state.phase} -> {to} skips a phase; go through {_ORDER[current + 1]} first"
+            found.append(
+                Guard(
+                    GuardKind.SKIPS_PHASE,
+                    f"{state.phase} -> {to} skips a phase; go through {_ORDER[current + 1]} first",
+                )
+            )
+        elif wanted < current:
+            found.append(
+                Guard(GuardKind.BACKWARDS, f"{state.phase} -> {to} goes backwards; use rollback")
             )
         if to is Phase.CUTOVER and target is not None:
-            if not self._initial_sync_complete(target.account_id):
-                reasons.append(f"the {self.target} initial sync is not complete")
             since = state.parity_clean_since
             if since is None:
-                reasons.append("parity has not been clean yet (run `calbridge migrate diff`)")
+                found.append(
+                    Guard(
+                        GuardKind.PARITY,
+                        "parity has not been clean yet (run `calbridge migrate diff`)",
+                    )
+                )
             elif self.clock() - since < self.clean_period:
                 left = self.clean_period - (self.clock() - since)
-                reasons.append(f"parity must stay clean for {left:.0f} s more")
-        return reasons
+                found.append(
+                    Guard(GuardKind.PARITY, f"parity must stay clean for {left:.0f} s more")
+                )
+        return found
 
-    def _initial_sync_complete(self, account_id: str) -> bool:
-        details = self.runtime.store.account_details(account_id)
-        if details.get("initial_sync_required") is True:
-            return False
+    def _syncing(self, detail: str = "") -> Guard:
+        return Guard(
+            GuardKind.INITIAL_SYNC,
+            f"the {self.target} initial sync is not complete" + (f" ({detail})" if detail else ""),
+        )
+
+    def _stored_initial_sync_guard(self, account_id: str) -> Guard | None:
+        """The initial-sync guard from the account's details (and, for providers that do
+        not report their initial sync, from whether calbridge has synced the account)."""
+        required = initial_sync_required(self.runtime.store.account_details(account_id))
+        if required is False:
+            return None
+        if required is True:
+            return self._syncing(f"{self.target} reports its first sync of the user as running")
+        if isinstance(self.runtime.provider(self.target), InitialSyncReporter):
+            return self._syncing(f"not yet reported by {self.target}")
+        return None if self._synced_once(account_id) else self._syncing()
+
+    async def _initial_sync_guard(self, account_id: str, *, record: bool) -> Guard | None:
+        """Stored completion holds; else ask a reporting provider (and store its answer)."""
+        rt = self.runtime
+        if initial_sync_required(rt.store.account_details(account_id)) is False:
+            return None
+        provider = rt.provider(self.target)
+        if not isinstance(provider, InitialSyncReporter):
+            return self._stored_initial_sync_guard(account_id)
+        asked_at = self.clock()
+        try:
+            required = await provider.initial_sync_required(rt.session(account_id))
+        except CalbridgeError as exc:
+            return self._syncing(f"could not ask {self.target}: {type(exc).__name__}: {exc}")
+        if required is None:
+            return self._stored_initial_sync_guard(account_id)
+        if record:
+            from ..store import write
+
+            with write(rt.engine) as conn:
+                record_initial_sync(
+                    conn, account_id, required=required, source="userinfo", at=asked_at
+                )
+        if required:
+            return self._syncing(f"{self.target} reports its first sync of the user as running")
+        return None
+
+    def _synced_once(self, account_id: str) -> bool:
         from ..store import read, schema
 
         with read(self.runtime.engine) as conn:
@@ -261,28 +405,35 @@ class Migrator:
                     schema.sync_cursors.c.cursor.is_not(None),
                 )
             ).first()
-        return synced is not None or details.get("initial_sync_required") is False
+        return synced is not None
 
     # -- transitions ---------------------------------------------------------------------
 
     async def move(
-        self, app_user_id: str, to: Phase, *, force: bool = False, dry_run: bool = False
+        self, app_user_id: str, to: Phase, *, force: Force = (), dry_run: bool = False
     ) -> bool:
-        """Move a user to ``to``; returns False when already there. Raises GuardFailed."""
+        """Move a user to ``to``; returns False when already there.
+
+        ``force`` names the guard kinds to skip (only :data:`FORCEABLE` ones; True means
+        all of them). Raises GuardFailed with the guards that still refuse; ValueError
+        when ``force`` names a kind that cannot be forced.
+        """
+        outcome = await self._move(app_user_id, to, force_set(force), dry_run=dry_run)
+        return outcome.changed
+
+    async def _move(
+        self, app_user_id: str, to: Phase, skip: frozenset[GuardKind], *, dry_run: bool
+    ) -> _Outcome:
         state = self.status(app_user_id)
         if state.phase is to:
-            return False
-        reasons = self.blockers(app_user_id, to)
-        if to is not Phase.LEGACY and _ORDER.index(to) < _ORDER.index(state.phase):
-            reasons.append(f"{state.phase} -> {to} goes backwards; use rollback")
-        if reasons and not (
-            force
-            and to is not Phase.LEGACY
-            and all("parity" in r or "initial sync" in r for r in reasons)
-        ):
-            raise GuardFailed(app_user_id, to, reasons)
+            return _Outcome(changed=False)
+        found = await self.guards(app_user_id, to, record=not dry_run)
+        refusing = [g for g in found if g.kind not in skip]
+        if refusing:
+            raise GuardFailed(app_user_id, to, refusing)
+        forced = tuple(g for g in found if g.kind in skip)
         if dry_run:
-            return True
+            return _Outcome(changed=True, forced=forced)
         if to is Phase.RETIRED:
             await self._retire_legacy(state)
         data: dict[str, Any] = {
@@ -299,7 +450,12 @@ class Migrator:
             f"migration.{to}",
             app_user_id=app_user_id,
             account_id=state.target_account_id,
-            detail={"from": str(state.phase), "to": str(to), "forced": bool(force and reasons)},
+            detail={
+                "from": str(state.phase),
+                "to": str(to),
+                "forced": bool(forced),
+                "skipped_guards": [str(g.kind) for g in forced],
+            },
         )
         if to is Phase.LEGACY and state.phase is Phase.RETIRED:
             self.runtime.store.audit(
@@ -309,7 +465,7 @@ class Migrator:
                 account_id=state.legacy_account_id,
                 detail={"reason": "legacy tokens were revoked at retirement"},
             )
-        return True
+        return _Outcome(changed=True, forced=forced)
 
     async def rollback(self, app_user_id: str, *, dry_run: bool = False) -> bool:
         """Back to legacy from any phase."""
@@ -340,25 +496,34 @@ class Migrator:
         to: Phase,
         *,
         dry_run: bool = False,
-        force: bool = False,
+        force: Force = (),
         progress: Callable[[str, str], None] | None = None,
     ) -> BulkResult:
-        """Move many users; each step is idempotent, so a crashed run resumes by rerunning."""
+        """Move many users; each step is idempotent, so a crashed run resumes by rerunning.
+
+        ``force`` as for :meth:`move` (checked before any user is touched).
+        """
+        skip = force_set(force)
         moved: list[str] = []
         already: list[str] = []
         refused: list[tuple[str, str]] = []
+        guards: dict[str, tuple[Guard, ...]] = {}
+        forced: dict[str, tuple[Guard, ...]] = {}
         for user in users:
             try:
-                changed = await self.move(user, to, force=force, dry_run=dry_run)
+                result = await self._move(user, to, skip, dry_run=dry_run)
             except GuardFailed as exc:
                 refused.append((user, "; ".join(exc.reasons)))
+                guards[user] = exc.guards
                 outcome = "refused"
             except CalbridgeError as exc:
                 refused.append((user, str(exc)))
                 outcome = "failed"
             else:
-                (moved if changed else already).append(user)
-                outcome = "moved" if changed else "already"
+                (moved if result.changed else already).append(user)
+                if result.forced:
+                    forced[user] = result.forced
+                outcome = "moved" if result.changed else "already"
             if progress is not None:
                 progress(user, outcome)
         return BulkResult(
@@ -367,6 +532,8 @@ class Migrator:
             moved=tuple(moved),
             already=tuple(already),
             refused=tuple(refused),
+            guards=guards,
+            forced=forced,
         )
 
     # -- parity --------------------------------------------------------------------------

@@ -12,6 +12,10 @@ and enqueue or coalesce the sync job of each calendar it names; commit; only the
 the provider's reply (202 unless the provider needs another one). Concurrent requests
 share a transaction (group commit), each still atomic with its own jobs.
 
+A provider's "initial sync completed" notification (Cronofy
+``profile_initial_sync_completed``) also marks the account's initial sync complete in
+its details, in the same transaction (the migration's cutover guard reads it).
+
 Answers: forged or unknown input 4xx (nothing stored), malformed or oversized 4xx,
 store unavailable 503 (the sender retries), never a 5xx for bad input.
 """
@@ -349,6 +353,14 @@ class WebhookReceiver:
                     )
                     if changed is not None:
                         disconnected.append(changed)
+                elif n.kind is NotificationKind.INITIAL_SYNC_COMPLETED:
+                    # what the migration's initial-sync guard waits for (Cronofy
+                    # profile_initial_sync_completed), stored with the delivery
+                    from ..migration._guards import record_initial_sync
+
+                    record_initial_sync(
+                        conn, n.account_id, required=False, source="notification", at=now
+                    )
             results.append(disconnected)
         for key, (kind, payload) in work.items():
             delay = self.debounce if kind == "sync" else 0.0

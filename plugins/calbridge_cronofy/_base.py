@@ -68,6 +68,7 @@ from ._hosts import Hosts, hosts_for
 from ._push import AuthorizationCallback
 from ._wire import (
     TokenResponse,
+    UserInfo,
     parse,
 )
 
@@ -276,6 +277,13 @@ class CronofyBase(calbridge.Provider):
                 "pages.next_page points outside the Cronofy API host; not following it",
                 provider=PROVIDER,
             )
+
+    async def initial_sync_required(self, session: calbridge.Session) -> bool | None:
+        """Whether Cronofy still runs its first sync of the account's calendar profiles
+        (``GET /v1/userinfo``, ``profile_initial_sync_required``); the migration's
+        initial-sync guard asks this until ``profile_initial_sync_completed`` arrives."""
+        response = await self._call(session, "GET", f"{self.hosts.api}/v1/userinfo")
+        return parse(self._json(response), UserInfo).initial_sync_required
 
     async def _token_call(self, url: str, body: Mapping[str, Any]) -> httpx.Response:
         request = self.http.build_request("POST", url, json=dict(body))

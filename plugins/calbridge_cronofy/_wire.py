@@ -141,6 +141,17 @@ class UserInfo:
     cronofy_type: str | None = None
     cronofy_data: UserInfoData | None = None
 
+    @property
+    def initial_sync_required(self) -> bool | None:
+        """True while Cronofy still runs the first sync of any profile
+        (``profile_initial_sync_required``); None when no profile says."""
+        flags = [
+            p.profile_initial_sync_required
+            for p in (self.cronofy_data.profiles if self.cronofy_data else ())
+            if p.profile_initial_sync_required is not None
+        ]
+        return any(flags) if flags else None
+
 
 # --------------------------------------------------------------------------- events
 
