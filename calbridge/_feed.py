@@ -20,34 +20,16 @@ from typing import Any
 import attrs
 import sqlalchemy as sa
 
-from .models import Event, EventTime, SeriesRole, TimeKind
+from ._occurrences import occurrence_identity, stamp
+from .models import Event
 
 __all__ = ["AppFeed", "event_fingerprint", "event_identity"]
 
 
-def _stamp(t: EventTime | None) -> str:
-    if t is None:
-        return ""
-    if t.kind is TimeKind.DATE:
-        return t.date.isoformat() if t.date else ""
-    return t.as_utc().strftime("%Y%m%dT%H%M%SZ")
-
-
 def event_identity(event: Event) -> str:
-    """The provider-independent identity of an event or occurrence.
-
-    Occurrences of a series share the series' iCalUID, so they are told apart by their
-    original start (or, when the provider does not report it, their start).
-    """
-    uid = event.ical_uid or f"{event.provider}:{event.id}"
-    if event.original_start is not None:
-        return f"{uid}@{_stamp(event.original_start)}"
-    if event.recurring_event_id is not None or event.series_role in (
-        SeriesRole.INSTANCE,
-        SeriesRole.EXCEPTION,
-    ):
-        return f"{uid}@{_stamp(event.start)}"
-    return uid
+    """The provider-independent identity of an event or occurrence (iCalendar UID, and for
+    an occurrence of a series its original start): see :mod:`calbridge._occurrences`."""
+    return occurrence_identity(event)
 
 
 def event_fingerprint(event: Event) -> str:
@@ -55,8 +37,8 @@ def event_fingerprint(event: Event) -> str:
     fields = {
         "summary": event.summary or "",
         "location": event.location or "",
-        "start": _stamp(event.start),
-        "end": _stamp(event.end),
+        "start": stamp(event.start),
+        "end": stamp(event.end),
         "status": str(event.status),
         "transparency": str(event.transparency),
         "recurrence": sorted(event.recurrence),
@@ -74,14 +56,24 @@ class AppFeed:
     def select(self, batch: Any) -> tuple[Any, list[tuple[str, str, str | None, bool]]]:
         """The part of ``batch`` that is news, and the feed rows to record after delivery.
 
-        Returns ``(filtered batch, records)``; records are
+        Each id is told under the identity the app already knows it by: the one its
+        provider id was told under, else its cross-provider identity or its key identity
+        if the app was told either (an event first reported by another provider); a new
+        event takes its key identity where it has one, else its cross-provider identity
+        (``ChangeBatch.identities`` / ``key_identities``). So a deletion after a migration
+        reaches the app under the identity it knows. A deletion of something the app was
+        never told about is left out. Returns ``(filtered batch, records)``; records are
         ``(identity, provider event id, fingerprint or None for a deletion, is_deletion)``.
         """
         from .store import read, schema
 
         user = batch.app_user_id
         feed, ids = schema.app_feed.c, schema.app_feed_ids.c
-        idents = {e.id: event_identity(e) for e in batch.upserted}
+        by_uid: dict[str, str] = dict(batch.identities)
+        by_key: dict[str, str] = dict(batch.key_identities)
+        for e in batch.upserted:
+            by_uid.setdefault(e.id, event_identity(e))
+        every = [e.id for e in batch.upserted] + list(batch.deleted)
         with read(self.runtime.engine) as conn:
             known = dict(
                 conn.execute(
@@ -91,36 +83,46 @@ class AppFeed:
                     )
                 ).all()
             )
-            wanted = set(idents.values()) | set(known.values())
+            candidates = set(by_uid.values()) | set(by_key.values()) | set(known.values())
             state = {
                 r.identity: (r.fingerprint, r.deleted)
                 for r in conn.execute(
                     sa.select(feed.identity, feed.fingerprint, feed.deleted).where(
-                        feed.app_user_id == user, feed.identity.in_(list(wanted) or [""])
+                        feed.app_user_id == user, feed.identity.in_(list(candidates) or [""])
                     )
                 )
             }
+        told: dict[str, str] = {}
+        for event_id in every:
+            # the identity the app already knows wins; a new event takes its key if any
+            options = [known.get(event_id), by_uid.get(event_id), by_key.get(event_id)]
+            told[event_id] = next(
+                (str(o) for o in options if o and o in state),
+                by_key.get(event_id) or by_uid.get(event_id) or event_id,
+            )
         Record = tuple[str, str, str | None, bool]
         upserted: list[Event] = []
         deleted: list[str] = []
         records: list[Record] = []
         for event in batch.upserted:
-            ident, fp = idents[event.id], event_fingerprint(event)
+            ident, fp = told[event.id], event_fingerprint(event)
             records.append((ident, event.id, fp, False))
             if state.get(ident) != (fp, False):
                 upserted.append(event)
                 state[ident] = (fp, False)
         for event_id in batch.deleted:
-            if event_id not in known:
-                deleted.append(event_id)  # never told as this id: pass it on
-                continue
-            gone = str(known[event_id])
-            records.append((gone, event_id, None, True))
+            gone = told[event_id]
             previous = state.get(gone)
-            if previous is not None and not previous[1]:
+            if previous is None:
+                continue  # the app never heard of it
+            records.append((gone, event_id, None, True))
+            if not previous[1]:
                 deleted.append(event_id)
                 state[gone] = (previous[0], True)
-        filtered = attrs.evolve(batch, upserted=tuple(upserted), deleted=tuple(deleted))
+        kept = {i: told[i] for i in [e.id for e in upserted] + deleted}
+        filtered = attrs.evolve(
+            batch, upserted=tuple(upserted), deleted=tuple(deleted), identities=kept
+        )
         return filtered, records
 
     def record(self, batch: Any, records: list[tuple[str, str, str | None, bool]]) -> None:

@@ -2,7 +2,10 @@
 
 Both providers front the same native calendar, so every occurrence should appear in both
 with the same iCalendar UID. Series are compared occurrence by occurrence (legacy masters
-are expanded with ``python-dateutil``; exceptions and cancelled instances override), field
+are expanded with ``python-dateutil``; exceptions and cancelled instances override), keyed
+by iCalendar UID and original start (an occurrence read without one, as Cronofy reports
+them, takes it from the other view's moved occurrence at the same start:
+:class:`calbridge._occurrences.OriginalStarts`), field
 by field: instants with their zones, all-day dates, summary, location, status,
 transparency, attendees and responses. Changes younger than ``grace`` seconds are pending
 (Cronofy applies native changes after a delay), not differences.
@@ -13,16 +16,13 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterable, Sequence
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import attrs
-from dateutil import rrule
 
+from .._occurrences import OriginalStarts, expand_series, stamp
 from ..models import Event, EventStatus, EventTime, SeriesRole, TimeKind, TimeRange
 
 __all__ = ["Difference", "Occurrence", "ParityReport", "compare", "occurrences"]
-
-_MAX = 2000
 
 
 @attrs.frozen(kw_only=True)
@@ -35,52 +35,8 @@ class Occurrence:
     end: EventTime
 
 
-def _stamp(t: EventTime) -> str:
-    if t.kind is TimeKind.DATE:
-        assert t.date is not None
-        return t.date.isoformat()
-    return t.as_utc().strftime("%Y%m%dT%H%M%SZ")
-
-
 def _uid(event: Event) -> str:
     return event.ical_uid or f"id:{event.id}"
-
-
-def _local(t: EventTime, tzid: str | None) -> dt.datetime:
-    """The wall-clock datetime the recurrence rule iterates on."""
-    if t.kind is TimeKind.DATE:
-        assert t.date is not None
-        return dt.datetime(t.date.year, t.date.month, t.date.day)
-    assert t.datetime is not None
-    if t.kind is TimeKind.FLOATING:
-        return t.datetime
-    return t.datetime.astimezone(ZoneInfo(tzid or "UTC"))
-
-
-def _at(anchor: EventTime, when: dt.datetime) -> EventTime:
-    if anchor.kind is TimeKind.DATE:
-        return EventTime.all_day(when.date())
-    if anchor.kind is TimeKind.FLOATING:
-        return EventTime.floating(when.replace(tzinfo=None))
-    return EventTime.zoned(when, anchor.tzid)
-
-
-def _expand(master: Event, window: TimeRange) -> Iterable[tuple[EventTime, EventTime]]:
-    tzid = master.start.tzid
-    dtstart = _local(master.start, tzid)
-    length = _local(master.end, tzid) - dtstart
-    rules = rrule.rrulestr(
-        "\n".join(master.recurrence), dtstart=dtstart, forceset=True, unfold=True
-    )
-    for n, occ in enumerate(rules):
-        if n >= _MAX:
-            break
-        start, end = _at(master.start, occ), _at(master.end, occ + length)
-        begin = start.as_utc()
-        if begin >= window.end:
-            break
-        if window.overlaps(begin, end.as_utc()):
-            yield start, end
 
 
 def occurrences(events: Iterable[Event], window: TimeRange) -> dict[tuple[str, str], Occurrence]:
@@ -94,15 +50,15 @@ def occurrences(events: Iterable[Event], window: TimeRange) -> dict[tuple[str, s
         ):
             masters.append(event)
         elif event.original_start is not None:
-            overrides[(_uid(event), _stamp(event.original_start))] = event
+            overrides[(_uid(event), stamp(event.original_start))] = event
         elif event.status is not EventStatus.CANCELLED:
-            key = (_uid(event), _stamp(event.start))
+            key = (_uid(event), stamp(event.start))
             out[key] = Occurrence(key=key, event=event, start=event.start, end=event.end)
     for master in masters:
         if master.status is EventStatus.CANCELLED:
             continue
-        for start, end in _expand(master, window):
-            key = (_uid(master), _stamp(start))
+        for start, end in expand_series(master, window):
+            key = (_uid(master), stamp(start))
             out.setdefault(key, Occurrence(key=key, event=master, start=start, end=end))
     for key, event in overrides.items():
         out.pop(key, None)
@@ -189,6 +145,13 @@ def compare(
 ) -> ParityReport:
     """Compare two views of one calendar in ``window``."""
     current = now or dt.datetime.now(dt.UTC)
+    # occurrences read without an original start (Cronofy) take the one the other view
+    # reports for the same series and start (a moved occurrence), else their start
+    starts = OriginalStarts()
+    starts.learn(legacy)
+    starts.learn(target)
+    legacy = [starts.fill(e) for e in legacy]
+    target = [starts.fill(e) for e in target]
     left, right = occurrences(legacy, window), occurrences(target, window)
     skip = set(ignore)
     missing, extra, pending = [], [], 0

@@ -57,6 +57,20 @@ class ChangeBatch:
         full: True when the round was a full read (reconciliation or cursor reset).
         app_user_id: the application user owning the account.
         sequence: position of this batch within its round (0-based).
+        identities: the app-level identity of every id in ``upserted`` and ``deleted``,
+            the same whichever provider reports the event, before and after a migration:
+            key the application's copy on it, not on provider ids. It is the app's
+            idempotency key where the event was written through calbridge, else its
+            iCalendar UID; an occurrence of a series adds ``@<original start>``
+            (``YYYY-MM-DD`` or ``YYYYMMDDTHHMMSSZ``). Once told, an identity never changes:
+            an event first reported before its key was known keeps its UID identity.
+        key_identities: for ids written through calbridge (where known when the round
+            committed), the identity under the app's key (``key``, or
+            ``key@<original start>`` for an occurrence); the feed prefers it for events
+            the app has not been told about yet.
+
+    Series are delivered as their occurrences (in Cronofy's sync window, 42 days back to
+    201 days ahead), whichever provider reports them; a cancelled occurrence is a deletion.
     """
 
     id: str
@@ -69,9 +83,15 @@ class ChangeBatch:
     full: bool = False
     app_user_id: str | None = None
     sequence: int = 0
+    identities: dict[str, str] = attrs.field(factory=dict, hash=False)
+    key_identities: dict[str, str] = attrs.field(factory=dict, hash=False)
 
     def __len__(self) -> int:
         return len(self.upserted) + len(self.deleted)
+
+    def identity(self, event_id: str) -> str:
+        """The app-level identity of an upserted or deleted id (the id itself if unknown)."""
+        return self.identities.get(event_id, event_id)
 
 
 def batch_to_json(batch: ChangeBatch) -> dict[str, Any]:

@@ -20,6 +20,7 @@ unchanged calendar writes nothing.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
 import uuid
@@ -37,6 +38,7 @@ from ..store import schema, write
 from ._batch import ChangeBatch, batch_to_json
 from ._idmap import IdMapper
 from ._spool import DEFAULT_HOLD, ChangeSpool
+from ._view import Item, RoundView, app_identities
 
 __all__ = ["DELIVER_KIND", "SEND_KIND", "CursorMoved", "SyncEngine", "SyncResult", "calendar_key"]
 
@@ -282,10 +284,18 @@ class SyncEngine:
             raise CursorMoved(f"{rnd.account_id}/{rnd.calendar_id}")
         batches = _Batches(self, conn, rnd, now)
         ids = IdMapper(store, rnd.provider, rnd.app_user_id, rnd.account_id)
+        view = RoundView(
+            conn,
+            account_id=rnd.account_id,
+            app_user_id=rnd.app_user_id,
+            calendar_id=rnd.calendar_id,
+            now=dt.datetime.fromtimestamp(now, dt.UTC),
+        )
         deleted: list[str] = []
         upserted = unchanged = 0
-        for chunk in _chunks(rnd.changes.latest(), _CHUNK):
-            cached = self._cached(conn, rnd, [c.event_id for c in chunk])
+        for raw_chunk in _chunks(rnd.changes.latest(), _CHUNK):
+            cached = self._cached(conn, rnd, [c.event_id for c in raw_chunk])
+            chunk = view.resolve(raw_chunk, cached)
             upserts: list[Event] = []
             refresh: list[Event] = []
             for change in chunk:
@@ -306,17 +316,20 @@ class SyncEngine:
             if upserts or refresh:
                 store.upsert_events(rnd.account_id, [*upserts, *refresh], conn=conn)
             ids.map(conn, upserts)
-            batches.add(("u", event) for event in upserts)
+            batches.add(view.upserted(upserts, cached))
             upserted += len(upserts)
+        batches.add(view.masters())
         if rnd.full:
             deleted.extend(self._unseen(conn, rnd))
         for i in range(0, len(deleted), _CHUNK):
-            store.delete_events(rnd.account_id, rnd.calendar_id, deleted[i : i + _CHUNK], conn=conn)
+            gone = deleted[i : i + _CHUNK]
+            before = self._cached(conn, rnd, gone)
+            store.delete_events(rnd.account_id, rnd.calendar_id, gone, conn=conn)
+            batches.add(view.deleted(gone, before))
         if rnd.window is None:
             store.set_cursor(
                 rnd.account_id, rnd.calendar_id, rnd.cursor, full_sync=rnd.full, conn=conn
             )
-        batches.add(("d", event_id) for event_id in deleted)
         batch_ids = batches.finish()
         return SyncResult(
             account_id=rnd.account_id,
@@ -369,10 +382,10 @@ class _Batches:
         self._rnd = rnd
         self._now = now
         self._round_id = uuid.uuid4().hex
-        self._items: list[tuple[str, Any]] = []
+        self._items: list[Item] = []
         self._ids: list[str] = []
 
-    def add(self, items: Iterable[tuple[str, Any]]) -> None:
+    def add(self, items: Iterable[Item]) -> None:
         size = self._engine.batch_size
         for item in items:
             self._items.append(item)
@@ -387,6 +400,7 @@ class _Batches:
     def _enqueue(self) -> None:
         rnd, chunk, seq = self._rnd, self._items, len(self._ids)
         self._items = []
+        identities, keys = app_identities(self._conn, rnd.app_user_id, [v for _k, v in chunk])
         batch = ChangeBatch(
             id=f"chg_{self._round_id}_{seq}",
             account_id=rnd.account_id,
@@ -394,10 +408,12 @@ class _Batches:
             provider=rnd.provider,
             calendar_id=rnd.calendar_id,
             upserted=tuple(v for k, v in chunk if k == "u"),
-            deleted=tuple(v for k, v in chunk if k == "d"),
+            deleted=tuple(v.id for k, v in chunk if k == "d"),
             cursor=rnd.cursor,
             full=rnd.full,
             sequence=seq,
+            identities=identities,
+            key_identities=keys,
         )
         payload = batch_to_json(batch)
         jobs.enqueue(

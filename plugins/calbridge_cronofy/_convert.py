@@ -46,6 +46,7 @@ __all__ = [
     "format_instant",
     "id_field",
     "parse_instant",
+    "read_event_id",
     "time_from_wire",
     "token_set",
     "upsert_body",
@@ -205,6 +206,15 @@ def _zone(tzid: str | None) -> str:
 # --------------------------------------------------------------------------- events
 
 
+def read_event_id(wire: ReadEvent) -> str:
+    """The domain id of a read event: the app's ``event_id`` for its own single events,
+    else ``event_uid`` (every occurrence of a series has its own ``event_uid``, while a
+    managed series' occurrences all share the series' ``event_id``)."""
+    if wire.event_id and not (wire.recurring and wire.event_uid):
+        return wire.event_id
+    return wire.event_uid
+
+
 def event_from_read(wire: ReadEvent, raw: Mapping[str, Any]) -> calbridge.Event:
     """A domain event from one Cronofy event (the read hot path); ``raw`` becomes ``Event.raw``."""
     try:
@@ -217,7 +227,7 @@ def event_from_read(wire: ReadEvent, raw: Mapping[str, Any]) -> calbridge.Event:
         updated = wire.updated
         # every field in declaration order (Event.from_fields: no keyword matching)
         return _event(
-            wire.event_id or wire.event_uid,  # id
+            read_event_id(wire),  # id
             wire.calendar_id,
             PROVIDER,
             _time(wire.start),

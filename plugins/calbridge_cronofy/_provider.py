@@ -367,7 +367,7 @@ class CronofyProvider(CronofyBase):
                         calbridge.Change(
                             kind=calbridge.ChangeKind.DELETED,
                             calendar_id=wire.calendar_id or calendar_id,
-                            event_id=wire.event_id or wire.event_uid,
+                            event_id=convert.read_event_id(wire),
                         )
                     )
             yield tuple(changes)
