@@ -65,6 +65,10 @@ def migrate() -> None:
     Phases: legacy -> shadow -> dual -> cutover -> retired; rollback from any phase.
     Select users with --user (repeatable), --users-file, --percent and/or --tenant;
     with no selection every user holding a legacy account is selected.
+
+    Each step checks its guards and writes the new phase only if the user's routing row
+    is unchanged since: concurrent runs move a user once; a run that lost reports the
+    user under `already` (moved where it wanted) or refused with `conflict`.
     """
 
 
@@ -300,8 +304,9 @@ _transition(
     "no longer reports profile_initial_sync_required) and parity clean for the clean "
     "period (parity). --force parity / --force initial-sync skip exactly those.\n\n"
     "--json: {to, dry_run, moved, already, refused: [{user, reason, guards: [{kind, "
-    "message}]}], forced: {user: [{kind, message}]}}; exit status 3 when any user is "
-    "refused (not with --dry-run).",
+    "message}], conflict}], forced: {user: [{kind, message}]}}; conflict: another run "
+    "moved the user after this one checked the guards (this run wrote nothing). Exit "
+    "status 3 when any user is refused (not with --dry-run).",
     forceable=True,
 )
 _transition(

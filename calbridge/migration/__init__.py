@@ -17,6 +17,7 @@ from ._guards import (
 )
 from ._machine import (
     BulkResult,
+    ConcurrentTransition,
     Force,
     GuardFailed,
     MigrationError,
@@ -30,6 +31,7 @@ __all__ = [
     "BARE_FORCE",
     "FORCEABLE",
     "BulkResult",
+    "ConcurrentTransition",
     "Difference",
     "Force",
     "Guard",

@@ -16,7 +16,12 @@
 
 Every transition is a compare-and-set on the user's routing row, audited, and idempotent
 (asking for the phase a user is already in does nothing), so bulk runs resume after a
-crash by running again.
+crash by running again. The guards are checked against one read of the row and the new
+phase is written only if the row still has that read's version, together with the audit
+entry (one transaction): of two concurrent runs exactly one moves the user, the other
+gets :class:`ConcurrentTransition` and writes nothing. Retirement, which calls the legacy
+provider, first claims the user in the row (a compare-and-set too) so a second run does
+not revoke anything.
 
 Guards are typed (:class:`Guard`: a :class:`GuardKind` and a message); ``force`` names
 the kinds to skip, and only :data:`FORCEABLE` kinds (parity, initial sync) can be.
@@ -27,14 +32,17 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import time
+import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import attrs
+import sqlalchemy as sa
 
 from ..errors import CalbridgeError, NotFound
 from ..models import AccountStatus, Event, TimeRange
 from ..router import Phase, cohort_bucket
+from ..store import StaleWriteError
 from ._guards import (
     Guard,
     GuardKind,
@@ -47,6 +55,7 @@ from ._parity import ParityReport, compare
 
 __all__ = [
     "BulkResult",
+    "ConcurrentTransition",
     "Force",
     "GuardFailed",
     "MigrationError",
@@ -56,6 +65,11 @@ __all__ = [
 ]
 
 _ORDER = [Phase.LEGACY, Phase.SHADOW, Phase.DUAL, Phase.CUTOVER, Phase.RETIRED]
+#: how often a step re-reads and re-checks when its compare-and-set lost to a write that
+#: left the phase alone (a parity record, the router's last provider)
+_ATTEMPTS = 5
+#: the routing-row data key of a running retirement (its claim)
+_CLAIM = "transition"
 
 #: what ``force`` accepts: guard kinds (or their names) to skip; True means every
 #: forceable kind (:data:`~calbridge.migration.BARE_FORCE`), False none
@@ -84,6 +98,34 @@ class GuardFailed(MigrationError):
     def reasons(self) -> tuple[str, ...]:
         """The guards' messages (for people; decisions use :attr:`kinds`)."""
         return tuple(g.message for g in self.guards)
+
+
+class ConcurrentTransition(MigrationError):
+    """Another run changed the user's migration phase (or is retiring the user) between
+    this run's guard check and its write; this run wrote nothing.
+
+    ``found`` is the phase the other run left; :attr:`settled` says whether that is the
+    phase this run wanted (then the step is done, by someone else).
+    """
+
+    def __init__(
+        self, app_user_id: str, to: Phase, *, expected: Phase, found: Phase, detail: str = ""
+    ) -> None:
+        self.app_user_id = app_user_id
+        self.to = to
+        self.expected = expected
+        self.found = found
+        what = detail or (
+            f"moved by someone else meanwhile ({expected} -> {found})"
+            if found is not expected
+            else "its routing row keeps changing"
+        )
+        super().__init__(f"{app_user_id}: cannot move to {to}: {what}")
+
+    @property
+    def settled(self) -> bool:
+        """True when the other run left the user in the wanted phase."""
+        return self.found is self.to
 
 
 @attrs.frozen(kw_only=True)
@@ -137,6 +179,8 @@ class BulkResult:
     guards: Mapping[str, tuple[Guard, ...]] = attrs.field(factory=dict, hash=False)
     #: the guards skipped by ``force`` for users moved although they failed
     forced: Mapping[str, tuple[Guard, ...]] = attrs.field(factory=dict, hash=False)
+    #: refused users whose phase another run changed first (this run wrote nothing)
+    conflicts: tuple[str, ...] = ()
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
@@ -150,6 +194,7 @@ class BulkResult:
                     "user": u,
                     "reason": r,
                     "guards": [g.as_dict() for g in self.guards.get(u, ())],
+                    "conflict": u in self.conflicts,
                 }
                 for u, r in self.refused
             ],
@@ -163,6 +208,30 @@ class _Outcome:
     forced: tuple[Guard, ...] = ()
 
 
+@attrs.frozen
+class _Snapshot:
+    """One read of a user's routing row and facts; a step's write is conditional on it."""
+
+    routing: Any  # calbridge.store.RoutingState | None
+    facts: Any  # calbridge.router.UserFacts
+    state: UserMigration
+
+    @property
+    def version(self) -> int:
+        """The routing row's version (0: no row yet)."""
+        return int(self.routing.version) if self.routing is not None else 0
+
+    @property
+    def data(self) -> dict[str, Any]:
+        """The routing row's data."""
+        return dict(self.routing.data) if self.routing is not None else {}
+
+    def claim(self) -> dict[str, Any] | None:
+        """The running retirement's claim, if any."""
+        value = self.data.get(_CLAIM)
+        return value if isinstance(value, dict) else None
+
+
 @attrs.define
 class Migrator:
     """Moves users from their legacy provider to the target provider, and back.
@@ -172,6 +241,7 @@ class Migrator:
         clean_period: seconds parity must have been clean before cutover.
         grace: seconds a change may take to propagate before parity counts it.
         window_days: the parity window, days before and after now.
+        claim_ttl: seconds another run's retirement claim holds off this one.
     """
 
     runtime: Any
@@ -179,6 +249,8 @@ class Migrator:
     grace: float = 600.0
     window_days: tuple[int, int] = (7, 60)
     clock: Callable[[], float] = time.time
+    #: seconds a retirement's claim holds off other runs (a crashed run's claim expires)
+    claim_ttl: float = 600.0
 
     @property
     def target(self) -> str:
@@ -189,8 +261,12 @@ class Migrator:
 
     def status(self, app_user_id: str) -> UserMigration:
         """The user's migration state (``legacy`` when never started)."""
-        facts = self.runtime.user_facts(app_user_id)
+        return self._snapshot(app_user_id).state
+
+    def _snapshot(self, app_user_id: str) -> _Snapshot:
+        """The routing row (phase, version: what a step compares and sets) and the facts."""
         routing = self.runtime.store.get_routing(app_user_id)
+        facts = self.runtime.user_facts(app_user_id)
         data = dict(routing.data) if routing is not None else {}
         legacy = data.get("legacy_account_id")
         if legacy is None:
@@ -199,15 +275,17 @@ class Migrator:
         target = next(
             (a for a in facts.accounts if a.provider == self.target and a.active), None
         ) or next((a for a in facts.accounts if a.provider == self.target), None)
-        return UserMigration(
+        phase = Phase(routing.phase) if routing is not None and routing.phase else Phase.LEGACY
+        state = UserMigration(
             app_user_id=app_user_id,
-            phase=facts.phase or Phase.LEGACY,
+            phase=phase,
             legacy_provider=data.get("legacy_provider") or self._provider_of(facts, legacy),
             legacy_account_id=legacy,
             target_account_id=target.account_id if target else None,
             parity_clean_since=data.get("parity_clean_since"),
             last_parity=data.get("last_parity"),
         )
+        return _Snapshot(routing=routing, facts=facts, state=state)
 
     @staticmethod
     def _provider_of(facts: Any, account_id: str | None) -> str | None:
@@ -275,8 +353,8 @@ class Migrator:
 
     def stored_guards(self, app_user_id: str, to: Phase) -> list[Guard]:
         """The guards refusing ``to`` now, judged from the store alone (no provider call)."""
-        state = self.status(app_user_id)
-        facts = self.runtime.user_facts(app_user_id)
+        snap = self._snapshot(app_user_id)
+        state, facts = snap.state, snap.facts
         found = self._phase_guards(state, facts, to)
         target = facts.account(self.target)
         if to is Phase.CUTOVER and target is not None and target.active:
@@ -293,10 +371,11 @@ class Migrator:
         provider that reports it (:class:`InitialSyncReporter`, e.g. Cronofy's userinfo) is
         asked now, and with ``record`` the answer is stored.
         """
-        state = self.status(app_user_id)
-        facts = self.runtime.user_facts(app_user_id)
-        found = self._phase_guards(state, facts, to)
-        target = facts.account(self.target)
+        return await self._check(self._snapshot(app_user_id), to, record=record)
+
+    async def _check(self, snap: _Snapshot, to: Phase, *, record: bool) -> list[Guard]:
+        found = self._phase_guards(snap.state, snap.facts, to)
+        target = snap.facts.account(self.target)
         if to is Phase.CUTOVER and target is not None and target.active:
             sync = await self._initial_sync_guard(target.account_id, record=record)
             if sync is not None:
@@ -416,7 +495,9 @@ class Migrator:
 
         ``force`` names the guard kinds to skip (only :data:`FORCEABLE` ones; True means
         all of them). Raises GuardFailed with the guards that still refuse; ValueError
-        when ``force`` names a kind that cannot be forced.
+        when ``force`` names a kind that cannot be forced; ConcurrentTransition when
+        another run changed the user's phase after this one checked the guards (this run
+        then wrote nothing; ``settled`` says the user is where it wanted anyway).
         """
         outcome = await self._move(app_user_id, to, force_set(force), dry_run=dry_run)
         return outcome.changed
@@ -424,48 +505,181 @@ class Migrator:
     async def _move(
         self, app_user_id: str, to: Phase, skip: frozenset[GuardKind], *, dry_run: bool
     ) -> _Outcome:
-        state = self.status(app_user_id)
-        if state.phase is to:
-            return _Outcome(changed=False)
-        found = await self.guards(app_user_id, to, record=not dry_run)
-        refusing = [g for g in found if g.kind not in skip]
-        if refusing:
-            raise GuardFailed(app_user_id, to, refusing)
-        forced = tuple(g for g in found if g.kind in skip)
-        if dry_run:
+        """Check the guards against one read of the routing row, then write the new phase
+        only if that row is unchanged (compare-and-set on its version, the audit entry in
+        the same transaction). A lost race re-reads: the phase moved means another run won
+        (ConcurrentTransition, nothing written); anything else changed means check again.
+        """
+        first: Phase | None = None
+        for _ in range(_ATTEMPTS):
+            snap = self._snapshot(app_user_id)
+            phase = snap.state.phase
+            if first is None:
+                first = phase
+            elif phase is not first:
+                raise ConcurrentTransition(app_user_id, to, expected=first, found=phase)
+            self._refuse_if_claimed(snap, to)
+            if phase is to:
+                return _Outcome(changed=False)
+            found = await self._check(snap, to, record=not dry_run)
+            refusing = [g for g in found if g.kind not in skip]
+            if refusing:
+                raise GuardFailed(app_user_id, to, refusing)
+            forced = tuple(g for g in found if g.kind in skip)
+            if dry_run:
+                return _Outcome(changed=True, forced=forced)
+            try:
+                if to is Phase.RETIRED:
+                    await self._retire(snap, forced)
+                else:
+                    self._commit(snap, to, forced)
+            except StaleWriteError:
+                continue
             return _Outcome(changed=True, forced=forced)
-        if to is Phase.RETIRED:
-            await self._retire_legacy(state)
-        data: dict[str, Any] = {
-            "legacy_provider": state.legacy_provider,
-            "legacy_account_id": state.legacy_account_id,
-            "target_account_id": state.target_account_id,
-        }
-        drop: tuple[str, ...] = ()
-        if to is Phase.LEGACY:
-            drop = ("parity_clean_since", "last_parity")
-        self.runtime.update_routing(app_user_id, phase=str(to), data=data, drop=drop)
-        self.runtime.store.audit(
-            "migration",
-            f"migration.{to}",
-            app_user_id=app_user_id,
-            account_id=state.target_account_id,
-            detail={
-                "from": str(state.phase),
-                "to": str(to),
-                "forced": bool(forced),
-                "skipped_guards": [str(g.kind) for g in forced],
-            },
-        )
-        if to is Phase.LEGACY and state.phase is Phase.RETIRED:
-            self.runtime.store.audit(
-                "migration",
-                "migration.legacy_reauth_required",
-                app_user_id=app_user_id,
-                account_id=state.legacy_account_id,
-                detail={"reason": "legacy tokens were revoked at retirement"},
+        assert first is not None
+        raise ConcurrentTransition(app_user_id, to, expected=first, found=first)
+
+    def _refuse_if_claimed(self, snap: _Snapshot, to: Phase) -> None:
+        """Another run is retiring the user (its claim is younger than ``claim_ttl``)."""
+        claim = snap.claim()
+        if claim is None:
+            return
+        at = claim.get("at")
+        if isinstance(at, int | float) and self.clock() - at < self.claim_ttl:
+            raise ConcurrentTransition(
+                snap.state.app_user_id,
+                to,
+                expected=snap.state.phase,
+                found=snap.state.phase,
+                detail=f"another run is retiring the user (since {at:.0f}); try again later",
             )
-        return _Outcome(changed=True, forced=forced)
+
+    def _commit(self, snap: _Snapshot, to: Phase, forced: Sequence[Guard]) -> None:
+        """Write ``to`` if the routing row is still at ``snap``'s version, with its audit
+        entries, in one transaction. Raises StaleWriteError (nothing written) otherwise."""
+        from ..store import RoutingState, write
+
+        rt, state = self.runtime, snap.state
+        data = snap.data
+        data.pop(_CLAIM, None)
+        data.update(
+            {
+                "legacy_provider": state.legacy_provider,
+                "legacy_account_id": state.legacy_account_id,
+                "target_account_id": state.target_account_id,
+            }
+        )
+        if to is Phase.LEGACY:
+            for key in ("parity_clean_since", "last_parity"):
+                data.pop(key, None)
+        row = RoutingState(
+            app_user_id=state.app_user_id,
+            phase=str(to),
+            primary_account_id=snap.routing.primary_account_id if snap.routing else None,
+            secondary_account_id=snap.routing.secondary_account_id if snap.routing else None,
+            data=data,
+        )
+        with write(rt.engine) as conn:
+            self._set_routing(row, snap.version, conn)
+            rt.store.audit(
+                "migration",
+                f"migration.{to}",
+                app_user_id=state.app_user_id,
+                account_id=state.target_account_id,
+                detail={
+                    "from": str(state.phase),
+                    "to": str(to),
+                    "forced": bool(forced),
+                    "skipped_guards": [str(g.kind) for g in forced],
+                },
+                conn=conn,
+            )
+            if to is Phase.LEGACY and state.phase is Phase.RETIRED:
+                rt.store.audit(
+                    "migration",
+                    "migration.legacy_reauth_required",
+                    app_user_id=state.app_user_id,
+                    account_id=state.legacy_account_id,
+                    detail={"reason": "legacy tokens were revoked at retirement"},
+                    conn=conn,
+                )
+        rt.router.invalidate(state.app_user_id)
+
+    def _set_routing(self, row: Any, expected_version: int, conn: sa.Connection) -> None:
+        """The routing row's compare-and-set; a concurrent first insert also loses."""
+        from ..store import StaleWriteError
+
+        try:
+            self.runtime.store.set_routing(row, expected_version=expected_version, conn=conn)
+        except sa.exc.IntegrityError as exc:  # both runs inserted the user's first row
+            raise StaleWriteError(f"routing of {row.app_user_id!r} was created meanwhile") from exc
+
+    def _write_claim(self, snap: _Snapshot, claim: dict[str, Any] | None) -> Any:
+        """Set (or, with None, clear) the retirement claim, compare-and-set on ``snap``."""
+        from ..store import RoutingState, write
+
+        data = snap.data
+        if claim is None:
+            data.pop(_CLAIM, None)
+        else:
+            data[_CLAIM] = claim
+        row = RoutingState(
+            app_user_id=snap.state.app_user_id,
+            phase=snap.routing.phase if snap.routing else "",
+            primary_account_id=snap.routing.primary_account_id if snap.routing else None,
+            secondary_account_id=snap.routing.secondary_account_id if snap.routing else None,
+            data=data,
+        )
+        with write(self.runtime.engine) as conn:
+            self._set_routing(row, snap.version, conn)
+
+    async def _retire(self, snap: _Snapshot, forced: Sequence[Guard]) -> None:
+        """Retirement calls the legacy provider (channels, token revocation), which cannot
+        happen inside the compare-and-set: the run first claims the user (a compare-and-set
+        writing a claim into the routing row; a second run then refuses), retires legacy,
+        and commits the phase only while its claim still stands."""
+        user = snap.state.app_user_id
+        token = uuid.uuid4().hex
+        self._write_claim(snap, {"to": str(Phase.RETIRED), "token": token, "at": self.clock()})
+        try:
+            await self._retire_legacy(snap.state)
+        except BaseException:
+            self._release_claim(user, token)
+            raise
+        for _ in range(_ATTEMPTS):
+            fresh = self._snapshot(user)
+            mine = (fresh.claim() or {}).get("token") == token
+            if fresh.state.phase is not snap.state.phase or not mine:
+                raise ConcurrentTransition(
+                    user,
+                    Phase.RETIRED,
+                    expected=snap.state.phase,
+                    found=fresh.state.phase,
+                    detail="another run took over the retirement",
+                )
+            try:
+                self._commit(fresh, Phase.RETIRED, forced)
+            except StaleWriteError:
+                continue
+            return
+        self._release_claim(user, token)
+        raise ConcurrentTransition(
+            user, Phase.RETIRED, expected=snap.state.phase, found=snap.state.phase
+        )
+
+    def _release_claim(self, app_user_id: str, token: str) -> None:
+        """Best effort: drop this run's claim so a rerun need not wait for ``claim_ttl``."""
+        for _ in range(_ATTEMPTS):
+            snap = self._snapshot(app_user_id)
+            if (snap.claim() or {}).get("token") != token:
+                return
+            try:
+                self._write_claim(snap, None)
+            except StaleWriteError:
+                continue
+            except Exception:  # the claim then expires after claim_ttl
+                return
+            return
 
     async def rollback(self, app_user_id: str, *, dry_run: bool = False) -> bool:
         """Back to legacy from any phase."""
@@ -509,6 +723,7 @@ class Migrator:
         refused: list[tuple[str, str]] = []
         guards: dict[str, tuple[Guard, ...]] = {}
         forced: dict[str, tuple[Guard, ...]] = {}
+        conflicts: list[str] = []
         for user in users:
             try:
                 result = await self._move(user, to, skip, dry_run=dry_run)
@@ -516,6 +731,14 @@ class Migrator:
                 refused.append((user, "; ".join(exc.reasons)))
                 guards[user] = exc.guards
                 outcome = "refused"
+            except ConcurrentTransition as exc:
+                if exc.settled:  # another run moved the user where this one wanted
+                    already.append(user)
+                    outcome = "already"
+                else:
+                    refused.append((user, str(exc)))
+                    conflicts.append(user)
+                    outcome = "conflict"
             except CalbridgeError as exc:
                 refused.append((user, str(exc)))
                 outcome = "failed"
@@ -534,6 +757,7 @@ class Migrator:
             refused=tuple(refused),
             guards=guards,
             forced=forced,
+            conflicts=tuple(conflicts),
         )
 
     # -- parity --------------------------------------------------------------------------
