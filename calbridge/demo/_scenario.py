@@ -23,11 +23,11 @@ import attrs
 import httpx
 
 from .._config import BridgeConfig, RoutingConfig
-from .._feed import event_identity
 from ..bridge import CalBridge
 from ..models import EventDraft, EventTime, TimeRange
 from ..provider import ProviderSettings
 from ..router import Phase
+from ._ledger import AppLedger, compare, world_truth
 
 __all__ = ["DemoOptions", "DemoSummary", "run_demo"]
 
@@ -58,6 +58,8 @@ class DemoOptions:
     #: also roll one user back from shadow, from dual and from cutover, and check that
     #: each works fully on legacy afterwards
     rollback_every_phase: bool = False
+    #: the store (default: an embedded SQLite file in the work directory)
+    database_url: str | None = None
 
     @classmethod
     def fast(cls) -> DemoOptions:
@@ -81,6 +83,19 @@ class DemoSummary:
     parity_checked: int
     lost: list[str]
     duplicated: list[str]
+    #: native changes and app writes made during the story
+    changes_made: int = 0
+    #: upserts and deletions the app received in all
+    items_delivered: int = 0
+    #: items delivered while Cronofy connected and first synced (no change was made then)
+    delivered_on_connect: int = 0
+    #: users whose cutover a guard refused (none is ever forced)
+    cutover_refused: list[str] = attrs.field(factory=list)
+    #: app-written events present more than once in the world
+    duplicated_in_world: list[str] = attrs.field(factory=list)
+    #: updates and deletions by key after cutover, checked against the original native event
+    post_cutover_writes: int = 0
+    post_cutover_failures: list[str] = attrs.field(factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
@@ -88,10 +103,16 @@ class DemoSummary:
 
     @property
     def ok(self) -> bool:
-        """Nothing lost, nothing duplicated, every rolled-back user works on legacy."""
+        """Nothing lost, nothing delivered twice, nothing delivered when Cronofy connected,
+        no cutover refused, no duplicate in the world, every write after cutover reached
+        the original event, every rolled-back user works on legacy."""
         return (
             not self.lost
             and not self.duplicated
+            and not self.delivered_on_connect
+            and not self.cutover_refused
+            and not self.duplicated_in_world
+            and not self.post_cutover_failures
             and all(v == "ok" for v in self.rollbacks_working_on_legacy.values())
         )
 
@@ -109,49 +130,6 @@ class _Narrator:
         self.console.print(text)
 
 
-@attrs.define
-class _AppView:
-    """The application's own copy of its users' calendars, built only from change batches.
-
-    Keyed by (user, iCalUID): a series is present while any of its events (master or
-    occurrence, whichever the provider reports) is live.
-    """
-
-    live: dict[tuple[str, str], set[tuple[str, str]]] = attrs.field(factory=dict)
-    summaries: dict[tuple[str, str], str] = attrs.field(factory=dict)
-    ids: dict[tuple[str, str], tuple[str, str]] = attrs.field(factory=dict)
-    batches: int = 0
-    seen: dict[tuple[str, str, str, str], int] = attrs.field(factory=dict)
-
-    async def __call__(self, batch: Any) -> None:
-        self.batches += 1
-        user = batch.app_user_id or "?"
-        for event in batch.upserted:
-            uid = event.ical_uid or event.id
-            ref = (batch.account_id, event.id)
-            self.ids[ref] = (user, uid)
-            if str(event.status) == "cancelled":
-                self.live.get((user, uid), set()).discard(ref)
-                continue
-            self.live.setdefault((user, uid), set()).add(ref)
-            self.summaries[(user, uid)] = event.summary or ""
-            key = (user, uid, event_identity(event), event.summary or "")
-            self.seen[key] = self.seen.get(key, 0) + 1
-        for event_id in batch.deleted:
-            ref = (batch.account_id, event_id)
-            found = self.ids.get(ref)
-            if found is not None:
-                self.live.get(found, set()).discard(ref)
-
-    def told(self, user: str) -> dict[str, str]:
-        """iCalUID -> summary of what the app believes is live for ``user``."""
-        return {
-            uid: self.summaries[(u, uid)]
-            for (u, uid), refs in self.live.items()
-            if u == user and refs
-        }
-
-
 async def run_demo(options: DemoOptions | None = None) -> DemoSummary:
     """Run the whole story; returns the summary (raises nothing on a lost change: reports)."""
     options = options or DemoOptions()
@@ -167,8 +145,12 @@ class _Demo:
         self.workdir = workdir
         self.rng = random.Random(options.seed)  # noqa: S311 - a reproducible story, not crypto
         self.say = _Narrator(options.quiet)
-        self.app = _AppView()
+        self.app = AppLedger()
         self.keys = 0
+        self.changes_made = 0
+        self.lost: list[str] = []
+        #: app key -> (user, native event id) of events the app wrote before migrating
+        self.premigration: dict[str, tuple[str, str]] = {}
 
     # -- plumbing ----------------------------------------------------------------------
 
@@ -267,7 +249,7 @@ class _Demo:
             ),
         }
         return BridgeConfig(
-            database_url=f"sqlite:///{self.workdir / 'calbridge.db'}",
+            database_url=self.o.database_url or f"sqlite:///{self.workdir / 'calbridge.db'}",
             keys=f"demo:{generate_key()}",
             public_url=self.hooks_base,
             redirect_base="http://127.0.0.1:8000/oauth",
@@ -312,29 +294,40 @@ class _Demo:
             await self.world(functools.partial(self._populate, email, native))
         say.say(
             f"{o.google_users} Google-native and {o.outlook_users} Microsoft-native users, "
-            f"{o.events_per_user} events each (with a weekly series), in the sandbox world."
+            f"{o.events_per_user} events each, an all-day event, a weekly series with one "
+            "moved and one cancelled occurrence, and an all-day series, in the sandbox world."
         )
 
         say.act("2. The legacy integration: users connect Google and Outlook directly")
         for user, email, legacy in users:
             await self.connect(user, legacy, email)
         await self.tick(1)
+        for user, email, _legacy in users:
+            await self.premigration_bookings(user, email)
+        await self.tick(1)
+        await self.checkpoint("connected to legacy")
         say.say(
             f"connected {len(users)} users through real OAuth redirects; push channels "
-            "open to the webhook receiver; first syncs done."
+            "open to the webhook receiver; first syncs done; each user's app wrote two "
+            "bookings through the legacy provider."
         )
 
         say.act("3. Life goes on: a background writer changes calendars")
         await self.writes()
         await self.tick()
+        await self.checkpoint("legacy writes")
 
         say.act("4. Users re-authorise through Cronofy")
         waiting = {u for u, _e, legacy in users if legacy == "google"}
         waiting = set(sorted(waiting)[: o.not_reauthorised])
+        before = self.app.items
         for user, email, _legacy in users:
             if user not in waiting:
                 await self.connect(user, "cronofy", email)
         await self.tick()
+        await self.tick()
+        self.on_connect = self.app.items - before
+        say.say(f"changes delivered while Cronofy connected and synced: {self.on_connect}")
         migrator = Migrator(
             self.bridge.runtime, clean_period=600, grace=900, clock=self.bridge.runtime.clock
         )
@@ -352,6 +345,7 @@ class _Demo:
             await self.writes()
             await self.tick()
         await self.tick()  # let Cronofy catch up with the last writes
+        await self.checkpoint("shadow")
         clean = 0
         for user in cohort:
             report = await migrator.check_parity(user)
@@ -372,19 +366,25 @@ class _Demo:
             await self.writes()
             await self.tick()
         await self.tick(700)  # the clean period elapses
+        await self.checkpoint("dual")
         parity_checked = clean = 0
         for user in cohort:
             report = await migrator.check_parity(user)
             parity_checked += 1
             clean += report.clean
+            if not report.clean:
+                say.say(f"  [yellow]{user} parity[/]: {report.as_dict()}")
 
         say.act("7. Cutover: Cronofy serves the cohort; legacy kept warm")
         result = await migrator.bulk(cohort, Phase.CUTOVER)
+        self.refused = [user for user, _reason in result.refused]
         for user, reason in result.refused:
             say.say(f"  [yellow]{user} stays in dual[/]: {reason}")
+        await self.after_cutover_writes(list(result.moved))
         for _ in range(o.ticks):
             await self.writes()
             await self.tick()
+        await self.checkpoint("cutover")
 
         rolled_back = result.moved[0] if result.moved else None
         if rolled_back is not None:
@@ -399,10 +399,61 @@ class _Demo:
         say.act("9. Retire the legacy integration for the rest of the cohort")
         retire = [u for u in result.moved if u != rolled_back]
         await migrator.bulk(retire, Phase.RETIRED)
-        await self.writes()
+        for _ in range(max(1, o.ticks // 2)):
+            await self.writes()
+            await self.tick()
         await self.tick()
-        await self.tick()
+        await self.checkpoint("retired")
         return await self.summary(migrator, waiting, rolled_back, clean, parity_checked)
+
+    async def checkpoint(self, when: str) -> None:
+        """Compare what the app holds with the world; record what it gets wrong."""
+        now = self.w.clock.now()
+        for user, email, _legacy in self.users:
+            natives = await self.world(functools.partial(self._natives, email))
+            for line in compare(user, world_truth(natives, now), self.app.held(user)):
+                entry = f"{line} (after {when})"
+                if entry not in self.lost:
+                    self.lost.append(entry)
+
+    async def premigration_bookings(self, user: str, email: str) -> None:
+        """The app writes two bookings through the legacy provider; remember their native
+        events, which later updates and deletions through Cronofy must reach."""
+        for n in (1, 2):
+            key = f"{user}-premigration-{n}"
+            await self.bridge.create_event(user, "primary", self.draft(key, 60 + n), key=key)
+            self.changes_made += 1
+            natives = await self.world(functools.partial(self._natives, email))
+            native = next(e for e in natives if e.summary == key)
+            self.premigration[key] = (user, native.id)
+
+    async def after_cutover_writes(self, moved: list[str]) -> None:
+        """Each user moved to Cronofy updates one pre-migration booking and deletes the
+        other, by key; both must reach the original native events."""
+        self.post_writes = 0
+        self.post_failures: list[str] = []
+        emails = {u: e for u, e, _l in self.users}
+        for user in moved:
+            cal = await self.world(functools.partial(self._primary, emails[user]))
+            update, delete = f"{user}-premigration-1", f"{user}-premigration-2"
+            await self.bridge.update_event(
+                user, update, self.draft(f"{update} (moved by the app)", 61)
+            )
+            await self.bridge.delete_event(user, delete)
+            self.changes_made += 2
+            self.post_writes += 2
+            await self.tick(1)
+            for key, gone in ((update, False), (delete, True)):
+                native_id = self.premigration[key][1]
+                natives = await self.world(functools.partial(self._natives, emails[user]))
+                same = [e for e in natives if e.summary and e.summary.startswith(key)]
+                tomb = await self.world(functools.partial(self._native, cal, native_id))
+                if gone and (same or not tomb.deleted):
+                    self.post_failures.append(f"{user}: deleting {key} missed {native_id}")
+                if not gone and [e.id for e in same] != [native_id]:
+                    self.post_failures.append(
+                        f"{user}: updating {key} reached {[e.id for e in same]}, not {native_id}"
+                    )
 
     async def works_on_legacy(self, user: str, phase: str) -> str:
         """Route, read and write through legacy after a rollback; ``"ok"`` or what failed."""
@@ -415,8 +466,9 @@ class _Demo:
         event = await self.bridge.create_event(user, "primary", self.draft(key, 50), key=key)
         if event.provider != legacy:
             return f"written through {event.provider}"
-        natives = await self.world(functools.partial(self._native_singles, email))
-        if key not in natives.values():
+        natives = await self.world(functools.partial(self._natives, email))
+        self.changes_made += 1
+        if key not in {e.summary for e in natives}:
             return "the write did not reach the native calendar"
         now = self.w.clock.now()
         window = TimeRange(start=now, end=now + dt.timedelta(days=5))
@@ -428,6 +480,7 @@ class _Demo:
     async def _populate(self, email: str, native: str) -> None:
         self.w.add_user(email, native=native)  # type: ignore[arg-type]
         cal = self.w.primary_calendar(email).id
+        name = email.split("@", maxsplit=1)[0]
         now = self.w.clock.now().replace(minute=0, second=0, microsecond=0)
         for n in range(self.o.events_per_user):
             start = now + dt.timedelta(days=1 + n, hours=self.rng.randrange(8, 17) - now.hour)
@@ -435,37 +488,92 @@ class _Demo:
                 cal,
                 start=EventTime.zoned(start, "UTC"),
                 end=EventTime.zoned(start + dt.timedelta(hours=1), "UTC"),
-                summary=f"{email.split('@', maxsplit=1)[0]} meeting {n}",
+                summary=f"{name} meeting {n}",
             )
-        first = now + dt.timedelta(days=2, hours=10 - now.hour)
+        today = now.date()
         self.w.insert_event(
+            cal,
+            start=EventTime.all_day(today + dt.timedelta(days=4)),
+            end=EventTime.all_day(today + dt.timedelta(days=5)),
+            summary=f"{name} offsite",
+        )
+        self.w.insert_event(
+            cal,
+            start=EventTime.all_day(today + dt.timedelta(days=1)),
+            end=EventTime.all_day(today + dt.timedelta(days=2)),
+            summary=f"{name} on call",
+            recurrence=("RRULE:FREQ=WEEKLY;COUNT=4",),
+        )
+        first = now + dt.timedelta(days=2, hours=10 - now.hour)
+        series = self.w.insert_event(
             cal,
             start=EventTime.zoned(first, "UTC"),
             end=EventTime.zoned(first + dt.timedelta(minutes=30), "UTC"),
-            summary=f"{email.split('@', maxsplit=1)[0]} weekly 1:1",
+            summary=f"{name} weekly 1:1",
             recurrence=("RRULE:FREQ=WEEKLY;COUNT=6",),
+        )
+        moved = first + dt.timedelta(weeks=1)
+        self.w.change_occurrence(
+            cal,
+            series.id,
+            EventTime.zoned(moved, "UTC"),
+            start=EventTime.zoned(moved + dt.timedelta(hours=3), "UTC"),
+            end=EventTime.zoned(moved + dt.timedelta(hours=3, minutes=30), "UTC"),
+        )
+        self.w.change_occurrence(
+            cal, series.id, EventTime.zoned(first + dt.timedelta(weeks=2), "UTC"), cancel=True
         )
 
     async def writes(self) -> None:
         """Native changes behind the app's back, and app writes through the bridge."""
-        for user, email, _legacy in self.rng.sample(self.users, k=min(3, len(self.users))):
-            action = self.rng.choice(["insert", "update", "delete", "app"])
+        k = max(3, len(self.users) // 3)
+        for user, email, _legacy in self.rng.sample(self.users, k=min(k, len(self.users))):
+            action = self.rng.choice(
+                ["insert", "update", "delete", "move", "cancel", "series", "app", "app"]
+            )
+            self.changes_made += 1
             if action == "app":
                 self.keys += 1
                 key = f"{user}-booking-{self.keys}"
-                with contextlib.suppress(Exception):
-                    await self.bridge.create_event(
-                        user, "primary", self.draft(f"booking {self.keys}", 30 + self.keys), key=key
-                    )
+                await self.bridge.create_event(
+                    user, "primary", self.draft(f"booking {self.keys}", 30 + self.keys), key=key
+                )
                 continue
             await self.world(functools.partial(self._native_change, email, action))
 
     async def _native_change(self, email: str, action: str) -> None:
         cal = self.w.primary_calendar(email).id
+        events = self.w.events(cal)
         singles = [
-            e for e in self.w.events(cal) if not e.recurrence and e.recurring_event_id is None
+            e
+            for e in events
+            if not e.recurrence
+            and e.recurring_event_id is None
+            and not (e.summary or "").startswith(("booking", email.split("@", maxsplit=1)[0] + "-"))
+            and not e.start.is_all_day
         ]
-        if action == "insert" or not singles:
+        masters = [e for e in events if e.recurrence and not e.start.is_all_day]
+        if action in ("move", "cancel", "series") and masters:
+            master = self.rng.choice(masters)
+            if action == "series":
+                self.w.update_event(cal, master.id, summary=f"{master.summary} (renamed)")
+                return
+            assert master.start.datetime is not None
+            week = self.rng.randrange(0, 6)
+            original = master.start.datetime + dt.timedelta(weeks=week)
+            changes: dict[str, Any] = {"cancel": True}
+            if action == "move":
+                shift = dt.timedelta(hours=self.rng.randrange(1, 5))
+                changes = {
+                    "start": EventTime.zoned(original + shift, "UTC"),
+                    "end": EventTime.zoned(original + shift + dt.timedelta(minutes=30), "UTC"),
+                }
+            with contextlib.suppress(ValueError):
+                self.w.change_occurrence(
+                    cal, master.id, EventTime.zoned(original, "UTC"), **changes
+                )
+            return
+        if action in ("insert", "move", "cancel", "series") or not singles:
             start = self.w.clock.now().replace(minute=0, second=0, microsecond=0) + dt.timedelta(
                 days=self.rng.randrange(1, 20), hours=3
             )
@@ -501,20 +609,19 @@ class _Demo:
         rt = self.bridge.runtime
         by_provider: dict[str, int] = {}
         by_phase: dict[str, int] = {}
-        lost: list[str] = []
+        in_world: list[str] = []
         for user, email, _legacy in self.users:
             provider = self.bridge.route(user).provider
             by_provider[provider] = by_provider.get(provider, 0) + 1
             phase = str(migrator.status(user).phase)
             by_phase[phase] = by_phase.get(phase, 0) + 1
-            natives = await self.world(functools.partial(self._native_singles, email))
-            told = self.app.told(user)
-            for uid, summary in natives.items():
-                if told.get(uid) != summary:
-                    lost.append(f"{user}: {summary!r} (app has {told.get(uid)!r})")
-        duplicated = [
-            f"{u}: {s!r} {occ} x{n}" for (u, _uid, occ, s), n in self.app.seen.items() if n > 1
-        ]
+            natives = await self.world(functools.partial(self._natives, email))
+            seen: dict[str, int] = {}
+            for e in natives:
+                if e.recurring_event_id is None:
+                    seen[e.summary or ""] = seen.get(e.summary or "", 0) + 1
+            in_world += [f"{user}: {s!r} x{n}" for s, n in seen.items() if n > 1]
+        duplicated = [f"{u}: {what} of {ident}" for u, ident, what in self.app.twice]
         with read(rt.engine) as conn:
             cached = conn.execute(sa.select(sa.func.count()).select_from(schema.event_cache))
             events_cached = int(cached.scalar() or 0)
@@ -531,8 +638,15 @@ class _Demo:
             batches_delivered=self.app.batches,
             parity_clean=clean,
             parity_checked=checked,
-            lost=lost,
+            lost=list(self.lost),
             duplicated=duplicated,
+            changes_made=self.changes_made,
+            items_delivered=self.app.items,
+            delivered_on_connect=getattr(self, "on_connect", 0),
+            cutover_refused=list(getattr(self, "refused", [])),
+            duplicated_in_world=in_world,
+            post_cutover_writes=getattr(self, "post_writes", 0),
+            post_cutover_failures=list(getattr(self, "post_failures", [])),
         )
         self.say.act("Summary")
         self.table("users", ["provider", "users"], sorted(by_provider.items()))
@@ -541,26 +655,37 @@ class _Demo:
             "pipeline",
             ["measure", "value"],
             [
+                ("changes made (native and by the app)", self.changes_made),
                 ("events in the cache", events_cached),
                 ("notifications received", notifications),
                 ("change batches delivered to the app", self.app.batches),
+                ("upserts and deletions delivered", self.app.items),
+                ("delivered when Cronofy connected", result.delivered_on_connect),
                 ("parity clean before cutover", f"{clean}/{checked}"),
+                ("cutovers refused (none forced)", len(result.cutover_refused)),
                 ("still on legacy, not re-authorised", ", ".join(sorted(waiting)) or "-"),
                 ("rolled back", rolled_back or "-"),
-                ("changes lost", len(lost)),
+                (
+                    "writes by key after cutover reaching the original event",
+                    f"{result.post_cutover_writes - len(result.post_cutover_failures)}"
+                    f"/{result.post_cutover_writes}",
+                ),
+                ("changes lost", len(result.lost)),
                 ("changes delivered twice", len(duplicated)),
+                ("duplicate events in the world", len(in_world)),
             ],
         )
         verdict = "[bold green]nothing lost[/]" if result.ok else "[bold red]LOST CHANGES[/]"
         self.say.say(verdict)
-        for line in lost + duplicated:
+        for line in result.lost + duplicated + in_world + result.post_cutover_failures:
             self.say.say(f"  {line}")
         return result
 
-    async def _native_singles(self, email: str) -> dict[str, str]:
-        cal = self.w.primary_calendar(email).id
-        return {
-            e.ical_uid: e.summary or ""
-            for e in self.w.events(cal)
-            if e.recurring_event_id is None and e.ical_uid
-        }
+    async def _natives(self, email: str) -> list[Any]:
+        return self.w.events(self.w.primary_calendar(email).id)
+
+    async def _native(self, calendar_id: str, event_id: str) -> Any:
+        return self.w.event(calendar_id, event_id, include_deleted=True)
+
+    async def _primary(self, email: str) -> str:
+        return self.w.primary_calendar(email).id

@@ -409,6 +409,77 @@ class World:
         for change in emitted:
             self._emit(change)
 
+    def change_occurrence(
+        self,
+        calendar_id: str,
+        master_id: str,
+        original_start: EventTime,
+        *,
+        cancel: bool = False,
+        origin: str = "native",
+        **changes: Any,
+    ) -> NativeEvent:
+        """Move, edit (``changes``: ``start``, ``end``, ``summary``...) or ``cancel`` one
+        occurrence of a live series, as a user does in their own client.
+
+        The occurrence becomes an exception of the series (or its exception is updated):
+        it keeps the series' iCalUID and, on a Google-native calendar, takes Google's
+        instance id ``<masterId>_<original start>``; a cancelled one hides the occurrence.
+        """
+        master = self.event(calendar_id, master_id)
+        if not master.is_master:
+            raise ValueError(f"{master_id!r} is not a recurring series")
+        if cancel:
+            changes["status"] = EventStatus.CANCELLED
+        key = original_start.as_utc()
+        existing = next(
+            (
+                e
+                for e in self.events(calendar_id)
+                if e.recurring_event_id == master_id
+                and e.original_start is not None
+                and e.original_start.as_utc() == key
+            ),
+            None,
+        )
+        if existing is not None:
+            return self.update_event(calendar_id, existing.id, origin=origin, **changes)
+        length = master.end.as_utc() - master.start.as_utc()
+        if original_start.is_all_day:
+            assert original_start.date is not None
+            assert master.end.date is not None
+            assert master.start.date is not None
+            end = EventTime.all_day(original_start.date + (master.end.date - master.start.date))
+        else:
+            end = EventTime.zoned(key + length, original_start.tzid or "UTC")
+        native = self.user(self.calendar(calendar_id).owner).native
+        suffix = (
+            original_start.date.strftime("%Y%m%d")
+            if original_start.date is not None
+            else key.strftime("%Y%m%dT%H%M%SZ")
+        )
+        fields: dict[str, Any] = {
+            "start": original_start,
+            "end": end,
+            "summary": master.summary,
+            "description": master.description,
+            "location": master.location,
+            "transparency": master.transparency,
+            "visibility": master.visibility,
+            "attendees": master.attendees,
+            "organizer": master.organizer,
+            **changes,
+        }
+        return self.insert_event(
+            calendar_id,
+            id=f"{master_id}_{suffix}" if native == "google" else None,
+            ical_uid=master.ical_uid,
+            recurring_event_id=master_id,
+            original_start=original_start,
+            origin=origin,
+            **fields,
+        )
+
     @staticmethod
     def _live(state: _CalendarState, event_id: str) -> NativeEvent:
         event = state.events.get(event_id)

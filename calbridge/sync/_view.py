@@ -73,6 +73,9 @@ class RoundView:
         #: masters upserted this round: id -> (new master, the cached one before or None)
         self._masters: dict[str, tuple[Event, Event | None]] = {}
         self._others: list[str] | None = None
+        #: identities this round upserts: a deletion of the same occurrence under another
+        #: provider id (Graph gives a moved occurrence a new id) is no deletion
+        self._upserted: set[str] = set()
 
     # -- original starts ------------------------------------------------------------------
 
@@ -155,6 +158,7 @@ class RoundView:
                 out.append(("d", event))
             else:
                 out.append(("u", event))
+                self._upserted.add(occurrence_identity(event))
         return out
 
     def masters(self) -> list[Item]:
@@ -164,6 +168,7 @@ class RoundView:
             overridden = self._exception_starts(master.id)
             now = instances(master, self._window, overridden=overridden)
             out.extend(("u", e) for e in now)
+            self._upserted.update(occurrence_identity(e) for e in now)
             if old is not None:
                 kept = {e.id for e in now}
                 out.extend(
@@ -198,10 +203,8 @@ class RoundView:
             if payload is None:
                 continue
             event = _event(payload)
-            if is_master(event):
-                out.extend(("d", e) for e in instances(event, self._window))
-            else:
-                out.append(("d", event))
+            gone = instances(event, self._window) if is_master(event) else [event]
+            out.extend(("d", e) for e in gone if occurrence_identity(e) not in self._upserted)
         return out
 
 
