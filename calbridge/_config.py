@@ -48,7 +48,13 @@ def _opt_secret(value: str | Secret | None) -> Secret | None:
 
 @attrs.frozen(kw_only=True)
 class RoutingConfig:
-    """Policy rules for users who are not pinned and not in a migration."""
+    """Policy rules, in evaluation order, for users who are not pinned and not under
+    migration (no phase on their routing row; see
+    :attr:`calbridge.router.UserFacts.under_migration`). For a user under migration the
+    phase decides and these rules are not consulted: ``prefer_when_authorized`` (on by
+    default) sends a user to the target as soon as they authorise it only while no
+    ``calbridge migrate`` step has touched them.
+    """
 
     prefer_when_authorized: bool = True
     tenants: Mapping[str, str] = attrs.field(factory=dict, hash=False)

@@ -2,16 +2,21 @@
 
 The router decides on every call, in this order:
 
-1. an explicit per-user **pin** (``calbridge route pin USER PROVIDER``);
-2. the user's **migration phase** (``legacy``/``shadow``/``dual`` → the legacy provider,
-   ``cutover``/``retired`` → the target provider);
-3. **policy rules**, first answer wins: :class:`PreferWhenAuthorized` (the seed case: use
+1. an explicit per-user **pin** (``calbridge route USER --pin PROVIDER``, :meth:`CalBridge.pin`);
+2. the user's **migration phase**, for a user *under migration* (see
+   :attr:`UserFacts.under_migration`: the user's routing row carries a phase):
+   ``legacy``/``shadow``/``dual`` → the legacy provider, ``cutover``/``retired`` → the
+   target provider. The phase wins over every policy rule: a user held in ``legacy`` who
+   authorises the target stays on legacy until the migration moves them;
+3. **policy rules**, only for users not under migration, first answer naming a provider
+   the user holds an account at wins: :class:`PreferWhenAuthorized` (the seed case: use
    Cronofy as soon as the user has an active Cronofy authorization), :class:`TenantRule`,
    :class:`EmailDomainRule`, :class:`PercentCohort` (deterministic, sticky per user);
-4. the user's only (or oldest) active account.
+4. the user's oldest active account (or, with none active, the oldest account).
 
 Then, while both credentials exist, a **fallback** to the legacy provider when the chosen
-one needs re-authorization or was reported unavailable.
+provider is the target and its account needs re-authorization or the target was reported
+unavailable (:meth:`Router.mark_unavailable`).
 
 Decisions are cached per user for ``ttl`` seconds (a dict lookup when warm) and built from
 one store read (:class:`UserFacts`) when cold. Every decision can be explained.
@@ -91,6 +96,17 @@ class UserFacts:
     tenant: str | None = None
     legacy_provider: str | None = None
     last_provider: str | None = None
+
+    @property
+    def under_migration(self) -> bool:
+        """True when the user's routing row carries a migration phase (``legacy`` included).
+
+        A user gets one from the first ``calbridge migrate`` step that touches them
+        (``enroll``, a ``start`` -- refused or not --, ``rollback``) and keeps it; a user
+        with no routing row, or a row without a phase (written for a pin, a tenant or the
+        last provider), is not under migration and is routed by the policy rules.
+        """
+        return self.phase is not None
 
     def account(self, provider: str) -> AccountFacts | None:
         """The user's account at ``provider`` (an active one first)."""
@@ -191,7 +207,7 @@ class Decision:
     app_user_id: str
     provider: str
     account_id: str
-    #: "pin", "migration", "policy:<rule>", "default"
+    #: "pin", "migration", "policy:<rule>", "default", "fallback"
     source: str
     steps: tuple[str, ...] = ()
     #: set when the chosen provider could not serve and legacy took over
@@ -330,6 +346,14 @@ class Router:
         )
         return others[0].provider if others else None
 
+    def _policy(self, facts: UserFacts) -> tuple[str, str] | None:
+        """What the policy rules would pick (provider, rule name), for explanations."""
+        for rule in self.rules:
+            picked = rule.decide(facts, self.target)
+            if picked is not None and facts.account(picked) is not None:
+                return picked, rule.name
+        return None
+
     def _choose(self, facts: UserFacts, steps: list[str]) -> tuple[str, str]:
         if facts.pin:
             steps.append(f"pinned to {facts.pin}")
@@ -338,11 +362,19 @@ class Router:
         if facts.phase is not None:
             legacy = self._legacy_provider(facts)
             if facts.phase.target_primary or legacy is None:
+                chosen = self.target
                 steps.append(f"migration phase {facts.phase}: {self.target} is primary")
-                return self.target, "migration"
-            steps.append(f"migration phase {facts.phase}: legacy {legacy} is primary")
-            return legacy, "migration"
-        steps.append("not in a migration")
+            else:
+                chosen = legacy
+                steps.append(f"migration phase {facts.phase}: legacy {legacy} is primary")
+            overruled = self._policy(facts)
+            if overruled is not None and overruled[0] != chosen:
+                steps.append(
+                    f"under migration: rule {overruled[1]} would pick {overruled[0]}; "
+                    "the phase wins until the migration moves the user"
+                )
+            return chosen, "migration"
+        steps.append("not in a migration (no phase on the routing row): policy rules apply")
         for rule in self.rules:
             picked = rule.decide(facts, self.target)
             if picked is not None and facts.account(picked) is not None:

@@ -69,6 +69,10 @@ def migrate() -> None:
     Each step checks its guards and writes the new phase only if the user's routing row
     is unchanged since: concurrent runs move a user once; a run that lost reports the
     user under `already` (moved where it wanted) or refused with `conflict`.
+
+    A user is under migration once a migrate step has touched them (enroll, start,
+    rollback): their phase then routes them, and the routing policy rules (e.g.
+    prefer-when-authorized) no longer apply to them.
     """
 
 
@@ -97,6 +101,7 @@ def plan(
                 "phase": str(r.phase),
                 "readiness": r.readiness,
                 "detail": r.detail,
+                "under_migration": r.under_migration,
             }
             for r in rows
         ]
@@ -269,28 +274,71 @@ def _transition(name: str, to: Phase, help_text: str, *, forceable: bool = False
             finally:
                 await bridge.aclose()
 
-        result = run(body)
-        if as_json:
-            print_json(result.as_dict())
-        else:
-            verb = "would move" if dry_run else "moved"
+        _report(name, run(body), as_json=as_json, dry_run=dry_run)
+
+
+def _report(name: str, result: Any, *, as_json: bool, dry_run: bool) -> None:
+    """Print a BulkResult; exit status 3 when a user was refused (not on a dry run)."""
+    if as_json:
+        print_json(result.as_dict())
+    else:
+        verb = "would move" if dry_run else "moved"
+        console.print(
+            f"{name}: {verb} {len(result.moved)}, already {len(result.already)}, "
+            f"refused {len(result.refused)}"
+        )
+        for user, reason in result.refused:
+            kinds = ", ".join(str(g.kind) for g in result.guards.get(user, ()))
             console.print(
-                f"{name}: {verb} {len(result.moved)}, already {len(result.already)}, "
-                f"refused {len(result.refused)}"
+                f"  [yellow]{user}[/]: {reason}" + (f" (guards: {kinds})" if kinds else "")
             )
-            for user, reason in result.refused:
-                kinds = ", ".join(str(g.kind) for g in result.guards.get(user, ()))
-                console.print(
-                    f"  [yellow]{user}[/]: {reason}" + (f" (guards: {kinds})" if kinds else "")
-                )
-            for user, skipped in result.forced.items():
-                kinds = ", ".join(str(g.kind) for g in skipped)
-                console.print(f"  [red]{user}[/]: forced past {kinds}")
-        if result.refused and not dry_run:
-            raise SystemExit(3)
+        for user, skipped in result.forced.items():
+            kinds = ", ".join(str(g.kind) for g in skipped)
+            console.print(f"  [red]{user}[/]: forced past {kinds}")
+    if result.refused and not dry_run:
+        raise SystemExit(3)
 
 
-_transition("start", Phase.SHADOW, "legacy -> shadow: reads replayed against Cronofy and compared.")
+@migrate.command()
+@_selection
+@click.option("--dry-run", is_flag=True, help="Show who would be enrolled; change nothing.")
+def enroll(
+    as_json: bool,
+    users: tuple[str, ...],
+    users_file: str | None,
+    percent: float | None,
+    tenant: str | None,
+    dry_run: bool,
+    config_path: str | None,
+    database_url: str | None,
+) -> None:
+    """Put users under migration at legacy without moving them.
+
+    From then on their migration phase routes them, not the policy rules: they stay on
+    the legacy provider even after authorising Cronofy, until `migrate start` moves them.
+    Users already under migration are left where they are (`already`). `start` (even
+    when refused) and `rollback` also put the users they touch under migration.
+    """
+
+    async def body() -> Any:
+        bridge = make_bridge(config_path, database_url)
+        try:
+            selected = _users(bridge, users, users_file, percent, tenant)
+            return await _migrator(bridge).enroll_many(selected, dry_run=dry_run)
+        finally:
+            await bridge.aclose()
+
+    _report("enroll", run(body), as_json=as_json, dry_run=dry_run)
+
+
+_transition(
+    "start",
+    Phase.SHADOW,
+    "legacy -> shadow: reads replayed against Cronofy and compared.\n\n"
+    "Users refused (e.g. not yet re-authorised through Cronofy) are put under migration "
+    "at legacy: they stay on legacy after authorising Cronofy until a later start moves "
+    "them.",
+)
 _transition(
     "dual", Phase.DUAL, "shadow -> dual: writes through legacy, verified visible through Cronofy."
 )
@@ -312,4 +360,8 @@ _transition(
 _transition(
     "retire", Phase.RETIRED, "cutover -> retired: stop legacy channels and revoke legacy tokens."
 )
-_transition("rollback", Phase.LEGACY, "Any phase -> legacy.")
+_transition(
+    "rollback",
+    Phase.LEGACY,
+    "Any phase -> legacy. A user not under migration is put under it at legacy.",
+)

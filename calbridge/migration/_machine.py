@@ -33,7 +33,7 @@ import contextlib
 import datetime as dt
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -139,12 +139,17 @@ class UserMigration:
     target_account_id: str | None
     parity_clean_since: float | None = None
     last_parity: dict[str, Any] | None = None
+    #: the routing row carries a phase: the phase routes the user, not the policy rules
+    #: (:attr:`calbridge.router.UserFacts.under_migration`); ``phase`` reads ``legacy``
+    #: for a user never touched by the migration too
+    under_migration: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
         return {
             "app_user_id": self.app_user_id,
             "phase": str(self.phase),
+            "under_migration": self.under_migration,
             "legacy_provider": self.legacy_provider,
             "legacy_account_id": self.legacy_account_id,
             "target_account_id": self.target_account_id,
@@ -163,6 +168,7 @@ class PlanRow:
     #: "no_legacy"
     readiness: str
     detail: str = ""
+    under_migration: bool = False
 
 
 @attrs.frozen(kw_only=True)
@@ -284,6 +290,7 @@ class Migrator:
             target_account_id=target.account_id if target else None,
             parity_clean_since=data.get("parity_clean_since"),
             last_parity=data.get("last_parity"),
+            under_migration=routing is not None and bool(routing.phase),
         )
         return _Snapshot(routing=routing, facts=facts, state=state)
 
@@ -314,31 +321,44 @@ class Migrator:
         return sorted(set(chosen))
 
     def plan(self, users: Iterable[str]) -> list[PlanRow]:
-        """Readiness of each user; users without an active target authorization wait."""
+        """Readiness of each user; users without an active target authorization wait.
+
+        A user not yet under migration is routed by the policy rules (e.g. to the target
+        as soon as they authorise it): the detail says so.
+        """
         rows = []
         for user in users:
             state = self.status(user)
             facts = self.runtime.user_facts(user)
             target = facts.account(self.target)
+            detail = ""
             if state.phase is Phase.RETIRED:
-                rows.append(PlanRow(app_user_id=user, phase=state.phase, readiness="done"))
+                readiness = "done"
             elif state.legacy_account_id is None:
-                rows.append(PlanRow(app_user_id=user, phase=state.phase, readiness="no_legacy"))
+                readiness = "no_legacy"
             elif target is None or not target.active:
-                why = (
+                readiness = "waiting_reauth"
+                detail = (
                     "not yet re-authorised through " + self.target
                     if target is None
                     else (f"{self.target} account is {target.status}")
                 )
-                rows.append(
-                    PlanRow(
-                        app_user_id=user, phase=state.phase, readiness="waiting_reauth", detail=why
-                    )
-                )
             elif state.phase is Phase.LEGACY:
-                rows.append(PlanRow(app_user_id=user, phase=state.phase, readiness="ready"))
+                readiness = "ready"
             else:
-                rows.append(PlanRow(app_user_id=user, phase=state.phase, readiness="in_progress"))
+                readiness = "in_progress"
+            if not state.under_migration and state.legacy_account_id is not None:
+                note = "not under migration yet: policy rules route this user"
+                detail = f"{detail}; {note}" if detail else note
+            rows.append(
+                PlanRow(
+                    app_user_id=user,
+                    phase=state.phase,
+                    readiness=readiness,
+                    detail=detail,
+                    under_migration=state.under_migration,
+                )
+            )
         return rows
 
     # -- guards --------------------------------------------------------------------------
@@ -520,10 +540,21 @@ class Migrator:
                 raise ConcurrentTransition(app_user_id, to, expected=first, found=phase)
             self._refuse_if_claimed(snap, to)
             if phase is to:
-                return _Outcome(changed=False)
+                if to is not Phase.LEGACY or not self._enrollable(snap):
+                    return _Outcome(changed=False)
+                # rollback of a user the migration never touched: hold them on legacy
+                try:
+                    return await self._enroll_step(snap, dry_run=dry_run)
+                except StaleWriteError:
+                    continue
             found = await self._check(snap, to, record=not dry_run)
             refusing = [g for g in found if g.kind not in skip]
             if refusing:
+                if to is Phase.SHADOW and not dry_run and self._enrollable(snap):
+                    # a refused start still puts the user under migration, at legacy:
+                    # authorising the target later does not route them there by policy
+                    with contextlib.suppress(StaleWriteError):
+                        self._commit(snap, Phase.LEGACY, (), enrolling="start")
                 raise GuardFailed(app_user_id, to, refusing)
             forced = tuple(g for g in found if g.kind in skip)
             if dry_run:
@@ -554,9 +585,20 @@ class Migrator:
                 detail=f"another run is retiring the user (since {at:.0f}); try again later",
             )
 
-    def _commit(self, snap: _Snapshot, to: Phase, forced: Sequence[Guard]) -> None:
+    def _commit(
+        self,
+        snap: _Snapshot,
+        to: Phase,
+        forced: Sequence[Guard],
+        *,
+        enrolling: str | None = None,
+    ) -> None:
         """Write ``to`` if the routing row is still at ``snap``'s version, with its audit
-        entries, in one transaction. Raises StaleWriteError (nothing written) otherwise."""
+        entries, in one transaction. Raises StaleWriteError (nothing written) otherwise.
+
+        ``enrolling`` (what put the user under migration: "enroll", "start", "rollback")
+        audits ``migration.enrolled`` instead of a transition.
+        """
         from ..store import RoutingState, write
 
         rt, state = self.runtime, snap.state
@@ -579,19 +621,25 @@ class Migrator:
             secondary_account_id=snap.routing.secondary_account_id if snap.routing else None,
             data=data,
         )
+        if enrolling is not None:
+            action = "migration.enrolled"
+            detail: dict[str, Any] = {"from": None, "to": str(to), "by": enrolling}
+        else:
+            action = f"migration.{to}"
+            detail = {
+                "from": str(state.phase),
+                "to": str(to),
+                "forced": bool(forced),
+                "skipped_guards": [str(g.kind) for g in forced],
+            }
         with write(rt.engine) as conn:
             self._set_routing(row, snap.version, conn)
             rt.store.audit(
                 "migration",
-                f"migration.{to}",
+                action,
                 app_user_id=state.app_user_id,
                 account_id=state.target_account_id,
-                detail={
-                    "from": str(state.phase),
-                    "to": str(to),
-                    "forced": bool(forced),
-                    "skipped_guards": [str(g.kind) for g in forced],
-                },
+                detail=detail,
                 conn=conn,
             )
             if to is Phase.LEGACY and state.phase is Phase.RETIRED:
@@ -681,8 +729,48 @@ class Migrator:
                 return
             return
 
+    async def enroll(self, app_user_id: str, *, dry_run: bool = False) -> bool:
+        """Put the user under migration at ``legacy`` without moving them; False when
+        already under migration (whatever their phase). From now on the phase, not the
+        policy rules, routes the user: legacy serves until ``start`` moves them.
+
+        Raises GuardFailed (``no-legacy-account``) for a user with nothing to migrate from.
+        """
+        return (await self._enroll(app_user_id, dry_run=dry_run)).changed
+
+    async def _enroll(self, app_user_id: str, *, dry_run: bool) -> _Outcome:
+        for _ in range(_ATTEMPTS):
+            snap = self._snapshot(app_user_id)
+            if snap.state.under_migration:
+                return _Outcome(changed=False)
+            if not self._enrollable(snap):
+                raise GuardFailed(
+                    app_user_id,
+                    Phase.LEGACY,
+                    [Guard(GuardKind.NO_LEGACY_ACCOUNT, "the user has no legacy account")],
+                )
+            try:
+                return await self._enroll_step(snap, dry_run=dry_run, by="enroll")
+            except StaleWriteError:
+                continue
+        raise ConcurrentTransition(
+            app_user_id, Phase.LEGACY, expected=Phase.LEGACY, found=Phase.LEGACY
+        )
+
+    async def _enroll_step(
+        self, snap: _Snapshot, *, dry_run: bool, by: str = "rollback"
+    ) -> _Outcome:
+        if not dry_run:
+            self._commit(snap, Phase.LEGACY, (), enrolling=by)
+        return _Outcome(changed=True)
+
+    @staticmethod
+    def _enrollable(snap: _Snapshot) -> bool:
+        return not snap.state.under_migration and snap.state.legacy_account_id is not None
+
     async def rollback(self, app_user_id: str, *, dry_run: bool = False) -> bool:
-        """Back to legacy from any phase."""
+        """Back to legacy from any phase; a user not under migration is put under it at
+        legacy (held there, see :meth:`enroll`)."""
         return await self.move(app_user_id, Phase.LEGACY, dry_run=dry_run)
 
     async def _retire_legacy(self, state: UserMigration) -> None:
@@ -718,6 +806,35 @@ class Migrator:
         ``force`` as for :meth:`move` (checked before any user is touched).
         """
         skip = force_set(force)
+
+        async def step(user: str) -> _Outcome:
+            return await self._move(user, to, skip, dry_run=dry_run)
+
+        return await self._bulk(users, to, step, dry_run=dry_run, progress=progress)
+
+    async def enroll_many(
+        self,
+        users: Sequence[str],
+        *,
+        dry_run: bool = False,
+        progress: Callable[[str, str], None] | None = None,
+    ) -> BulkResult:
+        """:meth:`enroll` each user (``moved``: newly under migration)."""
+
+        async def step(user: str) -> _Outcome:
+            return await self._enroll(user, dry_run=dry_run)
+
+        return await self._bulk(users, Phase.LEGACY, step, dry_run=dry_run, progress=progress)
+
+    async def _bulk(
+        self,
+        users: Sequence[str],
+        to: Phase,
+        step: Callable[[str], Awaitable[_Outcome]],
+        *,
+        dry_run: bool,
+        progress: Callable[[str, str], None] | None,
+    ) -> BulkResult:
         moved: list[str] = []
         already: list[str] = []
         refused: list[tuple[str, str]] = []
@@ -726,7 +843,7 @@ class Migrator:
         conflicts: list[str] = []
         for user in users:
             try:
-                result = await self._move(user, to, skip, dry_run=dry_run)
+                result = await step(user)
             except GuardFailed as exc:
                 refused.append((user, "; ".join(exc.reasons)))
                 guards[user] = exc.guards
