@@ -18,6 +18,7 @@ import secrets
 import threading
 from typing import Any, Literal
 
+from calbridge import EventStatus
 from calbridge.sandbox import (
     DeliveryAttempt,
     DeliveryPolicy,
@@ -46,6 +47,11 @@ __all__ = ["PROVIDER", "CronofyEngine", "engine_for"]
 
 PROVIDER = "cronofy"
 _ORIGIN = "cronofy:"
+
+
+def _shown(event: NativeEvent) -> bool:
+    """Whether Cronofy shows the event: live, and not a cancelled occurrence of a series."""
+    return not event.deleted and not (event.is_exception and event.status is EventStatus.CANCELLED)
 
 
 def engine_for(world: World) -> CronofyEngine:
@@ -328,6 +334,7 @@ class CronofyEngine:
                         event_uid=event_uid_for(native_id, event.id),
                         native=event,
                         last_modified=now,
+                        last_shown=event if _shown(event) else None,
                     )
                     cached_events[event.id] = cached
                     if event.sequence > seen:
@@ -336,6 +343,8 @@ class CronofyEngine:
                 cached.native = event
                 cached.deleted = False
                 cached.last_modified = now
+                if _shown(event):
+                    cached.last_shown = event
                 changed.append((cached, event.origin))
             self.cursor[native_id] = self.world.sequence(native_id)
         if notify and changed:

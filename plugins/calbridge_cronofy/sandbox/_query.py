@@ -12,7 +12,7 @@ from typing import Any
 import attrs
 from starlette.datastructures import QueryParams
 
-from calbridge import EventStatus, Transparency
+from calbridge import EventStatus, EventTime, Transparency
 from calbridge.sandbox import NativeEvent, Occurrence, expand
 
 from ._engine import CronofyEngine
@@ -83,7 +83,12 @@ Row = tuple[Occurrence, CachedEvent, CronofyCalendar, str, str | None]
 
 
 def run_query(engine: CronofyEngine, grant: Grant, q: Query, *, free_busy: bool) -> list[Row]:
-    """Every row the query selects, ordered by start."""
+    """Every row the query selects, ordered by start.
+
+    Series are expanded to instances (uid: series + original start). With
+    ``include_deleted``, an instance that is gone (its occurrence cancelled or deleted, or
+    its whole series deleted) is a deleted row with the uid and times it had while shown.
+    """
     lo, hi = engine.window()
     account = engine.accounts[grant.sub]
     calendars = engine.account_calendars(account)
@@ -95,10 +100,21 @@ def run_query(engine: CronofyEngine, grant: Grant, q: Query, *, free_busy: bool)
         calendars = [known[cid] for cid in q.calendar_ids]
     start = q.start or lo
     end = q.end or hi
+    other_window = (start - _TICK, end)  # Cronofy: starting before `to`, ending on/after `from`
+    own_window = (q.start or lo - _FAR, q.end or hi + _FAR)  # the app's own: no default window
     with_managed = q.include_managed or q.only_managed
+    with_deleted = q.include_deleted and not free_busy
     client_id = grant.client_id
     managed = engine.managed
     rows: list[Row] = []
+
+    def window_of(native_id: str, master_id: str) -> tuple[dt.datetime, dt.datetime] | None:
+        """Where a series' instances are read (None: not at all, the app's own unasked)."""
+        link = managed.get((native_id, master_id))
+        if link is None or link.client_id != client_id:
+            return other_window
+        return own_window if with_managed else None
+
     with engine.lock:
         for cal in calendars:
             native_id = cal.native_id
@@ -106,29 +122,41 @@ def run_query(engine: CronofyEngine, grant: Grant, q: Query, *, free_busy: bool)
             # the default window does not limit the app's own (managed) events
             own_events: list[NativeEvent] = []
             other_events: list[NativeEvent] = []
+            series = _SeriesIndex()
             for c in cached_events.values():
+                e = c.native
+                if e.recurrence or e.recurring_event_id is not None:
+                    series.add(c)
                 if c.deleted:
                     continue
-                e = c.native
                 link = managed.get((native_id, e.recurring_event_id or e.id))
                 if link is not None and link.client_id == client_id:
                     own_events.append(e)
                 else:
                     other_events.append(e)
-            # Cronofy: events starting before `to` and ending on or after `from`
-            occurrences = expand(other_events, start - _TICK, end)
+            occurrences = expand(other_events, *other_window)
             if own_events and with_managed:
-                occurrences += expand(own_events, q.start or lo - _FAR, q.end or hi + _FAR)
-            if q.include_deleted and not free_busy:
+                occurrences += expand(own_events, *own_window)
+            # entries of rows that have none in the cache: instances that are gone
+            entries: dict[int, CachedEvent] = {}
+            if with_deleted:
                 occurrences += [
                     Occurrence(event=c.native, start=c.native.start, end=c.native.end)
                     for c in cached_events.values()
-                    if c.deleted and c.native.start_utc < end and c.native.end_utc > start
+                    if c.deleted
+                    and not c.native.recurrence
+                    and c.native.recurring_event_id is None
+                    and c.native.start_utc < end
+                    and c.native.end_utc > start
                 ]
+                for gone, gone_entry in series.removed_instances(native_id, window_of):
+                    occurrences.append(gone)
+                    entries[id(gone)] = gone_entry
             for occ in occurrences:
                 e = occ.event
                 base_id = e.recurring_event_id or e.id
-                cached = cached_events.get(e.id) or cached_events.get(base_id)
+                entry = entries.get(id(occ)) if entries else None
+                cached = entry or cached_events.get(e.id) or cached_events.get(base_id)
                 if cached is None:
                     continue
                 link = managed.get((native_id, base_id))
@@ -137,17 +165,24 @@ def run_query(engine: CronofyEngine, grant: Grant, q: Query, *, free_busy: bool)
                     continue
                 if own and not with_managed:
                     continue
+                uid = (
+                    instance_uid(native_id, base_id, occ.original_start)
+                    if occ.original_start is not None
+                    else cached.event_uid
+                )
+                if (
+                    series.by_start
+                    and entry is None
+                    and occ.original_start is not None
+                    and e.recurring_event_id is None
+                ):
+                    cached = series.reverted(cached, occ.original_start, uid)
                 if q.last_modified is not None and cached.last_modified < q.last_modified:
                     continue
                 if free_busy and (
                     e.transparency is Transparency.TRANSPARENT or e.status is EventStatus.CANCELLED
                 ):
                     continue
-                uid = (
-                    instance_uid(native_id, base_id, occ.original_start)
-                    if occ.original_start is not None
-                    else cached.event_uid
-                )
                 event_id = link.event_id if own and link else None
                 row = cached.row
                 if (
@@ -163,6 +198,92 @@ def run_query(engine: CronofyEngine, grant: Grant, q: Query, *, free_busy: bool)
                 rows.append(row)
     rows.sort(key=_row_order)
     return rows
+
+
+class _SeriesIndex:
+    """One calendar's cached series, for instances that are gone or came back.
+
+    Masters by id and exceptions by (master id, original start), tombstones included.
+    """
+
+    def __init__(self) -> None:
+        self.masters: dict[str, CachedEvent] = {}
+        self.exceptions: dict[str, list[CachedEvent]] = {}
+        self.by_start: dict[tuple[str, dt.datetime], CachedEvent] = {}
+        #: series with an instance removed: master deleted, exception cancelled or deleted
+        self.touched: set[str] = set()
+
+    def add(self, c: CachedEvent) -> None:
+        e = c.native
+        if e.recurring_event_id is not None and e.original_start is not None:
+            self.exceptions.setdefault(e.recurring_event_id, []).append(c)
+            key = (e.recurring_event_id, e.original_start.as_utc())
+            known = self.by_start.get(key)
+            if known is None or known.deleted:  # a live exception wins over a tombstone
+                self.by_start[key] = c
+            if c.deleted or e.status is EventStatus.CANCELLED:
+                self.touched.add(e.recurring_event_id)
+        elif e.recurrence:
+            self.masters[e.id] = c
+            if c.deleted:
+                self.touched.add(e.id)
+
+    def reverted(self, master: CachedEvent, original_start: EventTime, uid: str) -> CachedEvent:
+        """The entry of a plain instance: its master's, or, when a deleted exception made it
+        revert to the series after the master's last change, one modified then."""
+        exc = self.by_start.get((master.native.id, original_start.as_utc()))
+        if exc is None or not exc.deleted or exc.last_modified <= master.last_modified:
+            return master
+        return CachedEvent(event_uid=uid, native=master.native, last_modified=exc.last_modified)
+
+    def removed_instances(
+        self,
+        native_id: str,
+        window_of: Callable[[str, str], tuple[dt.datetime, dt.datetime] | None],
+    ) -> list[tuple[Occurrence, CachedEvent]]:
+        """Deleted rows: instances of touched series, as last shown, that are not live now.
+
+        Each gets a deleted entry of its own: the uid it had, modified when it went (the
+        series' deletion, else its exception's cancellation or deletion).
+        """
+        out: list[tuple[Occurrence, CachedEvent]] = []
+        for master_id in sorted(self.touched):
+            master = self.masters.get(master_id)
+            window = window_of(native_id, master_id)
+            if master is None or master.last_shown is None or window is None:
+                continue  # never shown (or not the caller's to see)
+            shown = [master.last_shown] + [
+                c.last_shown for c in self.exceptions.get(master_id, ()) if c.last_shown
+            ]
+            for occ in expand(shown, *window):
+                if occ.original_start is None:
+                    continue
+                when = occ.original_start.as_utc()
+                exc = self.by_start.get((master_id, when))
+                if _instance_live(master, exc, when):
+                    continue
+                gone_with = exc if exc is not None and not master.deleted else master
+                entry = CachedEvent(
+                    event_uid=instance_uid(native_id, master_id, occ.original_start),
+                    native=occ.event,
+                    last_modified=gone_with.last_modified,
+                    deleted=True,
+                )
+                out.append((occ, entry))
+        return out
+
+
+def _instance_live(master: CachedEvent, exc: CachedEvent | None, when: dt.datetime) -> bool:
+    """Whether the series' instance originally at ``when`` exists now (anywhere)."""
+    if master.deleted:
+        return False
+    if exc is not None and not exc.deleted:
+        return exc.native.status is not EventStatus.CANCELLED
+    # no exception (any more): the instance exists if the series' rule still makes it
+    return any(
+        o.original_start is not None and o.original_start.as_utc() == when
+        for o in expand([master.native], when - _TICK, when + _TICK)
+    )
 
 
 def _row_order(row: Row) -> tuple[dt.datetime, str]:

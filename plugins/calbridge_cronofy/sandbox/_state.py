@@ -143,6 +143,10 @@ class CachedEvent:
     #: when Cronofy's copy last changed (what ``last_modified`` filters on)
     last_modified: dt.datetime
     deleted: bool = False
+    #: the latest version Cronofy showed: live and, for an exception, not cancelled (None if
+    #: never); kept through cancellation and deletion, so the instances a removed series or
+    #: occurrence had can be reported deleted with the uids and times they had
+    last_shown: NativeEvent | None = None
     #: encoded JSON of this event's rows, by everything that shapes them (see ``_render``);
     #: emptied when :attr:`native` changes, so it only holds renderings of live versions
     rendered: dict[tuple[object, ...], tuple[NativeEvent, bytes]] = attrs.field(
