@@ -23,6 +23,11 @@ def test_demo_fast_migrates_and_loses_nothing() -> None:
     summary = json.loads(out.stdout)
     assert summary["lost"] == []
     assert summary["duplicated"] == []
+    assert summary["delivered_on_connect"] == 0
+    assert summary["cutover_refused"] == []
+    assert summary["duplicated_in_world"] == []
+    assert summary["post_cutover_writes"] > 0
+    assert summary["post_cutover_failures"] == []
     assert summary["parity_checked"] > 0
     assert summary["parity_clean"] == summary["parity_checked"]
     assert summary["users_by_phase"].get("retired", 0) >= 2

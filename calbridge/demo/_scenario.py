@@ -526,7 +526,7 @@ class _Demo:
 
     async def writes(self) -> None:
         """Native changes behind the app's back, and app writes through the bridge."""
-        k = max(3, len(self.users) // 3)
+        k = max(3, min(10, len(self.users) // 3))
         for user, email, _legacy in self.rng.sample(self.users, k=min(k, len(self.users))):
             action = self.rng.choice(
                 ["insert", "update", "delete", "move", "cancel", "series", "app", "app"]
