@@ -40,7 +40,7 @@ import attrs
 import sqlalchemy as sa
 
 from ..errors import CalbridgeError, NotFound
-from ..models import AccountStatus, Event, TimeRange
+from ..models import AccountStatus, Event, EventTime, TimeRange
 from ..router import Phase, cohort_bucket
 from ..store import StaleWriteError
 from ._guards import (
@@ -895,6 +895,17 @@ class Migrator:
             out.extend(page)
         return out
 
+    def _original_starts(
+        self, account_id: str, calendars: set[str], window: TimeRange
+    ) -> dict[str, EventTime]:
+        """Original starts sync gave the target's occurrences (see calbridge._occurrences)."""
+        out: dict[str, EventTime] = {}
+        for calendar_id in sorted(calendars):
+            for event in self.runtime.store.list_events(account_id, calendar_id, window):
+                if event.original_start is not None:
+                    out[event.id] = event.original_start
+        return out
+
     async def check_parity(
         self,
         app_user_id: str,
@@ -916,7 +927,10 @@ class Migrator:
         )
         legacy = await self._read(state.legacy_account_id, calendar, window)
         target = await self._read(state.target_account_id, calendar, window)
-        report = compare(legacy, target, window, now=now, grace=self.grace)
+        known = self._original_starts(
+            state.target_account_id, {e.calendar_id for e in target}, window
+        )
+        report = compare(legacy, target, window, now=now, grace=self.grace, known=known)
         if record:
             since = state.parity_clean_since
             if since is None:

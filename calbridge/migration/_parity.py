@@ -14,7 +14,7 @@ transparency, attendees and responses. Changes younger than ``grace`` seconds ar
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -142,12 +142,18 @@ def compare(
     now: dt.datetime | None = None,
     grace: float = 600.0,
     ignore: Iterable[str] = (),
+    known: Mapping[str, EventTime] | None = None,
 ) -> ParityReport:
-    """Compare two views of one calendar in ``window``."""
+    """Compare two views of one calendar in ``window``.
+
+    ``known`` maps target event ids to the original starts sync gave them before (a
+    target occurrence moved since keeps its identity while the legacy view has not caught
+    up).
+    """
     current = now or dt.datetime.now(dt.UTC)
     # occurrences read without an original start (Cronofy) take the one the other view
     # reports for the same series and start (a moved occurrence), else their start
-    starts = OriginalStarts()
+    starts = OriginalStarts(known)
     starts.learn(legacy)
     starts.learn(target)
     legacy = [starts.fill(e) for e in legacy]
