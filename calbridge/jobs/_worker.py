@@ -9,6 +9,7 @@ import importlib
 import logging
 import os
 import random
+import re
 import signal
 import socket
 import uuid
@@ -22,7 +23,15 @@ from ..errors import ConfigurationError, RateLimited, Unavailable
 from ._model import DEFAULT_QUEUE, Handler, Job, LeaseLost, RetryLater, describe_error
 from ._queue import JobQueue
 
-__all__ = ["BUILTIN_HANDLERS", "HandlerRegistry", "Worker", "default_backoff", "load_handlers"]
+__all__ = [
+    "BUILTIN_HANDLERS",
+    "HandlerRegistry",
+    "Worker",
+    "default_backoff",
+    "load_handlers",
+    "rate_limit_backoff",
+    "rate_limit_streak",
+]
 
 log = logging.getLogger("calbridge.jobs")
 
@@ -413,6 +422,12 @@ class Worker:
         delay = _retry_later(exc)
         now = self.queue.clock()
         error = describe_error(exc)
+        if isinstance(exc, RateLimited):
+            # back-pressure, not a failure: never uses an attempt (see docs/jobs.md)
+            streak = rate_limit_streak(job.last_error) + 1
+            if delay is None:
+                delay = rate_limit_backoff(streak)
+            error = f"{_STREAK_MARK}{streak} in a row, provider {exc.provider})\n{error}"
         if delay is not None:
             state = await self._db(
                 self.queue.fail, job, error=error, retry_at=now + delay, counts=False
@@ -436,6 +451,35 @@ class Worker:
         )
         self._observe("failed", job)
         return None
+
+
+#: first line of ``last_error`` after a 429: ``rate limited (<n> in a row, provider <p>)``
+_STREAK_MARK: Final = "rate limited ("
+_STREAK_RE: Final = re.compile(r"rate limited \((\d+) in a row")
+#: adaptive backoff after a 429 without Retry-After: first delay and cap, seconds
+RATE_LIMIT_BASE: Final = 5.0
+RATE_LIMIT_CAP: Final = 900.0
+
+
+def rate_limit_streak(last_error: str | None) -> int:
+    """How many 429s in a row the job's previous runs got (0: its last run was no 429).
+
+    Read from the first line of ``last_error``, which the worker writes after each 429;
+    any other outcome overwrites it, so the streak restarts after a run that was not
+    throttled.
+    """
+    match = _STREAK_RE.match(last_error or "")
+    return int(match.group(1)) if match else 0
+
+
+def rate_limit_backoff(streak: int) -> float:
+    """Seconds before rerunning a job after its ``streak``-th 429 in a row (no Retry-After).
+
+    5 s doubling per consecutive 429, capped at 15 min, with jitter: uniform in
+    ``[base/2, base]`` so throttled jobs of many workers do not return together.
+    """
+    base = min(RATE_LIMIT_CAP, RATE_LIMIT_BASE * 2.0 ** min(max(streak, 1) - 1, 20))
+    return base * (0.5 + random.random() / 2)  # noqa: S311 - jitter, not crypto
 
 
 def _retry_later(exc: BaseException) -> float | None:
