@@ -41,6 +41,7 @@ __all__ = [
     "occurrence_identity",
     "occurrence_window",
     "stamp",
+    "wall_clock",
 ]
 
 #: how far back and ahead series are expanded for the application (Cronofy's sync window)
@@ -87,7 +88,7 @@ def occurrence_identity(event: Event, base: str | None = None) -> str:
     return f"{root}@{stamp(event.original_start or event.start)}"
 
 
-def _local(t: EventTime) -> dt.datetime:
+def wall_clock(t: EventTime) -> dt.datetime:
     """The wall-clock datetime a recurrence rule iterates on."""
     if t.kind is TimeKind.DATE:
         assert t.date is not None
@@ -112,8 +113,8 @@ def expand_series(master: Event, window: TimeRange) -> Iterator[tuple[EventTime,
     The rule runs in the wall clock of the master's start (so a 09:00 series stays at 09:00
     across daylight-saving changes); all-day series step by dates.
     """
-    first = _local(master.start)
-    length = _local(master.end) - first
+    first = wall_clock(master.start)
+    length = wall_clock(master.end) - first
     rules = rrule.rrulestr("\n".join(master.recurrence), dtstart=first, forceset=True, unfold=True)
     for n, when in enumerate(rules):
         if n >= _MAX:

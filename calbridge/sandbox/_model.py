@@ -10,7 +10,7 @@ import datetime as dt
 import enum
 import functools
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import attrs
 
@@ -148,6 +148,21 @@ class NativeEvent:
     def is_master(self) -> bool:
         """True for the definition of a recurring series."""
         return bool(self.recurrence)
+
+    def occurrence_fields(self) -> dict[str, Any]:
+        """What an occurrence of this series starts with when it becomes an exception: the
+        series' text, people, visibility and properties (times and status are its own)."""
+        return {
+            "summary": self.summary,
+            "description": self.description,
+            "location": self.location,
+            "transparency": self.transparency,
+            "visibility": self.visibility,
+            "attendees": self.attendees,
+            "organizer": self.organizer,
+            "private_properties": self.private_properties,
+            "shared_properties": self.shared_properties,
+        }
 
     @property
     def is_exception(self) -> bool:

@@ -5,11 +5,11 @@ from __future__ import annotations
 import datetime as dt
 import functools
 from collections.abc import Iterable
-from zoneinfo import ZoneInfo
 
 import attrs
 from dateutil import rrule
 
+from .._occurrences import wall_clock
 from ..models import EventStatus, EventTime, TimeKind
 from ._model import NativeEvent
 
@@ -62,17 +62,6 @@ def _shift(t: EventTime, anchor: dt.datetime) -> EventTime:
     return EventTime.zoned(anchor, t.tzid)
 
 
-def _anchor(t: EventTime) -> dt.datetime:
-    if t.kind is TimeKind.DATE:
-        assert t.date is not None
-        return dt.datetime(t.date.year, t.date.month, t.date.day)
-    assert t.datetime is not None
-    if t.kind is TimeKind.FLOATING:
-        return t.datetime
-    assert t.tzid is not None
-    return t.datetime.astimezone(ZoneInfo(t.tzid))
-
-
 def expand(
     events: Iterable[NativeEvent], window_start: dt.datetime, window_end: dt.datetime
 ) -> list[Occurrence]:
@@ -94,8 +83,8 @@ def expand(
             if e.start_utc < window_end and e.end_utc > window_start:
                 out.append(e.single_occurrence)
             continue
-        first = _anchor(e.start)
-        duration = _anchor(e.end) - first
+        first = wall_clock(e.start)
+        duration = wall_clock(e.end) - first
         rule = rrule.rrulestr("\n".join(e.recurrence), dtstart=first, forceset=True)
         for n, when in enumerate(rule):
             if n >= _MAX_OCCURRENCES:

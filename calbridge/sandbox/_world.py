@@ -459,15 +459,9 @@ class World:
             else key.strftime("%Y%m%dT%H%M%SZ")
         )
         fields: dict[str, Any] = {
+            **master.occurrence_fields(),
             "start": original_start,
             "end": end,
-            "summary": master.summary,
-            "description": master.description,
-            "location": master.location,
-            "transparency": master.transparency,
-            "visibility": master.visibility,
-            "attendees": master.attendees,
-            "organizer": master.organizer,
             **changes,
         }
         return self.insert_event(

@@ -401,14 +401,7 @@ class GoogleSandbox(PushMixin):
         master = occurrence.event
         self._may_write(request, ctx.cal, master)
         merged: dict[str, Any] = {
-            "summary": master.summary,
-            "description": master.description,
-            "location": master.location,
-            "transparency": master.transparency,
-            "visibility": master.visibility,
-            "attendees": master.attendees,
-            "private_properties": master.private_properties,
-            "shared_properties": master.shared_properties,
+            **master.occurrence_fields(),
             "start": occurrence.start,
             "end": occurrence.end,
         }

@@ -229,16 +229,9 @@ class GraphView:
         assert occ.original_start is not None
         master = found.event
         base: dict[str, Any] = {
+            **master.occurrence_fields(),
             "start": occ.start,
             "end": occ.end,
-            "summary": master.summary,
-            "description": master.description,
-            "location": master.location,
-            "transparency": master.transparency,
-            "visibility": master.visibility,
-            "attendees": master.attendees,
-            "organizer": master.organizer,
-            "private_properties": master.private_properties,
         }
         base.update({k: v for k, v in fields.items() if k != "recurrence"})
         if cancel:
