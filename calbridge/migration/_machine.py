@@ -29,17 +29,19 @@ the kinds to skip, and only :data:`FORCEABLE` kinds (parity, initial sync) can b
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import datetime as dt
+import functools
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from typing import Any, TypeVar
 
 import attrs
 import sqlalchemy as sa
 
-from ..errors import CalbridgeError, NotFound
+from ..errors import CalbridgeError, NotFound, RateLimited
 from ..models import AccountStatus, Event, EventTime, TimeRange
 from ..router import Phase, cohort_bucket
 from ..store import StaleWriteError
@@ -60,6 +62,7 @@ __all__ = [
     "GuardFailed",
     "MigrationError",
     "Migrator",
+    "ParityResult",
     "PlanRow",
     "UserMigration",
 ]
@@ -74,6 +77,13 @@ _CLAIM = "transition"
 #: what ``force`` accepts: guard kinds (or their names) to skip; True means every
 #: forceable kind (:data:`~calbridge.migration.BARE_FORCE`), False none
 Force = bool | Iterable[GuardKind | str] | None
+
+T = TypeVar("T")
+
+#: a bulk run's per-user retries after a 429 whose Retry-After is at most ``max_wait``
+RATE_LIMIT_RETRIES = 2
+#: the longest Retry-After a bulk run waits out for one user (longer: ``rate_limited``)
+RATE_LIMIT_MAX_WAIT = 60.0
 
 
 class MigrationError(CalbridgeError):
@@ -187,6 +197,10 @@ class BulkResult:
     forced: Mapping[str, tuple[Guard, ...]] = attrs.field(factory=dict, hash=False)
     #: refused users whose phase another run changed first (this run wrote nothing)
     conflicts: tuple[str, ...] = ()
+    #: refused users whose provider answered 429 (after the bounded waits): rerun them
+    rate_limited: tuple[str, ...] = ()
+    #: refused users whose provider (or store) failed: rerun them
+    errors: tuple[str, ...] = ()
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
@@ -201,11 +215,44 @@ class BulkResult:
                     "reason": r,
                     "guards": [g.as_dict() for g in self.guards.get(u, ())],
                     "conflict": u in self.conflicts,
+                    "rate_limited": u in self.rate_limited,
+                    "error": u in self.errors,
                 }
                 for u, r in self.refused
             ],
             "forced": {u: [g.as_dict() for g in gs] for u, gs in self.forced.items()},
         }
+
+
+@attrs.frozen(kw_only=True)
+class ParityResult:
+    """One user's outcome in :meth:`Migrator.check_parity_many`.
+
+    ``status``: ``clean`` / ``differs`` (compared now: ``report``), ``skipped`` (compared
+    within ``skip_checked_since``: ``last_parity`` is that comparison's summary),
+    ``rate_limited`` (the provider answered 429; ``retry_after`` when it said) or
+    ``error`` (a provider or migration error: ``error``).
+    """
+
+    app_user_id: str
+    status: str
+    report: ParityReport | None = None
+    last_parity: Mapping[str, Any] | None = None
+    error: str | None = None
+    retry_after: float | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready: the report's keys (when compared) plus ``app_user_id``/``status``."""
+        out: dict[str, Any] = {"app_user_id": self.app_user_id, "status": self.status}
+        if self.report is not None:
+            out.update(self.report.as_dict())
+        if self.last_parity is not None:
+            out["last_parity"] = dict(self.last_parity)
+        if self.error is not None:
+            out["error"] = self.error
+        if self.retry_after is not None:
+            out["retry_after"] = self.retry_after
+        return out
 
 
 @attrs.frozen
@@ -257,6 +304,25 @@ class Migrator:
     clock: Callable[[], float] = time.time
     #: seconds a retirement's claim holds off other runs (a crashed run's claim expires)
     claim_ttl: float = 600.0
+    #: how bulk runs wait out a provider's Retry-After (tests pass a fake)
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+
+    async def _patient(
+        self, call: Callable[[], Awaitable[T]], *, retries: int, max_wait: float
+    ) -> T:
+        """``call()``, waiting out a 429's Retry-After (at most ``max_wait`` s) and calling
+        again, at most ``retries`` times; a 429 without Retry-After, with a longer one or
+        past the retries raises :class:`RateLimited` to the caller."""
+        attempt = 0
+        while True:
+            try:
+                return await call()
+            except RateLimited as exc:
+                wait = exc.retry_after
+                if attempt >= retries or wait is None or wait > max_wait:
+                    raise
+                attempt += 1
+                await self.sleep(wait)
 
     @property
     def target(self) -> str:
@@ -800,17 +866,35 @@ class Migrator:
         dry_run: bool = False,
         force: Force = (),
         progress: Callable[[str, str], None] | None = None,
+        report: Callable[[dict[str, Any]], None] | None = None,
+        retries: int = RATE_LIMIT_RETRIES,
+        max_wait: float = RATE_LIMIT_MAX_WAIT,
     ) -> BulkResult:
         """Move many users; each step is idempotent, so a crashed run resumes by rerunning.
 
-        ``force`` as for :meth:`move` (checked before any user is touched).
+        ``force`` as for :meth:`move` (checked before any user is touched). One user's
+        429 or provider error never stops the run: a 429 with a Retry-After of at most
+        ``max_wait`` seconds is waited out and the user tried again (``retries`` times),
+        else the user is refused as ``rate_limited`` (or ``error``) and the run goes on.
+        ``progress(user, outcome)`` and ``report(entry)`` are called as each user
+        finishes; ``entry`` is ``{user, outcome, reason, guards, forced}`` (outcome:
+        moved, already, refused, conflict, rate_limited, error).
         """
         skip = force_set(force)
 
         async def step(user: str) -> _Outcome:
             return await self._move(user, to, skip, dry_run=dry_run)
 
-        return await self._bulk(users, to, step, dry_run=dry_run, progress=progress)
+        return await self._bulk(
+            users,
+            to,
+            step,
+            dry_run=dry_run,
+            progress=progress,
+            report=report,
+            retries=retries,
+            max_wait=max_wait,
+        )
 
     async def enroll_many(
         self,
@@ -818,13 +902,17 @@ class Migrator:
         *,
         dry_run: bool = False,
         progress: Callable[[str, str], None] | None = None,
+        report: Callable[[dict[str, Any]], None] | None = None,
     ) -> BulkResult:
-        """:meth:`enroll` each user (``moved``: newly under migration)."""
+        """:meth:`enroll` each user (``moved``: newly under migration); ``progress`` and
+        ``report`` as for :meth:`bulk`."""
 
         async def step(user: str) -> _Outcome:
             return await self._enroll(user, dry_run=dry_run)
 
-        return await self._bulk(users, Phase.LEGACY, step, dry_run=dry_run, progress=progress)
+        return await self._bulk(
+            users, Phase.LEGACY, step, dry_run=dry_run, progress=progress, report=report
+        )
 
     async def _bulk(
         self,
@@ -834,6 +922,9 @@ class Migrator:
         *,
         dry_run: bool,
         progress: Callable[[str, str], None] | None,
+        report: Callable[[dict[str, Any]], None] | None = None,
+        retries: int = RATE_LIMIT_RETRIES,
+        max_wait: float = RATE_LIMIT_MAX_WAIT,
     ) -> BulkResult:
         moved: list[str] = []
         already: list[str] = []
@@ -841,9 +932,13 @@ class Migrator:
         guards: dict[str, tuple[Guard, ...]] = {}
         forced: dict[str, tuple[Guard, ...]] = {}
         conflicts: list[str] = []
+        limited: list[str] = []
+        errors: list[str] = []
         for user in users:
             try:
-                result = await step(user)
+                result = await self._patient(
+                    functools.partial(step, user), retries=retries, max_wait=max_wait
+                )
             except GuardFailed as exc:
                 refused.append((user, "; ".join(exc.reasons)))
                 guards[user] = exc.guards
@@ -856,14 +951,29 @@ class Migrator:
                     refused.append((user, str(exc)))
                     conflicts.append(user)
                     outcome = "conflict"
+            except RateLimited as exc:
+                refused.append((user, str(exc)))
+                limited.append(user)
+                outcome = "rate_limited"
             except CalbridgeError as exc:
                 refused.append((user, str(exc)))
-                outcome = "failed"
+                errors.append(user)
+                outcome = "error"
             else:
                 (moved if result.changed else already).append(user)
                 if result.forced:
                     forced[user] = result.forced
                 outcome = "moved" if result.changed else "already"
+            if report is not None:
+                report(
+                    {
+                        "user": user,
+                        "outcome": outcome,
+                        "reason": refused[-1][1] if refused and refused[-1][0] == user else "",
+                        "guards": [g.as_dict() for g in guards.get(user, ())],
+                        "forced": [g.as_dict() for g in forced.get(user, ())],
+                    }
+                )
             if progress is not None:
                 progress(user, outcome)
         return BulkResult(
@@ -875,6 +985,8 @@ class Migrator:
             guards=guards,
             forced=forced,
             conflicts=tuple(conflicts),
+            rate_limited=tuple(limited),
+            errors=tuple(errors),
         )
 
     # -- parity --------------------------------------------------------------------------
@@ -953,3 +1065,50 @@ class Migrator:
                 "migration", "migration.parity", app_user_id=app_user_id, detail=summary
             )
         return report
+
+    async def check_parity_many(
+        self,
+        users: Iterable[str],
+        *,
+        calendar: str = "primary",
+        skip_checked_since: float | None = None,
+        retries: int = RATE_LIMIT_RETRIES,
+        max_wait: float = RATE_LIMIT_MAX_WAIT,
+    ) -> AsyncIterator[ParityResult]:
+        """:meth:`check_parity` for each user, yielding each user's result as it finishes.
+
+        One user's 429 or error never stops the run: a 429 with a Retry-After of at most
+        ``max_wait`` s is waited out and the user compared again (``retries`` times), else
+        the user's result is ``rate_limited`` (or ``error``) and the next user is compared.
+        ``skip_checked_since``: users whose last comparison (the routing row's
+        ``last_parity.at``, written by every comparison) is at most that many seconds old
+        are ``skipped``: a rerun resumes where an interrupted or throttled run stopped.
+        """
+        for user in users:
+            if skip_checked_since is not None:
+                last = self.status(user).last_parity
+                at = (last or {}).get("at")
+                if isinstance(at, int | float) and at >= self.clock() - skip_checked_since:
+                    yield ParityResult(app_user_id=user, status="skipped", last_parity=last)
+                    continue
+            try:
+                report = await self._patient(
+                    functools.partial(self.check_parity, user, calendar=calendar),
+                    retries=retries,
+                    max_wait=max_wait,
+                )
+            except RateLimited as exc:
+                yield ParityResult(
+                    app_user_id=user,
+                    status="rate_limited",
+                    error=str(exc),
+                    retry_after=exc.retry_after,
+                )
+            except CalbridgeError as exc:
+                yield ParityResult(app_user_id=user, status="error", error=str(exc))
+            else:
+                yield ParityResult(
+                    app_user_id=user,
+                    status="clean" if report.clean else "differs",
+                    report=report,
+                )
