@@ -139,6 +139,10 @@ async def test_start_streams_outcomes_and_a_rerun_resumes(
     assert code == 0
     assert [(r["user"], r["outcome"]) for r in lines(out)] == [(u, "already") for u in USERS]
     assert time.monotonic() - start < 60
+    code, out = run_cli(env, "migrate", "plan", "--jsonl")
+    assert [(r["app_user_id"], r["readiness"]) for r in lines(out)] == [
+        (u, "in_progress") for u in USERS
+    ]
     code, out = run_cli(env, "migrate", "dual", "--user", "ann")
     assert code == 0
     assert "  ann: moved" in out.splitlines()
