@@ -11,6 +11,14 @@ from typing import Any
 
 from . import errors
 from ._breaker import BreakerPolicy, CircuitBreaker, circuit_breaker
+from ._budget import (
+    RateBudget,
+    RateQuota,
+    RateWindow,
+    background_calls,
+    install_rate_budget,
+    rate_budget,
+)
 from ._http import (
     RateLimiter,
     RetryPolicy,
@@ -101,7 +109,10 @@ __all__ = [
     "ProviderInfo",
     "ProviderRegistrar",
     "ProviderSettings",
+    "RateBudget",
     "RateLimiter",
+    "RateQuota",
+    "RateWindow",
     "RawPayload",
     "ResponseStatus",
     "RetryPolicy",
@@ -118,14 +129,17 @@ __all__ = [
     "Visibility",
     "WebhookReply",
     "WebhookRequest",
+    "background_calls",
     "circuit_breaker",
     "errors",
     "get_plugin_host",
     "hookimpl",
+    "install_rate_budget",
     "make_converter",
     "make_http_client",
     "parse_retry_after",
     "prefetched_pages",
+    "rate_budget",
     "read_json",
     "redact_url",
     "send",

@@ -28,6 +28,7 @@ import httpx
 import tenacity
 
 from ._breaker import BreakerPolicy, CircuitBreaker, circuit_breaker
+from ._budget import RateBudget, rate_budget
 from ._transport import AiohttpTransport
 from ._version import __version__
 from .errors import ProviderResponseError, RateLimited, Unavailable
@@ -77,6 +78,8 @@ class _SharedClient(httpx.AsyncClient):
         self._jar = _NoCookies()
         self.breaker_policy = breaker
         self.breakers: dict[str, CircuitBreaker] | None = {} if breaker is not None else None
+        #: the application-wide budgets calls are taken from (see calbridge.install_rate_budget)
+        self.rate_budgets: dict[str, RateBudget] = {}
 
     @property
     def cookies(self) -> httpx.Cookies:
@@ -231,10 +234,16 @@ async def send(
     once, and the call's outcome (a 5xx after the retries, a timeout or a lost connection
     is a failure; any other answer a success; a 429 neither) moves the breaker.
 
+    When the client carries a rate budget for ``provider`` (see
+    :func:`calbridge.install_rate_budget`; the runtime installs one per provider), every
+    attempt of a counted call (not OAuth token endpoint calls) first takes a grant from
+    it, and a 429 pauses it for every process on the store.
+
     Raises:
         Unavailable: connection errors or timeouts persisted, a 5xx asked to wait too long,
             or the provider's circuit is open (``retry_after``: seconds until it may close).
-        RateLimited: a 429 asked to wait longer than ``policy.max_wait``.
+        RateLimited: a 429 asked to wait longer than ``policy.max_wait``, or the shared
+            budget is paused for longer than that.
     """
     breaker = circuit_breaker(client, provider)
     if breaker is None:
@@ -293,12 +302,28 @@ async def _send(  # noqa: PLR0917 - send's arguments, passed on
                 return hinted
         return float(policy.backoff(state.attempt_number, rng))
 
+    # Each attempt takes a grant from the application's shared budget (when the client has
+    # one and the provider counts the call); a 429 pauses that budget for every process.
+    budget = rate_budget(client, provider)
+    if budget is not None and not budget.counts(request):
+        budget = None
+
+    async def attempt() -> httpx.Response:
+        if budget is None:
+            return _unlinked(await client.send(request))
+        await budget.acquire(max_wait=policy.max_wait)
+        response = _unlinked(await client.send(request))
+        if response.status_code == 429:
+            hinted = parse_retry_after(response.headers.get("retry-after"), now=clock())
+            await budget.apause(hinted)
+        return response
+
     # The happy path needs no retry machinery (it costs more than building the request):
     # the first attempt is made plainly, and only a failure enters the retry loop, whose
     # attempt 1 then replays that outcome, so waits and attempt counts are unchanged.
     first: list[Exception] = []
     try:
-        response = _unlinked(await client.send(request))
+        response = await attempt()
     except Exception as exc:  # replayed below, for should_retry to judge
         first.append(exc)
     else:
@@ -309,7 +334,7 @@ async def _send(  # noqa: PLR0917 - send's arguments, passed on
     async def once() -> httpx.Response:
         if first:
             raise first.pop()
-        response = _unlinked(await client.send(request))
+        response = await attempt()
         if response.status_code in RETRY_STATUSES:
             raise _RetryableStatus(response)
         return response

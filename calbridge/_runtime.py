@@ -17,12 +17,13 @@ import attrs
 import httpx
 import sqlalchemy as sa
 
+from ._budget import DEFAULT_QUOTAS, RateBudget, RateQuota, install_rate_budget
 from ._config import BridgeConfig
 from ._http import make_http_client
 from ._manager import PluginHost, get_plugin_host
 from .errors import ConfigurationError, NotFound
 from .models import Account
-from .provider import Provider, Session
+from .provider import Provider, ProviderSettings, Session
 from .router import AccountFacts, Phase, Router, UserFacts
 
 __all__ = ["Runtime"]
@@ -106,10 +107,37 @@ class Runtime:
         found = self._providers.get(name)
         if found is None:
             cls = self.host.provider_class(name)
-            found = cls(http=self.http, settings=self.config.settings_for(cls.name))
+            settings = self._with_budget(cls.name, self.config.settings_for(cls.name))
+            found = cls(http=self.http, settings=settings)
             self._providers[cls.name] = found
             self._providers[name] = found
         return found
+
+    def _with_budget(self, provider: str, settings: ProviderSettings) -> ProviderSettings:
+        """Install the provider's application-wide rate budget (shared through the store by
+        every process) on the HTTP client; returns the settings the provider is built with.
+
+        The option ``rate_budget``: True for the provider's documented quota
+        (:data:`calbridge._budget.DEFAULT_QUOTAS`), a :class:`calbridge.RateQuota`, or
+        False for none. It defaults to True unless per-process limiters are configured
+        explicitly (``rate_limiters``, ``rate_limit_per_second`` / ``_per_minute``: the
+        caller limits this provider itself). With the budget, Cronofy's per-process
+        limiters are turned off unless configured explicitly (they would count token
+        exchanges too).
+        """
+        local = ("rate_limiters", "rate_limit_per_second", "rate_limit_per_minute")
+        explicit_local = any(key in settings.options for key in local)
+        option = settings.option("rate_budget", not explicit_local)
+        if option is False or option is None:
+            return settings
+        quota = option if isinstance(option, RateQuota) else DEFAULT_QUOTAS.get(provider)
+        if quota is None:
+            return settings
+        budget = RateBudget(self.engine, provider=provider, app=settings.client_id, quota=quota)
+        install_rate_budget(self.http, budget)
+        if explicit_local:
+            return settings
+        return attrs.evolve(settings, options={**settings.options, "rate_limiters": ()})
 
     def account(self, account_id: str) -> Account:
         """A stored account, or NotFound."""

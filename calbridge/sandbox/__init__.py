@@ -26,7 +26,13 @@ See docs/sandbox.md.
 from __future__ import annotations
 
 from ._clock import Clock, Timer, TimerCallback
-from ._control import event_time_from_json, event_time_json, native_event_json
+from ._control import (
+    RequestCounts,
+    event_time_from_json,
+    event_time_json,
+    native_event_json,
+    request_counts,
+)
 from ._delivery import DeliveryAttempt, DeliveryPolicy, WebhookDelivery
 from ._faults import FaultAction, Faults, InjectedError, NotificationFate, ProviderFaults
 from ._model import ChangeKind, NativeCalendar, NativeChange, NativeEvent, NativeProvider, User
@@ -52,6 +58,7 @@ __all__ = [
     "NotificationFate",
     "Occurrence",
     "ProviderFaults",
+    "RequestCounts",
     "Timer",
     "TimerCallback",
     "TlsFiles",
@@ -68,5 +75,6 @@ __all__ = [
     "installed_sandboxes",
     "make_tls_files",
     "native_event_json",
+    "request_counts",
     "serve_in_thread",
 ]

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import collections
 import datetime as dt
 import json
+import time
+import weakref
 from typing import Any
 
+import attrs
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -22,7 +26,64 @@ from ._faults import FAULT_ACTIONS
 from ._model import NativeCalendar, NativeEvent, User
 from ._world import UnknownCalendar, UnknownEvent, UnknownUser, World
 
-__all__ = ["control_routes", "event_time_from_json", "event_time_json", "native_event_json"]
+__all__ = [
+    "RequestCounts",
+    "control_routes",
+    "event_time_from_json",
+    "event_time_json",
+    "native_event_json",
+    "request_counts",
+]
+
+
+@attrs.define
+class RequestCounts:
+    """What one provider sandbox answered (read by benchmarks through ``/_sandbox/requests``).
+
+    ``requests``: every request of the provider's API and OAuth endpoints it answered;
+    ``limited``: those counted against the application's rate limit (authenticated API
+    calls); ``throttled``: those its rate limiter refused with 429 (an injected 429 fault
+    is counted in ``statuses`` only); ``statuses``: answers by status code.
+    """
+
+    requests: int = 0
+    limited: int = 0
+    throttled: int = 0
+    statuses: collections.Counter[int] = attrs.field(factory=collections.Counter)
+    started: float = attrs.field(factory=time.time)
+
+    def answered(self, status: int) -> None:
+        """One answer sent."""
+        self.requests += 1
+        self.statuses[status] += 1
+
+    def reset(self) -> None:
+        """Start counting again from zero (in place: the sandbox keeps this object)."""
+        self.requests = self.limited = self.throttled = 0
+        self.statuses.clear()
+        self.started = time.time()
+
+    def json(self) -> dict[str, Any]:
+        """The counts as control-endpoint JSON (``since``: epoch seconds of the last reset)."""
+        return {
+            "requests": self.requests,
+            "limited": self.limited,
+            "throttled": self.throttled,
+            "statuses": {str(k): v for k, v in sorted(self.statuses.items())},
+            "since": self.started,
+        }
+
+
+_COUNTS: weakref.WeakKeyDictionary[World, dict[str, RequestCounts]] = weakref.WeakKeyDictionary()
+
+
+def request_counts(world: World, provider: str) -> RequestCounts:
+    """The request counts of ``provider``'s sandbox over ``world`` (created on first use)."""
+    per_world = _COUNTS.setdefault(world, {})
+    counts = per_world.get(provider)
+    if counts is None:
+        counts = per_world[provider] = RequestCounts()
+    return counts
 
 
 def event_time_json(t: EventTime) -> dict[str, str]:
@@ -293,6 +354,17 @@ def control_routes(world: World, providers: list[str]) -> list[Route]:
             }
         )
 
+    async def requests(request: Request) -> Response:
+        """Per provider: requests answered, counted against the rate limit, throttled."""
+        per_world = _COUNTS.setdefault(world, {})
+        if request.method == "DELETE":
+            for counts in per_world.values():
+                counts.reset()
+            return Response(status_code=204)
+        return JSONResponse(
+            {"providers": {name: c.json() for name, c in sorted(per_world.items())}}
+        )
+
     def guarded(handler: Any) -> Any:
         async def wrapper(request: Request) -> Response:
             try:
@@ -319,4 +391,5 @@ def control_routes(world: World, providers: list[str]) -> list[Route]:
         Route("/faults", guarded(faults), methods=["DELETE"]),
         Route("/faults/{provider}", guarded(faults), methods=["POST", "DELETE"]),
         Route("/deliveries", guarded(deliveries), methods=["GET"]),
+        Route("/requests", guarded(requests), methods=["GET", "DELETE"]),
     ]

@@ -24,6 +24,7 @@ __all__ = [
     "metadata",
     "oauth_states",
     "provider_status",
+    "rate_budget",
     "routing_state",
     "sync_cursors",
     "webhook_inbox",
@@ -264,4 +265,22 @@ app_feed_ids = sa.Table(
     sa.Column("event_id", _NAME, primary_key=True),
     sa.Column("app_user_id", _NAME, nullable=False),
     sa.Column("identity", sa.String(512), nullable=False),
+)
+
+#: the application-wide rate budget shared by every process on this store (one row per
+#: provider, application (client id) and window; see calbridge/_budget.py, docs/store.md)
+rate_budget = sa.Table(
+    "rate_budget",
+    metadata,
+    sa.Column("provider", _PROVIDER, primary_key=True),
+    sa.Column("app", _NAME, primary_key=True),
+    #: the window's name: "1s", "60s", ...
+    sa.Column("window", sa.String(32), primary_key=True),
+    #: grants per slot, as [[slot number, grants], ...] over the window's last slots
+    sa.Column("slots", sa.JSON, nullable=False),
+    #: no grant before this time (a 429 paused every process); 0 when not paused
+    sa.Column("paused_until_ms", sa.BigInteger, nullable=False, server_default="0"),
+    #: the length of the last pause (consecutive 429s without Retry-After double it)
+    sa.Column("pause_ms", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("updated_ms", sa.BigInteger, nullable=False),
 )

@@ -21,6 +21,7 @@ import attrs
 import httpx
 
 from .. import jobs
+from .._budget import background_calls
 from ..errors import ReauthRequired
 from ..models import Secret
 from ._batch import ChangeBatch, batch_from_json, sign_standard_webhook
@@ -291,8 +292,10 @@ def build_handlers(service: SyncService) -> jobs.HandlerRegistry:
         await service.send_webhook(job.payload)
         return None
 
-    registry.add("sync", sync)
-    registry.add("reconcile", reconcile)
+    # sync and reconcile are background work: they leave the rate budget's reserve to
+    # user-facing calls (see calbridge/_budget.py)
+    registry.add("sync", _background(sync))
+    registry.add("reconcile", _background(reconcile))
     registry.add("poll", poll)
     registry.add("renew_channels", renew_channels)
     registry.add(PURGE_INBOX, purge_inbox)
@@ -323,3 +326,13 @@ async def drain(worker: jobs.Worker, *, rounds: int = 50) -> int:
             break
         await asyncio.sleep(0)
     return total
+
+
+def _background(handler: jobs.Handler) -> jobs.Handler:
+    """``handler`` with its provider calls counted as background work in the rate budget."""
+
+    async def run(job: jobs.Job) -> object:
+        with background_calls():
+            return await handler(job)
+
+    return run

@@ -17,7 +17,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, RedirectRespons
 from starlette.routing import Route
 
 from calbridge import Secret
-from calbridge.sandbox import World
+from calbridge.sandbox import RequestCounts, World, request_counts
 
 from ._engine import PROVIDER, CronofyEngine, engine_for
 from ._query import PageStore, Query, encoded_renderer, run_query
@@ -91,6 +91,8 @@ class CronofySandbox:
         settings = self.engine.settings
         self.pages = PageStore(settings.page_size, settings.page_ttl, world.clock.timestamp)
         self._limiter = _RateLimiter()
+        #: what this sandbox answered (``GET /_sandbox/requests``)
+        self.counts: RequestCounts = request_counts(world, PROVIDER)
         self.app = Starlette(routes=self._routes())
 
     # -- plumbing ----------------------------------------------------------------------
@@ -99,6 +101,11 @@ class CronofySandbox:
         """Injected latency and errors, then the handler (field errors become 422)."""
 
         async def wrapped(request: Request) -> Response:
+            response = await answer(request)
+            self.counts.answered(response.status_code)
+            return response
+
+        async def answer(request: Request) -> Response:
             delay = self.world.faults.latency(PROVIDER)
             if delay:
                 await asyncio.sleep(delay)
@@ -139,7 +146,9 @@ class CronofySandbox:
                     status_code=401, headers={"WWW-Authenticate": 'Bearer realm="cronofy"'}
                 )
             limits = self.engine.settings.rate_limits if self.world.rate_limits else ()
+            self.counts.limited += 1
             if not self._limiter.allow(grant.client_id, limits):
+                self.counts.throttled += 1
                 return _empty(429)
             if scope is not None and scope not in grant.scopes():
                 return _empty(403)

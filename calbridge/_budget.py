@@ -1,0 +1,434 @@
+"""The application-wide rate budget: one budget per provider and application (client id),
+shared by every process on the same store (SQLite file or PostgreSQL database).
+
+A provider limits the *application*, not a process: Cronofy answers 429 past 50 requests a
+second or 500 a minute per client id, however many workers send them. Each process
+therefore takes its grants from rows of the ``rate_budget`` table, one row per window
+(``"1s"``, ``"60s"`` ...), in one short write transaction per grant (``BEGIN IMMEDIATE``
+on SQLite, ``SELECT ... FOR UPDATE`` on PostgreSQL), run off the event loop.
+
+Windows are sliding and counted in slots: a window of ``period`` seconds (lengthened by
+``margin``, so requests reaching the provider with uneven delays stay inside its window)
+is cut into ``slots`` slots, and a grant at slot ``k`` is allowed only while the grants of
+slots ``k - slots`` .. ``k`` stay within the limit. Those slots cover every sliding window
+that ends at the grant, so no window of ``period`` seconds ever holds more than ``limit``
+grants (the cost: up to one slot of capacity, 2% with 50 slots).
+
+Priorities: a call made inside :func:`background_calls` (sync polling, parity, ...) is
+granted only while ``reserve`` of every window is left, which stays for user-facing calls.
+
+A 429 pauses the budget for every process: :meth:`RateBudget.pause` records a
+``paused_until_ms`` all processes honour (the ``Retry-After``, else 1 s doubling on each
+429 that follows a pause, up to 60 s).
+
+Only calls the provider counts go through the budget (:func:`counted`): OAuth token
+endpoint calls (code exchange, refresh, revocation) are not API calls and are not
+counted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import logging
+import math
+import random
+import threading
+import time
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from typing import Any, Final, Literal
+
+import attrs
+import httpx
+import sqlalchemy as sa
+
+from .errors import RateLimited
+
+__all__ = [
+    "DEFAULT_QUOTAS",
+    "Priority",
+    "RateBudget",
+    "RateQuota",
+    "RateWindow",
+    "background_calls",
+    "call_priority",
+    "counted",
+    "install_rate_budget",
+    "rate_budget",
+]
+
+log = logging.getLogger("calbridge.budget")
+
+Priority = Literal["user", "background"]
+
+_PRIORITY: contextvars.ContextVar[Priority] = contextvars.ContextVar(
+    "calbridge_call_priority", default="user"
+)
+
+
+def call_priority() -> Priority:
+    """The priority of the calls made here: ``"user"`` unless inside :func:`background_calls`."""
+    return _PRIORITY.get()
+
+
+@contextlib.contextmanager
+def background_calls() -> Iterator[None]:
+    """Provider calls made inside (this task and the tasks it starts) are background work:
+    they use the shared budget only while its reserve for user-facing calls is left."""
+    token = _PRIORITY.set("background")
+    try:
+        yield
+    finally:
+        _PRIORITY.reset(token)
+
+
+@attrs.frozen
+class RateWindow:
+    """At most ``limit`` calls in any ``period`` seconds, counted in ``slots`` slots."""
+
+    name: str
+    limit: int
+    period: float
+    slots: int = 50
+
+
+@attrs.frozen(kw_only=True)
+class RateQuota:
+    """A provider's application-wide limits and how the budget spends them.
+
+    ``reserve``: the share of every window only user-facing calls may use. ``margin``:
+    how much longer than the provider's the windows are. ``batch``: how many grants a
+    process takes at once (kept locally until the end of the slot they were taken in; 1
+    for low limits, more for limits no single row could keep up with). ``first_pause`` /
+    ``max_pause``: the pause after a 429 without ``Retry-After``, doubled on each 429 that
+    follows a pause.
+    """
+
+    windows: tuple[RateWindow, ...]
+    reserve: float = 0.1
+    margin: float = 0.05
+    batch: int = 1
+    first_pause: float = 1.0
+    max_pause: float = 60.0
+
+
+#: the documented per-application quotas (docs/store.md, "Rate budget", gives sources)
+DEFAULT_QUOTAS: Final[Mapping[str, RateQuota]] = {
+    # Cronofy FAQ "rate limits": 50 requests/s and 500 requests/min per application
+    "cronofy": RateQuota(windows=(RateWindow("1s", 50, 1.0), RateWindow("60s", 500, 60.0))),
+    # Google Calendar API quota page: 10,000 requests/min per project (sliding window)
+    "google": RateQuota(windows=(RateWindow("60s", 10_000, 60.0),), batch=10),
+    # Microsoft Graph throttling limits: 130,000 requests per 10 s per app (all tenants)
+    "outlook": RateQuota(windows=(RateWindow("10s", 130_000, 10.0),), batch=100),
+}
+
+#: hosts that serve only OAuth (token endpoints): never counted
+_OAUTH_HOSTS: Final = frozenset(
+    {"oauth2.googleapis.com", "accounts.google.com", "login.microsoftonline.com"}
+)
+
+
+def counted(request: httpx.Request) -> bool:
+    """Whether the provider counts ``request`` against the application's API rate limit.
+
+    Not counted: OAuth token endpoint calls (``.../token`` for a code exchange or a
+    refresh, Cronofy's ``/oauth/token/revoke``, Google's ``/revoke``) and anything sent to
+    Google's or Microsoft's OAuth hosts. Every other call is (reads, writes, channels,
+    Cronofy's ``/v1/profiles/{id}/revoke``, userinfo ...).
+    """
+    if request.url.host in _OAUTH_HOSTS:
+        return False
+    segments = [s for s in request.url.path.split("/") if s]
+    if not segments:
+        return True
+    last = segments[-1]
+    if last == "token" or segments[-2:] == ["token", "revoke"]:
+        return False
+    return not (last == "revoke" and "profiles" not in segments)
+
+
+@attrs.frozen
+class _Answer:
+    granted: int
+    wait: float  # seconds, when nothing was granted
+    paused: bool
+    local_end: float  # time.monotonic() after which the extra grants are void
+    at: float = 0.0  # the store's time of the grant, epoch seconds
+
+
+def _insert(conn: sa.Connection) -> Any:
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        return pg_insert
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+    return sqlite_insert
+
+
+class RateBudget:
+    """The shared budget of one provider and application on one store.
+
+    ``await budget.acquire()`` waits until a call fits in every window (and no pause is
+    on), then returns; :meth:`pause` slows every process after a 429. ``clock`` (epoch
+    seconds) defaults to the database's clock on PostgreSQL (processes on several hosts
+    agree on it) and to the system clock on SQLite (one host).
+    """
+
+    def __init__(
+        self,
+        engine: sa.Engine,
+        *,
+        provider: str,
+        app: str,
+        quota: RateQuota,
+        clock: Callable[[], float] | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self.engine = engine
+        self.provider = provider
+        self.app = app or "-"
+        self.quota = quota
+        self._clock = clock
+        self._sleep = sleep
+        self._ready = False
+        self._lock = threading.Lock()
+        self._local = 0
+        self._local_priority: Priority = "user"
+        self._local_end = 0.0
+        self._local_at = 0.0
+        self._widths = {w.name: self._width_ms(w) for w in quota.windows}
+
+    def __repr__(self) -> str:
+        return f"RateBudget({self.provider!r}, app={self.app!r})"
+
+    def _width_ms(self, window: RateWindow) -> int:
+        return max(1, math.ceil(window.period * (1 + self.quota.margin) * 1000 / window.slots))
+
+    @staticmethod
+    def counts(request: httpx.Request) -> bool:
+        """Whether ``request`` is counted (see :func:`counted`)."""
+        return counted(request)
+
+    # -- the store --------------------------------------------------------------------
+
+    def _now_ms(self, conn: sa.Connection) -> int:
+        if self._clock is not None:
+            return int(self._clock() * 1000)
+        if conn.dialect.name == "postgresql":
+            value = conn.execute(
+                sa.text("SELECT (extract(epoch from clock_timestamp()) * 1000)::bigint")
+            ).scalar_one()
+            return int(value)
+        return int(time.time() * 1000)
+
+    def _ensure_rows(self) -> None:
+        if self._ready:
+            return
+        from .store import schema, write
+
+        t = schema.rate_budget
+        with write(self.engine) as conn:
+            now = self._now_ms(conn)
+            for window in self.quota.windows:
+                stmt = _insert(conn)(t).values(
+                    provider=self.provider,
+                    app=self.app,
+                    window=window.name,
+                    slots=[],
+                    paused_until_ms=0,
+                    pause_ms=0,
+                    updated_ms=now,
+                )
+                conn.execute(stmt.on_conflict_do_nothing())
+        self._ready = True
+
+    def _rows(self, conn: sa.Connection) -> dict[str, Any]:
+        from .store import schema
+
+        t = schema.rate_budget
+        query = (
+            sa.select(t)
+            .where(t.c.provider == self.provider, t.c.app == self.app)
+            .order_by(t.c.window)
+            .with_for_update()
+        )
+        return {r.window: r for r in conn.execute(query)}
+
+    def _take(self, priority: Priority, want: int) -> _Answer:
+        """One transaction: grant up to ``want`` calls now, or say how long to wait."""
+        from .store import schema, write
+
+        self._ensure_rows()
+        t = schema.rate_budget
+        with write(self.engine) as conn:
+            now = self._now_ms(conn)
+            started = time.monotonic()
+            rows = self._rows(conn)
+            paused = max((r.paused_until_ms for r in rows.values()), default=0)
+            if paused > now:
+                return _Answer(0, (paused - now) / 1000, True, 0.0)
+            granted, wait_ms, end_ms = want, 0, None
+            counts: dict[str, tuple[int, dict[int, int]]] = {}
+            for window in self.quota.windows:
+                width = self._widths[window.name]
+                slot = now // width
+                row = rows.get(window.name)
+                kept = {
+                    int(s): int(c)
+                    for s, c in (row.slots if row is not None else [])
+                    if int(s) >= slot - window.slots
+                }
+                cap = window.limit
+                if priority == "background":
+                    cap -= math.ceil(window.limit * self.quota.reserve)
+                room = cap - sum(kept.values())
+                if room <= 0:
+                    oldest = min((s for s, c in kept.items() if c), default=slot)
+                    wait_ms = max(wait_ms, (oldest + window.slots + 1) * width - now)
+                    granted = 0
+                else:
+                    granted = min(granted, room)
+                counts[window.name] = (slot, kept)
+                slot_end = (slot + 1) * width
+                end_ms = slot_end if end_ms is None else min(end_ms, slot_end)
+            if granted <= 0:
+                return _Answer(0, max(wait_ms, 1) / 1000, False, 0.0)
+            for name, (slot, kept) in counts.items():
+                kept[slot] = kept.get(slot, 0) + granted
+                conn.execute(
+                    t.update()
+                    .where(t.c.provider == self.provider, t.c.app == self.app, t.c.window == name)
+                    .values(slots=sorted([s, c] for s, c in kept.items()), updated_ms=now)
+                )
+            assert end_ms is not None
+            return _Answer(granted, 0.0, False, started + (end_ms - now) / 1000, now / 1000)
+
+    def pause(self, seconds: float | None = None) -> float:
+        """A 429: no process gets a grant for ``seconds`` (the ``Retry-After``), or, when the
+        provider said nothing, for ``first_pause`` doubled after each 429 that follows a
+        pause (up to ``max_pause``). Returns the pause recorded, in seconds."""
+        from .store import schema, write
+
+        self._ensure_rows()
+        t = schema.rate_budget
+        with self._lock:
+            self._local = 0
+        with write(self.engine) as conn:
+            now = self._now_ms(conn)
+            rows = self._rows(conn)
+            until = max((r.paused_until_ms for r in rows.values()), default=0)
+            last = max((r.pause_ms for r in rows.values()), default=0)
+            if seconds is not None:
+                length = int(seconds * 1000)
+            elif until > now:  # a 429 of a call sent before the pause began
+                length = last or int(self.quota.first_pause * 1000)
+            elif last and until > now - 10 * last:  # again soon after a pause: double it
+                length = min(int(self.quota.max_pause * 1000), 2 * last)
+            else:
+                length = int(self.quota.first_pause * 1000)
+            new_until = max(until, now + length)
+            conn.execute(
+                t.update()
+                .where(t.c.provider == self.provider, t.c.app == self.app)
+                .values(paused_until_ms=new_until, pause_ms=length, updated_ms=now)
+            )
+        log.info(
+            "%s answered 429: budget of %s paused %.3g s", self.provider, self.app, length / 1000
+        )
+        return length / 1000
+
+    def state(self) -> dict[str, Any]:
+        """The budget as stored: per window its grants in the current window, and the pause."""
+        from .store import read
+
+        self._ensure_rows()
+        with read(self.engine) as conn:
+            now = self._now_ms(conn)
+            rows = self._rows(conn)
+        out: dict[str, Any] = {"paused_for": 0.0, "windows": {}}
+        for window in self.quota.windows:
+            row = rows.get(window.name)
+            slot = now // self._widths[window.name]
+            used = sum(
+                int(c) for s, c in (row.slots if row else []) if int(s) >= slot - window.slots
+            )
+            out["windows"][window.name] = {"limit": window.limit, "used": used}
+            if row is not None:
+                out["paused_for"] = max(out["paused_for"], (row.paused_until_ms - now) / 1000)
+        return out
+
+    # -- the async surface ------------------------------------------------------------
+
+    def _take_local(self, priority: Priority) -> float | None:
+        with self._lock:
+            if self._local <= 0 or time.monotonic() >= self._local_end:
+                self._local = 0
+                return None
+            if priority == "background" and self._local_priority != "background":
+                return None
+            self._local -= 1
+            return self._local_at
+
+    async def acquire(
+        self, priority: Priority | None = None, *, max_wait: float | None = None
+    ) -> float:
+        """Wait until one call fits (every window, no pause), then return.
+
+        Returns the store's time of the grant (epoch seconds; for a grant of a batch taken
+        earlier, the batch's time).
+
+        Raises:
+            RateLimited: the budget is paused for longer than ``max_wait`` seconds (a job
+                can be rescheduled rather than sleep).
+        """
+        prio = priority or call_priority()
+        while True:
+            local = self._take_local(prio)
+            if local is not None:
+                return local
+            answer = await asyncio.to_thread(self._take, prio, max(1, self.quota.batch))
+            if answer.granted:
+                if answer.granted > 1:
+                    with self._lock:
+                        self._local = answer.granted - 1
+                        self._local_priority = prio
+                        self._local_end = answer.local_end
+                        self._local_at = answer.at
+                return answer.at
+            if answer.paused and max_wait is not None and answer.wait > max_wait:
+                raise RateLimited(
+                    "the application's rate budget is paused after a 429",
+                    provider=self.provider,
+                    retry_after=answer.wait,
+                )
+            # a little jitter, so waiting processes do not all come back at once
+            await self._sleep(answer.wait + random.uniform(0, 0.02))  # noqa: S311 - jitter
+
+    async def apause(self, seconds: float | None = None) -> float:
+        """:meth:`pause`, off the event loop."""
+        return await asyncio.to_thread(self.pause, seconds)
+
+    async def __aenter__(self) -> RateBudget:
+        await self.acquire()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        return None
+
+
+def install_rate_budget(client: httpx.AsyncClient, budget: RateBudget) -> None:
+    """Make :func:`calbridge.send` on ``client`` take ``budget.provider``'s calls from
+    ``budget`` (and pause it on a 429)."""
+    budgets: dict[str, RateBudget] | None = getattr(client, "rate_budgets", None)
+    if budgets is None:
+        budgets = {}
+        client.rate_budgets = budgets  # type: ignore[attr-defined]
+    budgets[budget.provider] = budget
+
+
+def rate_budget(client: httpx.AsyncClient, provider: str) -> RateBudget | None:
+    """The budget installed on ``client`` for ``provider``, if any."""
+    budgets: dict[str, RateBudget] | None = getattr(client, "rate_budgets", None)
+    return budgets.get(provider) if budgets else None
