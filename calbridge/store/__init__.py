@@ -28,6 +28,7 @@ from ._engine import (
     write,
 )
 from ._migrate import MIGRATIONS_DIR, alembic_config, current_revisions, head_revisions, upgrade
+from ._offload import DB_THREADS_ENV, offload
 from ._records import (
     AuditEntry,
     ChannelRecord,
@@ -44,6 +45,7 @@ from .schema import metadata
 from .vault import ENV_KEYS, KeyRing, Vault, generate_key, row_aad
 
 __all__ = [
+    "DB_THREADS_ENV",
     "DEFAULT_URL",
     "ENV_KEYS",
     "ENV_URL",
@@ -70,6 +72,7 @@ __all__ = [
     "is_postgres",
     "is_sqlite",
     "metadata",
+    "offload",
     "read",
     "resolve_url",
     "row_aad",
