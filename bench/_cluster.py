@@ -113,7 +113,8 @@ class Cluster:
         )
         self.procs.append(proc)
         assert proc.stdout is not None
-        self.cronofy = str(json.loads(proc.stdout.readline().decode())["cronofy"])
+        bases = json.loads(proc.stdout.readline().decode())
+        self.cronofy, google = str(bases["cronofy"]), str(bases["google"])
         self.config.write_text(
             "[calbridge]\n"
             f'database_url = "{self.url}"\n'
@@ -122,7 +123,11 @@ class Cluster:
             "[providers.cronofy]\n"
             f'client_id = "{CLIENT_ID}"\n'
             'client_secret_env = "BENCH_CRONOFY_SECRET"\n'
-            f'base_urls = {{ api = "{self.cronofy}", app = "{self.cronofy}" }}\n',
+            f'base_urls = {{ api = "{self.cronofy}", app = "{self.cronofy}" }}\n'
+            "[providers.google]\n"
+            f'client_id = "{CLIENT_ID}"\n'
+            'client_secret_env = "BENCH_CRONOFY_SECRET"\n'
+            f'base_urls = {{ api = "{google}", accounts = "{google}", oauth2 = "{google}" }}\n',
             encoding="utf-8",
         )
 
@@ -198,9 +203,11 @@ class Cluster:
             await asyncio.gather(*(one(e) for e in emails))
         return emails
 
-    async def onboard(self, emails: list[str], concurrency: int) -> tuple[float, list[float]]:
-        """Connect every user (OAuth redirect, code exchange, channel); returns (seconds,
-        sorted connect latencies)."""
+    async def onboard(
+        self, emails: list[str], concurrency: int, provider: str = "cronofy"
+    ) -> tuple[float, list[float]]:
+        """Connect every user to ``provider`` (OAuth redirect, code exchange, channel);
+        returns (seconds, sorted connect latencies)."""
         from calbridge._config import BridgeConfig
         from calbridge.bridge import CalBridge
 
@@ -213,10 +220,10 @@ class Cluster:
             async def connect(email: str) -> None:
                 async with sem:
                     t0 = time.perf_counter()
-                    url = await bridge.connect_url(email, "cronofy", login_hint=email)
+                    url = await bridge.connect_url(email, provider, login_hint=email)
                     answer = await http.get(url)
                     params = dict(parse_qsl(urlsplit(answer.headers["location"]).query))
-                    await bridge.complete_connect("cronofy", params)
+                    await bridge.complete_connect(provider, params)
                     latencies.append(time.perf_counter() - t0)
 
             t0 = time.perf_counter()
