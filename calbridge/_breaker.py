@@ -21,24 +21,47 @@ request path on a read, has no injectable clock for the tests' fake time, and ca
 how long until the probe, which is what ``retry_after`` needs. The state machine here is
 a few comparisons, and nothing at all while the circuit is closed.
 
-State is per process: each worker learns of an outage from its own calls (a provider-wide
-*pause* stored in the database is for refused app credentials; see ``Store.pause_provider``).
+Shared state: :func:`share_circuit_breaker` makes a client's breaker of one provider
+share its state with every process on the same store (SQLite file or PostgreSQL
+database), per provider and application (client id), in the ``circuit_breaker`` table:
+closed or open, the calls failed in a row (across processes), when it opened, and the
+half-open probe out. Process A's five failures open the circuit for process B too, and
+after the cooldown exactly one probe goes out across all of them (a probe whose process
+died is given up after ``probe_timeout``). Each state change is one short write
+transaction (a failure; the first success after failures; a probe claimed or ended); a
+closed, healthy circuit writes nothing and reads the row at most once per ``refresh``
+seconds (the other processes learn of an opening within that time). Calls from async
+code (:func:`calbridge.send`) go through :meth:`CircuitBreaker.aenter` and friends, which
+reach the database only through :func:`calbridge.store.offload`, never on the event loop.
+On PostgreSQL the database's clock is used, so processes on several hosts agree on the
+cooldown. (A provider-wide *pause* stored in the database is something else: it is for
+refused app credentials; see ``Store.pause_provider``.)
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
+import uuid
 from collections.abc import Callable
-from typing import Final, Literal
+from typing import Any, Final, Literal
 
 import attrs
 import httpx
+import sqlalchemy as sa
 
 from .errors import Unavailable
 
-__all__ = ["BreakerPolicy", "CircuitBreaker", "circuit_breaker"]
+__all__ = [
+    "BreakerPolicy",
+    "CircuitBreaker",
+    "CircuitView",
+    "SharedCircuit",
+    "circuit_breaker",
+    "share_circuit_breaker",
+]
 
 log = logging.getLogger("calbridge.http")
 
@@ -54,12 +77,195 @@ class BreakerPolicy:
     Attributes:
         threshold: calls failed in a row that open the circuit.
         cooldown: seconds the circuit stays open before one probe call may go through.
-        clock: seconds, monotonic (injectable for tests).
+        clock: seconds, monotonic (injectable for tests; a shared circuit uses the
+            store's clock instead, see :class:`SharedCircuit`).
+        refresh: a shared circuit's state is read from the store at most once per
+            ``refresh`` seconds while nothing happens (how soon the other processes learn
+            that a circuit opened or closed).
+        probe_timeout: a shared circuit's probe not heard of for this long (its process
+            died) is given up, and another may go.
     """
 
     threshold: int = attrs.field(default=5, validator=attrs.validators.ge(1))
     cooldown: float = attrs.field(default=30.0, validator=attrs.validators.gt(0))
     clock: Callable[[], float] = attrs.field(default=time.monotonic, eq=False, repr=False)
+    refresh: float = attrs.field(default=1.0, validator=attrs.validators.ge(0))
+    probe_timeout: float = attrs.field(default=60.0, validator=attrs.validators.gt(0))
+
+
+@attrs.frozen
+class CircuitView:
+    """A shared circuit's row as read or written, and when (the store's clock)."""
+
+    state: Literal["closed", "open"]
+    failures: int
+    opened_ms: int
+    probe_id: str | None
+    probe_until_ms: int
+    now_ms: int  # the store's time when this was read
+    seen: float = attrs.field(factory=time.monotonic)  # this process's time then
+
+    def now(self) -> float:
+        """The store's time now (epoch ms), estimated from when this was read."""
+        return self.now_ms + (time.monotonic() - self.seen) * 1000
+
+
+_CLOSED_ROW: Final = {
+    "state": "closed",
+    "failures": 0,
+    "opened_ms": 0,
+    "probe_id": None,
+    "probe_until_ms": 0,
+}
+
+
+class SharedCircuit:
+    """The ``circuit_breaker`` row of one provider and application on one store.
+
+    Every method is one short transaction (synchronous: call them through
+    :func:`calbridge.store.offload` from async code). ``clock`` (epoch seconds) defaults
+    to the database's clock on PostgreSQL and the system clock on SQLite.
+    """
+
+    def __init__(
+        self,
+        engine: sa.Engine,
+        *,
+        provider: str,
+        app: str,
+        clock: Callable[[], float] | None = None,
+    ) -> None:
+        self.engine = engine
+        self.provider = provider
+        self.app = app or "-"
+        self._clock = clock
+        self._ready = False
+
+    def __repr__(self) -> str:
+        return f"SharedCircuit({self.provider!r}, app={self.app!r})"
+
+    def _now_ms(self, conn: sa.Connection) -> int:
+        if self._clock is not None:
+            return int(self._clock() * 1000)
+        if conn.dialect.name == "postgresql":
+            value = conn.execute(
+                sa.text("SELECT (extract(epoch from clock_timestamp()) * 1000)::bigint")
+            ).scalar_one()
+            return int(value)
+        return int(time.time() * 1000)
+
+    def _where(self) -> Any:
+        from .store import schema
+
+        t = schema.circuit_breaker
+        return sa.and_(t.c.provider == self.provider, t.c.app == self.app)
+
+    def _view(self, row: Any, now: int) -> CircuitView:
+        values: dict[str, Any] = dict(_CLOSED_ROW) if row is None else row._asdict()
+        return CircuitView(
+            state="open" if values["state"] == "open" else "closed",
+            failures=int(values["failures"]),
+            opened_ms=int(values["opened_ms"]),
+            probe_id=values["probe_id"],
+            probe_until_ms=int(values["probe_until_ms"]),
+            now_ms=now,
+        )
+
+    def read(self) -> CircuitView:
+        """The state as stored (a closed circuit when there is no row yet)."""
+        from .store import read, schema
+
+        t = schema.circuit_breaker
+        with read(self.engine) as conn:
+            now = self._now_ms(conn)
+            row = conn.execute(sa.select(t).where(self._where())).first()
+            return self._view(row, now)
+
+    def _change(self, change: Callable[[CircuitView], dict[str, Any] | None]) -> CircuitView:
+        """One write transaction: ``change`` gets the locked row and returns the new values
+        (None: nothing to write)."""
+        from .store import schema, write
+
+        t = schema.circuit_breaker
+        with write(self.engine) as conn:
+            now = self._now_ms(conn)
+            if not self._ready:
+                if conn.dialect.name == "postgresql":
+                    from sqlalchemy.dialects.postgresql import insert
+                else:
+                    from sqlalchemy.dialects.sqlite import insert  # type: ignore[assignment]
+                conn.execute(
+                    insert(t)
+                    .values(provider=self.provider, app=self.app, updated_ms=now, **_CLOSED_ROW)
+                    .on_conflict_do_nothing()
+                )
+            row = conn.execute(sa.select(t).where(self._where()).with_for_update()).first()
+            current = self._view(row, now)
+            values = change(current)
+            if values is None:
+                return current
+            conn.execute(t.update().where(self._where()).values(updated_ms=now, **values))
+            row = conn.execute(sa.select(t).where(self._where())).first()
+        self._ready = True
+        return self._view(row, now)
+
+    def fail(self, threshold: int, probe_id: str | None = None) -> CircuitView:
+        """A call failed: one more failure in a row; the circuit opens at ``threshold``
+        (and opens again when it was open: a failed probe, or a call sent before it opened).
+        """
+
+        def change(v: CircuitView) -> dict[str, Any]:
+            failures = v.failures + 1
+            values: dict[str, Any] = {"failures": failures}
+            if v.state == "open" or failures >= threshold:
+                if v.state == "closed":
+                    log.warning(
+                        "%s failed %d calls in a row (all processes): circuit open",
+                        self.provider,
+                        failures,
+                    )
+                values.update(state="open", opened_ms=v.now_ms)
+            if probe_id is not None and v.probe_id == probe_id:
+                values.update(probe_id=None, probe_until_ms=0)
+            return values
+
+        return self._change(change)
+
+    def succeed(self, probe_id: str | None = None) -> CircuitView:
+        """The provider answered: the circuit closes and the count starts again."""
+
+        def change(v: CircuitView) -> dict[str, Any] | None:
+            if v.state == "closed" and not v.failures and v.probe_id is None:
+                return None
+            if v.state == "open":
+                log.info("%s answered again: circuit closed (all processes)", self.provider)
+            # a closed circuit has no probe out (a probe ending later finds it not its own)
+            return {"state": "closed", "failures": 0, "probe_id": None, "probe_until_ms": 0}
+
+        return self._change(change)
+
+    def claim_probe(self, cooldown: float, lease: float, probe_id: str) -> CircuitView:
+        """Claim the half-open probe: granted (the view's ``probe_id`` is ``probe_id``)
+        when the circuit is open, its cooldown is over and no other probe is out."""
+
+        def change(v: CircuitView) -> dict[str, Any] | None:
+            if v.state != "open" or v.now_ms < v.opened_ms + cooldown * 1000:
+                return None
+            if v.probe_id is not None and v.probe_until_ms > v.now_ms:
+                return None
+            return {"probe_id": probe_id, "probe_until_ms": v.now_ms + int(lease * 1000)}
+
+        return self._change(change)
+
+    def release(self, probe_id: str) -> CircuitView:
+        """The probe ended saying nothing of the provider's health: another may go."""
+
+        def change(v: CircuitView) -> dict[str, Any] | None:
+            if v.probe_id != probe_id:
+                return None
+            return {"probe_id": None, "probe_until_ms": 0}
+
+        return self._change(change)
 
 
 class CircuitBreaker:
@@ -67,25 +273,50 @@ class CircuitBreaker:
 
     :meth:`enter` before a call (raises :class:`~calbridge.errors.Unavailable` when the
     circuit is open), then exactly one of :meth:`succeeded`, :meth:`failed` or
-    :meth:`released` (neither: the call says nothing about the provider's health).
+    :meth:`released` (neither: the call says nothing about the provider's health). Async
+    code calls :meth:`aenter`, :meth:`asucceeded`, :meth:`afailed` and :meth:`areleased`:
+    the same, with a shared circuit's store calls made off the event loop.
+
+    With ``shared`` (see :func:`share_circuit_breaker`) the state is the store's, cached
+    for ``policy.refresh`` seconds; the synchronous methods then call the store directly.
     """
 
-    def __init__(self, provider: str, policy: BreakerPolicy | None = None) -> None:
+    def __init__(
+        self,
+        provider: str,
+        policy: BreakerPolicy | None = None,
+        *,
+        shared: SharedCircuit | None = None,
+    ) -> None:
         self.provider = provider
         self.policy = policy or BreakerPolicy()
         self._clock = self.policy.clock
         self._lock = threading.Lock()
-        self._state: State = "closed"
+        self._state: Literal["closed", "open"] = "closed"
         self._failures = 0
         self._opened_at = 0.0
         self._probing = False
+        self.shared = shared
+        self._view: CircuitView | None = None
+        self._refreshing = False
+        self._probe_id: str | None = None
+        self._probe_deadline = 0.0  # time.monotonic(): this process's probe is given up
+        self._pending: set[asyncio.Future[Any]] = set()
 
     def __repr__(self) -> str:
         return f"CircuitBreaker({self.provider!r}, state={self.state!r})"
 
     @property
     def state(self) -> State:
-        """``closed``, ``open`` or ``half_open`` (open, cooldown over, probe allowed)."""
+        """``closed``, ``open`` or ``half_open`` (open, cooldown over, probe allowed).
+
+        For a shared circuit, as last read from the store (at most ``refresh`` old while
+        calls are made; see :meth:`refresh`)."""
+        if self.shared is not None:
+            view = self._view
+            if view is None or view.state == "closed":
+                return "closed"
+            return "half_open" if self._shared_remaining(view) <= 0 else "open"
         with self._lock:
             if self._state == "open" and self._remaining() <= 0:
                 return "half_open"
@@ -93,11 +324,42 @@ class CircuitBreaker:
 
     @property
     def failures(self) -> int:
-        """Calls failed in a row so far."""
+        """Calls failed in a row so far (for a shared circuit: in every process)."""
+        if self.shared is not None:
+            return self._view.failures if self._view is not None else 0
         return self._failures
+
+    def refresh(self) -> CircuitView | None:
+        """A shared circuit: read the store's state now (None for a per-process circuit)."""
+        if self.shared is None:
+            return None
+        view = self.shared.read()
+        self._view = view
+        return view
 
     def _remaining(self) -> float:
         return self._opened_at + self.policy.cooldown - self._clock()
+
+    def _shared_remaining(self, view: CircuitView) -> float:
+        return (view.opened_ms + self.policy.cooldown * 1000 - view.now()) / 1000
+
+    def _open_error(self, failures: int, remaining: float) -> Unavailable:
+        return Unavailable(
+            f"{self.provider} failed {failures} calls in a row; calls are "
+            f"paused for {remaining:.1f} s more (circuit breaker open)",
+            provider=self.provider,
+            retry_after=remaining,
+        )
+
+    def _probe_error(self) -> Unavailable:
+        return Unavailable(
+            f"{self.provider} is being probed after failing; retry shortly "
+            "(circuit breaker half-open)",
+            provider=self.provider,
+            retry_after=_PROBE_WAIT,
+        )
+
+    # -- per process ------------------------------------------------------------------
 
     def enter(self) -> bool:
         """Before a call. Returns whether this call is the half-open probe.
@@ -106,6 +368,8 @@ class CircuitBreaker:
             Unavailable: the circuit is open (``retry_after``: seconds until a probe may
                 go), or the probe is out.
         """
+        if self.shared is not None:
+            return self._shared_enter()
         if self._state == "closed":  # the usual case: no lock, no clock
             return False
         with self._lock:
@@ -114,24 +378,18 @@ class CircuitBreaker:
                 return False
             remaining = self._remaining()
             if remaining > 0:
-                raise Unavailable(
-                    f"{self.provider} failed {self._failures} calls in a row; calls are "
-                    f"paused for {remaining:.1f} s more (circuit breaker open)",
-                    provider=self.provider,
-                    retry_after=remaining,
-                )
+                raise self._open_error(self._failures, remaining)
             if self._probing:
-                raise Unavailable(
-                    f"{self.provider} is being probed after failing; retry shortly "
-                    "(circuit breaker half-open)",
-                    provider=self.provider,
-                    retry_after=_PROBE_WAIT,
-                )
+                raise self._probe_error()
             self._probing = True
             return True
 
     def succeeded(self, probe: bool = False) -> None:
         """The provider answered (2xx, 3xx or 4xx)."""
+        if self.shared is not None:
+            if not self._quiet_success(probe):
+                self._shared_succeeded(probe)
+            return
         if self._state == "closed" and not self._failures:
             return
         with self._lock:
@@ -144,6 +402,9 @@ class CircuitBreaker:
 
     def failed(self, probe: bool = False) -> None:
         """The call failed for the provider's sake (5xx after retries, timeout, network)."""
+        if self.shared is not None:
+            self._shared_failed(probe)
+            return
         with self._lock:
             if probe:
                 self._probing = False
@@ -162,9 +423,164 @@ class CircuitBreaker:
 
     def released(self, probe: bool = False) -> None:
         """The call ended saying nothing of the provider's health (429, cancelled ...)."""
-        if probe:
-            with self._lock:
-                self._probing = False
+        if not probe:
+            return
+        if self.shared is not None:
+            self._shared_released()
+            return
+        with self._lock:
+            self._probing = False
+
+    # -- shared through the store -----------------------------------------------------
+
+    def _fast_enter(self) -> bool | None:
+        """A shared circuit's :meth:`enter` from the cached state: False (closed), raises
+        (open, or the probe is out), or None when the store must be asked."""
+        view = self._view
+        if view is None:
+            return None
+        if time.monotonic() - view.seen >= self.policy.refresh and not self._refreshing:
+            return None  # stale (while another call refreshes it, the last state serves)
+        if view.state == "closed":
+            return False
+        remaining = self._shared_remaining(view)
+        if remaining > 0:
+            raise self._open_error(view.failures, remaining)
+        if self._probe_id is not None and time.monotonic() < self._probe_deadline:
+            raise self._probe_error()  # this process's probe is out
+        if view.probe_id is not None and view.probe_until_ms > view.now():
+            raise self._probe_error()  # another process's
+        return None  # the probe may be claimed
+
+    def _shared_enter(self) -> bool:
+        assert self.shared is not None
+        fast = self._fast_enter()
+        if fast is not None:
+            return fast
+        view = self._view
+        if view is None or time.monotonic() - view.seen >= self.policy.refresh:
+            self._refreshing = True
+            try:
+                view = self.refresh()
+            finally:
+                self._refreshing = False
+            assert view is not None
+        if view.state == "closed":
+            return False
+        remaining = self._shared_remaining(view)
+        if remaining > 0:
+            raise self._open_error(view.failures, remaining)
+        with self._lock:
+            if self._probe_id is not None and time.monotonic() < self._probe_deadline:
+                raise self._probe_error()
+            probe_id = uuid.uuid4().hex
+            self._probe_id = probe_id
+            self._probe_deadline = time.monotonic() + self.policy.probe_timeout
+        claimed = False
+        try:
+            view = self.shared.claim_probe(
+                self.policy.cooldown, self.policy.probe_timeout, probe_id
+            )
+            self._view = view
+            claimed = view.probe_id == probe_id
+        finally:
+            if not claimed:
+                with self._lock:
+                    if self._probe_id == probe_id:
+                        self._probe_id = None
+        if claimed:
+            return True
+        if view.state == "closed":
+            return False
+        remaining = self._shared_remaining(view)
+        if remaining > 0:
+            raise self._open_error(view.failures, remaining)
+        raise self._probe_error()
+
+    def _take_probe(self, probe: bool) -> str | None:
+        if not probe:
+            return None
+        with self._lock:
+            probe_id, self._probe_id = self._probe_id, None
+            return probe_id
+
+    def _quiet_success(self, probe: bool) -> bool:
+        """A success that changes nothing: closed, no failure in a row (as last read)."""
+        view = self._view
+        return not probe and (view is None or (view.state == "closed" and not view.failures))
+
+    def _shared_succeeded(self, probe: bool) -> None:
+        assert self.shared is not None
+        self._view = self.shared.succeed(self._take_probe(probe))
+
+    def _shared_failed(self, probe: bool) -> None:
+        assert self.shared is not None
+        self._view = self.shared.fail(self.policy.threshold, self._take_probe(probe))
+
+    def _shared_released(self) -> None:
+        assert self.shared is not None
+        probe_id = self._take_probe(True)
+        if probe_id is not None:
+            self._view = self.shared.release(probe_id)
+
+    # -- the async surface ------------------------------------------------------------
+
+    async def aenter(self) -> bool:
+        """:meth:`enter` for async code: a shared circuit's store calls run off the loop
+        (none at all while the circuit is closed and its state was read recently)."""
+        if self.shared is None:
+            return self.enter()
+        fast = self._fast_enter()
+        if fast is not None:
+            return fast
+        from .store import offload
+
+        return await offload(self._shared_enter)
+
+    async def asucceeded(self, probe: bool = False) -> None:
+        """:meth:`succeeded` for async code (writes only when it changes something)."""
+        if self.shared is None or self._quiet_success(probe):
+            self.succeeded(probe)
+            return
+        await self._report(self._shared_succeeded, probe)
+
+    async def afailed(self, probe: bool = False) -> None:
+        """:meth:`failed` for async code."""
+        if self.shared is None:
+            self.failed(probe)
+            return
+        await self._report(self._shared_failed, probe)
+
+    async def areleased(self, probe: bool = False) -> None:
+        """:meth:`released` for async code."""
+        if self.shared is None or not probe:
+            self.released(probe)
+            return
+        await self._report(lambda _probe: self._shared_released(), probe)
+
+    def released_soon(self, probe: bool = False) -> None:
+        """:meth:`released` from code that must not wait (a cancelled call): a shared
+        probe is given back in the background."""
+        if self.shared is None or not probe:
+            self.released(probe)
+            return
+        future = asyncio.ensure_future(self._report(lambda _probe: self._shared_released(), True))
+        self._pending.add(future)
+        future.add_done_callback(self._pending.discard)
+
+    async def _report(self, fn: Callable[[bool], None], probe: bool) -> None:
+        """Record a call's outcome in the store. A store error is logged, not raised: the
+        call's own answer (or error) matters more to its caller."""
+        from .store import offload
+
+        try:
+            await offload(fn, probe)
+        except Exception:
+            log.warning(
+                "%s: could not record the call in the shared circuit breaker",
+                self.provider,
+                exc_info=True,
+            )
 
 
 _create_lock = threading.Lock()
@@ -182,4 +598,22 @@ def circuit_breaker(client: httpx.AsyncClient, provider: str) -> CircuitBreaker 
         policy: BreakerPolicy = getattr(client, "breaker_policy", None) or BreakerPolicy()
         with _create_lock:
             breaker = breakers.setdefault(provider, CircuitBreaker(provider, policy))
+    return breaker
+
+
+def share_circuit_breaker(
+    client: httpx.AsyncClient,
+    engine: sa.Engine,
+    *,
+    provider: str,
+    app: str,
+    clock: Callable[[], float] | None = None,
+) -> CircuitBreaker | None:
+    """Make ``provider``'s breaker on ``client`` share its state with every process on
+    ``engine``'s store, per provider and application ``app`` (the client id); returns it
+    (None when the client has no breakers). ``clock``: see :class:`SharedCircuit`."""
+    breaker = circuit_breaker(client, provider)
+    if breaker is not None:
+        breaker.shared = SharedCircuit(engine, provider=provider, app=app, clock=clock)
+        breaker._view = None
     return breaker

@@ -232,7 +232,10 @@ async def send(
     The call goes through the provider's circuit breaker when the client has one (the
     shared client does: see :class:`calbridge.BreakerPolicy`): an open circuit raises at
     once, and the call's outcome (a 5xx after the retries, a timeout or a lost connection
-    is a failure; any other answer a success; a 429 neither) moves the breaker.
+    is a failure; any other answer a success; a 429 neither) moves the breaker. A breaker
+    shared through the store (:func:`calbridge._breaker.share_circuit_breaker`) is read
+    and written off the event loop, and not at all on a healthy circuit's calls but for a
+    read of its state at most once per ``BreakerPolicy.refresh`` seconds.
 
     When the client carries a rate budget for ``provider`` (see
     :func:`calbridge.install_rate_budget`; the runtime installs one per provider), every
@@ -248,22 +251,22 @@ async def send(
     breaker = circuit_breaker(client, provider)
     if breaker is None:
         return await _send(client, request, provider, policy, idempotent, sleep, rng, clock)
-    probe = breaker.enter()
+    probe = await breaker.aenter()
     try:
         response = await _send(client, request, provider, policy, idempotent, sleep, rng, clock)
     except Unavailable:
-        breaker.failed(probe)
+        await breaker.afailed(probe)
         raise
     except BaseException:
-        breaker.released(probe)
+        breaker.released_soon(probe)
         raise
     status = response.status_code
     if status >= 500:
-        breaker.failed(probe)
+        await breaker.afailed(probe)
     elif status == 429:
-        breaker.released(probe)
+        await breaker.areleased(probe)
     else:
-        breaker.succeeded(probe)
+        await breaker.asucceeded(probe)
     return response
 
 

@@ -18,6 +18,7 @@ __all__ = [
     "app_feed_ids",
     "audit_log",
     "channels",
+    "circuit_breaker",
     "credentials",
     "event_cache",
     "id_map",
@@ -282,5 +283,29 @@ rate_budget = sa.Table(
     sa.Column("paused_until_ms", sa.BigInteger, nullable=False, server_default="0"),
     #: the length of the last pause (consecutive 429s without Retry-After double it)
     sa.Column("pause_ms", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("updated_ms", sa.BigInteger, nullable=False),
+    #: fairness across accounts (revision 0006): background grants per account and slot,
+    #: and the accounts waiting for a grant, as {"grants": {account: [[slot, grants], ...]},
+    #: "waiting": {account: since_ms}}; NULL before the first
+    sa.Column("accounts", sa.JSON, nullable=True),
+)
+
+#: each provider's circuit breaker, shared by every process on this store (one row per
+#: provider and application (client id); see calbridge/_breaker.py, docs/store.md)
+circuit_breaker = sa.Table(
+    "circuit_breaker",
+    metadata,
+    sa.Column("provider", _PROVIDER, primary_key=True),
+    sa.Column("app", _NAME, primary_key=True),
+    #: "closed" or "open" (half-open is open with its cooldown over)
+    sa.Column("state", sa.String(16), nullable=False, server_default="closed"),
+    #: calls failed in a row, across processes
+    sa.Column("failures", sa.Integer, nullable=False, server_default="0"),
+    #: when the circuit last opened (store clock, epoch ms); 0 when never
+    sa.Column("opened_ms", sa.BigInteger, nullable=False, server_default="0"),
+    #: the half-open probe out: its id and until when its claim holds (a probe whose
+    #: process died is given up then); NULL / 0 when none
+    sa.Column("probe_id", sa.String(64), nullable=True),
+    sa.Column("probe_until_ms", sa.BigInteger, nullable=False, server_default="0"),
     sa.Column("updated_ms", sa.BigInteger, nullable=False),
 )
