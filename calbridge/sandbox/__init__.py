@@ -28,6 +28,7 @@ from __future__ import annotations
 from ._clock import Clock, Timer, TimerCallback
 from ._control import (
     RequestCounts,
+    counting,
     event_time_from_json,
     event_time_json,
     native_event_json,
@@ -69,6 +70,7 @@ __all__ = [
     "WebhookDelivery",
     "World",
     "build_app",
+    "counting",
     "event_time_from_json",
     "event_time_json",
     "expand",

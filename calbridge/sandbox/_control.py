@@ -13,6 +13,7 @@ import attrs
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..models import (
     Attendee,
@@ -29,6 +30,7 @@ from ._world import UnknownCalendar, UnknownEvent, UnknownUser, World
 __all__ = [
     "RequestCounts",
     "control_routes",
+    "counting",
     "event_time_from_json",
     "event_time_json",
     "native_event_json",
@@ -84,6 +86,37 @@ def request_counts(world: World, provider: str) -> RequestCounts:
     if counts is None:
         counts = per_world[provider] = RequestCounts()
     return counts
+
+
+def counting(
+    app: ASGIApp, counts: RequestCounts, *, skip: tuple[str, ...] = ("/_sandbox", "/_control")
+) -> ASGIApp:
+    """``app`` with every answer counted in ``counts.requests`` / ``counts.statuses``
+    (paths under ``skip``, relative to the mount, are control endpoints: not counted).
+
+    A sandbox counts ``limited`` (calls the provider counts against the application's
+    quota) and ``throttled`` (its own 429s) itself, where it authenticates and limits.
+    """
+
+    async def counted_app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await app(scope, receive, send)
+            return
+        root = str(scope.get("root_path", ""))
+        path = str(scope.get("path", ""))
+        rel = path[len(root) :] if root and path.startswith(root) else path
+        if rel.startswith(skip):
+            await app(scope, receive, send)
+            return
+
+        async def sending(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                counts.answered(int(message["status"]))
+            await send(message)
+
+        await app(scope, receive, sending)
+
+    return counted_app
 
 
 def event_time_json(t: EventTime) -> dict[str, str]:

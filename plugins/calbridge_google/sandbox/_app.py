@@ -31,10 +31,13 @@ from calbridge.sandbox import (
     NativeCalendar,
     NativeEvent,
     Occurrence,
+    RequestCounts,
     UnknownCalendar,
     UnknownEvent,
     UnknownUser,
     World,
+    counting,
+    request_counts,
 )
 
 from ._common import Ctx, deleted, error_response, not_found, read_json
@@ -125,7 +128,9 @@ class GoogleSandbox(PushMixin):
             Route(r.path, self._faulty(r.endpoint), methods=r.methods)
             for r in oauth_routes(self.state)
         ]
-        self.app = Starlette(routes=routes)
+        #: what this sandbox answered (``GET /_sandbox/requests``)
+        self.counts: RequestCounts = request_counts(world, PROVIDER)
+        self.app = counting(Starlette(routes=routes), self.counts)
 
     # -- controls (Python) ---------------------------------------------------------------
 
@@ -224,6 +229,8 @@ class GoogleSandbox(PushMixin):
                         'accounts.google.com/", error="invalid_token"'
                     },
                 )
+            # Google counts every authenticated request against the project's quota
+            self.counts.limited += 1
             try:
                 cid = request.path_params.get("cid")
                 cal = self._calendar(email, cid) if cid else self.world.primary_calendar(email)

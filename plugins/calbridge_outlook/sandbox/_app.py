@@ -32,7 +32,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from calbridge.sandbox import User, World
+from calbridge.sandbox import RequestCounts, User, World, counting, request_counts
 
 from ._api import dispatch
 from ._core import PROVIDER, GraphError, GraphView, error_body, view_for
@@ -74,14 +74,23 @@ class GraphSandbox:
         world.subscribe(lambda change: on_native_change(self.view, change))
         world.faults.on(PROVIDER, "expire_tokens", self._expire_tokens)
         world.faults.on(PROVIDER, "revoke_tokens", self._revoke_tokens)
-        self.app = Starlette(
-            routes=[
-                Route("/v1.0/{path:path}", self._api, methods=["GET", "POST", "PATCH", "DELETE"]),
-                Route("/_control/delta/evict", self._evict, methods=["POST"]),
-                Route("/_control/subscriptions/{sid}/lifecycle", self._lifecycle, methods=["POST"]),
-                Route("/{tenant}/oauth2/v2.0/authorize", self._authorize, methods=["GET"]),
-                Route("/{tenant}/oauth2/v2.0/token", self._token, methods=["POST"]),
-            ]
+        #: what this sandbox answered (``GET /_sandbox/requests``)
+        self.counts: RequestCounts = request_counts(world, PROVIDER)
+        self.app = counting(
+            Starlette(
+                routes=[
+                    Route(
+                        "/v1.0/{path:path}", self._api, methods=["GET", "POST", "PATCH", "DELETE"]
+                    ),
+                    Route("/_control/delta/evict", self._evict, methods=["POST"]),
+                    Route(
+                        "/_control/subscriptions/{sid}/lifecycle", self._lifecycle, methods=["POST"]
+                    ),
+                    Route("/{tenant}/oauth2/v2.0/authorize", self._authorize, methods=["GET"]),
+                    Route("/{tenant}/oauth2/v2.0/token", self._token, methods=["POST"]),
+                ]
+            ),
+            self.counts,
         )
 
     # -- faults --------------------------------------------------------------------------
@@ -229,6 +238,7 @@ class GraphSandbox:
         self, user: User, request: Request, handler: Callable[[], Awaitable[Response]]
     ) -> Response:
         view = self.view
+        self.counts.limited += 1  # Graph counts every authenticated request
         with view.lock:
             busy = view.inflight.get(user.email, 0)
             if busy >= view.settings.mailbox_concurrency:
@@ -238,6 +248,7 @@ class GraphSandbox:
                 view.inflight[user.email] = busy + 1
         now = view.now()
         if over:
+            self.counts.throttled += 1
             body = error_body(
                 "ApplicationThrottled", "Application is over its MailboxConcurrency limit.", now
             )
