@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
@@ -28,8 +28,7 @@ async def forget_user(bridge: CalBridge, app_user_id: str) -> ForgetReport:
 
     An audit line (without personal data beyond the app's user id) is kept.
     """
-    from .store import schema as t
-    from .store import write
+    from .store import offload
 
     accounts = await bridge.accounts(app_user_id)
     stopped = revoked = 0
@@ -39,38 +38,28 @@ async def forget_user(bridge: CalBridge, app_user_id: str) -> ForgetReport:
         assert account.id is not None
         provider = bridge.runtime.provider(account.provider)
         session = bridge.runtime.session(account)
-        stopped += len(bridge.store.list_channels(account_id=account.id))
+        stopped += len(await offload(bridge.store.list_channels, account_id=account.id))
         try:  # closes provider channels, drops their rows and every job schedule
             await channels.on_account_disconnected(account.id)
         except Exception as exc:  # keep erasing; report what failed
             failures.append(f"{account.provider} channels: {type(exc).__name__}")
-        channels.park_account(account.id)  # queued jobs
+        await offload(channels.park_account, account.id)  # queued jobs
         try:
             tokens = await session.access_token()
             await provider.revoke_tokens(tokens)
             revoked += 1
         except Exception as exc:  # the local erasure must happen regardless
             failures.append(f"{account.provider} revoke: {type(exc).__name__}")
-    with write(bridge.runtime.engine) as conn:
-        conn.execute(t.id_map.delete().where(t.id_map.c.app_user_id == app_user_id))
-        conn.execute(t.app_feed.delete().where(t.app_feed.c.app_user_id == app_user_id))
-        for account in accounts:
-            conn.execute(t.accounts.delete().where(t.accounts.c.id == account.id))
-        conn.execute(t.routing_state.delete().where(t.routing_state.c.app_user_id == app_user_id))
+    audit = {
+        "accounts": len(accounts),
+        "channels_stopped": stopped,
+        "tokens_revoked": revoked,
+        "failures": failures,
+    }
+    await offload(_erase, bridge, app_user_id, [a.id for a in accounts], audit)
     bridge.runtime.router.invalidate(app_user_id)
     for account in accounts:
         bridge._calendars.pop(account.id or "", None)
-    bridge.store.audit(
-        "bridge",
-        "user.forgotten",
-        app_user_id=app_user_id,
-        detail={
-            "accounts": len(accounts),
-            "channels_stopped": stopped,
-            "tokens_revoked": revoked,
-            "failures": failures,
-        },
-    )
     return ForgetReport(
         app_user_id=app_user_id,
         accounts=len(accounts),
@@ -78,3 +67,20 @@ async def forget_user(bridge: CalBridge, app_user_id: str) -> ForgetReport:
         tokens_revoked=revoked,
         revoke_failures=tuple(failures),
     )
+
+
+def _erase(
+    bridge: CalBridge, app_user_id: str, account_ids: list[str | None], audit: dict[str, Any]
+) -> None:
+    """The local erasure, in one write transaction, then its audit line (a store thread)."""
+    from .store import schema as t
+    from .store import write
+
+    with write(bridge.runtime.engine) as conn:
+        conn.execute(t.id_map.delete().where(t.id_map.c.app_user_id == app_user_id))
+        conn.execute(t.app_feed.delete().where(t.app_feed.c.app_user_id == app_user_id))
+        for account_id in account_ids:
+            conn.execute(t.accounts.delete().where(t.accounts.c.id == account_id))
+        conn.execute(t.routing_state.delete().where(t.routing_state.c.app_user_id == app_user_id))
+    bridge.runtime.router.invalidate(app_user_id)
+    bridge.store.audit("bridge", "user.forgotten", app_user_id=app_user_id, detail=audit)

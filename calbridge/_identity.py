@@ -86,19 +86,20 @@ async def resolve_event_id(
 
     Returns ``(event_id or None, all entries of the key)``.
     """
-    from .store import IdMapEntry
+    from .store import IdMapEntry, offload
 
-    entries: dict[str, Any] = store.get_ids(key)
+    entries: dict[str, Any] = await offload(store.get_ids, key)
     mine = entries.get(provider.name)
     if mine is not None:
         return str(mine.event_id), entries
     uids = {e.ical_uid for e in entries.values() if e.ical_uid}
     for uid in sorted(uids):
-        found = cached_by_ical_uid(store, account_id, uid)
+        found = await offload(cached_by_ical_uid, store, account_id, uid)
         if found is None:
             found = await find_by_ical_uid(provider, session, calendar_id, uid, around=around)
         if found is not None:
-            store.put_id(
+            await offload(
+                store.put_id,
                 IdMapEntry(
                     key=key,
                     provider=provider.name,
@@ -107,7 +108,7 @@ async def resolve_event_id(
                     event_id=found.id,
                     account_id=account_id,
                     ical_uid=found.ical_uid or uid,
-                )
+                ),
             )
-            return found.id, store.get_ids(key)
+            return found.id, await offload(store.get_ids, key)
     return None, entries

@@ -8,7 +8,6 @@ provider name.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Callable
 from typing import Any
@@ -147,12 +146,37 @@ class Runtime:
         assert isinstance(account, Account)
         return account
 
-    def session(self, account: Account | str) -> Session:
-        """A session whose tokens come from the vault, refreshed single-flight."""
-        from .auth import StoreTokenSource
+    async def aaccount(self, account_id: str) -> Account:
+        """:meth:`account` for async code: the store read runs off the event loop."""
+        from .store import offload
 
+        return await offload(self.account, account_id)
+
+    async def asession(self, account: Account | str) -> Session:
+        """:meth:`session` for async code: an account id is looked up off the event loop."""
+        if isinstance(account, str):
+            account = await self.aaccount(account)
+        return self._session_of(account)
+
+    async def auser_facts(self, app_user_id: str) -> UserFacts:
+        """:meth:`user_facts` for async code: the SQL statement runs off the event loop."""
+        from .store import offload
+
+        return await offload(self.user_facts, app_user_id)
+
+    def session(self, account: Account | str) -> Session:
+        """A session whose tokens come from the vault, refreshed single-flight.
+
+        With an account id this reads the store: async code passes the :class:`Account`
+        or awaits :meth:`asession`.
+        """
         if isinstance(account, str):
             account = self.account(account)
+        return self._session_of(account)
+
+    def _session_of(self, account: Account) -> Session:
+        from .auth import StoreTokenSource
+
         assert account.id is not None
         provider = self.provider(account.provider)
         source = StoreTokenSource(
@@ -302,5 +326,7 @@ class Runtime:
         raise ConfigurationError(f"routing of {app_user_id!r} keeps changing; retry later")
 
     async def to_thread(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
-        """Run a blocking store call off the event loop."""
-        return await asyncio.to_thread(fn, *args, **kwargs)
+        """Run a blocking store call off the event loop (:func:`calbridge.store.offload`)."""
+        from .store import offload
+
+        return await offload(fn, *args, **kwargs)

@@ -13,11 +13,13 @@ names a provider::
 
 Writes are keyed by the application's own idempotency key; the id map ties it to each
 provider's event id, so the same key never makes two events, before or after migration.
+
+The async API never waits on the database on the event loop: every store, queue and
+routing read goes through :func:`calbridge.store.offload` (calbridge's database threads).
 """
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
@@ -35,6 +37,7 @@ from .errors import NotFound
 from .models import Account, Calendar, Event, EventDraft, FreeBusy, TimeRange
 from .provider import Provider, Session
 from .router import Decision, Phase
+from .store._offload import offload
 
 __all__ = ["BridgeConfig", "CalBridge", "ForgetReport", "SyncCalBridge", "worker_handlers"]
 
@@ -102,8 +105,15 @@ class CalBridge:
     # -- routing -------------------------------------------------------------------------
 
     def route(self, app_user_id: str) -> Decision:
-        """Which provider and account serve this user now (cached)."""
+        """Which provider and account serve this user now (cached).
+
+        Reads the store when the cache is cold: async code awaits :meth:`aroute`.
+        """
         return self.runtime.router.route(app_user_id)
+
+    async def aroute(self, app_user_id: str) -> Decision:
+        """:meth:`route` without blocking the event loop (the store read is offloaded)."""
+        return await self.runtime.router.aroute(app_user_id)
 
     def explain_route(self, app_user_id: str) -> Decision:
         """A fresh routing decision with every step of its reasoning."""
@@ -111,34 +121,37 @@ class CalBridge:
 
     async def pin(self, app_user_id: str, provider: str | None) -> None:
         """Pin a user to ``provider`` (None removes the pin). Audited."""
+        if provider is not None:
+            self.runtime.host.provider_class(provider)
+        await offload(self._pin, app_user_id, provider)
+
+    def _pin(self, app_user_id: str, provider: str | None) -> None:
         if provider is None:
             self.runtime.update_routing(app_user_id, drop=("pin",))
         else:
-            self.runtime.host.provider_class(provider)
             self.runtime.update_routing(app_user_id, data={"pin": provider})
         self.store.audit("cli", "route.pin", app_user_id=app_user_id, detail={"provider": provider})
 
     async def set_tenant(self, app_user_id: str, tenant: str | None) -> None:
         """Record the user's tenant (for tenant routing rules and cohorts)."""
         if tenant is None:
-            self.runtime.update_routing(app_user_id, drop=("tenant",))
+            await offload(self.runtime.update_routing, app_user_id, drop=("tenant",))
         else:
-            self.runtime.update_routing(app_user_id, data={"tenant": tenant})
+            await offload(self.runtime.update_routing, app_user_id, data={"tenant": tenant})
 
     # -- accounts ------------------------------------------------------------------------
 
     async def accounts(self, app_user_id: str | None = None) -> list[Account]:
         """Connected accounts (of one user, or all)."""
-        found: list[Account] = await asyncio.to_thread(
-            self.store.list_accounts, app_user_id=app_user_id
-        )
+        found: list[Account] = await offload(self.store.list_accounts, app_user_id=app_user_id)
         return found
 
     async def account_status(self, app_user_id: str) -> dict[str, Any]:
         """The user's accounts, routing decision and migration phase, JSON-ready."""
-        facts = self.runtime.user_facts(app_user_id)
+        facts = await self.runtime.auser_facts(app_user_id)
         try:
-            decision: dict[str, Any] | None = self.explain_route(app_user_id).as_dict()
+            explained = await self.runtime.router.aexplain(app_user_id)
+            decision: dict[str, Any] | None = explained.as_dict()
         except LookupError:
             decision = None
         return {
@@ -196,7 +209,7 @@ class CalBridge:
         now = time.monotonic()
         if hit is not None and hit[0] > now and not fresh:
             return hit[1]
-        account = self.runtime.account(account_id)
+        account = await self.runtime.aaccount(account_id)
         provider = self.runtime.provider(account.provider)
         calendars = await provider.list_calendars(self.runtime.session(account))
         self._calendars[account_id] = (now + 300.0, calendars)
@@ -204,7 +217,7 @@ class CalBridge:
 
     async def calendars(self, app_user_id: str) -> list[Calendar]:
         """The calendars of the provider serving this user."""
-        decision = self.route(app_user_id)
+        decision = await self.aroute(app_user_id)
         return list(await self._account_calendars(decision.account_id, fresh=True))
 
     async def _calendar_for(self, decision: Decision, ref: str) -> str:
@@ -222,7 +235,7 @@ class CalBridge:
             return primary.id
         if any(c.id == ref for c in mine):
             return ref
-        facts = self.runtime.user_facts(decision.app_user_id)
+        facts = await self.runtime.auser_facts(decision.app_user_id)
         for other in facts.accounts:
             if other.account_id == decision.account_id or not other.active:
                 continue
@@ -256,21 +269,24 @@ class CalBridge:
         from the provider, streamed page by page. In the ``shadow`` phase the same read
         is replayed against the target provider in the background and compared.
         """
-        decision = self.route(app_user_id)
+        decision = await self.aroute(app_user_id)
         cal = await self._calendar_for(decision, calendar_id)
-        cursor = None if live else self.store.get_cursor(decision.account_id, cal)
+        cursor = None if live else await offload(self.store.get_cursor, decision.account_id, cal)
         if cursor is not None:
-            for event in self.store.list_events(decision.account_id, cal, window):
+            cached: list[Event] = await offload(
+                self.store.list_events, decision.account_id, cal, window
+            )
+            for event in cached:
                 if window.overlaps(event.start.as_utc(), event.end.as_utc()) or event.recurrence:
                     yield event
         else:
             provider = self.runtime.provider(decision.provider)
-            session = self.runtime.session(decision.account_id)
+            session = await self.runtime.asession(decision.account_id)
             async for page in provider.list_events(session, cal, window):
                 for event in page:
                     yield event
-        if self.runtime.user_facts(app_user_id).phase is Phase.SHADOW:
-            self._enqueue_shadow_compare(app_user_id, window)
+        if (await self.runtime.auser_facts(app_user_id)).phase is Phase.SHADOW:
+            await offload(self._enqueue_shadow_compare, app_user_id, window)
 
     def _enqueue_shadow_compare(self, app_user_id: str, window: TimeRange) -> None:
         from .migration._jobs import COMPARE_KIND
@@ -301,9 +317,9 @@ class CalBridge:
         """
         from .store import IdMapEntry
 
-        decision = self.route(app_user_id)
+        decision = await self.aroute(app_user_id)
         provider = self.runtime.provider(decision.provider)
-        session = self.runtime.session(decision.account_id)
+        session = await self.runtime.asession(decision.account_id)
         cal = await self._calendar_for(decision, calendar_id)
         existing, entries = await resolve_event_id(
             self.store,
@@ -316,7 +332,7 @@ class CalBridge:
             around=draft.start.as_utc(),
         )
         if existing is not None:
-            cached = self.store.get_event(decision.account_id, cal, existing)
+            cached = await offload(self.store.get_event, decision.account_id, cal, existing)
             if isinstance(cached, Event):
                 return cached
         if existing is None and entries:
@@ -328,7 +344,8 @@ class CalBridge:
             )
         marked = attrs.evolve(draft, properties={**draft.properties, APP_KEY_PROPERTY: key})
         event = await provider.create_event(session, cal, marked, idempotency_key=key)
-        self.store.put_id(
+        await offload(
+            self.store.put_id,
             IdMapEntry(
                 key=key,
                 provider=decision.provider,
@@ -337,9 +354,9 @@ class CalBridge:
                 event_id=event.id,
                 account_id=decision.account_id,
                 ical_uid=event.ical_uid,
-            )
+            ),
         )
-        self._after_write(app_user_id, key, "create", decision.account_id, cal)
+        await offload(self._after_write, app_user_id, key, "create", decision.account_id, cal)
         return event
 
     async def update_event(
@@ -351,21 +368,24 @@ class CalBridge:
         )
         marked = attrs.evolve(draft, properties={**draft.properties, APP_KEY_PROPERTY: key})
         event = await provider.update_event(session, entry_cal, event_id, marked, etag=etag)
-        self._after_write(app_user_id, key, "update", decision.account_id, entry_cal)
+        await offload(self._after_write, app_user_id, key, "update", decision.account_id, entry_cal)
         return event
 
     async def delete_event(self, app_user_id: str, key: str) -> None:
         """Delete the event created under ``key``; deleting twice succeeds."""
-        if not self.store.get_ids(key):
+        if not await offload(self.store.get_ids, key):
             return
         decision, provider, session, entry_cal, event_id = await self._resolve(app_user_id, key)
         await provider.delete_event(session, entry_cal, event_id)
-        self._after_write(app_user_id, key, "delete", decision.account_id, entry_cal)
+        await offload(self._after_delete, app_user_id, key, decision.account_id, entry_cal)
+
+    def _after_delete(self, app_user_id: str, key: str, account_id: str, calendar_id: str) -> None:
+        self._after_write(app_user_id, key, "delete", account_id, calendar_id)
         self.store.audit(
             "bridge",
             "event.deleted",
             app_user_id=app_user_id,
-            account_id=decision.account_id,
+            account_id=account_id,
             detail={"key": key},
         )
         self.store.delete_ids(key)
@@ -373,10 +393,10 @@ class CalBridge:
     async def _resolve(
         self, app_user_id: str, key: str, *, around: dt.datetime | None = None
     ) -> tuple[Decision, Provider, Session, str, str]:
-        decision = self.route(app_user_id)
+        decision = await self.aroute(app_user_id)
         provider = self.runtime.provider(decision.provider)
-        session = self.runtime.session(decision.account_id)
-        entries = self.store.get_ids(key)
+        session = await self.runtime.asession(decision.account_id)
+        entries = await offload(self.store.get_ids, key)
         if not entries:
             raise NotFound(f"no event was created under key {key!r}", provider=decision.provider)
         mine = entries.get(decision.provider)
@@ -434,10 +454,11 @@ class CalBridge:
         self, app_user_id: str, calendar_ids: Sequence[str], window: TimeRange
     ) -> list[FreeBusy]:
         """Busy blocks of the user's calendars at the provider serving them."""
-        decision = self.route(app_user_id)
+        decision = await self.aroute(app_user_id)
         provider = self.runtime.provider(decision.provider)
         cals = [await self._calendar_for(decision, c) for c in calendar_ids]
-        return await provider.free_busy(self.runtime.session(decision.account_id), cals, window)
+        session = await self.runtime.asession(decision.account_id)
+        return await provider.free_busy(session, cals, window)
 
     # -- changes -------------------------------------------------------------------------
 
@@ -495,11 +516,11 @@ class CalBridge:
             for callback in self._callbacks:
                 await callback(batch)
             return
-        filtered, records = await asyncio.to_thread(feed.select, batch)
+        filtered, records = await offload(feed.select, batch)
         if len(filtered) or filtered.full:
             for callback in self._callbacks:
                 await callback(filtered)
-        await asyncio.to_thread(feed.record, batch, records)
+        await offload(feed.record, batch, records)
 
     async def subscribe(self, app_user_id: str) -> dict[str, str]:
         """Start observing every account of the user (push channel or polling).

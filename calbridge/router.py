@@ -19,7 +19,9 @@ provider is the target and its account needs re-authorization or the target was 
 unavailable (:meth:`Router.mark_unavailable`).
 
 Decisions are cached per user for ``ttl`` seconds (a dict lookup when warm) and built from
-one store read (:class:`UserFacts`) when cold. Every decision can be explained.
+one store read (:class:`UserFacts`) when cold. Every decision can be explained. Async code
+calls :meth:`Router.aroute` / :meth:`Router.aexplain`, which make that read off the event
+loop; :meth:`Router.route` is for synchronous callers.
 """
 
 from __future__ import annotations
@@ -267,6 +269,23 @@ class Router:
     def explain(self, app_user_id: str) -> Decision:
         """A fresh decision (reads the store), with its steps."""
         return self._decide_and_cache(app_user_id)
+
+    async def aroute(self, app_user_id: str) -> Decision:
+        """:meth:`route` for async code: a warm cache answers on the loop; a cold one loads
+        the facts (and records a changed route) on the database thread pool
+        (:func:`calbridge.store.offload`), so the event loop never waits on the store."""
+        hit = self._cache.get(app_user_id)
+        if hit is not None and hit[0] > self.clock():
+            return hit[1]
+        from .store import offload
+
+        return await offload(self._decide_and_cache, app_user_id)
+
+    async def aexplain(self, app_user_id: str) -> Decision:
+        """:meth:`explain` for async code (the store read runs off the event loop)."""
+        from .store import offload
+
+        return await offload(self._decide_and_cache, app_user_id)
 
     def invalidate(self, app_user_id: str | None = None) -> None:
         """Forget cached decisions (of one user, or all)."""

@@ -21,7 +21,6 @@ Usage::
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import re
 import secrets
@@ -36,7 +35,7 @@ from authlib.oauth2.rfc7636 import create_s256_code_challenge
 from calbridge.errors import InvalidStateError, OAuthError, ProviderNotFoundError
 from calbridge.models import Account, AccountStatus, Secret
 from calbridge.provider import AuthorizationRequest, Provider, TokenGrant
-from calbridge.store import OAuthStateRecord, Store, write
+from calbridge.store import OAuthStateRecord, Store, offload, write
 
 __all__ = [
     "CALLBACK_HEADERS",
@@ -147,7 +146,7 @@ class OAuthFlow:
             challenge = pkce_challenge(verifier)
         chosen = tuple(scopes if scopes is not None else instance.default_scopes)
         expires_at = int(self.clock()) + self.state_ttl
-        await asyncio.to_thread(
+        await offload(
             self.store.put_oauth_state,
             state_hash=state_hash(state),
             app_user_id=app_user_id,
@@ -186,7 +185,7 @@ class OAuthFlow:
         state = params.get("state") or ""
         if not state:
             raise InvalidStateError("the callback carries no state; start the connection again")
-        record = await asyncio.to_thread(self.store.consume_oauth_state, state_hash(state))
+        record = await offload(self.store.consume_oauth_state, state_hash(state))
         if record is None:
             raise InvalidStateError(
                 "the state is unknown, already used or expired; start the connection again"
@@ -208,7 +207,7 @@ class OAuthFlow:
             redirect_uri=record.redirect_uri,
             code_verifier=None if record.code_verifier is None else record.code_verifier.reveal(),
         )
-        return await asyncio.to_thread(self._store_grant, provider, record, grant)
+        return await offload(self._store_grant, provider, record, grant)
 
     def _check_binding(
         self, provider: str, record: OAuthStateRecord, params: Mapping[str, str]

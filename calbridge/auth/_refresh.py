@@ -31,7 +31,7 @@ from typing import Final
 from calbridge.errors import ConfigurationError, ReauthRequired, Unavailable
 from calbridge.models import Account, AccountStatus, TokenSet
 from calbridge.provider import Provider
-from calbridge.store import CredentialRecord, Store
+from calbridge.store import CredentialRecord, Store, offload
 
 __all__ = ["ProviderPaused", "StoreTokenSource", "mark_needs_reauth"]
 
@@ -73,8 +73,8 @@ def mark_needs_reauth(
 
     The status change is a compare-and-set, so among processes racing to mark the same
     account exactly one fires the hook. Also writes an audit entry. Synchronous: from
-    async code run it with ``asyncio.to_thread`` (``StoreTokenSource`` does the DB part in a
-    thread and calls ``notify`` on the event loop).
+    async code run it with :func:`calbridge.store.offload` (``StoreTokenSource`` runs the
+    DB part and ``notify`` that way: listeners read and write the store too).
     """
     changed = _set_needs_reauth(store, account_id, reason)
     if changed is None:
@@ -184,8 +184,8 @@ class StoreTokenSource:
         return force or self._expired(current)
 
     async def _read(self) -> CredentialRecord:
-        record = await asyncio.to_thread(self.store.get_tokens, self.account_id)
-        account = await asyncio.to_thread(self.store.get_account, self.account_id)
+        record = await offload(self.store.get_tokens, self.account_id)
+        account = await offload(self.store.get_account, self.account_id)
         if record is None or account is None:
             raise ReauthRequired("the account has no stored tokens", provider=self.provider.name)
         if account.status is not AccountStatus.ACTIVE:
@@ -195,7 +195,7 @@ class StoreTokenSource:
         return record
 
     async def _check_paused(self) -> None:
-        status = await asyncio.to_thread(self.store.provider_status, self.provider.name)
+        status = await offload(self.store.provider_status, self.provider.name)
         if status is not None and status.paused:
             raise ProviderPaused(self.provider.name, status.reason or "paused")
 
@@ -212,13 +212,11 @@ class StoreTokenSource:
                     return record.tokens
                 return await self._refresh_locked(record)
             finally:
-                await asyncio.to_thread(
-                    self.store.release_refresh_lease, self.account_id, self.owner
-                )
+                await offload(self.store.release_refresh_lease, self.account_id, self.owner)
 
     async def _acquire_lease(self) -> None:
         deadline = time.monotonic() + self.wait_timeout
-        while not await asyncio.to_thread(
+        while not await offload(
             self.store.acquire_refresh_lease, self.account_id, self.owner, ttl_ms=self.lease_ms
         ):
             if time.monotonic() > deadline:
@@ -234,7 +232,7 @@ class StoreTokenSource:
         try:
             new = await self.provider.refresh_tokens(record.tokens)
         except ReauthRequired:
-            latest = await asyncio.to_thread(self.store.get_tokens, self.account_id)
+            latest = await offload(self.store.get_tokens, self.account_id)
             if latest is not None and (
                 latest.generation != record.generation
                 or latest.tokens.refresh_token != record.tokens.refresh_token
@@ -243,21 +241,19 @@ class StoreTokenSource:
                     "lost a refresh race for account %s; using the winner's tokens", self.account_id
                 )
                 return latest.tokens
-            changed = await asyncio.to_thread(
-                _set_needs_reauth, self.store, self.account_id, "invalid_grant"
-            )
+            changed = await offload(_set_needs_reauth, self.store, self.account_id, "invalid_grant")
             if changed is not None:
-                _notify(self.notify, changed, "invalid_grant")
+                await offload(_notify, self.notify, changed, "invalid_grant")
             raise
         except ConfigurationError as exc:
             if isinstance(exc, ProviderPaused):
                 raise
-            await asyncio.to_thread(self.store.pause_provider, provider, reason="invalid_client")
-            await asyncio.to_thread(
+            await offload(self.store.pause_provider, provider, reason="invalid_client")
+            await offload(
                 self.store.audit, "auth", "provider_paused", detail={"provider": provider}
             )
             raise ProviderPaused(provider, "invalid_client") from exc
-        saved = await asyncio.to_thread(
+        saved = await offload(
             self.store.swap_tokens,
             self.account_id,
             expected_generation=record.generation,

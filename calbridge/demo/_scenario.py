@@ -459,7 +459,7 @@ class _Demo:
         """Route, read and write through legacy after a rollback; ``"ok"`` or what failed."""
         legacy = next(lg for u, _e, lg in self.users if u == user)
         email = next(e for u, e, _lg in self.users if u == user)
-        decision = self.bridge.route(user)
+        decision = await self.bridge.aroute(user)
         if decision.provider != legacy:
             return f"routed to {decision.provider}, not {legacy}"
         key = f"{user}-after-rollback-from-{phase}"
@@ -599,21 +599,29 @@ class _Demo:
             table.add_row(*(str(x) for x in r))
         self.say.console.print(table)
 
-    async def summary(
-        self, migrator: Any, waiting: set[str], rolled_back: str | None, clean: int, checked: int
-    ) -> DemoSummary:
+    def _counts(self) -> tuple[int, int]:
+        """Cached events and received notifications (a store read)."""
         import sqlalchemy as sa
 
         from ..store import read, schema
 
-        rt = self.bridge.runtime
+        with read(self.bridge.runtime.engine) as conn:
+            cached = conn.execute(sa.select(sa.func.count()).select_from(schema.event_cache))
+            inbox = conn.execute(sa.select(sa.func.count()).select_from(schema.webhook_inbox))
+            return int(cached.scalar() or 0), int(inbox.scalar() or 0)
+
+    async def summary(
+        self, migrator: Any, waiting: set[str], rolled_back: str | None, clean: int, checked: int
+    ) -> DemoSummary:
+        from ..store import offload
+
         by_provider: dict[str, int] = {}
         by_phase: dict[str, int] = {}
         in_world: list[str] = []
         for user, email, _legacy in self.users:
-            provider = self.bridge.route(user).provider
+            provider = (await self.bridge.aroute(user)).provider
             by_provider[provider] = by_provider.get(provider, 0) + 1
-            phase = str(migrator.status(user).phase)
+            phase = str((await offload(migrator.status, user)).phase)
             by_phase[phase] = by_phase.get(phase, 0) + 1
             natives = await self.world(functools.partial(self._natives, email))
             seen: dict[str, int] = {}
@@ -622,11 +630,7 @@ class _Demo:
                     seen[e.summary or ""] = seen.get(e.summary or "", 0) + 1
             in_world += [f"{user}: {s!r} x{n}" for s, n in seen.items() if n > 1]
         duplicated = [f"{u}: {what} of {ident}" for u, ident, what in self.app.twice]
-        with read(rt.engine) as conn:
-            cached = conn.execute(sa.select(sa.func.count()).select_from(schema.event_cache))
-            events_cached = int(cached.scalar() or 0)
-            inbox = conn.execute(sa.select(sa.func.count()).select_from(schema.webhook_inbox))
-            notifications = int(inbox.scalar() or 0)
+        events_cached, notifications = await offload(self._counts)
         result = DemoSummary(
             users_by_provider=by_provider,
             users_by_phase=by_phase,

@@ -7,6 +7,7 @@ from typing import Any
 
 from ..jobs import HandlerRegistry, Job
 from ..models import TimeRange
+from ..store import offload
 
 __all__ = ["COMPARE_KIND", "VERIFY_KIND", "register_migration_handlers"]
 
@@ -37,10 +38,10 @@ def register_migration_handlers(handlers: HandlerRegistry, runtime: Any) -> None
 
         user, key = job.payload["app_user_id"], job.payload["key"]
         migrator = Migrator(runtime, clock=runtime.clock)
-        state = migrator.status(user)
+        state = await offload(migrator.status, user)
         if state.target_account_id is None:
             return "no target account"
-        account = runtime.account(state.target_account_id)
+        account = await runtime.aaccount(state.target_account_id)
         provider = runtime.provider(account.provider)
         session = runtime.session(account)
         calendars = await provider.list_calendars(session)
@@ -62,7 +63,8 @@ def register_migration_handlers(handlers: HandlerRegistry, runtime: Any) -> None
             if job.attempts < VERIFY_ATTEMPTS:
                 # a plain failure counts the attempt; the queue backs off between attempts
                 raise MigrationError(f"{key} not yet visible through {account.provider}")
-            runtime.store.audit(
+            await offload(
+                runtime.store.audit,
                 "migration",
                 "migration.write_unverified",
                 app_user_id=user,
@@ -70,7 +72,8 @@ def register_migration_handlers(handlers: HandlerRegistry, runtime: Any) -> None
                 detail={"key": key},
             )
             return "unverified"
-        runtime.store.audit(
+        await offload(
+            runtime.store.audit,
             "migration",
             "migration.write_verified",
             app_user_id=user,

@@ -41,10 +41,11 @@ from typing import Any, TypeVar
 import attrs
 import sqlalchemy as sa
 
+from .._budget import background_calls
 from ..errors import CalbridgeError, NotFound, RateLimited
 from ..models import AccountStatus, Event, EventTime, TimeRange
 from ..router import Phase, cohort_bucket
-from ..store import StaleWriteError
+from ..store import StaleWriteError, offload
 from ._guards import (
     Guard,
     GuardKind,
@@ -457,7 +458,7 @@ class Migrator:
         provider that reports it (:class:`InitialSyncReporter`, e.g. Cronofy's userinfo) is
         asked now, and with ``record`` the answer is stored.
         """
-        return await self._check(self._snapshot(app_user_id), to, record=record)
+        return await self._check(await offload(self._snapshot, app_user_id), to, record=record)
 
     async def _check(self, snap: _Snapshot, to: Phase, *, record: bool) -> list[Guard]:
         found = self._phase_guards(snap.state, snap.facts, to)
@@ -537,28 +538,31 @@ class Migrator:
     async def _initial_sync_guard(self, account_id: str, *, record: bool) -> Guard | None:
         """Stored completion holds; else ask a reporting provider (and store its answer)."""
         rt = self.runtime
-        if initial_sync_required(rt.store.account_details(account_id)) is False:
+        details = await offload(rt.store.account_details, account_id)
+        if initial_sync_required(details) is False:
             return None
         provider = rt.provider(self.target)
         if not isinstance(provider, InitialSyncReporter):
-            return self._stored_initial_sync_guard(account_id)
+            return await offload(self._stored_initial_sync_guard, account_id)
         asked_at = self.clock()
         try:
-            required = await provider.initial_sync_required(rt.session(account_id))
+            session = await rt.asession(account_id)
+            required = await provider.initial_sync_required(session)
         except CalbridgeError as exc:
             return self._syncing(f"could not ask {self.target}: {type(exc).__name__}: {exc}")
         if required is None:
-            return self._stored_initial_sync_guard(account_id)
+            return await offload(self._stored_initial_sync_guard, account_id)
         if record:
-            from ..store import write
-
-            with write(rt.engine) as conn:
-                record_initial_sync(
-                    conn, account_id, required=required, source="userinfo", at=asked_at
-                )
+            await offload(self._record_initial_sync, account_id, required, asked_at)
         if required:
             return self._syncing(f"{self.target} reports its first sync of the user as running")
         return None
+
+    def _record_initial_sync(self, account_id: str, required: bool, at: float) -> None:
+        from ..store import write
+
+        with write(self.runtime.engine) as conn:
+            record_initial_sync(conn, account_id, required=required, source="userinfo", at=at)
 
     def _synced_once(self, account_id: str) -> bool:
         from ..store import read, schema
@@ -598,7 +602,7 @@ class Migrator:
         """
         first: Phase | None = None
         for _ in range(_ATTEMPTS):
-            snap = self._snapshot(app_user_id)
+            snap = await offload(self._snapshot, app_user_id)
             phase = snap.state.phase
             if first is None:
                 first = phase
@@ -620,7 +624,7 @@ class Migrator:
                     # a refused start still puts the user under migration, at legacy:
                     # authorising the target later does not route them there by policy
                     with contextlib.suppress(StaleWriteError):
-                        self._commit(snap, Phase.LEGACY, (), enrolling="start")
+                        await offload(self._commit, snap, Phase.LEGACY, (), enrolling="start")
                 raise GuardFailed(app_user_id, to, refusing)
             forced = tuple(g for g in found if g.kind in skip)
             if dry_run:
@@ -629,7 +633,7 @@ class Migrator:
                 if to is Phase.RETIRED:
                     await self._retire(snap, forced)
                 else:
-                    self._commit(snap, to, forced)
+                    await offload(self._commit, snap, to, forced)
             except StaleWriteError:
                 continue
             return _Outcome(changed=True, forced=forced)
@@ -754,14 +758,15 @@ class Migrator:
         and commits the phase only while its claim still stands."""
         user = snap.state.app_user_id
         token = uuid.uuid4().hex
-        self._write_claim(snap, {"to": str(Phase.RETIRED), "token": token, "at": self.clock()})
+        claim = {"to": str(Phase.RETIRED), "token": token, "at": self.clock()}
+        await offload(self._write_claim, snap, claim)
         try:
             await self._retire_legacy(snap.state)
         except BaseException:
-            self._release_claim(user, token)
+            await asyncio.shield(offload(self._release_claim, user, token))
             raise
         for _ in range(_ATTEMPTS):
-            fresh = self._snapshot(user)
+            fresh = await offload(self._snapshot, user)
             mine = (fresh.claim() or {}).get("token") == token
             if fresh.state.phase is not snap.state.phase or not mine:
                 raise ConcurrentTransition(
@@ -772,11 +777,11 @@ class Migrator:
                     detail="another run took over the retirement",
                 )
             try:
-                self._commit(fresh, Phase.RETIRED, forced)
+                await offload(self._commit, fresh, Phase.RETIRED, forced)
             except StaleWriteError:
                 continue
             return
-        self._release_claim(user, token)
+        await offload(self._release_claim, user, token)
         raise ConcurrentTransition(
             user, Phase.RETIRED, expected=snap.state.phase, found=snap.state.phase
         )
@@ -806,7 +811,7 @@ class Migrator:
 
     async def _enroll(self, app_user_id: str, *, dry_run: bool) -> _Outcome:
         for _ in range(_ATTEMPTS):
-            snap = self._snapshot(app_user_id)
+            snap = await offload(self._snapshot, app_user_id)
             if snap.state.under_migration:
                 return _Outcome(changed=False)
             if not self._enrollable(snap):
@@ -827,7 +832,7 @@ class Migrator:
         self, snap: _Snapshot, *, dry_run: bool, by: str = "rollback"
     ) -> _Outcome:
         if not dry_run:
-            self._commit(snap, Phase.LEGACY, (), enrolling=by)
+            await offload(self._commit, snap, Phase.LEGACY, (), enrolling=by)
         return _Outcome(changed=True)
 
     @staticmethod
@@ -843,18 +848,20 @@ class Migrator:
         if state.legacy_account_id is None:
             return
         rt = self.runtime
-        account = rt.store.get_account(state.legacy_account_id)
+        account = await offload(rt.store.get_account, state.legacy_account_id)
         if account is None or account.status is AccountStatus.REVOKED:
             return
         provider = rt.provider(account.provider)
         session = rt.session(account)
-        for record in rt.store.list_channels(account_id=account.id):
+        for record in await offload(rt.store.list_channels, account_id=account.id):
             with contextlib.suppress(NotFound):
                 await provider.unsubscribe(session, record.channel)
-            rt.store.delete_channel(record.channel.provider, record.channel.id)
+            await offload(rt.store.delete_channel, record.channel.provider, record.channel.id)
         tokens = await session.access_token()
         await provider.revoke_tokens(tokens)
-        changed = rt.store.set_account_status(account.id, AccountStatus.REVOKED, reason="retired")
+        changed = await offload(
+            rt.store.set_account_status, account.id, AccountStatus.REVOKED, reason="retired"
+        )
         if changed is not None:
             rt.host.notify_account_status_changed(changed[0], changed[1], "retired")
 
@@ -993,7 +1000,7 @@ class Migrator:
 
     async def _read(self, account_id: str, calendar_ref: str, window: TimeRange) -> list[Event]:
         rt = self.runtime
-        account = rt.account(account_id)
+        account = await rt.aaccount(account_id)
         provider = rt.provider(account.provider)
         session = rt.session(account)
         calendars = await provider.list_calendars(session)
@@ -1027,7 +1034,7 @@ class Migrator:
         record: bool = True,
     ) -> ParityReport:
         """Compare the legacy and target views now; records clean-since for the guard."""
-        state = self.status(app_user_id)
+        state = await offload(self.status, app_user_id)
         if state.legacy_account_id is None or state.target_account_id is None:
             raise MigrationError(
                 f"{app_user_id}: needs both a legacy and a {self.target} account to compare"
@@ -1037,10 +1044,11 @@ class Migrator:
             start=now - dt.timedelta(days=self.window_days[0]),
             end=now + dt.timedelta(days=self.window_days[1]),
         )
-        legacy = await self._read(state.legacy_account_id, calendar, window)
-        target = await self._read(state.target_account_id, calendar, window)
-        known = self._original_starts(
-            state.target_account_id, {e.calendar_id for e in target}, window
+        with background_calls():  # parity yields to user-facing calls in the rate budget
+            legacy = await self._read(state.legacy_account_id, calendar, window)
+            target = await self._read(state.target_account_id, calendar, window)
+        known = await offload(
+            self._original_starts, state.target_account_id, {e.calendar_id for e in target}, window
         )
         report = compare(legacy, target, window, now=now, grace=self.grace, known=known)
         if record:
@@ -1058,13 +1066,16 @@ class Migrator:
                 "different": len(report.different),
                 "pending": report.pending,
             }
-            self.runtime.update_routing(
-                app_user_id, data={"parity_clean_since": since, "last_parity": summary}
-            )
-            self.runtime.store.audit(
-                "migration", "migration.parity", app_user_id=app_user_id, detail=summary
-            )
+            await offload(self._record_parity, app_user_id, since, summary)
         return report
+
+    def _record_parity(self, app_user_id: str, since: float | None, summary: Any) -> None:
+        self.runtime.update_routing(
+            app_user_id, data={"parity_clean_since": since, "last_parity": summary}
+        )
+        self.runtime.store.audit(
+            "migration", "migration.parity", app_user_id=app_user_id, detail=summary
+        )
 
     async def check_parity_many(
         self,
@@ -1086,7 +1097,7 @@ class Migrator:
         """
         for user in users:
             if skip_checked_since is not None:
-                last = self.status(user).last_parity
+                last = (await offload(self.status, user)).last_parity
                 at = (last or {}).get("at")
                 if isinstance(at, int | float) and at >= self.clock() - skip_checked_since:
                     yield ParityResult(app_user_id=user, status="skipped", last_parity=last)

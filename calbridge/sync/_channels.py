@@ -30,7 +30,7 @@ from .. import jobs
 from ..errors import CalbridgeError, NotFound
 from ..models import Account, Channel, TimeRange
 from ..provider import ChannelRequest
-from ..store import schema, write
+from ..store import offload, schema, write
 
 __all__ = [
     "FAR_EDGE_DAYS",
@@ -86,7 +86,7 @@ class ChannelManager:
         return float(self.runtime.clock())
 
     async def _db(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
-        return await self.runtime.to_thread(fn, *args, **kwargs)
+        return await offload(fn, *args, **kwargs)
 
     # ------------------------------------------------------------ connect / disconnect
 

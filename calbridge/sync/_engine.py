@@ -34,7 +34,7 @@ from .. import jobs
 from .._serialization import make_converter
 from ..errors import SyncCursorExpired
 from ..models import AccountStatus, Change, ChangeKind, Event, TimeRange
-from ..store import schema, write
+from ..store import offload, schema, write
 from ._batch import ChangeBatch, batch_to_json
 from ._idmap import IdMapper
 from ._spool import DEFAULT_HOLD, ChangeSpool
@@ -151,12 +151,12 @@ class SyncEngine:
     ) -> SyncResult:
         """One incremental round (or a full one with ``full=True``) of one calendar."""
         rt = self.runtime
-        account = await rt.to_thread(self.store.get_account, account_id)
+        account = await offload(self.store.get_account, account_id)
         if account is None or account.status is not AccountStatus.ACTIVE:
             why = "account is gone" if account is None else f"account is {account.status}"
             return SyncResult(account_id=account_id, calendar_id=calendar_id, skipped=why)
         await self._check_paused(account.provider)
-        start = await rt.to_thread(self.store.get_cursor, account_id, calendar_id)
+        start = await offload(self.store.get_cursor, account_id, calendar_id)
         provider = rt.provider(account.provider)
         session = rt.session(account)
         self.rounds += 1
@@ -181,11 +181,11 @@ class SyncEngine:
     ) -> SyncResult:
         """A full read of ``window`` only (e.g. Cronofy's far edge); the cursor is kept."""
         rt = self.runtime
-        account = await rt.to_thread(self.store.get_account, account_id)
+        account = await offload(self.store.get_account, account_id)
         if account is None or account.status is not AccountStatus.ACTIVE:
             return SyncResult(account_id=account_id, calendar_id=calendar_id, skipped="inactive")
         await self._check_paused(account.provider)
-        start = await rt.to_thread(self.store.get_cursor, account_id, calendar_id)
+        start = await offload(self.store.get_cursor, account_id, calendar_id)
         provider = rt.provider(account.provider)
         self.rounds += 1
         return await self._round(
@@ -228,11 +228,11 @@ class SyncEngine:
                 window=window,
                 pages=pages,
             )
-            result: SyncResult = await self.runtime.to_thread(self._commit, rnd, job)
+            result: SyncResult = await offload(self._commit, rnd, job)
         return result
 
     async def _check_paused(self, provider: str) -> None:
-        status = await self.runtime.to_thread(self.store.provider_status, provider)
+        status = await offload(self.store.provider_status, provider)
         if status is not None and status.paused:
             now = self.runtime.clock()
             delay = 300.0 if status.paused_until is None else max(1.0, status.paused_until - now)

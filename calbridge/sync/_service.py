@@ -24,6 +24,7 @@ from .. import jobs
 from .._budget import background_calls
 from ..errors import ReauthRequired
 from ..models import Secret
+from ..store import offload
 from ._batch import ChangeBatch, batch_from_json, sign_standard_webhook
 from ._channels import PURGE_INBOX, PURGE_INBOX_BATCH, ChannelManager
 from ._engine import DELIVER_KIND, SEND_KIND, CursorMoved, SyncEngine, calendar_key
@@ -194,8 +195,8 @@ def build_handlers(service: SyncService) -> jobs.HandlerRegistry:
         calendar = job.payload.get("calendar")
         if not calendar:
             # a channel over all calendars: fan out to each known calendar
-            for cal in await rt.to_thread(_calendars_of, rt, account):
-                await rt.to_thread(
+            for cal in await offload(_calendars_of, rt, account):
+                await offload(
                     enqueue_tx,
                     "sync",
                     {"account": account, "calendar": cal},
@@ -225,7 +226,7 @@ def build_handlers(service: SyncService) -> jobs.HandlerRegistry:
         if job.payload.get("tick"):
             payload = {"account": account, "calendar": calendar, "far_edge": far}
             mode = "far_edge" if far else "full"
-            await rt.to_thread(
+            await offload(
                 enqueue_tx,
                 "reconcile",
                 payload,
@@ -235,7 +236,7 @@ def build_handlers(service: SyncService) -> jobs.HandlerRegistry:
             return None
         try:
             if far:
-                acct = await rt.to_thread(rt.store.get_account, account)
+                acct = await offload(rt.store.get_account, account)
                 window = None if acct is None else service.channels.far_edge_window(acct.provider)
                 if window is None:
                     return None
@@ -250,7 +251,7 @@ def build_handlers(service: SyncService) -> jobs.HandlerRegistry:
     async def poll(job: jobs.Job) -> object:
         account = _payload_str(job, "account")
         calendar = _payload_str(job, "calendar")
-        await rt.to_thread(
+        await offload(
             enqueue_tx,
             "sync",
             {"account": account, "calendar": calendar},
@@ -274,7 +275,7 @@ def build_handlers(service: SyncService) -> jobs.HandlerRegistry:
         before = int(rt.clock() - float(rt.config.inbox_retention))
         purged = 0
         while True:
-            went = await rt.to_thread(
+            went = await offload(
                 rt.store.inbox_purge, received_before=before, limit=PURGE_INBOX_BATCH
             )
             purged += went

@@ -39,6 +39,7 @@ from starlette.routing import Route
 from ..errors import NotificationRejected, ProviderNotFoundError, StoreError
 from ..models import AccountStatus, Channel
 from ..provider import Notification, NotificationKind, WebhookReply, WebhookRequest
+from ..store import offload
 from ._sql import statements
 
 __all__ = ["DEFAULT_MAX_BODY", "WebhookReceiver", "make_webhook_app"]
@@ -223,7 +224,7 @@ class WebhookReceiver:
         if hit is not None and hit[0] > now:
             return hit[1]
         try:
-            rec = await asyncio.to_thread(self.runtime.store.get_channel, provider, channel_id)
+            rec = await offload(self.runtime.store.get_channel, provider, channel_id)
         except _DB_ERRORS as exc:
             log.warning("channel lookup failed: %s", type(exc).__name__)
             raise _StoreDown from None
@@ -258,7 +259,7 @@ class WebhookReceiver:
                 await asyncio.sleep(self.linger)
             group, self._queue = self._queue[: self.max_group], self._queue[self.max_group :]
             try:
-                results = await asyncio.to_thread(self._write_group, group)
+                results = await offload(self._write_group, group)
             except Exception as exc:
                 log.warning("webhook commit failed: %s", type(exc).__name__)
                 for item in group:
@@ -289,7 +290,7 @@ class WebhookReceiver:
             idle = 0
             self._dirty = False
             try:
-                await asyncio.to_thread(self._checkpoint)
+                await offload(self._checkpoint)
             except Exception as exc:
                 log.debug("background checkpoint failed: %s", type(exc).__name__)
 
