@@ -131,7 +131,14 @@ def worker(
     metavar="ID",
     help="Queue dead job ID again with a fresh attempt budget (repeatable).",
 )
-def jobs(url: str | None, as_json: bool, dead_limit: int, retry_ids: tuple[int, ...]) -> None:
+@click.option(
+    "--purge-dead",
+    is_flag=True,
+    help="Delete every dead job (they are kept until purged; workers prune done jobs).",
+)
+def jobs(
+    url: str | None, as_json: bool, dead_limit: int, retry_ids: tuple[int, ...], purge_dead: bool
+) -> None:
     """Show job counts per queue and state, and the latest dead jobs with their errors."""
     from ..jobs import JobQueue
     from ..store import create_engine
@@ -142,6 +149,9 @@ def jobs(url: str | None, as_json: bool, dead_limit: int, retry_ids: tuple[int, 
         for job_id in retry_ids:
             if not queue.retry_dead(job_id):
                 raise click.ClickException(f"job {job_id} is not dead")
+        if purge_dead:
+            purged = queue.prune(older_than=0, states=["dead"])
+            click.echo(f"purged {purged} dead job(s)", err=True)
         stats = queue.stats()
         dead = queue.jobs(states=["dead"], limit=dead_limit)
     finally:

@@ -35,25 +35,34 @@ from ._model import (
     describe_error,
 )
 from ._ops import (
+    NOTIFY_CHANNEL,
     assert_lease,
     claim,
     complete,
     enqueue,
-    enqueue_due_schedules,
-    ensure_schedule,
     fail,
     heartbeat,
     release,
-    remove_schedule,
 )
-from ._queue import JobQueue
+from ._queue import DEFAULT_RETENTION, JobQueue
+from ._schedules import enqueue_due_schedules, ensure_schedule, remove_schedule
 from ._schema import STATES, job_schedules, jobs
-from ._worker import BUILTIN_HANDLERS, HandlerRegistry, Worker, default_backoff, load_handlers
+from ._worker import (
+    BUILTIN_HANDLERS,
+    PRUNE_KIND,
+    HandlerRegistry,
+    Worker,
+    default_backoff,
+    load_handlers,
+)
 
 __all__ = [
     "BUILTIN_HANDLERS",
     "DEFAULT_MAX_ATTEMPTS",
     "DEFAULT_QUEUE",
+    "DEFAULT_RETENTION",
+    "NOTIFY_CHANNEL",
+    "PRUNE_KIND",
     "STATES",
     "Clock",
     "Handler",

@@ -18,21 +18,22 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from ..store import is_postgres
 from ._model import DEFAULT_MAX_ATTEMPTS, DEFAULT_QUEUE, Job, LeaseLost
-from ._schema import DEAD, DONE, MERGED, QUEUED, RUNNING, job_schedules, jobs
+from ._schema import DEAD, DONE, MERGED, QUEUED, RUNNING, jobs
 
 __all__ = [
     "JOB_COLUMNS",
+    "NOTIFY_CHANNEL",
     "assert_lease",
     "claim",
+    "claim_many",
     "complete",
+    "db_now",
     "enqueue",
-    "enqueue_due_schedules",
-    "ensure_schedule",
     "fail",
     "heartbeat",
     "may_claim",
+    "prune_batch",
     "release",
-    "remove_schedule",
     "row_to_job",
 ]
 
@@ -40,12 +41,42 @@ log = logging.getLogger("calbridge.jobs")
 
 _QUEUED_PREDICATE: Final = "state = 'queued'"
 
+#: the PostgreSQL channel on which a job that is due now is announced (payload: its queue)
+NOTIFY_CHANNEL: Final = "calbridge_jobs"
+
+#: the database's clock, epoch seconds, on PostgreSQL (read in the statement that uses it)
+_PG_NOW: Final = "extract(epoch from clock_timestamp())"
+
 
 def _ms(t: float) -> int:
     return round(t * 1000)
 
 
-def _when(value: float | datetime | None, now: float) -> float:
+def db_now(conn: sa.Connection) -> float:
+    """Epoch seconds by the database's clock on PostgreSQL (``clock_timestamp()``, so
+    workers on hosts with skewed clocks agree), by the system clock on SQLite (one host)."""
+    if is_postgres(conn):
+        return float(conn.execute(sa.text(f"SELECT {_PG_NOW}")).scalar_one())
+    return time.time()
+
+
+def _now_ms_sql(conn: sa.Connection, now: float | None) -> sa.ColumnElement[int]:
+    """``now`` in epoch ms as a bound value, or the database's clock in the statement."""
+    if now is None and is_postgres(conn):
+        return sa.cast(sa.text(f"{_PG_NOW} * 1000"), sa.BigInteger)
+    return sa.literal(_ms(time.time() if now is None else now), sa.BigInteger)
+
+
+def notify(conn: sa.Connection, queue: str) -> None:
+    """Announce a due job of ``queue`` to listening workers at commit (PostgreSQL only).
+
+    PostgreSQL folds identical notifications of one transaction into one.
+    """
+    if is_postgres(conn):
+        conn.execute(sa.select(sa.func.pg_notify(NOTIFY_CHANNEL, queue)))
+
+
+def when(value: float | datetime | None, now: float) -> float:
     if value is None:
         return now
     if isinstance(value, datetime):
@@ -55,11 +86,11 @@ def _when(value: float | datetime | None, now: float) -> float:
     return float(value)
 
 
-def _seconds(value: float | timedelta) -> float:
+def seconds(value: float | timedelta) -> float:
     return value.total_seconds() if isinstance(value, timedelta) else float(value)
 
 
-def _payload(payload: Mapping[str, Any] | None) -> dict[str, Any]:
+def payload_of(payload: Mapping[str, Any] | None) -> dict[str, Any]:
     data = dict(payload or {})
     try:
         # round-trip: only plain JSON reaches the database (a Secret cannot sneak in)
@@ -132,18 +163,23 @@ def enqueue(
     at most one queued and one running job.
 
     ``serial_key`` defaults to ``coalesce_key``: jobs sharing it never run at once.
+    ``now`` defaults to :func:`db_now` (the database's clock on PostgreSQL). On PostgreSQL
+    a job due now is announced on :data:`NOTIFY_CHANNEL` at commit (idle workers wake).
     """
     if max_attempts < 1:
         raise ValueError("max_attempts must be at least 1")
-    now = time.time() if now is None else now
+    now = db_now(conn) if now is None else now
     now_ms = _ms(now)
+    run_at_ms = _ms(when(run_at, now))
+    if run_at_ms <= now_ms:
+        notify(conn, queue)
     values: dict[str, Any] = {
         "queue": queue,
         "kind": kind,
-        "payload": _payload(payload),
+        "payload": payload_of(payload),
         "state": QUEUED,
         "priority": priority,
-        "run_at_ms": _ms(_when(run_at, now)),
+        "run_at_ms": run_at_ms,
         "attempts": 0,
         "max_attempts": max_attempts,
         "coalesce_key": coalesce_key,
@@ -181,15 +217,16 @@ def may_claim(
     *,
     kinds: Sequence[str],
     queues: Sequence[str] = (DEFAULT_QUEUE,),
-    now: float,
+    now: float | None = None,
 ) -> bool:
     """Cheap read-only pre-check: could :func:`claim` find anything? (May say yes wrongly.)
 
-    Lets idle SQLite workers poll without taking the database's single write lock.
+    One statement: idle workers poll with it, without taking SQLite's single write lock
+    or PostgreSQL row locks. ``now`` None: the database's clock (see :func:`db_now`).
     """
     if not kinds:
         return False
-    now_ms = _ms(now)
+    now_ms = _now_ms_sql(conn, now)
     scope = (jobs.c.queue.in_(list(queues)), jobs.c.kind.in_(list(kinds)))
     q = sa.select(
         sa.or_(
@@ -211,18 +248,38 @@ def claim(
 ) -> Job | None:
     """Claim one runnable job for ``owner`` with a new fencing token, or return None.
 
+    See :func:`claim_many`.
+    """
+    got = claim_many(conn, owner=owner, kinds=kinds, queues=queues, lease=lease, now=now, limit=1)
+    return got[0] if got else None
+
+
+def claim_many(
+    conn: sa.Connection,
+    *,
+    owner: str,
+    kinds: Sequence[str],
+    queues: Sequence[str] = (DEFAULT_QUEUE,),
+    lease: float,
+    now: float,
+    limit: int,
+) -> list[Job]:
+    """Claim up to ``limit`` runnable jobs for ``owner``, each with a new fencing token.
+
     Runnable: a ``running`` job whose lease expired (its worker died; it is claimed again
     directly, or dead-lettered when it has used up its attempts), else the first ``queued``
-    job that is due, whose serial key has no running job and no earlier due job (serial
-    keys run in order: priority, run_at, id). On PostgreSQL the candidate
-    row is locked with ``FOR UPDATE SKIP LOCKED``, so concurrent workers never wait on it.
+    jobs that are due, whose serial key has no running job and no earlier due job (serial
+    keys run in order: priority, run_at, id; so one claim never takes two jobs of a key).
+    On PostgreSQL the candidate rows are locked with ``FOR UPDATE SKIP LOCKED``, so
+    concurrent workers never wait on them. The ready jobs are taken in one statement.
     """
-    if not kinds:
-        return None
+    if not kinds or limit < 1:
+        return []
     now_ms = _ms(now)
     pg = is_postgres(conn)
     scope = (jobs.c.queue.in_(list(queues)), jobs.c.kind.in_(list(kinds)))
-    while True:
+    taken: list[Job] = []
+    while len(taken) < limit:
         expired_q = (
             sa.select(jobs.c.id, jobs.c.attempts, jobs.c.max_attempts)
             .where(jobs.c.state == RUNNING, jobs.c.lease_expires_ms <= now_ms, *scope)
@@ -253,7 +310,9 @@ def claim(
             log.warning("job %s is dead: its lease expired on its last attempt", row.id)
             continue
         log.info("job %s: lease expired, claiming it again", row.id)
-        return _take(conn, row.id, owner=owner, lease=lease, now_ms=now_ms)
+        taken.extend(_take(conn, [row.id], owner=owner, lease=lease, now_ms=now_ms))
+    if len(taken) >= limit:
+        return taken
 
     other = jobs.alias("other")
     serial_busy = sa.exists().where(
@@ -277,20 +336,23 @@ def claim(
             sa.or_(jobs.c.serial_key.is_(None), sa.and_(~serial_busy, ~serial_behind)),
         )
         .order_by(jobs.c.priority, jobs.c.run_at_ms, jobs.c.id)
-        .limit(1)
+        .limit(limit - len(taken))
     )
     if pg:
         ready_q = ready_q.with_for_update(skip_locked=True, of=jobs)
-    job_id = conn.execute(ready_q).scalar()
-    if job_id is None:
-        return None
-    return _take(conn, job_id, owner=owner, lease=lease, now_ms=now_ms)
+    ids = [int(i) for i in conn.execute(ready_q).scalars()]
+    if ids:
+        taken.extend(_take(conn, ids, owner=owner, lease=lease, now_ms=now_ms))
+    return taken
 
 
-def _take(conn: sa.Connection, job_id: int, *, owner: str, lease: float, now_ms: int) -> Job:
-    row = conn.execute(
+def _take(
+    conn: sa.Connection, ids: Sequence[int], *, owner: str, lease: float, now_ms: int
+) -> list[Job]:
+    """Mark ``ids`` running for ``owner``; the jobs in the order of ``ids``."""
+    rows = conn.execute(
         sa.update(jobs)
-        .where(jobs.c.id == job_id)
+        .where(jobs.c.id.in_(list(ids)))
         .values(
             state=RUNNING,
             attempts=jobs.c.attempts + 1,
@@ -301,8 +363,9 @@ def _take(conn: sa.Connection, job_id: int, *, owner: str, lease: float, now_ms:
             updated_ms=now_ms,
         )
         .returning(*JOB_COLUMNS)
-    ).one()
-    return row_to_job(row._mapping)
+    ).all()
+    by_id = {int(r.id): row_to_job(r._mapping) for r in rows}
+    return [by_id[i] for i in ids]
 
 
 def _fenced(job: Job) -> tuple[sa.ColumnElement[bool], ...]:
@@ -323,9 +386,10 @@ def assert_lease(conn: sa.Connection, job: Job, *, now: float | None = None) -> 
 
     Call it in the same transaction as a handler's database effects: the row is locked
     (PostgreSQL) or the database is (SQLite ``BEGIN IMMEDIATE``) until commit, so no other
-    worker can claim the job between the check and the commit.
+    worker can claim the job between the check and the commit. ``now`` (recorded as the
+    heartbeat) defaults to :func:`db_now`.
     """
-    if not heartbeat(conn, job, lease=None, now=time.time() if now is None else now):
+    if not heartbeat(conn, job, lease=None, now=db_now(conn) if now is None else now):
         raise LeaseLost(job.id, job.token)
 
 
@@ -427,97 +491,22 @@ def release(conn: sa.Connection, job: Job, *, now: float) -> bool:
     return res.rowcount == 1
 
 
-# ---------------------------------------------------------------- recurring jobs
+def prune_batch(conn: sa.Connection, *, states: Sequence[str], before_ms: int, batch: int) -> int:
+    """Delete at most ``batch`` jobs in ``states`` finished before ``before_ms``; the count.
 
-
-def ensure_schedule(
-    conn: sa.Connection,
-    name: str,
-    kind: str,
-    payload: Mapping[str, Any] | None = None,
-    *,
-    every: float | timedelta,
-    first_run_at: float | datetime | None = None,
-    queue: str = DEFAULT_QUEUE,
-    priority: int = 0,
-    max_attempts: int = DEFAULT_MAX_ATTEMPTS,
-    now: float,
-) -> None:
-    """Create or update the recurring job ``name`` (idempotent: call it at every start).
-
-    The first run is due at ``first_run_at`` (default: now). Updating an existing schedule
-    keeps its next run time, pulled in to at most one new interval from now.
+    Bounded, so pruning a huge backlog never holds one long transaction: call it again
+    (each time in a transaction of its own) until it deletes fewer than ``batch``.
     """
-    interval_ms = _ms(_seconds(every))
-    if interval_ms <= 0:
-        raise ValueError("every must be positive")
-    now_ms = _ms(now)
-    values: dict[str, Any] = {
-        "queue": queue,
-        "kind": kind,
-        "payload": _payload(payload),
-        "interval_ms": interval_ms,
-        "max_attempts": max_attempts,
-        "priority": priority,
-        "updated_ms": now_ms,
-    }
-    ins = (postgresql.insert if is_postgres(conn) else sqlite.insert)(job_schedules).values(
-        name=name, next_run_ms=_ms(_when(first_run_at, now)), **values
+    unknown = set(states) - {DONE, MERGED, DEAD}
+    if unknown:
+        raise ValueError(f"only finished jobs (done, merged, dead) can be pruned, not {unknown}")
+    victims = (
+        sa.select(jobs.c.id)
+        .where(jobs.c.state.in_(list(states)), jobs.c.finished_ms < before_ms)
+        .order_by(jobs.c.id)
+        .limit(batch)
     )
-    capped = now_ms + interval_ms
-    conn.execute(
-        ins.on_conflict_do_update(
-            index_elements=[job_schedules.c.name],
-            set_={
-                **values,
-                "next_run_ms": sa.case(
-                    (job_schedules.c.next_run_ms > capped, capped),
-                    else_=job_schedules.c.next_run_ms,
-                ),
-            },
-        )
-    )
-
-
-def remove_schedule(conn: sa.Connection, name: str) -> bool:
-    """Delete the recurring job ``name`` (its queued job, if any, stays); False if unknown."""
-    res = conn.execute(sa.delete(job_schedules).where(job_schedules.c.name == name))
-    return res.rowcount == 1
-
-
-def enqueue_due_schedules(conn: sa.Connection, *, now: float) -> list[int]:
-    """Enqueue one job for every schedule that is due; return their ids.
-
-    Each schedule's job is coalesced on ``schedule:<name>`` (missed runs collapse into
-    one, and two runs of one schedule never overlap) and the schedule moves to its next
-    occurrence after ``now``. Safe to call from every worker at once.
-    """
-    now_ms = _ms(now)
-    q = sa.select(job_schedules).where(job_schedules.c.next_run_ms <= now_ms)
     if is_postgres(conn):
-        q = q.with_for_update(skip_locked=True)
-    ids: list[int] = []
-    for s in conn.execute(q).all():
-        job_id = enqueue(
-            conn,
-            s.kind,
-            s.payload,
-            queue=s.queue,
-            run_at=s.next_run_ms / 1000,
-            coalesce_key=f"schedule:{s.name}",
-            priority=s.priority,
-            max_attempts=s.max_attempts,
-            now=now,
-        )
-        missed = (now_ms - s.next_run_ms) // s.interval_ms
-        conn.execute(
-            sa.update(job_schedules)
-            .where(job_schedules.c.name == s.name)
-            .values(
-                next_run_ms=s.next_run_ms + (missed + 1) * s.interval_ms,
-                last_job_id=job_id,
-                updated_ms=now_ms,
-            )
-        )
-        ids.append(job_id)
-    return ids
+        victims = victims.with_for_update(skip_locked=True)
+    res = conn.execute(sa.delete(jobs).where(jobs.c.id.in_(victims.scalar_subquery())))
+    return int(res.rowcount)

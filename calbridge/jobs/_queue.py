@@ -2,10 +2,12 @@
 
 ``BEGIN IMMEDIATE`` on SQLite, row locks with ``SKIP LOCKED`` on PostgreSQL; transient
 failures (``SQLITE_BUSY``, serialization failures, deadlocks) are retried, never raised.
+On PostgreSQL "now" is the database's clock, read in the transaction that uses it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -14,13 +16,14 @@ from typing import Any, Final, TypeVar
 
 import sqlalchemy as sa
 
-from ..store import is_sqlite, read, write
+from ..store import is_postgres, read, write
 from . import _ops as ops
+from . import _schedules as schedules
 from ._model import DEFAULT_QUEUE, Clock, Job
 from ._ops import JOB_COLUMNS, row_to_job
 from ._schema import DEAD, DONE, MERGED, QUEUED, jobs
 
-__all__ = ["JobQueue"]
+__all__ = ["DEFAULT_RETENTION", "PRUNE_BATCH", "JobQueue"]
 
 log = logging.getLogger("calbridge.jobs")
 
@@ -28,6 +31,10 @@ T = TypeVar("T")
 
 #: give up on a write transaction after this many busy / serialization retries
 _TX_RETRIES: Final = 50
+#: how long finished (``done``, ``merged``) jobs are kept by default: 7 days
+DEFAULT_RETENTION: Final = timedelta(days=7)
+#: rows deleted per pruning transaction
+PRUNE_BATCH: Final = 1000
 
 
 def _ms(t: float) -> int:
@@ -36,6 +43,10 @@ def _ms(t: float) -> int:
 
 def _seconds(value: float | timedelta) -> float:
     return value.total_seconds() if isinstance(value, timedelta) else float(value)
+
+
+def _system_clock() -> float:
+    return time.time()
 
 
 def _retryable(exc: sa.exc.DBAPIError, *, integrity: bool) -> bool:
@@ -53,11 +64,17 @@ def _retryable(exc: sa.exc.DBAPIError, *, integrity: bool) -> bool:
 
 
 class JobQueue:
-    """The job queue on one store engine, with an injectable clock.
+    """The job queue on one store engine.
 
     Each method runs one short write transaction (retried on ``SQLITE_BUSY``, PostgreSQL
     serialization failures and deadlocks). To enqueue inside your own transaction, call
     :func:`calbridge.jobs.enqueue` with your connection instead.
+
+    ``clock``: None (or ``time.time``) means real time: on PostgreSQL the *database's*
+    clock (``clock_timestamp()``, read in the transaction that uses it), so leases,
+    run times and schedules agree between workers on hosts with skewed clocks; on SQLite
+    (one host) the system clock. Any other callable (epoch seconds; tests inject a fake
+    one) is used for everything instead.
 
     Example::
 
@@ -65,12 +82,45 @@ class JobQueue:
         queue.enqueue("sync", {"account": "a1", "calendar": "c1"}, coalesce_key="sync:a1:c1")
     """
 
-    def __init__(self, engine: sa.Engine, *, clock: Clock = time.time) -> None:
+    def __init__(self, engine: sa.Engine, *, clock: Clock | None = None) -> None:
         self.engine = engine
-        self.clock = clock
+        real = clock is None or clock is time.time
+        #: the clock this process reads (the system clock unless one was injected)
+        self.clock: Clock = _system_clock if real else clock  # type: ignore[assignment]
+        #: True when lease times come from the database (PostgreSQL, real time)
+        self.database_clock = real and is_postgres(engine)
+        self._wakers: list[Callable[[str], None]] = []
 
     def __repr__(self) -> str:
         return f"<JobQueue {self.engine.dialect.name}>"
+
+    def now(self, conn: sa.Connection) -> float:
+        """Epoch seconds for a transaction on ``conn`` (see the class docstring)."""
+        return ops.db_now(conn) if self.database_clock else self.clock()
+
+    # ------------------------------------------------------------ wake-ups
+
+    def add_waker(self, fn: Callable[[str], None]) -> None:
+        """Call ``fn(queue_name)`` after this object commits a job that is due now.
+
+        How an idle worker of this process learns of work at once (SQLite has no
+        LISTEN/NOTIFY; on PostgreSQL it complements them). ``fn`` may run on any thread.
+        """
+        self._wakers.append(fn)
+
+    def remove_waker(self, fn: Callable[[str], None]) -> None:
+        """Undo :meth:`add_waker`."""
+        with contextlib.suppress(ValueError):
+            self._wakers.remove(fn)
+
+    def _wake(self, queue: str) -> None:
+        for fn in list(self._wakers):
+            try:
+                fn(queue)
+            except Exception:  # a waker never breaks the caller
+                log.debug("a job-queue waker failed", exc_info=True)
+
+    # ------------------------------------------------------------ operations
 
     def transact(self, fn: Callable[[sa.Connection], T], *, retry_integrity: bool = False) -> T:
         """Run ``fn(conn)`` in a write transaction, retrying transient lock failures."""
@@ -92,8 +142,24 @@ class JobQueue:
         **options: Any,
     ) -> int:
         """:func:`calbridge.jobs.enqueue` in a transaction of its own."""
-        now = self.clock()
-        return self.transact(lambda c: ops.enqueue(c, kind, payload, now=now, **options))
+        due: list[bool] = []
+
+        def run(conn: sa.Connection) -> int:
+            now = self.now(conn)
+            run_at = options.get("run_at")
+            due[:] = [run_at is None or ops.when(run_at, now) <= now]
+            return ops.enqueue(conn, kind, payload, now=now, **options)
+
+        job_id = self.transact(run)
+        if due and due[0]:
+            self._wake(str(options.get("queue", DEFAULT_QUEUE)))
+        return job_id
+
+    def may_claim(self, *, kinds: Sequence[str], queues: Sequence[str] = (DEFAULT_QUEUE,)) -> bool:
+        """One read-only statement: could a claim find anything? (How idle workers poll.)"""
+        now = None if self.database_clock else self.clock()
+        with read(self.engine) as conn:
+            return ops.may_claim(conn, kinds=kinds, queues=queues, now=now)
 
     def claim(
         self,
@@ -104,15 +170,36 @@ class JobQueue:
         lease: float,
     ) -> Job | None:
         """Claim one runnable job (see :func:`claim`)."""
-        now = self.clock()
-        if is_sqlite(self.engine):
-            # idle polls read first: SQLite has one write lock, the webhook receiver needs it
-            with read(self.engine) as conn:
-                if not ops.may_claim(conn, kinds=kinds, queues=queues, now=now):
-                    return None
+        got = self.claim_many(owner=owner, kinds=kinds, queues=queues, lease=lease, limit=1)
+        return got[0] if got else None
+
+    def claim_many(
+        self,
+        *,
+        owner: str,
+        kinds: Sequence[str],
+        queues: Sequence[str] = (DEFAULT_QUEUE,),
+        lease: float,
+        limit: int,
+    ) -> list[Job]:
+        """Claim up to ``limit`` runnable jobs in one transaction (see ``claim_many``).
+
+        A read-only pre-check comes first: an idle poll is one statement and takes no
+        lock (SQLite has one write lock, and the webhook receiver needs it).
+        """
+        if not self.may_claim(kinds=kinds, queues=queues):
+            return []
         # a serial-key race between PostgreSQL workers ends in a unique violation: retry
         return self.transact(
-            lambda c: ops.claim(c, owner=owner, kinds=kinds, queues=queues, lease=lease, now=now),
+            lambda c: ops.claim_many(
+                c,
+                owner=owner,
+                kinds=kinds,
+                queues=queues,
+                lease=lease,
+                now=self.now(c),
+                limit=limit,
+            ),
             retry_integrity=True,
         )
 
@@ -129,9 +216,9 @@ class JobQueue:
 
         Returns (acked, next job or None); a worker that lost the lease still gets a job.
         """
-        now = self.clock()
 
         def run(conn: sa.Connection) -> tuple[bool, Job | None]:
+            now = self.now(conn)
             acked = ops.complete(conn, job, now=now)
             return acked, ops.claim(
                 conn, owner=owner, kinds=kinds, queues=queues, lease=lease, now=now
@@ -141,44 +228,64 @@ class JobQueue:
 
     def heartbeat(self, job: Job, *, lease: float) -> bool:
         """Extend ``job``'s lease; False when it was lost."""
-        now = self.clock()
-        return self.transact(lambda c: ops.heartbeat(c, job, lease=lease, now=now))
+        return self.transact(lambda c: ops.heartbeat(c, job, lease=lease, now=self.now(c)))
 
     def assert_lease(self, conn: sa.Connection, job: Job) -> None:
         """:func:`assert_lease` with this queue's clock."""
-        ops.assert_lease(conn, job, now=self.clock())
+        ops.assert_lease(conn, job, now=self.now(conn))
 
     def complete(self, job: Job) -> bool:
         """Acknowledge success; False when the lease was lost (nothing changed)."""
-        now = self.clock()
-        return self.transact(lambda c: ops.complete(c, job, now=now))
+        return self.transact(lambda c: ops.complete(c, job, now=self.now(c)))
 
     def fail(
-        self, job: Job, *, error: str, retry_at: float | None, counts: bool = True
+        self,
+        job: Job,
+        *,
+        error: str,
+        retry_at: float | None = None,
+        retry_in: float | None = None,
+        counts: bool = True,
     ) -> str | None:
-        """Record a failure (see :func:`fail`)."""
-        now = self.clock()
-        return self.transact(
-            lambda c: ops.fail(c, job, error=error, retry_at=retry_at, counts=counts, now=now),
-            retry_integrity=True,
-        )
+        """Record a failure (see :func:`fail`).
+
+        The retry is due at ``retry_at`` (epoch seconds), or ``retry_in`` seconds from now
+        by the queue's clock (the database's on PostgreSQL); neither: the job goes dead.
+        """
+
+        def run(conn: sa.Connection) -> str | None:
+            now = self.now(conn)
+            at = now + retry_in if retry_in is not None else retry_at
+            return ops.fail(conn, job, error=error, retry_at=at, counts=counts, now=now)
+
+        state = self.transact(run, retry_integrity=True)
+        if state == QUEUED and retry_in is not None and retry_in <= 0:
+            self._wake(job.queue)
+        return state
 
     def release(self, job: Job) -> bool:
         """Give a running job back (see :func:`release`)."""
-        now = self.clock()
-        return self.transact(lambda c: ops.release(c, job, now=now))
+        released = self.transact(lambda c: ops.release(c, job, now=self.now(c)))
+        if released:
+            self._wake(job.queue)
+        return released
 
     def ensure_schedule(
         self, name: str, kind: str, payload: Mapping[str, Any] | None = None, **options: Any
     ) -> None:
         """Create or update a recurring job (see :func:`ensure_schedule`)."""
-        now = self.clock()
-        self.transact(lambda c: ops.ensure_schedule(c, name, kind, payload, now=now, **options))
+        self.transact(
+            lambda c: schedules.ensure_schedule(c, name, kind, payload, now=self.now(c), **options)
+        )
 
     def enqueue_due_schedules(self) -> list[int]:
         """Enqueue the recurring jobs that are due (see :func:`enqueue_due_schedules`)."""
-        now = self.clock()
-        return self.transact(lambda c: ops.enqueue_due_schedules(c, now=now), retry_integrity=True)
+        ids = self.transact(
+            lambda c: schedules.enqueue_due_schedules(c, now=self.now(c)), retry_integrity=True
+        )
+        if ids:
+            self._wake("")
+        return ids
 
     # ------------------------------------------------------------ inspection
 
@@ -216,7 +323,6 @@ class JobQueue:
 
         False when it is not dead, or when a job of its coalesce key is already queued.
         """
-        now_ms = _ms(self.clock())
 
         def run(conn: sa.Connection) -> bool:
             key = conn.execute(sa.select(jobs.c.coalesce_key).where(jobs.c.id == job_id)).scalar()
@@ -230,20 +336,35 @@ class JobQueue:
             res = conn.execute(
                 sa.update(jobs)
                 .where(jobs.c.id == job_id, jobs.c.state == DEAD)
-                .values(state=QUEUED, attempts=0, run_at_ms=now_ms, finished_ms=None)
+                .values(state=QUEUED, attempts=0, run_at_ms=_ms(self.now(conn)), finished_ms=None)
             )
             return res.rowcount == 1
 
         return self.transact(run, retry_integrity=False)
 
-    def prune(self, *, older_than: float | timedelta) -> int:
-        """Delete ``done`` and ``merged`` jobs finished more than ``older_than`` ago."""
-        cutoff = _ms(self.clock() - _seconds(older_than))
+    def prune(
+        self,
+        *,
+        older_than: float | timedelta,
+        states: Sequence[str] = (DONE, MERGED),
+        batch: int = PRUNE_BATCH,
+    ) -> int:
+        """Delete jobs in ``states`` (default ``done`` and ``merged``; ``dead`` may be
+        named) finished more than ``older_than`` ago; returns how many.
 
-        def run(conn: sa.Connection) -> int:
-            res = conn.execute(
-                sa.delete(jobs).where(jobs.c.state.in_([DONE, MERGED]), jobs.c.finished_ms < cutoff)
+        At most ``batch`` rows per transaction, so a huge backlog never holds a long one.
+        Workers run it on a schedule (see :class:`calbridge.jobs.Worker`'s ``retention``).
+        """
+        if batch < 1:
+            raise ValueError("batch must be at least 1")
+        age = _seconds(older_than)
+        total = 0
+        while True:
+            deleted = self.transact(
+                lambda c: ops.prune_batch(
+                    c, states=states, before_ms=_ms(self.now(c) - age), batch=batch
+                )
             )
-            return int(res.rowcount)
-
-        return self.transact(run)
+            total += deleted
+            if deleted < batch:
+                return total

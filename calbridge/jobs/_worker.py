@@ -1,30 +1,40 @@
-"""The worker: claims jobs with a lease, runs their async handlers, acks, retries, dead-letters."""
+"""The worker: claims jobs with a lease, runs their async handlers, acks, retries, dead-letters.
+
+One claimer per worker, woken by ``NOTIFY`` (PostgreSQL) or in-process enqueues, fills
+the free slots; it also prunes old finished jobs on a schedule.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
-import importlib
 import logging
 import os
 import random
 import re
 import signal
 import socket
+import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from datetime import timedelta
 from typing import Final, ParamSpec, TypeVar
 
 import attrs
+import sqlalchemy as sa
 
-from ..errors import ConfigurationError, RateLimited, Unavailable
+from ..errors import RateLimited, Unavailable
+from ..store import is_postgres, offload
 from ._model import DEFAULT_QUEUE, Handler, Job, LeaseLost, RetryLater, describe_error
-from ._queue import JobQueue
+from ._ops import NOTIFY_CHANNEL
+from ._queue import DEFAULT_RETENTION, JobQueue
+from ._registry import BUILTIN_HANDLERS, HandlerRegistry, load_handlers
+from ._schema import DEAD as DEAD_STATE
 
 __all__ = [
     "BUILTIN_HANDLERS",
+    "PRUNE_KIND",
+    "PRUNE_SCHEDULE",
     "HandlerRegistry",
     "Worker",
     "default_backoff",
@@ -42,64 +52,14 @@ R = TypeVar("R")
 EVENTS: Final = ("claimed", "finished", "acked", "failed", "lost", "released")
 
 
+def _seconds(value: float | timedelta) -> float:
+    return value.total_seconds() if isinstance(value, timedelta) else float(value)
+
+
 def default_backoff(attempt: int) -> float:
     """Seconds before retry number ``attempt``: 5 s doubling to 1 h, with 50% jitter."""
     base: float = min(3600.0, 5.0 * 2.0 ** min(attempt - 1, 20))
     return base * (0.5 + random.random() / 2)  # noqa: S311 - jitter, not crypto
-
-
-class HandlerRegistry:
-    """Job kinds and their async handlers.
-
-    Example::
-
-        handlers = HandlerRegistry()
-
-        @handlers.handler("sync")
-        async def sync(job: Job) -> None: ...
-    """
-
-    def __init__(self, handlers: Mapping[str, Handler] | None = None) -> None:
-        self._handlers: dict[str, Handler] = {}
-        for kind, fn in (handlers or {}).items():
-            self.add(kind, fn)
-
-    def __repr__(self) -> str:
-        return f"<HandlerRegistry kinds={sorted(self._handlers)}>"
-
-    def add(self, kind: str, fn: Handler) -> None:
-        """Register ``fn`` for ``kind``; a kind has one handler."""
-        if not kind or len(kind) > 128:
-            raise ValueError("a job kind is a non-empty name of at most 128 characters")
-        if kind in self._handlers and self._handlers[kind] is not fn:
-            raise ValueError(f"job kind {kind!r} already has a handler")
-        self._handlers[kind] = fn
-
-    def handler(self, kind: str) -> Callable[[Handler], Handler]:
-        """Decorator form of :meth:`add`."""
-
-        def deco(fn: Handler) -> Handler:
-            self.add(kind, fn)
-            return fn
-
-        return deco
-
-    def update(self, other: HandlerRegistry) -> None:
-        """Add every handler of ``other``."""
-        for kind, fn in other.items():
-            self.add(kind, fn)
-
-    def items(self) -> Iterator[tuple[str, Handler]]:
-        return iter(sorted(self._handlers.items()))
-
-    def kinds(self) -> tuple[str, ...]:
-        return tuple(sorted(self._handlers))
-
-    def __getitem__(self, kind: str) -> Handler:
-        return self._handlers[kind]
-
-    def __contains__(self, kind: object) -> bool:
-        return kind in self._handlers
 
 
 @attrs.define
@@ -110,8 +70,35 @@ class _Running:
     released: bool = False
 
 
+#: the built-in job kind that deletes old finished jobs (see ``Worker(retention=...)``)
+PRUNE_KIND: Final = "calbridge.jobs.prune"
+#: the recurring job (``job_schedules`` row) that enqueues it
+PRUNE_SCHEDULE: Final = "calbridge.jobs.prune"
+#: longest wait between attempts to reopen a lost LISTEN connection, seconds
+_LISTEN_RETRY_CAP: Final = 30.0
+
+
+def _conninfo(url: sa.URL) -> str:
+    """A libpq connection string for the engine's URL (password included, never logged)."""
+    from psycopg.conninfo import make_conninfo
+
+    params: dict[str, str] = {
+        k: str(v) for k, v in url.translate_connect_args(username="user", database="dbname").items()
+    }
+    for key, value in url.query.items():
+        params[key] = value if isinstance(value, str) else value[-1]
+    return make_conninfo("", **params)
+
+
 class Worker:
     """Runs jobs from ``queue`` with ``concurrency`` slots until :meth:`stop`.
+
+    One claimer per worker fills the free slots, several jobs per claim; a slot whose job
+    ends acks it and claims its next job in one transaction. An idle worker looks for
+    work once per ``poll_interval`` (one read-only statement), and sooner when woken: on
+    PostgreSQL by ``NOTIFY`` on :data:`~calbridge.jobs.NOTIFY_CHANNEL` (a dedicated
+    ``LISTEN`` connection; while it is down, polling alone goes on), and in-process by
+    the queue's own enqueues (:meth:`JobQueue.add_waker`).
 
     Args:
         queue: the queue (engine + clock).
@@ -121,7 +108,7 @@ class Worker:
         lease: seconds a claim lasts without a heartbeat; another worker takes the job
             over after that.
         heartbeat: seconds between lease renewals (default ``lease / 3``).
-        poll_interval: seconds an idle slot waits before looking again.
+        poll_interval: seconds an idle worker waits before looking again.
         grace: seconds in-flight jobs get to finish after :meth:`stop`; then they are
             cancelled and released (another worker runs them again).
         schedule_interval: seconds between checks for due recurring jobs (None: never).
@@ -129,6 +116,13 @@ class Worker:
         observer: called with an event name (``claimed``, ``finished``, ``acked``,
             ``failed``, ``lost``, ``released``) and the job; for metrics and tests.
         owner: the name recorded on claimed rows (default host:pid:random).
+        retention: finished (``done``, ``merged``) jobs older than this are deleted by
+            the built-in recurring job :data:`PRUNE_KIND` (None: never).
+        dead_retention: the same for ``dead`` jobs (None, the default: kept until an
+            operator purges them, ``calbridge jobs --purge-dead``).
+        prune_interval: seconds between prunes (None: this worker neither schedules nor
+            runs them). Needs ``schedule_interval``.
+        listen: on PostgreSQL, wake on ``NOTIFY`` (False: poll only).
     """
 
     def __init__(
@@ -146,13 +140,18 @@ class Worker:
         backoff: Callable[[int], float] = default_backoff,
         observer: Callable[[str, Job], None] | None = None,
         owner: str | None = None,
+        retention: float | timedelta | None = DEFAULT_RETENTION,
+        dead_retention: float | timedelta | None = None,
+        prune_interval: float | None = 3600.0,
+        listen: bool = True,
     ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
         if lease <= 0:
             raise ValueError("lease must be positive")
         self.queue = queue
-        self.handlers = (
+        self.handlers = HandlerRegistry()
+        self.handlers.update(
             handlers if isinstance(handlers, HandlerRegistry) else HandlerRegistry(handlers)
         )
         self.concurrency = concurrency
@@ -167,16 +166,27 @@ class Worker:
         self.backoff = backoff
         self.observer = observer
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.retention = None if retention is None else _seconds(retention)
+        self.dead_retention = None if dead_retention is None else _seconds(dead_retention)
+        self.prune_interval = prune_interval if schedule_interval else None
+        if self.prune_interval is not None and PRUNE_KIND not in self.handlers:
+            self.handlers.add(PRUNE_KIND, self._prune)
+        self.listen = listen and is_postgres(queue.engine)
         self._running: dict[int, _Running] = {}
-        # the worker's own threads for its database calls: handlers that fill the default
-        # executor cannot starve heartbeats (which would lose leases of healthy jobs)
-        self._executor: ThreadPoolExecutor | None = None
+        self._runners: set[asyncio.Task[None]] = set()
         self._stopping: asyncio.Event | None = None
         self._stop_requested = False
         self._force: asyncio.Event | None = None
+        self._wakeup: asyncio.Event | None = None
+        self._listening = False
 
     def __repr__(self) -> str:
         return f"<Worker {self.owner} queues={list(self.queues)} running={len(self._running)}>"
+
+    @property
+    def listening(self) -> bool:
+        """True while the PostgreSQL ``LISTEN`` connection is up."""
+        return self._listening
 
     # ------------------------------------------------------------ lifecycle
 
@@ -184,8 +194,17 @@ class Worker:
         """Run until :meth:`stop`; then let in-flight jobs finish (or release them)."""
         self._stopping = asyncio.Event()
         self._force = asyncio.Event()
+        self._wakeup = asyncio.Event()
         if self._stop_requested:
             self._stopping.set()
+        loop = asyncio.get_running_loop()
+        wakeup = self._wakeup
+
+        def waker(queue: str) -> None:  # any thread: a job was committed by this process
+            if not queue or queue in self.queues:
+                loop.call_soon_threadsafe(wakeup.set)
+
+        self.queue.add_waker(waker)
         log.info(
             "worker %s: kinds %s, queues %s, concurrency %d",
             self.owner,
@@ -193,26 +212,31 @@ class Worker:
             ", ".join(self.queues),
             self.concurrency,
         )
-        slots = [asyncio.create_task(self._slot()) for _ in range(self.concurrency)]
-        ticker = asyncio.create_task(self._schedules()) if self.schedule_interval else None
+        helpers: list[asyncio.Task[None]] = []
+        claimer = asyncio.create_task(self._claimer())
         try:
+            if self.listen:
+                helpers.append(asyncio.create_task(self._listen()))
+            if self.schedule_interval:
+                helpers.append(asyncio.create_task(self._schedules()))
             await self._stopping.wait()
-            _, pending = await asyncio.wait(slots, timeout=self.grace)
+            await claimer
+            runners = set(self._runners)
+            pending: set[asyncio.Task[None]] = set()
+            if runners:
+                _, pending = await asyncio.wait(runners, timeout=self.grace)
             if pending:
                 self._force.set()
                 for run in list(self._running.values()):
                     run.released = True
                     run.task.cancel()
-            await asyncio.gather(*slots)
+            await asyncio.gather(*runners, return_exceptions=True)
         finally:
-            if ticker is not None:
-                ticker.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await ticker
-            for slot in slots:
-                slot.cancel()
-            await asyncio.gather(*slots, return_exceptions=True)
-            self._close_executor()
+            self.queue.remove_waker(waker)
+            tasks = [claimer, *helpers, *self._runners]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
         log.info("worker %s stopped", self.owner)
 
     def stop(self, *, now: bool = False) -> None:
@@ -227,6 +251,8 @@ class Worker:
                 run.released = True
                 run.task.cancel()
         self._stopping.set()
+        if self._wakeup is not None:
+            self._wakeup.set()
 
     def handle_signals(self) -> None:
         """SIGTERM/SIGINT stop the worker gracefully; a second one stops it at once."""
@@ -243,89 +269,163 @@ class Worker:
         if self.schedule_interval:
             await self._db(self.queue.enqueue_due_schedules)
         count = 0
-        try:
-            job = await self._claim()
-            while job is not None:
-                following = await self._execute(job)
-                count += 1
-                job = following if following is not None else await self._claim()
-        finally:
-            self._close_executor()
+        job = await self._claim_one()
+        while job is not None:
+            following = await self._execute(job)
+            count += 1
+            job = following if following is not None else await self._claim_one()
         return count
 
     # ------------------------------------------------------------ internals
 
     async def _db(self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:
-        if self._executor is None:
-            self._executor = ThreadPoolExecutor(
-                max_workers=self.concurrency + 2, thread_name_prefix="calbridge-jobs"
-            )
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, functools.partial(fn, *args, **kwargs))
-
-    def _close_executor(self) -> None:
-        if self._executor is not None:
-            self._executor.shutdown(wait=False)
-            self._executor = None
+        # every database call of the worker crosses the store's one async boundary
+        return await offload(fn, *args, **kwargs)
 
     def _observe(self, event: str, job: Job) -> None:
         if self.observer is not None:
             self.observer(event, job)
 
-    async def _claim(self) -> Job | None:
+    async def _claim(self, limit: int) -> list[Job]:
         return await self._guarded(
             self._db(
-                self.queue.claim,
+                self.queue.claim_many,
                 owner=self.owner,
                 kinds=self.handlers.kinds(),
                 queues=self.queues,
                 lease=self.lease,
+                limit=limit,
             ),
-            lambda job: job,
+            lambda got: got,
         )
 
-    async def _guarded(self, call: Awaitable[R], claimed: Callable[[R], Job | None]) -> R:
-        """Await a database call that may claim a job, even when cancelled meanwhile.
+    async def _claim_one(self) -> Job | None:
+        got = await self._claim(1)
+        return got[0] if got else None
+
+    async def _guarded(self, call: Awaitable[R], claimed: Callable[[R], Sequence[Job]]) -> R:
+        """Await a database call that may claim jobs, even when cancelled meanwhile.
 
         A cancelled await does not stop the call's thread: its claim would commit with
-        nobody to run the job until the lease ran out. Wait for it and give the job back.
+        nobody to run the jobs until their leases ran out. Wait for it and give them back.
         """
         fut = asyncio.ensure_future(call)
         try:
             return await asyncio.shield(fut)
         except asyncio.CancelledError:
             with contextlib.suppress(Exception):
-                job = claimed(await fut)
-                if job is not None and await self._db(self.queue.release, job):
-                    self._observe("released", job)
+                for job in claimed(await fut):
+                    if await self._db(self.queue.release, job):
+                        self._observe("released", job)
             raise
 
-    async def _slot(self) -> None:
+    async def _release(self, job: Job) -> None:
+        try:
+            if await self._db(self.queue.release, job):
+                self._observe("released", job)
+        except Exception:
+            log.exception("worker %s: releasing job %s failed", self.owner, job.id)
+
+    async def _claimer(self) -> None:
+        """Fill free slots: claim as many jobs as slots are free, then wait for a slot to
+        free up, a wake-up (NOTIFY, an in-process enqueue) or the poll interval."""
         assert self._stopping is not None
-        job: Job | None = None
-        while True:
-            if self._stopping.is_set():
-                if job is not None and await self._db(self.queue.release, job):
-                    self._observe("released", job)
-                return
-            if job is None:
+        assert self._wakeup is not None
+        while not self._stopping.is_set():
+            self._wakeup.clear()
+            free = self.concurrency - len(self._runners)
+            timeout: float | None = None  # all slots busy: a finishing runner wakes us
+            if free > 0:
                 try:
-                    job = await self._claim()
+                    got = await self._claim(free)
                 except Exception:
-                    log.exception("worker %s: claiming a job failed; retrying", self.owner)
-                if job is None:
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._stopping.wait(), self.poll_interval)
-                continue
-            current, job = job, None
+                    log.exception("worker %s: claiming jobs failed; retrying", self.owner)
+                    got = []
+                if self._stopping.is_set():
+                    for job in got:
+                        await self._release(job)
+                    return
+                for job in got:
+                    self._start(job)
+                if len(got) == free:
+                    continue
+                timeout = self.poll_interval
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wakeup.wait(), timeout)
+
+    def _start(self, job: Job) -> None:
+        task = asyncio.create_task(self._runner(job))
+        self._runners.add(task)
+        task.add_done_callback(self._runner_done)
+
+    def _runner_done(self, task: asyncio.Task[None]) -> None:
+        self._runners.discard(task)
+        if self._wakeup is not None:
+            self._wakeup.set()
+
+    async def _runner(self, job: Job) -> None:
+        """Run ``job``, then each job its ack claimed, until none follows."""
+        assert self._stopping is not None
+        current: Job | None = job
+        while current is not None:
+            if self._stopping.is_set():
+                await self._release(current)
+                return
+            job = current
             try:
-                job = await self._execute(current)
+                current = await self._execute(job)
             except Exception:
                 # the database failed while settling: the lease runs out, the job reruns
-                log.exception("worker %s: settling job %s failed", self.owner, current.id)
+                log.exception("worker %s: settling job %s failed", self.owner, job.id)
+                return
+
+    async def _listen(self) -> None:
+        """Wake the claimer on ``NOTIFY`` (PostgreSQL), over a connection of its own."""
+        import psycopg
+        from psycopg import sql
+
+        assert self._wakeup is not None
+        conninfo = _conninfo(self.queue.engine.url)
+        delay = self.poll_interval
+        while True:
+            try:
+                conn = await psycopg.AsyncConnection.connect(
+                    conninfo, autocommit=True, connect_timeout=10
+                )
+                async with conn:
+                    await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(NOTIFY_CHANNEL)))
+                    self._listening = True
+                    self._wakeup.set()  # what was enqueued while nobody listened
+                    delay = self.poll_interval
+                    async for note in conn.notifies():
+                        if not note.payload or note.payload in self.queues:
+                            self._wakeup.set()
+            except Exception as exc:
+                log.warning(
+                    "worker %s: LISTEN connection unavailable (%s); polling every %g s",
+                    self.owner,
+                    type(exc).__name__,
+                    self.poll_interval,
+                )
+            finally:
+                self._listening = False
+            await asyncio.sleep(delay)
+            delay = min(_LISTEN_RETRY_CAP, max(delay, 0.1) * 2)
 
     async def _schedules(self) -> None:
         assert self.schedule_interval
+        if self.prune_interval is not None:
+            try:
+                await self._db(
+                    self.queue.ensure_schedule,
+                    PRUNE_SCHEDULE,
+                    PRUNE_KIND,
+                    {"retention": self.retention, "dead_retention": self.dead_retention},
+                    every=self.prune_interval,
+                    priority=100,
+                )
+            except Exception:
+                log.exception("worker %s: scheduling the pruning of old jobs failed", self.owner)
         while True:
             try:
                 ids = await self._db(self.queue.enqueue_due_schedules)
@@ -335,19 +435,33 @@ class Worker:
                 log.exception("worker %s: enqueueing recurring jobs failed", self.owner)
             await asyncio.sleep(self.schedule_interval)
 
+    async def _prune(self, job: Job) -> None:
+        """The built-in :data:`PRUNE_KIND` handler: delete old finished jobs in batches."""
+        deleted = 0
+        retention, dead = job.payload.get("retention"), job.payload.get("dead_retention")
+        if retention is not None:
+            deleted += await self._db(self.queue.prune, older_than=float(retention))
+        if dead is not None:
+            deleted += await self._db(
+                self.queue.prune, older_than=float(dead), states=(DEAD_STATE,)
+            )
+        if deleted:
+            log.info("pruned %d finished job(s)", deleted)
+
     async def _heartbeats(self, run: _Running) -> None:
-        clock = self.queue.clock
-        deadline = clock() + self.lease
+        # a process-local deadline: how long the lease surely lasts if the database is
+        # unreachable (monotonic, so a wall-clock step changes nothing)
+        deadline = time.monotonic() + self.lease
         while True:
             await asyncio.sleep(self.heartbeat)
             try:
                 ok = await self._db(self.queue.heartbeat, run.job, lease=self.lease)
             except Exception:
                 log.warning("job %s: heartbeat failed", run.job.id, exc_info=True)
-                ok = clock() < deadline
+                ok = time.monotonic() < deadline
             else:
                 if ok:
-                    deadline = clock() + self.lease
+                    deadline = time.monotonic() + self.lease
             if not ok:
                 log.warning("job %s: lease lost; cancelling its handler", run.job.id)
                 run.lost = True
@@ -407,7 +521,7 @@ class Worker:
                         queues=self.queues,
                         lease=self.lease,
                     ),
-                    lambda result: result[1],
+                    lambda result: [] if result[1] is None else [result[1]],
                 )
             if acked:
                 self._observe("acked", job)
@@ -420,7 +534,6 @@ class Worker:
             self._observe("lost", job)
             return None
         delay = _retry_later(exc)
-        now = self.queue.clock()
         error = describe_error(exc)
         if isinstance(exc, RateLimited):
             # back-pressure, not a failure: never uses an attempt (see docs/jobs.md)
@@ -428,13 +541,13 @@ class Worker:
             if delay is None:
                 delay = rate_limit_backoff(streak)
             error = f"{_STREAK_MARK}{streak} in a row, provider {exc.provider})\n{error}"
+        # the retry time is taken from the queue's clock in the failing transaction (the
+        # database's on PostgreSQL), not from this host's
         if delay is not None:
-            state = await self._db(
-                self.queue.fail, job, error=error, retry_at=now + delay, counts=False
-            )
+            state = await self._db(self.queue.fail, job, error=error, retry_in=delay, counts=False)
         else:
             state = await self._db(
-                self.queue.fail, job, error=error, retry_at=now + self.backoff(job.attempts)
+                self.queue.fail, job, error=error, retry_in=self.backoff(job.attempts)
             )
         if state is None:
             self._observe("lost", job)
@@ -488,39 +601,3 @@ def _retry_later(exc: BaseException) -> float | None:
     if isinstance(exc, (RateLimited, Unavailable)) and exc.retry_after is not None:
         return max(0.0, float(exc.retry_after))
     return None
-
-
-#: ``module:attribute`` of the HandlerRegistry objects every ``calbridge worker`` loads.
-#: calbridge packages that define job kinds (sync, channel renewal) add theirs here.
-BUILTIN_HANDLERS: list[str] = []
-
-
-def load_handlers(
-    paths: Iterable[str], *, queue: JobQueue | None = None, builtins: bool = True
-) -> HandlerRegistry:
-    """One registry merged from ``module:attribute`` paths.
-
-    Each attribute is a :class:`HandlerRegistry`, or a callable that takes the
-    :class:`JobQueue` (``queue``) and returns one (handlers that need the store).
-
-    Raises:
-        ConfigurationError: a path is malformed, cannot be imported or gives no registry.
-    """
-    registry = HandlerRegistry()
-    for path in [*(BUILTIN_HANDLERS if builtins else ()), *paths]:
-        module, _, attr = path.partition(":")
-        if not module or not attr:
-            raise ConfigurationError(f"handlers must be given as module:attribute, not {path!r}")
-        try:
-            obj = getattr(importlib.import_module(module), attr)
-        except (ImportError, AttributeError) as exc:
-            raise ConfigurationError(f"cannot load job handlers {path!r}: {exc}") from None
-        if not isinstance(obj, HandlerRegistry) and callable(obj) and queue is not None:
-            obj = obj(queue)
-        if not isinstance(obj, HandlerRegistry):
-            raise ConfigurationError(
-                f"{path!r} is neither a calbridge.jobs.HandlerRegistry nor a callable "
-                "that takes the JobQueue and returns one"
-            )
-        registry.update(obj)
-    return registry

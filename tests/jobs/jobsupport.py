@@ -7,7 +7,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -75,8 +75,10 @@ def start_worker(
     concurrency: int = 2,
     lease: float = 30.0,
     args: Sequence[str] = (),
+    env: Mapping[str, str] | None = None,
 ) -> subprocess.Popen[bytes]:
-    """A worker subprocess running ``jobsworker.py`` (see its docstring)."""
+    """A worker subprocess running ``jobsworker.py`` (see its docstring); ``env`` is added
+    to the environment."""
     cmd = [
         sys.executable,
         str(WORKER_SCRIPT),
@@ -91,7 +93,7 @@ def start_worker(
         *args,
     ]
     with log.with_suffix(".err").open("ab") as err:
-        return subprocess.Popen(cmd, stderr=err)
+        return subprocess.Popen(cmd, stderr=err, env={**os.environ, **(env or {})})
 
 
 def stop_workers(procs: Sequence[subprocess.Popen[bytes]], *, timeout: float = 15.0) -> None:

@@ -12,24 +12,37 @@ Runs :class:`calbridge.jobs.Worker` on ``--url`` with the handler ``effect``. It
 
 Each handler run appends ``run <job> <token> <pid> <start> <end> <serial_key>`` to ``--log``
 (``time.monotonic``, system-wide on Linux, so intervals compare across processes).
+
+``$JOBS_TEST_CLOCK_SKEW`` (seconds) sets this process's wall clock (``time.time``) ahead
+or behind, before calbridge is imported: a host whose clock is off.
 """
 
 from __future__ import annotations
 
-import argparse
-import asyncio
-import logging
 import os
-import signal
-import sys
 import time
-from pathlib import Path
 
-from sqlalchemy.dialects import postgresql, sqlite
+_SKEW = float(os.environ.get("JOBS_TEST_CLOCK_SKEW") or 0)
+if _SKEW:
+    _real_time = time.time
 
-from calbridge.jobs import HandlerRegistry, Job, JobQueue, Worker
-from calbridge.store import create_engine, is_postgres, write
-from tests.jobs.jobsupport import effects
+    def _skewed_time() -> float:
+        return _real_time() + _SKEW
+
+    time.time = _skewed_time
+
+import argparse  # noqa: E402 - after the clock is skewed
+import asyncio  # noqa: E402
+import logging  # noqa: E402
+import signal  # noqa: E402
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from sqlalchemy.dialects import postgresql, sqlite  # noqa: E402
+
+from calbridge.jobs import HandlerRegistry, Job, JobQueue, Worker  # noqa: E402
+from calbridge.store import create_engine, is_postgres, write  # noqa: E402
+from tests.jobs.jobsupport import effects  # noqa: E402
 
 
 def main() -> None:

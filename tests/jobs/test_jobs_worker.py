@@ -380,3 +380,19 @@ def test_jobs_command_prints_stats_and_dead_jobs(engine: sa.Engine, db_url: str)
     result = CliRunner().invoke(cli, ["jobs", "--store", db_url, "--retry", str(job.id)])
     assert result.exit_code == 0, result.output
     assert queue.stats() == {"default": {"queued": 2}}
+
+
+def test_jobs_command_purges_dead_jobs(engine: sa.Engine, db_url: str) -> None:
+    """``calbridge jobs --purge-dead`` deletes dead jobs (workers never prune them by
+    default) and nothing else."""
+    queue = JobQueue(engine)
+    queue.enqueue("k")
+    queue.enqueue("k")
+    job = queue.claim(owner="w", kinds=["k"], lease=60)
+    assert job is not None
+    assert queue.fail(job, error="ValueError: nope", retry_at=None) == "dead"
+
+    result = CliRunner().invoke(cli, ["jobs", "--store", db_url, "--purge-dead"])
+    assert result.exit_code == 0, result.output
+    assert "purged 1 dead job(s)" in result.output
+    assert queue.stats() == {"default": {"queued": 1}}
