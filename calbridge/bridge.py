@@ -36,7 +36,7 @@ from ._runtime import Runtime
 from .errors import NotFound
 from .models import Account, Calendar, Event, EventDraft, FreeBusy, TimeRange
 from .provider import Provider, Session
-from .router import Decision, Phase
+from .router import Decision, NoRouteError, Phase
 from .store._offload import offload
 
 __all__ = ["BridgeConfig", "CalBridge", "ForgetReport", "SyncCalBridge", "worker_handlers"]
@@ -120,9 +120,21 @@ class CalBridge:
         return self.runtime.router.explain(app_user_id)
 
     async def pin(self, app_user_id: str, provider: str | None) -> None:
-        """Pin a user to ``provider`` (None removes the pin). Audited."""
+        """Pin a user to ``provider`` (None removes the pin). Audited.
+
+        Raises:
+            ProviderNotFoundError: no such provider is installed.
+            NoRouteError: the user has no active ``provider`` account; nothing is
+                changed (a pin to it would leave the user without a calendar).
+        """
         if provider is not None:
-            self.runtime.host.provider_class(provider)
+            provider = self.runtime.host.provider_class(provider).name
+            facts = await self.runtime.auser_facts(app_user_id)
+            if not any(a.provider == provider and a.active for a in facts.accounts):
+                raise NoRouteError(
+                    f"{app_user_id!r} has no active {provider} account to pin to: connect "
+                    "(or re-authorise) it first; nothing was changed"
+                )
         await offload(self._pin, app_user_id, provider)
 
     def _pin(self, app_user_id: str, provider: str | None) -> None:

@@ -289,15 +289,7 @@ async def test_parity_provider_calls_are_background(tmp_path: Path) -> None:
 
 #: known database calls on the loop outside this change's files, each with its reason.
 #: Keep it short: convert the code, then drop its line (the test fails on stale entries).
-ALLOWED: dict[tuple[str, str], str] = {
-    ("calbridge/cli/_route.py", "bridge.explain_route(...)"): (
-        "CLI command on its own loop (nothing else runs there); to use aexplain"
-    ),
-    ("calbridge/cli/_route.py", "runtime.user_facts(...)"): "as above (auser_facts)",
-    ("calbridge/cli/_migrate.py", "migrator.status(...)"): (
-        "CLI command on its own loop; to use offload(migrator.status, ...)"
-    ),
-}
+ALLOWED: dict[tuple[str, str], str] = {}
 
 
 def test_no_database_call_runs_on_the_event_loop() -> None:

@@ -14,6 +14,7 @@ from rich.markup import escape
 from rich.progress import Progress
 
 from ..router import Phase
+from ..store import offload
 from ._context import bridge_options, make_bridge, run
 from ._output import console, print_json, print_table
 
@@ -205,7 +206,7 @@ def status(
             migrator = _migrator(bridge)
             data = []
             for u in _users(bridge, users, users_file, percent, tenant):
-                data.append(migrator.status(u).as_dict())
+                data.append((await offload(migrator.status, u)).as_dict())
                 if as_jsonl:
                     _emit(data[-1])
         finally:

@@ -33,7 +33,7 @@ def route(
         try:
             if pin_to or unpin:
                 await bridge.pin(user, None if unpin else pin_to)
-            decision = bridge.explain_route(user)
+            decision = await bridge.runtime.router.aexplain(user)
         finally:
             await bridge.aclose()
         if as_json:
@@ -59,7 +59,10 @@ def accounts(
         bridge = make_bridge(config_path, database_url)
         try:
             found = await bridge.accounts(user)
-            phases = {a.app_user_id: bridge.runtime.user_facts(a.app_user_id).phase for a in found}
+            phases = {
+                user_id: (await bridge.runtime.auser_facts(user_id)).phase
+                for user_id in {a.app_user_id for a in found}
+            }
         finally:
             await bridge.aclose()
         rows = [

@@ -1,6 +1,6 @@
 """The typed repository over calbridge's tables (accounts, tokens, routing, OAuth states).
 
-Methods are synchronous and short; call them from async code with ``asyncio.to_thread``.
+Methods are synchronous and short; async code awaits them through ``calbridge.store.offload``.
 Each takes an optional ``conn`` so several calls (e.g. an inbox insert and a job enqueue)
 share one transaction::
 
