@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import click
 
 from ..errors import ConfigurationError
 from ._output import print_json, print_table
+
+if TYPE_CHECKING:
+    from ..jobs import Worker
 
 _STORE_HELP = (
     "Database URL: sqlite:///path or postgresql+psycopg://... "
@@ -50,7 +55,28 @@ def _split(values: Sequence[str]) -> list[str]:
     help="Seconds running jobs get to finish after SIGTERM before they are released.",
 )
 @click.option("--poll-interval", type=float, default=1.0, show_default=True)
+@click.option(
+    "--retention",
+    type=click.FloatRange(min=0),
+    default=7.0,
+    show_default=True,
+    help="Days finished (done, merged) jobs are kept before the hourly prune deletes them.",
+)
+@click.option(
+    "--dead-retention",
+    type=click.FloatRange(min=0),
+    default=None,
+    help="Days dead jobs are kept. [default: until `calbridge jobs --purge-dead`]",
+)
 @click.option("--once", is_flag=True, help="Run the jobs that are due now, then exit.")
+@click.option(
+    "--parent-pid",
+    type=int,
+    default=None,
+    hidden=True,
+    help="Stop (gracefully) once this process is no longer the parent (`calbridge serve` "
+    "passes its own id).",
+)
 @click.option(
     "--log-level",
     type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
@@ -66,7 +92,10 @@ def worker(
     lease: float,
     grace: float,
     poll_interval: float,
+    retention: float,
+    dead_retention: float | None,
     once: bool,
+    parent_pid: int | None,
     log_level: str,
 ) -> None:
     """Run job handlers until SIGTERM or SIGINT.
@@ -101,6 +130,8 @@ def worker(
         lease=lease,
         grace=grace,
         poll_interval=poll_interval,
+        retention=retention * 86400,
+        dead_retention=None if dead_retention is None else dead_retention * 86400,
     )
 
     async def main() -> None:
@@ -109,12 +140,26 @@ def worker(
             click.echo(f"ran {count} job(s)", err=True)
             return
         runner.handle_signals()
-        await runner.run()
+        watch = None if parent_pid is None else asyncio.create_task(_watch(parent_pid, runner))
+        try:
+            await runner.run()
+        finally:
+            if watch is not None:
+                watch.cancel()
 
     try:
         asyncio.run(main())
     finally:
         engine.dispose()
+
+
+async def _watch(parent: int, runner: Worker) -> None:
+    """Stop ``runner`` once ``parent`` is no longer this process's parent (it died and
+    this process was re-parented), so a supervisor killed outright leaves no worker."""
+    while os.getppid() == parent:  # noqa: ASYNC110 - no event tells us; look every second
+        await asyncio.sleep(1.0)
+    logging.getLogger("calbridge.jobs").warning("the parent process is gone: stopping")
+    runner.stop()
 
 
 @click.command()

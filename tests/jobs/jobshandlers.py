@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import pathlib
 
 from calbridge.jobs import HandlerRegistry, Job, JobQueue
@@ -28,3 +29,10 @@ def factory(queue: JobQueue) -> HandlerRegistry:
 
 #: not a registry (for the loader's error path)
 not_a_registry = object()
+
+
+@handlers.handler("whoami")
+async def whoami(job: Job) -> None:
+    """Write the id of the process running the job to the file ``payload["out"]``."""
+    out = pathlib.Path(job.payload["out"])
+    await asyncio.to_thread(out.write_text, str(os.getpid()))

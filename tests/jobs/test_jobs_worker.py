@@ -261,7 +261,7 @@ async def test_stop_before_run_is_not_lost(queue: JobQueue) -> None:
 def test_handler_registry_and_loader() -> None:
     """One handler per kind; handler paths must name a HandlerRegistry."""
     registry = load_handlers([HANDLERS], builtins=False)
-    assert registry.kinds() == ("slow",)
+    assert registry.kinds() == ("slow", "whoami")
     with pytest.raises(ValueError, match="already has a handler"):
         registry.add("slow", lambda job: asyncio.sleep(0))
     for bad in ("tests.jobs.jobshandlers", "tests.jobs.jobshandlers:not_a_registry", "nope:x"):
@@ -274,7 +274,7 @@ def test_handler_factory_gets_the_queue(queue: JobQueue) -> None:
     registry = load_handlers(
         [HANDLERS, "tests.jobs.jobshandlers:factory"], queue=queue, builtins=False
     )
-    assert registry.kinds() == ("from-factory", "slow")
+    assert registry.kinds() == ("from-factory", "slow", "whoami")
 
 
 # ---------------------------------------------------------------- the command
