@@ -269,11 +269,11 @@ class Worker:
         if self.schedule_interval:
             await self._db(self.queue.enqueue_due_schedules)
         count = 0
-        job = await self._claim_one()
+        job = await self._claim()
         while job is not None:
             following = await self._execute(job)
             count += 1
-            job = following if following is not None else await self._claim_one()
+            job = following if following is not None else await self._claim()
         return count
 
     # ------------------------------------------------------------ internals
@@ -286,7 +286,7 @@ class Worker:
         if self.observer is not None:
             self.observer(event, job)
 
-    async def _claim(self, limit: int) -> list[Job]:
+    async def _claim_many(self, limit: int) -> list[Job]:
         return await self._guarded(
             self._db(
                 self.queue.claim_many,
@@ -299,8 +299,9 @@ class Worker:
             lambda got: got,
         )
 
-    async def _claim_one(self) -> Job | None:
-        got = await self._claim(1)
+    async def _claim(self) -> Job | None:
+        """Claim one job (``run_until_idle``; the sync suite's state machines call it)."""
+        got = await self._claim_many(1)
         return got[0] if got else None
 
     async def _guarded(self, call: Awaitable[R], claimed: Callable[[R], Sequence[Job]]) -> R:
@@ -337,7 +338,7 @@ class Worker:
             timeout: float | None = None  # all slots busy: a finishing runner wakes us
             if free > 0:
                 try:
-                    got = await self._claim(free)
+                    got = await self._claim_many(free)
                 except Exception:
                     log.exception("worker %s: claiming jobs failed; retrying", self.owner)
                     got = []
