@@ -17,6 +17,16 @@ grants (the cost: up to one slot of capacity, 2% with 50 slots).
 Priorities: a call made inside :func:`background_calls` (sync polling, parity, ...) is
 granted only while ``reserve`` of every window is left, which stays for user-facing calls.
 
+Fairness across accounts: a call carries the account it is made for (:func:`call_account`,
+set by :meth:`calbridge.Session.access_token` before every provider call, or scoped with
+:func:`calls_for_account`). In a process, calls waiting for a grant are served round-robin
+by account rather than first come (one account's hundred waiting calls do not go before
+another's one). Across processes, while another account is waiting for a background
+grant, an account that already has ``account_share`` of a window's background grants
+(and more than the waiting one) leaves the room to it: one account's backfill cannot
+starve the others' polling, and alone it still gets the whole budget. User-facing calls
+are exempt (they have the reserve).
+
 A 429 pauses the budget for every process: :meth:`RateBudget.pause` records a
 ``paused_until_ms`` all processes honour (the ``Retry-After``, else 1 s doubling on each
 429 that follows a pause, up to 60 s).
@@ -36,6 +46,7 @@ import math
 import random
 import threading
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from typing import Any, Final, Literal
 
@@ -52,9 +63,12 @@ __all__ = [
     "RateQuota",
     "RateWindow",
     "background_calls",
+    "call_account",
     "call_priority",
+    "calls_for_account",
     "counted",
     "install_rate_budget",
+    "note_account",
     "rate_budget",
 ]
 
@@ -83,6 +97,37 @@ def background_calls() -> Iterator[None]:
         _PRIORITY.reset(token)
 
 
+_ACCOUNT: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "calbridge_call_account", default=None
+)
+#: the account of calls made for no account in particular
+_NO_ACCOUNT: Final = "-"
+
+
+def call_account() -> str | None:
+    """The account the calls made here are for (None: not known)."""
+    return _ACCOUNT.get()
+
+
+@contextlib.contextmanager
+def calls_for_account(account_id: str | None) -> Iterator[None]:
+    """Provider calls made inside (this task and the tasks it starts) are made for
+    ``account_id``: the budget shares its grants fairly between accounts."""
+    token = _ACCOUNT.set(account_id)
+    try:
+        yield
+    finally:
+        _ACCOUNT.reset(token)
+
+
+def note_account(account_id: str | None) -> None:
+    """The calls this task makes from now on are for ``account_id`` (set, not scoped:
+    :meth:`calbridge.Session.access_token` calls it before each provider call, in the
+    calling task's context, so the call that follows is counted for its account)."""
+    if _ACCOUNT.get() != account_id:
+        _ACCOUNT.set(account_id)
+
+
 @attrs.frozen
 class RateWindow:
     """At most ``limit`` calls in any ``period`` seconds, counted in ``slots`` slots."""
@@ -97,7 +142,10 @@ class RateWindow:
 class RateQuota:
     """A provider's application-wide limits and how the budget spends them.
 
-    ``reserve``: the share of every window only user-facing calls may use. ``margin``:
+    ``reserve``: the share of every window only user-facing calls may use.
+    ``account_share``: while another account waits for a background grant, an account
+    holding this share of a window's background grants (and more than the waiting one)
+    gets no more of that window until the waiting one is served. ``margin``:
     how much longer than the provider's the windows are. ``batch``: how many grants a
     process takes at once (kept locally until the end of the slot they were taken in; 1
     for low limits, more for limits no single row could keep up with). ``first_pause`` /
@@ -107,6 +155,9 @@ class RateQuota:
 
     windows: tuple[RateWindow, ...]
     reserve: float = 0.1
+    account_share: float = attrs.field(
+        default=0.25, validator=[attrs.validators.gt(0.0), attrs.validators.le(1.0)]
+    )
     margin: float = 0.05
     batch: int = 1
     first_pause: float = 1.0
@@ -157,6 +208,114 @@ class _Answer:
     at: float = 0.0  # the store's time of the grant, epoch seconds
 
 
+@attrs.define
+class _Waiter:
+    account: str
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future[None]
+
+
+def _wake(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+class _Turns:
+    """The calls of one budget and priority waiting in this process, served round-robin
+    by account: only the first waiter (the head) asks the store; once served, its
+    account goes to the back, and the next account's first waiter is the head."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._queues: dict[str, deque[_Waiter]] = {}  # insertion order: the rotation
+
+    def busy(self) -> bool:
+        return bool(self._queues)
+
+    def _head(self) -> _Waiter | None:
+        for queue in self._queues.values():
+            return queue[0]
+        return None
+
+    def join(self, account: str) -> _Waiter:
+        """Queue a waiter; its ``future`` is done when it is the head."""
+        loop = asyncio.get_running_loop()
+        waiter = _Waiter(account, loop, loop.create_future())
+        with self._lock:
+            self._queues.setdefault(account, deque()).append(waiter)
+            if self._head() is waiter:
+                waiter.future.set_result(None)
+        return waiter
+
+    def leave(self, waiter: _Waiter, *, served: bool) -> None:
+        """``waiter`` is done (served, or gave up): the next head, if it changed, is woken."""
+        with self._lock:
+            was_head = self._head() is waiter
+            queue = self._queues.get(waiter.account)
+            if queue is not None:
+                with contextlib.suppress(ValueError):
+                    queue.remove(waiter)
+                if not queue:
+                    del self._queues[waiter.account]
+                elif was_head and served:  # the account had its turn: to the back
+                    self._queues[waiter.account] = self._queues.pop(waiter.account)
+            head = self._head() if was_head else None
+        if head is not None:
+            head.loop.call_soon_threadsafe(_wake, head.future)
+
+
+class _Accounts:
+    """A window's background grants per account and slot, and the accounts waiting (the
+    ``accounts`` JSON of a ``rate_budget`` row)."""
+
+    def __init__(self, grants: dict[str, dict[int, int]], waiting: dict[str, int]) -> None:
+        self.grants = grants
+        self.waiting = waiting
+
+    @classmethod
+    def load(cls, stored: Any, first_slot: int, since_ms: int) -> _Accounts:
+        """The stored value, without slots before ``first_slot`` nor marks before
+        ``since_ms``."""
+        data = stored if isinstance(stored, Mapping) else {}
+        grants: dict[str, dict[int, int]] = {}
+        for account, slots in (data.get("grants") or {}).items():
+            kept = {int(s): int(c) for s, c in slots if int(s) >= first_slot}
+            if kept:
+                grants[str(account)] = kept
+        waiting = {
+            str(a): int(ms) for a, ms in (data.get("waiting") or {}).items() if int(ms) >= since_ms
+        }
+        return cls(grants, waiting)
+
+    def dump(self) -> dict[str, Any]:
+        return {
+            "grants": {
+                a: sorted([s, c] for s, c in slots.items()) for a, slots in self.grants.items()
+            },
+            "waiting": dict(self.waiting),
+        }
+
+    def used(self, account: str) -> int:
+        return sum(self.grants.get(account, {}).values())
+
+    def poorer_waiting(self, account: str) -> int:
+        """How many other accounts wait for a grant with fewer grants than ``account``."""
+        mine = self.used(account)
+        return sum(1 for a in self.waiting if a != account and self.used(a) < mine)
+
+    def wait(self, account: str, now: int, width: int) -> bool:
+        """Mark ``account`` waiting; False when its mark is recent (nothing to write)."""
+        if self.waiting.get(account, 0) > now - width:
+            return False
+        self.waiting[account] = now
+        return True
+
+    def grant(self, account: str, slot: int, granted: int) -> None:
+        slots = self.grants.setdefault(account, {})
+        slots[slot] = slots.get(slot, 0) + granted
+        self.waiting.pop(account, None)
+
+
 def _insert(conn: sa.Connection) -> Any:
     if conn.dialect.name == "postgresql":
         from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -199,6 +358,7 @@ class RateBudget:
         self._local_end = 0.0
         self._local_at = 0.0
         self._widths = {w.name: self._width_ms(w) for w in quota.windows}
+        self._turns: dict[Priority, _Turns] = {"user": _Turns(), "background": _Turns()}
 
     def __repr__(self) -> str:
         return f"RateBudget({self.provider!r}, app={self.app!r})"
@@ -256,12 +416,13 @@ class RateBudget:
         )
         return {r.window: r for r in conn.execute(query)}
 
-    def _take(self, priority: Priority, want: int) -> _Answer:
+    def _take(self, priority: Priority, want: int, account: str = _NO_ACCOUNT) -> _Answer:
         """One transaction: grant up to ``want`` calls now, or say how long to wait."""
         from .store import schema, write
 
         self._ensure_rows()
         t = schema.rate_budget
+        fair = priority == "background"
         with write(self.engine) as conn:
             now = self._now_ms(conn)
             started = time.monotonic()
@@ -270,7 +431,7 @@ class RateBudget:
             if paused > now:
                 return _Answer(0, (paused - now) / 1000, True, 0.0)
             granted, wait_ms, end_ms = want, 0, None
-            counts: dict[str, tuple[int, dict[int, int]]] = {}
+            counts: dict[str, tuple[int, dict[int, int], _Accounts | None]] = {}
             for window in self.quota.windows:
                 width = self._widths[window.name]
                 slot = now // width
@@ -284,26 +445,55 @@ class RateBudget:
                 if priority == "background":
                     cap -= math.ceil(window.limit * self.quota.reserve)
                 room = cap - sum(kept.values())
-                if room <= 0:
+                accounts, left = None, room
+                if fair:
+                    stored = row.accounts if row is not None else None
+                    accounts = _Accounts.load(stored, slot - window.slots, now - self._span(window))
+                    share = math.ceil(cap * self.quota.account_share)
+                    if accounts.used(account) >= share and accounts.poorer_waiting(account):
+                        left = 0  # an account with fewer grants waits: its turn first
+                if left > 0:
+                    granted = min(granted, left)
+                elif room > 0:  # the room left is theirs: look again next slot
+                    granted, wait_ms = 0, max(wait_ms, width)
+                else:
                     oldest = min((s for s, c in kept.items() if c), default=slot)
                     wait_ms = max(wait_ms, (oldest + window.slots + 1) * width - now)
                     granted = 0
-                else:
-                    granted = min(granted, room)
-                counts[window.name] = (slot, kept)
+                counts[window.name] = (slot, kept, accounts)
                 slot_end = (slot + 1) * width
                 end_ms = slot_end if end_ms is None else min(end_ms, slot_end)
             if granted <= 0:
+                for name, (_slot, _kept, accounts) in counts.items():
+                    if accounts is not None and accounts.wait(account, now, self._widths[name]):
+                        conn.execute(
+                            t.update()
+                            .where(t.c.provider == self.provider, t.c.app == self.app)
+                            .where(t.c.window == name)
+                            .values(accounts=accounts.dump())
+                        )
                 return _Answer(0, max(wait_ms, 1) / 1000, False, 0.0)
-            for name, (slot, kept) in counts.items():
+            for name, (slot, kept, accounts) in counts.items():
                 kept[slot] = kept.get(slot, 0) + granted
+                values: dict[str, Any] = {
+                    "slots": sorted([s, c] for s, c in kept.items()),
+                    "updated_ms": now,
+                }
+                if accounts is not None:
+                    accounts.grant(account, slot, granted)
+                    values["accounts"] = accounts.dump()
                 conn.execute(
                     t.update()
                     .where(t.c.provider == self.provider, t.c.app == self.app, t.c.window == name)
-                    .values(slots=sorted([s, c] for s, c in kept.items()), updated_ms=now)
+                    .values(**values)
                 )
             assert end_ms is not None
             return _Answer(granted, 0.0, False, started + (end_ms - now) / 1000, now / 1000)
+
+    def _span(self, window: RateWindow) -> int:
+        """How long a waiting mark holds, in ms: twice the window's slots, longer than any
+        wait the budget asks for (a mark is renewed each time its account is refused)."""
+        return 2 * (window.slots + 1) * self._widths[window.name]
 
     def pause(self, seconds: float | None = None) -> float:
         """A 429: no process gets a grant for ``seconds`` (the ``Retry-After``), or, when the
@@ -384,31 +574,65 @@ class RateBudget:
                 can be rescheduled rather than sleep).
         """
         prio = priority or call_priority()
-        while True:
-            local = self._take_local(prio)
-            if local is not None:
-                return local
-            answer = await asyncio.to_thread(self._take, prio, max(1, self.quota.batch))
-            if answer.granted:
-                if answer.granted > 1:
-                    with self._lock:
-                        self._local = answer.granted - 1
-                        self._local_priority = prio
-                        self._local_end = answer.local_end
-                        self._local_at = answer.at
-                return answer.at
-            if answer.paused and max_wait is not None and answer.wait > max_wait:
-                raise RateLimited(
-                    "the application's rate budget is paused after a 429",
-                    provider=self.provider,
-                    retry_after=answer.wait,
-                )
-            # a little jitter, so waiting processes do not all come back at once
-            await self._sleep(answer.wait + random.uniform(0, 0.02))  # noqa: S311 - jitter
+        account = call_account() or _NO_ACCOUNT
+        turns = self._turns[prio]
+        answer: _Answer | None = None
+        if not turns.busy():  # nobody waits here: try at once
+            got = await self._try(prio, account)
+            if isinstance(got, float):
+                return got
+            answer = self._check(got, max_wait)
+        waiter = turns.join(account)
+        if not waiter.future.done():
+            answer = None  # others go first: what the store said may be old by then
+        served = False
+        try:
+            while True:
+                await waiter.future  # this call's turn among this process's waiters
+                if answer is None:
+                    got = await self._try(prio, account)
+                    if isinstance(got, float):
+                        served = True
+                        return got
+                    answer = self._check(got, max_wait)
+                # a little jitter, so waiting processes do not all come back at once
+                await self._sleep(answer.wait + random.uniform(0, 0.02))  # noqa: S311 - jitter
+                answer = None
+        finally:
+            turns.leave(waiter, served=served)
+
+    async def _try(self, priority: Priority, account: str) -> float | _Answer:
+        """A grant (the store's time of it), or the store's answer saying how long to wait."""
+        local = self._take_local(priority)
+        if local is not None:
+            return local
+        from .store import offload
+
+        answer = await offload(self._take, priority, max(1, self.quota.batch), account)
+        if not answer.granted:
+            return answer
+        if answer.granted > 1:
+            with self._lock:
+                self._local = answer.granted - 1
+                self._local_priority = priority
+                self._local_end = answer.local_end
+                self._local_at = answer.at
+        return answer.at
+
+    def _check(self, answer: _Answer, max_wait: float | None) -> _Answer:
+        if answer.paused and max_wait is not None and answer.wait > max_wait:
+            raise RateLimited(
+                "the application's rate budget is paused after a 429",
+                provider=self.provider,
+                retry_after=answer.wait,
+            )
+        return answer
 
     async def apause(self, seconds: float | None = None) -> float:
         """:meth:`pause`, off the event loop."""
-        return await asyncio.to_thread(self.pause, seconds)
+        from .store import offload
+
+        return await offload(self.pause, seconds)
 
     async def __aenter__(self) -> RateBudget:
         await self.acquire()

@@ -29,6 +29,7 @@ from typing import Any, ClassVar, Protocol
 import attrs
 import httpx
 
+from ._budget import note_account
 from .errors import NotSupported
 from .models import (
     Account,
@@ -186,7 +187,13 @@ class Session:
     tokens: TokenSource
 
     async def access_token(self) -> TokenSet:
-        """The current token set; put ``.access_token.reveal()`` in the header, nowhere else."""
+        """The current token set; put ``.access_token.reveal()`` in the header, nowhere else.
+
+        The calls the calling task makes next are this account's: the shared rate budget
+        shares its grants fairly between accounts (see ``calbridge._budget.note_account``).
+        """
+        account = self.account
+        note_account(account.id or f"{account.provider}:{account.provider_account_id}")
         return await self.tokens.get()
 
     async def refresh(self, stale: TokenSet) -> TokenSet:

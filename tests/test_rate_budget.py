@@ -111,12 +111,17 @@ _WORKER = (
 
 
 def spawn(spec: dict[str, Any]) -> subprocess.Popen[str]:
+    return spawn_code(_WORKER, json.dumps(spec))
+
+
+def spawn_code(code: str, argument: str) -> subprocess.Popen[str]:
+    """``python -c code argument`` in the repository, printing its result on stdout."""
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
     }
     return subprocess.Popen(
-        [sys.executable, "-c", _WORKER, json.dumps(spec)],
+        [sys.executable, "-c", code, argument],
         cwd=ROOT,
         env=env,
         stdout=subprocess.PIPE,
