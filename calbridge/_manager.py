@@ -164,6 +164,12 @@ class PluginHost:
         """Every registered provider by name (aliases not included)."""
         return types.MappingProxyType(self._registry()[0])
 
+    def provider_names(self) -> frozenset[str]:
+        """Every name a provider answers to: registered names and their aliases (what
+        :meth:`calbridge.BridgeConfig.check_providers` checks a configuration against)."""
+        infos, aliases = self._registry()
+        return frozenset(infos) | frozenset(aliases)
+
     def _registry(self) -> tuple[dict[str, ProviderInfo], dict[str, str]]:
         self.load()
         if self._providers is not None:

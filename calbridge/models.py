@@ -313,6 +313,29 @@ class Event:
 _new = object.__new__
 
 
+def _event_times(owner: str, *times: object) -> None:
+    """A clear TypeError when a start or end is not an :class:`EventTime` (most often a raw
+    ``datetime``, which cannot say whether it is all-day, floating or zoned)."""
+    for field, value in zip(("start", "end", "original_start"), times, strict=False):
+        if isinstance(value, EventTime):
+            continue
+        if isinstance(value, dt.datetime):
+            hint = (
+                "EventTime.zoned(value, 'Europe/Paris') for an aware datetime"
+                if value.tzinfo is not None
+                else "EventTime.floating(value) for a wall-clock time, or attach a zone "
+                "and use EventTime.zoned(...)"
+            )
+        elif isinstance(value, dt.date):
+            hint = "EventTime.all_day(value)"
+        else:
+            hint = "EventTime.zoned(...), EventTime.floating(...) or EventTime.all_day(...)"
+        raise TypeError(
+            f"{owner}.{field} takes a calbridge.EventTime, not {type(value).__name__} "
+            f"{value!r}: wrap it with {hint}"
+        )
+
+
 def _fill_event(  # noqa: PLR0917 - private helper
     self: Event,
     id: str,
@@ -340,7 +363,12 @@ def _fill_event(  # noqa: PLR0917 - private helper
     raw: Mapping[str, Any] | None,
 ) -> None:
     # checks, then each slot set through its descriptor (frozen: setattr refuses)
-    if (start.kind is _DATE) is not (end.kind is _DATE):
+    try:
+        all_day = (start.kind is _DATE) is not (end.kind is _DATE)
+    except AttributeError:
+        _event_times("Event", start, end)
+        raise
+    if all_day:
         raise ValueError("start and end must both be all-day or both be timed")
     if not recurring_event_id and (series_role is _INSTANCE or series_role is _EXCEPTION):
         raise ValueError("an instance or exception needs recurring_event_id")
@@ -416,6 +444,7 @@ class EventDraft:
     properties: Mapping[str, str] = attrs.field(factory=dict, converter=_properties, hash=False)
 
     def __attrs_post_init__(self) -> None:
+        _event_times("EventDraft", self.start, self.end)
         if self.start.is_all_day != self.end.is_all_day:
             raise ValueError("start and end must both be all-day or both be timed")
         if self.end.as_utc() <= self.start.as_utc():

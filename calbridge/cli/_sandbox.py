@@ -18,7 +18,13 @@ def sandbox() -> None:
 
 @sandbox.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
-@click.option("--port", default=0, show_default=True, help="Port (0 picks a free one).")
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=0,
+    show_default=True,
+    help="Port, 0 to 65535 (0 picks a free one).",
+)
 @click.option(
     "--client-id",
     default="sandbox-client",
@@ -87,7 +93,14 @@ def serve(
     app = build_app(world, factories, tick_interval=tick)
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise click.UsageError(
+            f"cannot listen on {host}:{port}: {exc.strerror or exc}; "
+            "pick another --port (0 picks a free one) or --host"
+        ) from None
     bound = sock.getsockname()[1]
     shown = f"[{host}]" if ":" in host else host
     tls = make_tls_files(tls_dir, hosts=[host]) if tls_dir else None

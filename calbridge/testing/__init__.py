@@ -2,6 +2,7 @@
 
 * :class:`ProviderContract` — the test class each provider plugin subclasses.
 * :class:`ContractHarness` — what a subclass's ``contract_harness`` fixture yields.
+* :class:`CalendarSeeder` — how a harness writes events for a provider that cannot write.
 * :class:`MemoryProvider` / :class:`MemoryBackend` — the in-memory reference provider.
 * :func:`fresh_plugin_host` — a plugin host with no entry points, strict, for isolation.
 * :func:`memory_harness` — a ready harness over the reference provider.
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import types
 from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
 
 import attrs
 import httpx
@@ -24,10 +26,14 @@ from .._manager import PluginHost
 from ..hookspecs import ProviderRegistrar, hookimpl
 from ..models import Account, Channel
 from ..provider import ProviderSettings, Session, StaticTokenSource, WebhookRequest
-from ._contract import ContractHarness, ProviderContract
+from ._harness import CalendarSeeder, ContractHarness
 from ._memory import MemoryBackend, MemoryProvider, sign_memory_notification
 
+if TYPE_CHECKING:
+    from ._contract import ProviderContract
+
 __all__ = [
+    "CalendarSeeder",
     "ContractHarness",
     "MemoryBackend",
     "MemoryProvider",
@@ -49,6 +55,16 @@ def _make_memory_plugin() -> types.ModuleType:
 
     module.register_providers = register_providers  # type: ignore[attr-defined]
     return module
+
+
+def __getattr__(name: str) -> object:
+    # ProviderContract is a pytest test class: import pytest only when it is asked for, so
+    # the rest of the kit (harness, reference provider, plugin host) works without pytest
+    if name == "ProviderContract":
+        from ._contract import ProviderContract
+
+        return ProviderContract
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 #: a plugin module registering the reference provider (not loaded by default)

@@ -4,8 +4,12 @@ A subclass provides one fixture, ``contract_harness``, yielding a :class:`Contra
 connected to the provider's sandbox; the inherited tests then prove the provider honours
 calbridge's contract: calendars, window reads, paging, idempotent create, update, delete,
 deletions visible in changes, cursors, changes that survive the sync round's spool (they
-pickle), and notification verification that rejects forged
-input::
+pickle), free/busy, and notification verification that rejects forged input.
+
+Each test checks only what the provider's :class:`~calbridge.Capabilities` declare; what is
+not declared must raise :class:`~calbridge.errors.NotSupported`. A provider that cannot
+write (``write=False``) gives the harness a :class:`CalendarSeeder`, which puts events
+straight into the service behind it, so its reads can still be proved::
 
     class TestMyProvider(calbridge.testing.ProviderContract):
         @pytest.fixture
@@ -19,61 +23,18 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 
 import attrs
 import pytest
 
 from .. import errors
 from ..models import Change, ChangeKind, Channel, Event, EventDraft, EventTime, TimeRange
-from ..provider import ChannelRequest, Provider, Session, WebhookRequest
+from ..provider import ChannelRequest
 from ..sync._spool import ChangeSpool
+from ._harness import CalendarSeeder, ContractHarness
 
-__all__ = ["ContractHarness", "ProviderContract"]
-
-
-async def _noop() -> None:
-    return None
-
-
-def _now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
-
-
-@attrs.define(kw_only=True)
-class ContractHarness:
-    """What the contract needs to exercise one provider against its sandbox.
-
-    Attributes:
-        provider: a provider instance pointed at the sandbox.
-        session: a session for a connected test account.
-        calendar_id: a writable calendar of that account, empty at the start.
-        settle: awaited after writes, before reads; lets asynchronous providers (Cronofy
-            applies writes after a 202) catch up, e.g. by advancing the sandbox clock.
-        now: the sandbox's current time (events are placed relative to it).
-        page_size: a small page size forcing several pages.
-        genuine_notification: produces the request the provider would really send for a
-            change on ``channel`` (None when the provider cannot push).
-        forged_notifications: variants of a genuine request that must be rejected
-            (tampered body, wrong signature or token ...).
-        body_signed: whether the provider signs notification bodies. When False (Graph's
-            clientState travels inside an unsigned body) a body with a harmless extra byte
-            is not expected to be rejected; ``forged_notifications`` must then tamper
-            with what does authenticate the request.
-    """
-
-    provider: Provider
-    session: Session
-    calendar_id: str
-    settle: Callable[[], Awaitable[None]] = _noop
-    now: Callable[[], dt.datetime] = _now
-    page_size: int = 5
-    callback_url: str = "https://app.example.test/calbridge/hooks"
-    genuine_notification: Callable[[Channel], Awaitable[WebhookRequest]] | None = None
-    forged_notifications: Callable[[Channel, WebhookRequest], Sequence[WebhookRequest]] | None = (
-        None
-    )
-    body_signed: bool = True
+__all__ = ["CalendarSeeder", "ContractHarness", "ProviderContract"]
 
 
 def _draft(base: dt.datetime, hours: float, summary: str) -> EventDraft:
@@ -115,6 +76,38 @@ async def _sync(h: ContractHarness, cursor: str | None) -> tuple[list[Change], s
     return changes, final
 
 
+def _seeder(h: ContractHarness) -> CalendarSeeder:
+    assert h.seeder is not None, (
+        f"{h.provider.name!r} declares write=False: its harness must give a seeder "
+        "(calbridge.testing.CalendarSeeder) that writes into its sandbox"
+    )
+    return h.seeder
+
+
+async def _create(h: ContractHarness, draft: EventDraft, key: str) -> str:
+    """An event on the harness calendar: written by the provider when it can write."""
+    if h.provider.capabilities.write:
+        created = await h.provider.create_event(
+            h.session, h.calendar_id, draft, idempotency_key=key
+        )
+        return created.id
+    return await _seeder(h).create(draft)
+
+
+async def _update(h: ContractHarness, event_id: str, draft: EventDraft) -> None:
+    if h.provider.capabilities.write:
+        await h.provider.update_event(h.session, h.calendar_id, event_id, draft)
+    else:
+        await _seeder(h).update(event_id, draft)
+
+
+async def _delete(h: ContractHarness, event_id: str) -> None:
+    if h.provider.capabilities.write:
+        await h.provider.delete_event(h.session, h.calendar_id, event_id)
+    else:
+        await _seeder(h).delete(event_id)
+
+
 def _survives_the_spool(changes: Sequence[Change]) -> None:
     """A sync round keeps what it reads in a spool that writes changes to a temporary file
     (pickled) past a bound: each change must come back from it equal."""
@@ -145,19 +138,35 @@ class ProviderContract:
     async def test_create_is_idempotent_and_readable(
         self, contract_harness: ContractHarness
     ) -> None:
-        """One key, two creates, one event; it reads back with its fields."""
+        """One key, two creates, one event (when ``idempotent_create``); it reads back with
+        its fields. A provider that cannot write refuses with NotSupported."""
         h = contract_harness
         key = self._key()
         draft = _draft(h.now(), 26, f"idem {key}")
-        first = await h.provider.create_event(h.session, h.calendar_id, draft, idempotency_key=key)
-        await h.settle()
-        second = await h.provider.create_event(h.session, h.calendar_id, draft, idempotency_key=key)
-        await h.settle()
-        assert first.id == second.id
+        caps = h.provider.capabilities
+        if caps.write:
+            first = await h.provider.create_event(
+                h.session, h.calendar_id, draft, idempotency_key=key
+            )
+            first_id = first.id
+            await h.settle()
+            if caps.idempotent_create:
+                second = await h.provider.create_event(
+                    h.session, h.calendar_id, draft, idempotency_key=key
+                )
+                await h.settle()
+                assert first.id == second.id
+        else:
+            with pytest.raises(errors.NotSupported):
+                await h.provider.create_event(h.session, h.calendar_id, draft, idempotency_key=key)
+            first_id = await _seeder(h).create(draft)
+            await h.settle()
         events, _ = await _read(h, _window(h))
         mine = [e for e in events if e.summary == draft.summary]
         assert len(mine) == 1
-        assert mine[0].id == first.id
+        assert mine[0].id == first_id
+        assert mine[0].calendar_id == h.calendar_id
+        assert mine[0].provider == h.provider.name
         assert mine[0].start.as_utc() == draft.start.as_utc()
         assert mine[0].end.as_utc() == draft.end.as_utc()
 
@@ -167,16 +176,9 @@ class ProviderContract:
         n = h.page_size * 2 + 1
         tag = uuid.uuid4().hex[:8]
         for i in range(n):
-            await h.provider.create_event(
-                h.session,
-                h.calendar_id,
-                _draft(h.now(), 30 + i, f"page {tag} {i}"),
-                idempotency_key=self._key(),
-            )
+            await _create(h, _draft(h.now(), 30 + i, f"page {tag} {i}"), self._key())
         outside = _draft(h.now(), 24 * 20, f"outside {tag}")
-        await h.provider.create_event(
-            h.session, h.calendar_id, outside, idempotency_key=self._key()
-        )
+        await _create(h, outside, self._key())
         await h.settle()
         events, pages = await _read(h, _window(h))
         mine = [e for e in events if e.summary and e.summary.startswith(f"page {tag}")]
@@ -186,9 +188,18 @@ class ProviderContract:
         assert not [e for e in events if e.summary == outside.summary]
 
     async def test_update_and_delete(self, contract_harness: ContractHarness) -> None:
-        """Updates show in reads; deletes remove; deleting twice succeeds."""
+        """Updates show in reads; deletes remove; deleting twice succeeds. A provider that
+        cannot write refuses both with NotSupported."""
         h = contract_harness
         key = self._key()
+        if not h.provider.capabilities.write:
+            with pytest.raises(errors.NotSupported):
+                await h.provider.update_event(
+                    h.session, h.calendar_id, "any", _draft(h.now(), 51, f"after {key}")
+                )
+            with pytest.raises(errors.NotSupported):
+                await h.provider.delete_event(h.session, h.calendar_id, "any")
+            return
         created = await h.provider.create_event(
             h.session, h.calendar_id, _draft(h.now(), 50, f"before {key}"), idempotency_key=key
         )
@@ -214,29 +225,43 @@ class ProviderContract:
                 await _sync(h, None)
             return
         key = self._key()
-        created = await h.provider.create_event(
-            h.session, h.calendar_id, _draft(h.now(), 60, f"cursor {key}"), idempotency_key=key
-        )
+        created_id = await _create(h, _draft(h.now(), 60, f"cursor {key}"), key)
         await h.settle()
         full, cursor = await _sync(h, None)
-        assert created.id in {c.event_id for c in full}
-        await h.provider.update_event(
-            h.session, h.calendar_id, created.id, _draft(h.now(), 61, f"moved {key}")
-        )
+        assert created_id in {c.event_id for c in full}
+        await _update(h, created_id, _draft(h.now(), 61, f"moved {key}"))
         await h.settle()
         delta, cursor2 = await _sync(h, cursor)
-        ups = [c for c in delta if c.kind is ChangeKind.UPSERTED and c.event_id == created.id]
+        ups = [c for c in delta if c.kind is ChangeKind.UPSERTED and c.event_id == created_id]
         assert ups
         assert ups[-1].event is not None
         assert ups[-1].event.summary == f"moved {key}"
         _survives_the_spool(full)
         _survives_the_spool(delta)
-        await h.provider.delete_event(h.session, h.calendar_id, created.id)
+        await _delete(h, created_id)
         await h.settle()
         delta2, _ = await _sync(h, cursor2)
-        dels = [c for c in delta2 if c.kind is ChangeKind.DELETED and c.event_id == created.id]
+        dels = [c for c in delta2 if c.kind is ChangeKind.DELETED and c.event_id == created_id]
         assert dels, "the deletion must be visible in changes after the cursor"
         _survives_the_spool(delta2)
+
+    async def test_free_busy_covers_an_event(self, contract_harness: ContractHarness) -> None:
+        """When ``free_busy`` is declared, an opaque event shows as a busy block of its
+        calendar; otherwise free/busy raises NotSupported."""
+        h = contract_harness
+        window = _window(h)
+        if not h.provider.capabilities.free_busy:
+            with pytest.raises(errors.NotSupported):
+                await h.provider.free_busy(h.session, [h.calendar_id], window)
+            return
+        draft = _draft(h.now(), 70, f"busy {self._key()}")
+        await _create(h, draft, self._key())
+        await h.settle()
+        blocks = await h.provider.free_busy(h.session, [h.calendar_id], window)
+        start, end = draft.start.as_utc(), draft.end.as_utc()
+        assert any(
+            b.calendar_id == h.calendar_id and b.start <= start and b.end >= end for b in blocks
+        ), "the event's time must be inside a busy block of its calendar"
 
     async def test_notifications_verify_and_reject_forgeries(
         self, contract_harness: ContractHarness
