@@ -5,14 +5,15 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint types unit bench docs clean venv
+.PHONY: demo test test-lowest lint types unit bench docs clean venv
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
+# everything: the library, every extra (cli, server, sandbox, postgres, testing), test tools
 $(STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e . --group test
+	$(BIN)/python -m pip install --quiet -e ".[all]" --group test
 	touch $(STAMP)
 
 venv: $(STAMP)
@@ -21,16 +22,33 @@ demo: $(STAMP)
 	$(BIN)/calbridge demo
 
 lint: $(STAMP)
-	$(BIN)/ruff check calbridge plugins tests bench
-	$(BIN)/ruff format --check calbridge plugins tests bench
+	$(BIN)/ruff check calbridge plugins tests bench examples
+	$(BIN)/ruff format --check calbridge plugins tests bench examples
 
 types: $(STAMP)
 	$(BIN)/mypy
+	$(BIN)/mypy --strict examples/calbridge-example/calbridge_example
 
 # The whole suite, with a throwaway PostgreSQL server on loopback (installed when missing).
 test: $(STAMP)
 	$(MAKE) lint types
 	scripts/with-postgres.sh $(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+# The lowest versions pyproject.toml allows (constraints-lowest.txt), in their own venv:
+# import checks and the fast tests that need no PostgreSQL.
+LOWEST := $(VENV)/lowest
+LOWEST_TESTS := tests/test_packaging.py tests/test_models.py tests/test_config_validation.py \
+	tests/test_contract_memory.py tests/test_example_plugin.py tests/test_router.py \
+	tests/test_http.py tests/test_plugins.py tests/test_paging.py tests/test_occurrences.py \
+	tests/bridge tests/webhooks
+test-lowest:
+	rm -rf $(LOWEST)
+	$(PYTHON) -m venv $(LOWEST)
+	$(LOWEST)/bin/python -m pip install --quiet --upgrade pip
+	$(LOWEST)/bin/python -m pip install --quiet -c constraints-lowest.txt \
+		".[cli,server,sandbox,testing]" pytest-timeout hypothesis "hatchling>=1.25"
+	cd / && $(CURDIR)/$(LOWEST)/bin/python -c "import calbridge, calbridge.cli, calbridge.testing, calbridge.sandbox, calbridge.webhooks; calbridge.get_plugin_host().load()"
+	$(LOWEST)/bin/python -m pytest -q -p no:cacheprovider -m "not postgres and not slow" $(LOWEST_TESTS)
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest -q -x $(PYTEST_ARGS)

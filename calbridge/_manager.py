@@ -1,7 +1,11 @@
 """Plugin loading: a typed wrapper over pluggy's PluginManager.
 
-Built-in plugins are registered by dotted path (``DEFAULT_PLUGINS``); third-party ones
-come from the ``calbridge`` entry-point group. Nothing loads at import time.
+Every plugin comes from the ``calbridge`` entry-point group: calbridge's own
+``pyproject.toml`` registers the built-ins there (``DEFAULT_PLUGINS``, one entry each,
+named by its dotted path), exactly as a third-party distribution registers its plugins.
+Built-ins load first, in ``DEFAULT_PLUGINS`` order, and by dotted path when no entry point
+is found (a host built with ``entry_points=False``, or a source tree that is not installed).
+Nothing loads at import time.
 
 Environment switches:
 
@@ -66,6 +70,16 @@ class ProviderInfo:
     aliases: tuple[str, ...] = ()
 
 
+def _own_entry_points() -> dict[str, importlib.metadata.EntryPoint]:
+    """calbridge's own entries in the ``calbridge`` group (the built-ins), by name."""
+    found: dict[str, importlib.metadata.EntryPoint] = {}
+    for ep in importlib.metadata.entry_points(group=hookspecs.PROJECT):
+        dist = ep.dist
+        if dist is not None and dist.name == "calbridge":
+            found[ep.name] = ep
+    return found
+
+
 def _env_list(name: str) -> list[str]:
     return [p.strip() for p in os.environ.get(name, "").split(",") if p.strip()]
 
@@ -107,10 +121,12 @@ class PluginHost:
         if self._loaded:
             return self
         self._loaded = True
+        own = _own_entry_points() if self.entry_points else {}
         for dotted in self.builtins:
             if self.pm.is_blocked(dotted):
                 continue
-            module = importlib.import_module(dotted)
+            ep = own.get(dotted)
+            module = ep.load() if ep is not None else importlib.import_module(dotted)
             self.register(module, name=dotted, source="built-in")
         if self.entry_points:
             self._load_entry_points()
