@@ -16,6 +16,7 @@ import attrs
 import httpx
 import sqlalchemy as sa
 
+from ._breaker import share_circuit_breaker
 from ._budget import DEFAULT_QUOTAS, RateBudget, RateQuota, install_rate_budget
 from ._config import BridgeConfig
 from ._http import make_http_client
@@ -75,6 +76,8 @@ class Runtime:
         from .store.vault import KeyRing, Vault
 
         config = config or BridgeConfig.from_env()
+        loaded = (host or get_plugin_host()).load()
+        config.check_providers(loaded.provider_names())  # before anything is opened
         engine = create_engine(config.database_url)
         vault = Vault(KeyRing.parse(config.keys.reveal())) if config.keys else None
         store = Store(engine, vault, clock=clock)
@@ -82,7 +85,7 @@ class Runtime:
         client = http or make_http_client(transport=transport)
         return cls(
             config=config,
-            host=(host or get_plugin_host()).load(),
+            host=loaded,
             http=client,
             engine=engine,
             store=store,
@@ -107,6 +110,8 @@ class Runtime:
         if found is None:
             cls = self.host.provider_class(name)
             settings = self._with_budget(cls.name, self.config.settings_for(cls.name))
+            # one provider's outage opens its circuit for every process on the store
+            share_circuit_breaker(self.http, self.engine, provider=cls.name, app=settings.client_id)
             found = cls(http=self.http, settings=settings)
             self._providers[cls.name] = found
             self._providers[name] = found

@@ -337,3 +337,30 @@ def test_two_breakers_on_one_store_share_failures_and_one_probe(url: str) -> Non
         assert a.state == "closed"
     finally:
         engine.dispose()
+
+
+async def test_the_runtime_shares_each_providers_breaker_through_its_store(
+    tmp_path: Path,
+) -> None:
+    from calbridge._breaker import circuit_breaker
+    from calbridge._config import BridgeConfig
+    from calbridge._runtime import Runtime
+    from calbridge.provider import ProviderSettings
+    from calbridge.store import generate_key
+    from calbridge.testing import fresh_plugin_host
+
+    config = BridgeConfig(
+        database_url=f"sqlite:///{tmp_path}/rt.db",
+        keys=f"k1:{generate_key()}",
+        providers={"cronofy": ProviderSettings(client_id="app-1", client_secret="secret")},
+    )
+    runtime = Runtime.open(config, host=fresh_plugin_host())
+    try:
+        runtime.provider("cronofy")
+        breaker = circuit_breaker(runtime.http, "cronofy")
+        assert breaker is not None
+        assert breaker.shared is not None
+        assert (breaker.shared.provider, breaker.shared.app) == ("cronofy", "app-1")
+        assert breaker.shared.engine is runtime.engine
+    finally:
+        await runtime.aclose()

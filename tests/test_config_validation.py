@@ -245,3 +245,25 @@ def test_sandbox_serve_port_taken_is_a_usage_error(tmp_path: Path) -> None:
     assert done.returncode == 2, done.stderr
     assert "cannot listen on 192.0.2.1:9" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_a_misspelt_provider_table_stops_a_command_before_it_opens_the_store(
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "never.db"
+    config = tmp_path / "calbridge.toml"
+    config.write_text(
+        f'[calbridge]\ndatabase_url = "sqlite:///{db}"\n[providers.gogle]\nclient_id = "x"\n',
+        encoding="utf-8",
+    )
+    out = subprocess.run(
+        [sys.executable, "-m", "calbridge", "accounts", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert out.returncode == 1
+    assert "did you mean 'google'" in out.stderr
+    assert "Traceback" not in out.stderr
+    assert not db.exists()
