@@ -3,12 +3,11 @@
 * ``state``: 256 random bits, stored only as its SHA-256, one-time, bound to the app user,
   the provider, the redirect URI and the PKCE verifier, and expiring (10 minutes).
 * PKCE S256 for every provider whose capabilities declare ``pkce`` (the verifier is kept
-  encrypted next to the state; Authlib computes the challenge).
+  encrypted next to the state; the challenge is base64url(SHA-256) without padding).
 * Mix-up defence: a distinct redirect path per provider (``<base>/<provider>``), the
   provider bound into the state record, and ``iss`` checked when the callback carries it.
 * The callback rejects missing, unknown, reused, expired and foreign state *before* any
-  token request (:class:`~calbridge.errors.InvalidStateError`). Authlib's own state check
-  is never relied on (it is skipped when the expected state is empty).
+  token request (:class:`~calbridge.errors.InvalidStateError`).
 
 Usage::
 
@@ -21,6 +20,7 @@ Usage::
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import re
 import secrets
@@ -29,8 +29,6 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final
 
 import attrs
-from authlib.common.security import generate_token
-from authlib.oauth2.rfc7636 import create_s256_code_challenge
 
 from calbridge.errors import InvalidStateError, OAuthError, ProviderNotFoundError
 from calbridge.models import Account, AccountStatus, Secret
@@ -64,8 +62,8 @@ def state_hash(state: str) -> str:
 
 def pkce_challenge(verifier: str) -> str:
     """S256 challenge: base64url(sha256(verifier)) without padding (RFC 7636 §4.2)."""
-    challenge: str = create_s256_code_challenge(verifier)
-    return challenge
+    digest = hashlib.sha256(verifier.encode("ascii")).digest()
+    return base64.urlsafe_b64encode(digest).decode("ascii").rstrip("=")
 
 
 @attrs.frozen(kw_only=True)
@@ -142,7 +140,8 @@ class OAuthFlow:
         verifier: str | None = None
         challenge: str | None = None
         if instance.capabilities.pkce:
-            verifier = generate_token(64)  # RFC 7636: 43-128 unreserved characters
+            # RFC 7636 §4.1: 43-128 unreserved characters; 48 random bytes -> 64 base64url
+            verifier = secrets.token_urlsafe(48)
             challenge = pkce_challenge(verifier)
         chosen = tuple(scopes if scopes is not None else instance.default_scopes)
         expires_at = int(self.clock()) + self.state_ttl

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import string
+import subprocess
+import sys
 import time
 from urllib.parse import parse_qs, urlsplit
 
@@ -92,6 +95,31 @@ async def test_verifier_is_unique_per_attempt(
         for _ in range(5)
     }
     assert len(seen) == 5
+
+
+def test_pkce_and_state_need_no_oauth_library() -> None:
+    """PKCE is computed with the standard library: importing the flows loads no Authlib."""
+    code = (
+        "import sys, calbridge.auth, calbridge.auth._web;"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'authlib'))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert out.stdout.strip() == "[]"
+
+
+async def test_verifier_is_64_unreserved_characters(
+    store: Store, provider: LoopbackOAuthProvider, endpoint: TokenEndpoint
+) -> None:
+    flow = _flow(store, provider)
+    q = _query((await flow.begin(app_user_id="u1", provider="loopback")).url)
+    code = endpoint.issue_code("remote-v", q["code_challenge"])
+    await flow.complete("loopback", {"code": code, "state": q["state"]})
+    verifier = endpoint.requests[-1]["code_verifier"]
+    assert len(verifier) == 64
+    assert set(verifier) <= set(string.ascii_letters + string.digits + "-._~")
+    assert pkce_challenge(verifier) == q["code_challenge"]
 
 
 @pytest.mark.parametrize(
