@@ -56,5 +56,10 @@ unit: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m bench
 
+# The documentation site (API reference from docstrings), strictly: a broken link, a
+# missing page or an unresolved reference fails the build. Output in build/site/.
+docs: $(STAMP)
+	$(BIN)/mkdocs build --strict --site-dir build/site
+
 clean:
 	rm -rf $(VENV) .pg build dist .mypy_cache .ruff_cache .pytest_cache

@@ -7,7 +7,7 @@ Everything in an underscore module is private.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import errors
 from ._breaker import BreakerPolicy, CircuitBreaker, circuit_breaker
@@ -77,6 +77,19 @@ from .provider import (
     WebhookRequest,
 )
 
+if TYPE_CHECKING:
+    from ._blocking import SyncCalBridge
+    from ._config import BridgeConfig, RoutingConfig
+    from .bridge import CalBridge
+
+#: exported names loaded on first use (the bridge pulls in the store, SQLAlchemy, ...)
+_LAZY = {
+    "BridgeConfig": "._config",
+    "CalBridge": ".bridge",
+    "RoutingConfig": "._config",
+    "SyncCalBridge": "._blocking",
+}
+
 __all__ = [
     "DEFAULT_PLUGINS",
     "Account",
@@ -85,6 +98,8 @@ __all__ = [
     "Attendee",
     "AuthorizationRequest",
     "BreakerPolicy",
+    "BridgeConfig",
+    "CalBridge",
     "Calendar",
     "Capabilities",
     "Change",
@@ -116,10 +131,12 @@ __all__ = [
     "RawPayload",
     "ResponseStatus",
     "RetryPolicy",
+    "RoutingConfig",
     "Secret",
     "SeriesRole",
     "Session",
     "StaticTokenSource",
+    "SyncCalBridge",
     "TimeKind",
     "TimeRange",
     "TokenGrant",
@@ -148,6 +165,12 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+        globals()[name] = value
+        return value
     if name == "__version__":
         from importlib.metadata import PackageNotFoundError, version
 

@@ -241,7 +241,7 @@ ChangeListener = Callable[[Decision, str | None], None]
 class Router:
     """Routes users to providers, caching decisions for ``ttl`` seconds.
 
-    Args:
+    Attributes:
         load_facts: one store read returning :class:`UserFacts` for a user.
         target: the provider users migrate to (``"cronofy"``).
         rules: policy rules, first answer wins.

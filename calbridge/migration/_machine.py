@@ -290,7 +290,7 @@ class _Snapshot:
 class Migrator:
     """Moves users from their legacy provider to the target provider, and back.
 
-    Args:
+    Attributes:
         runtime: the bridge runtime (:attr:`calbridge.CalBridge.runtime`).
         clean_period: seconds parity must have been clean before cutover.
         grace: seconds a change may take to propagate before parity counts it.
