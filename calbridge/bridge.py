@@ -21,11 +21,15 @@ routing read goes through :func:`calbridge.store.offload` (calbridge's database 
 from __future__ import annotations
 
 import datetime as dt
+import functools
+import hashlib
+import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 import attrs
+import cattrs
 import httpx
 
 from ._config import BridgeConfig
@@ -33,7 +37,8 @@ from ._forget import ForgetReport
 from ._identity import APP_KEY_PROPERTY, resolve_event_id
 from ._manager import PluginHost
 from ._runtime import Runtime
-from .errors import NotFound
+from ._serialization import make_converter
+from .errors import IdempotencyConflict, NotFound
 from .models import Account, Calendar, Event, EventDraft, FreeBusy, TimeRange
 from .provider import Provider, Session
 from .router import Decision, NoRouteError, Phase
@@ -325,10 +330,17 @@ class CalBridge:
         """Create an event keyed by the app's idempotency ``key``.
 
         The same key never makes two events: not on retry, and not after the user moved
-        to another provider (the existing copy is found by iCalendar UID).
+        to another provider (the existing copy is found by iCalendar UID). A retry with
+        the same draft returns the first event; the same key with a different draft or
+        calendar raises :class:`~calbridge.errors.IdempotencyConflict` before any provider
+        call (the id map keeps a SHA-256 of the first request, never the draft itself).
         """
         from .store import IdMapEntry
 
+        fingerprint = _request_fingerprint(calendar_id, draft)
+        used = await offload(self.store.request_fingerprints, key)
+        if used and fingerprint not in used:
+            raise IdempotencyConflict(key)
         decision = await self.aroute(app_user_id)
         provider = self.runtime.provider(decision.provider)
         session = await self.runtime.asession(decision.account_id)
@@ -367,6 +379,7 @@ class CalBridge:
                 account_id=decision.account_id,
                 ical_uid=event.ical_uid,
             ),
+            request_sha256=fingerprint,
         )
         await offload(self._after_write, app_user_id, key, "create", decision.account_id, cal)
         return event
@@ -568,6 +581,19 @@ class CalBridge:
         from ._forget import forget_user
 
         return await forget_user(self, app_user_id)
+
+
+@functools.cache
+def _converter() -> cattrs.Converter:
+    return make_converter()
+
+
+def _request_fingerprint(calendar_id: str, draft: EventDraft) -> str:
+    """SHA-256 (hex) of a create request in canonical JSON (sorted keys, the converter's
+    text for times): what an idempotency key is bound to."""
+    body = {"calendar_id": calendar_id, "draft": _converter().unstructure(draft)}
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def worker_handlers(queue: Any) -> Any:

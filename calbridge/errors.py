@@ -7,6 +7,7 @@ Every error calbridge raises on purpose derives from :class:`CalbridgeError`::
     ├── PluginError                   a plugin failed to load, validate or register (.plugin)
     │   └── ProviderConflictError     two plugins registered one provider name (.plugins)
     ├── ProviderNotFoundError         no provider of that name is loaded (also a LookupError)
+    ├── IdempotencyConflict           an idempotency key reused with a different draft (.key)
     ├── StoreError                    the state store failed or is unavailable
     │   └── DecryptionError           a ciphertext could not be decrypted (wrong key, copied row)
     ├── OAuthError                    an OAuth callback was refused before any token request
@@ -36,6 +37,7 @@ __all__ = [
     "ConfigurationError",
     "Conflict",
     "DecryptionError",
+    "IdempotencyConflict",
     "InvalidRequest",
     "InvalidStateError",
     "NotFound",
@@ -95,6 +97,21 @@ class ProviderNotFoundError(CalbridgeError, LookupError):
             "Install its plugin or check CALBRIDGE_LOAD_PLUGINS."
         )
         self.name = name
+
+
+class IdempotencyConflict(CalbridgeError):
+    """An idempotency key was used again with a different draft (or calendar).
+
+    The first request's event stands; nothing was created or changed. The message names
+    the key, never the event's content.
+    """
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+        super().__init__(
+            f"idempotency key {key!r} was already used to create a different event; "
+            "use a new key for a new event, or update_event() to change this one"
+        )
 
 
 class StoreError(CalbridgeError):

@@ -17,10 +17,20 @@ __all__ = ["IdMapMixin"]
 class IdMapMixin(RepoBase):
     """Id map reads and writes of :class:`~calbridge.store.Store`."""
 
-    def put_id(self, entry: IdMapEntry, *, conn: sa.Connection | None = None) -> None:
-        """Record (or update) which provider event an app idempotency key became."""
+    def put_id(
+        self,
+        entry: IdMapEntry,
+        *,
+        request_sha256: str | None = None,
+        conn: sa.Connection | None = None,
+    ) -> None:
+        """Record (or update) which provider event an app idempotency key became.
+
+        ``request_sha256`` is the fingerprint of the create request that used the key
+        (:meth:`request_fingerprints`); without it a stored fingerprint is kept.
+        """
         now = self.now()
-        values = {
+        values: dict[str, Any] = {
             "app_user_id": entry.app_user_id,
             "account_id": entry.account_id,
             "calendar_id": entry.calendar_id,
@@ -28,11 +38,23 @@ class IdMapMixin(RepoBase):
             "ical_uid": entry.ical_uid,
             "updated_at": now,
         }
+        if request_sha256 is not None:
+            values["request_sha256"] = request_sha256
         with self._tx(conn) as c:
             stmt = self._insert(c, t.id_map).values(
                 key=entry.key, provider=entry.provider, created_at=now, **values
             )
             c.execute(stmt.on_conflict_do_update(index_elements=["key", "provider"], set_=values))
+
+    def request_fingerprints(self, key: str, *, conn: sa.Connection | None = None) -> set[str]:
+        """The fingerprints of the create requests stored under ``key`` (one query; empty
+        when the key is unused or its rows predate fingerprints)."""
+        m = t.id_map.c
+        with self._tx(conn, writing=False) as c:
+            rows = c.execute(
+                sa.select(m.request_sha256).where(m.key == key, m.request_sha256.is_not(None))
+            ).all()
+        return {str(r.request_sha256) for r in rows}
 
     def get_ids(self, key: str, *, conn: sa.Connection | None = None) -> dict[str, IdMapEntry]:
         """Every provider's copy of one app event: provider name -> entry."""

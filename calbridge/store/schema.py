@@ -184,6 +184,10 @@ id_map = sa.Table(
     sa.Column("ical_uid", _NAME, index=True),
     sa.Column("created_at", sa.BigInteger, nullable=False),
     sa.Column("updated_at", sa.BigInteger, nullable=False),
+    #: SHA-256 (hex) of the create request the key was first used with (revision 0007):
+    #: the same key with another draft is an IdempotencyConflict; NULL on rows that sync,
+    #: migration or an older calbridge wrote
+    sa.Column("request_sha256", sa.String(64), nullable=True),
     #: sync finds an app key by the provider event it became (every upserted event)
     sa.Index("ix_id_map_provider_event", "provider", "event_id"),
 )
