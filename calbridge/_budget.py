@@ -15,7 +15,12 @@ that ends at the grant, so no window of ``period`` seconds ever holds more than 
 grants (the cost: up to one slot of capacity, 2% with 50 slots).
 
 Priorities: a call made inside :func:`background_calls` (sync polling, parity, ...) is
-granted only while ``reserve`` of every window is left, which stays for user-facing calls.
+granted only while ``reserve`` of every window is left, which stays for user-facing calls
+-- while there are any: the reserve holds in a window in which a user-facing call was
+granted or refused (each slot records the user-facing calls it saw). A window with no
+user-facing call in it lends its reserve to background work, so a fan-out with no users
+about uses the whole quota, and the first user-facing call to wait takes it back for the
+rest of the window.
 
 Fairness across accounts: a call carries the account it is made for (:func:`call_account`,
 set by :meth:`calbridge.Session.access_token` before every provider call, or scoped with
@@ -146,7 +151,9 @@ class RateQuota:
     ``account_share``: while another account waits for a background grant, an account
     holding this share of a window's background grants (and more than the waiting one)
     gets no more of that window until the waiting one is served. ``margin``:
-    how much longer than the provider's the windows are. ``batch``: how many grants a
+    how much longer than the provider's the windows are (a share of the period, at least
+    ``min_margin`` seconds: a grant may reach the provider a little late on a busy host,
+    and a one-second window has no room for that otherwise). ``batch``: how many grants a
     process takes at once (kept locally until the end of the slot they were taken in; 1
     for low limits, more for limits no single row could keep up with). ``first_pause`` /
     ``max_pause``: the pause after a 429 without ``Retry-After``, doubled on each 429 that
@@ -159,6 +166,7 @@ class RateQuota:
         default=0.25, validator=[attrs.validators.gt(0.0), attrs.validators.le(1.0)]
     )
     margin: float = 0.05
+    min_margin: float = 0.25
     batch: int = 1
     first_pause: float = 1.0
     max_pause: float = 60.0
@@ -326,6 +334,28 @@ def _insert(conn: sa.Connection) -> Any:
     return sqlite_insert
 
 
+def _slots(stored: Any, first: int) -> tuple[dict[int, int], dict[int, int]]:
+    """Grants per slot and user-facing calls seen per slot (granted or waiting), from
+    ``first`` on. A stored slot is ``[slot, grants]`` or ``[slot, grants, user calls]``."""
+    grants: dict[int, int] = {}
+    users: dict[int, int] = {}
+    for entry in stored or []:
+        slot = int(entry[0])
+        if slot < first:
+            continue
+        grants[slot] = int(entry[1])
+        if len(entry) > 2 and int(entry[2]):
+            users[slot] = int(entry[2])
+    return grants, users
+
+
+def _dump_slots(grants: dict[int, int], users: dict[int, int]) -> list[list[int]]:
+    return [
+        [s, grants.get(s, 0), users[s]] if users.get(s) else [s, grants.get(s, 0)]
+        for s in sorted(set(grants) | set(users))
+    ]
+
+
 class RateBudget:
     """The shared budget of one provider and application on one store.
 
@@ -364,7 +394,8 @@ class RateBudget:
         return f"RateBudget({self.provider!r}, app={self.app!r})"
 
     def _width_ms(self, window: RateWindow) -> int:
-        return max(1, math.ceil(window.period * (1 + self.quota.margin) * 1000 / window.slots))
+        extra = max(window.period * self.quota.margin, self.quota.min_margin)
+        return max(1, math.ceil((window.period + extra) * 1000 / window.slots))
 
     @staticmethod
     def counts(request: httpx.Request) -> bool:
@@ -431,18 +462,14 @@ class RateBudget:
             if paused > now:
                 return _Answer(0, (paused - now) / 1000, True, 0.0)
             granted, wait_ms, end_ms = want, 0, None
-            counts: dict[str, tuple[int, dict[int, int], _Accounts | None]] = {}
+            counts: dict[str, tuple[int, dict[int, int], _Accounts | None, dict[int, int]]] = {}
             for window in self.quota.windows:
                 width = self._widths[window.name]
                 slot = now // width
                 row = rows.get(window.name)
-                kept = {
-                    int(s): int(c)
-                    for s, c in (row.slots if row is not None else [])
-                    if int(s) >= slot - window.slots
-                }
+                kept, users = _slots(row.slots if row is not None else [], slot - window.slots)
                 cap = window.limit
-                if priority == "background":
+                if priority == "background" and users:
                     cap -= math.ceil(window.limit * self.quota.reserve)
                 room = cap - sum(kept.values())
                 accounts, left = None, room
@@ -460,25 +487,31 @@ class RateBudget:
                     oldest = min((s for s, c in kept.items() if c), default=slot)
                     wait_ms = max(wait_ms, (oldest + window.slots + 1) * width - now)
                     granted = 0
-                counts[window.name] = (slot, kept, accounts)
+                counts[window.name] = (slot, kept, accounts, users)
                 slot_end = (slot + 1) * width
                 end_ms = slot_end if end_ms is None else min(end_ms, slot_end)
             if granted <= 0:
-                for name, (_slot, _kept, accounts) in counts.items():
+                for name, (slot, kept, accounts, users) in counts.items():
+                    changes: dict[str, Any] = {}
                     if accounts is not None and accounts.wait(account, now, self._widths[name]):
+                        changes["accounts"] = accounts.dump()
+                    if priority == "user" and not users.get(slot):
+                        # a user-facing call is waiting: background work leaves the reserve
+                        users[slot] = 1
+                        changes["slots"] = _dump_slots(kept, users)
+                    if changes:
                         conn.execute(
                             t.update()
                             .where(t.c.provider == self.provider, t.c.app == self.app)
                             .where(t.c.window == name)
-                            .values(accounts=accounts.dump())
+                            .values(**changes)
                         )
                 return _Answer(0, max(wait_ms, 1) / 1000, False, 0.0)
-            for name, (slot, kept, accounts) in counts.items():
+            for name, (slot, kept, accounts, users) in counts.items():
                 kept[slot] = kept.get(slot, 0) + granted
-                values: dict[str, Any] = {
-                    "slots": sorted([s, c] for s, c in kept.items()),
-                    "updated_ms": now,
-                }
+                if priority == "user":
+                    users[slot] = users.get(slot, 0) + granted
+                values: dict[str, Any] = {"slots": _dump_slots(kept, users), "updated_ms": now}
                 if accounts is not None:
                     accounts.grant(account, slot, granted)
                     values["accounts"] = accounts.dump()
@@ -541,9 +574,7 @@ class RateBudget:
         for window in self.quota.windows:
             row = rows.get(window.name)
             slot = now // self._widths[window.name]
-            used = sum(
-                int(c) for s, c in (row.slots if row else []) if int(s) >= slot - window.slots
-            )
+            used = sum(_slots(row.slots if row else [], slot - window.slots)[0].values())
             out["windows"][window.name] = {"limit": window.limit, "used": used}
             if row is not None:
                 out["paused_for"] = max(out["paused_for"], (row.paused_until_ms - now) / 1000)
