@@ -152,14 +152,14 @@ async def memory_bridge(url: str, **config: Any) -> AsyncIterator[tuple[CalBridg
     backend = calbridge.testing.MemoryBackend()
     backend.add_calendar("work", "Work")
     backend.put(draft_event("work", "e1", "one"))
-    config = BridgeConfig(
+    settings = BridgeConfig(
         database_url=url,
         keys=f"k1:{generate_key()}",
         public_url="http://hooks.test/calbridge",
         providers={"memory": calbridge.ProviderSettings(options={"backend": backend})},
         **config,
     )
-    bridge = CalBridge(config, host=fresh_plugin_host(memory_plugin, _memory_push))
+    bridge = CalBridge(settings, host=fresh_plugin_host(memory_plugin, _memory_push))
     try:
         provider = bridge.runtime.provider("memory")
         grant = await provider.exchange_code(code="user:alice", redirect_uri="memory://cb")
