@@ -57,6 +57,12 @@ _PROVIDER_KEYS = ("client_id", "client_secret_env", "base_urls", "options")
 _TABLES = ("calbridge", "providers")
 
 
+def _env_keys() -> Secret | None:
+    """``$CALBRIDGE_KEYS`` (the default of :attr:`BridgeConfig.keys`), None when unset."""
+    value = os.environ.get("CALBRIDGE_KEYS", "").strip()
+    return Secret(value) if value else None
+
+
 def _opt_secret(value: str | Secret | None) -> Secret | None:
     return value if value is None or isinstance(value, Secret) else Secret(value)
 
@@ -219,7 +225,7 @@ class BridgeConfig:
     database_url: str | None = attrs.field(
         default=None, validator=_is(str, "a database URL string", optional=True)
     )
-    keys: Secret | None = attrs.field(default=None, converter=_opt_secret)
+    keys: Secret | None = attrs.field(factory=_env_keys, converter=_opt_secret)
     public_url: str | None = attrs.field(
         default=None, validator=_is(str, "a URL string", optional=True)
     )

@@ -223,6 +223,8 @@ def test_cli_reports_config_mistakes_without_a_traceback(
         f"[calbridge]\ndatabase_url = 'sqlite:///{tmp_path}/cb.db'\npoll_interval = 30\n",
         encoding="utf-8",
     )
+    created = _cli("db", "upgrade", "--config", str(config), cwd=tmp_path)
+    assert created.returncode == 0, created.stderr
     fixed = _cli("accounts", "--json", "--config", str(config), cwd=tmp_path)
     assert fixed.returncode == 0, fixed.stderr
     assert fixed.stdout.strip() == "[]"

@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from ._context import bridge_options, make_config
+from ._context import bridge_options, make_config, open_engine, open_vault
 from ._output import print_json, print_table
 
 
@@ -49,16 +49,12 @@ def channels(*, config_path: str | None, database_url: str | None, as_json: bool
     or silent while reconciliation found changes; polled meanwhile), closed (expired or
     closed by the provider; polled), polling (the account is polled, ``poll:<account>``).
     """
-    from ..store import Store, create_engine
+    from ..store import Store
 
-    config = make_config(config_path, database_url)
-    engine = create_engine(config.database_url)
+    config = make_config(config_path, database_url, must_exist=True)
+    engine = open_engine(config, must_exist=True)
     try:
-        vault = None
-        if config.keys is not None:
-            from ..store.vault import KeyRing, Vault
-
-            vault = Vault(KeyRing.parse(config.keys.reveal()))
+        vault = open_vault(config) if config.keys is not None else None
         rows = channel_rows(Store(engine, vault))
     finally:
         engine.dispose()

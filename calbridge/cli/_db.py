@@ -5,12 +5,8 @@ from __future__ import annotations
 import click
 import sqlalchemy as sa
 
+from ._context import bridge_options, make_config
 from ._output import print_json
-
-_URL_HELP = (
-    "Database URL: sqlite:///path or postgresql+psycopg://user@host/db "
-    "(default: $CALBRIDGE_DATABASE_URL, else sqlite:///./calbridge.db)."
-)
 
 
 @click.group()
@@ -19,9 +15,9 @@ def db() -> None:
 
 
 @db.command()
-@click.option("--url", default=None, help=_URL_HELP)
+@bridge_options
 @click.option("--revision", default="heads", show_default=True, help="Target revision.")
-def upgrade(url: str | None, revision: str) -> None:
+def upgrade(*, config_path: str | None, database_url: str | None, revision: str) -> None:
     """Migrate the database to the newest schema (safe to run from several hosts at once).
 
     Embedded SQLite files are also upgraded automatically when calbridge opens them;
@@ -30,7 +26,7 @@ def upgrade(url: str | None, revision: str) -> None:
     from calbridge.store import current_revisions
     from calbridge.store import upgrade as run_upgrade
 
-    engine = _engine(url)
+    engine = _engine(config_path, database_url, must_exist=False)
     try:
         before = current_revisions(engine)
         run_upgrade(engine, revision)
@@ -45,20 +41,23 @@ def upgrade(url: str | None, revision: str) -> None:
 
 
 @db.command()
-@click.option("--url", default=None, help=_URL_HELP)
+@bridge_options
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def status(url: str | None, as_json: bool) -> None:
-    """Show the database's schema revision and whether it is up to date."""
-    from calbridge.store import current_revisions, head_revisions, resolve_url
+def status(*, config_path: str | None, database_url: str | None, as_json: bool) -> None:
+    """Show the database's schema revision and whether it is up to date.
 
-    engine = _engine(url)
+    Read-only: a SQLite file that does not exist is an error (nothing is created).
+    """
+    from calbridge.store import current_revisions, head_revisions
+
+    engine = _engine(config_path, database_url, must_exist=True)
     try:
         current = sorted(current_revisions(engine))
     finally:
         engine.dispose()
     heads = sorted(head_revisions())
     data = {
-        "url": _redact(resolve_url(url)),
+        "url": _redact(engine.url.render_as_string(hide_password=False)),
         "current": current,
         "heads": heads,
         "up_to_date": current == heads,
@@ -82,11 +81,12 @@ def _redact(url: str) -> str:
         return "(invalid URL)"
 
 
-def _engine(url: str | None) -> sa.Engine:
+def _engine(config_path: str | None, database_url: str | None, *, must_exist: bool) -> sa.Engine:
     from calbridge.errors import CalbridgeError
     from calbridge.store import create_engine
 
     try:
-        return create_engine(url, upgrade=False)
+        config = make_config(config_path, database_url, must_exist=must_exist)
+        return create_engine(config.database_url, upgrade=False, must_exist=must_exist)
     except CalbridgeError as exc:
         raise click.ClickException(str(exc)) from None

@@ -150,7 +150,7 @@ def plan(
     _mode(as_json, as_jsonl)
 
     async def body() -> None:
-        bridge = make_bridge(config_path, database_url)
+        bridge = make_bridge(config_path, database_url, must_exist=True)
         data = []
         try:
             migrator = _migrator(bridge)
@@ -201,7 +201,7 @@ def status(
     _mode(as_json, as_jsonl)
 
     async def body() -> None:
-        bridge = make_bridge(config_path, database_url)
+        bridge = make_bridge(config_path, database_url, must_exist=True)
         try:
             migrator = _migrator(bridge)
             data = []
@@ -272,7 +272,7 @@ def diff(
     _mode(as_json, as_jsonl)
 
     async def body() -> list[dict[str, Any]]:
-        bridge = make_bridge(config_path, database_url)
+        bridge = make_bridge(config_path, database_url, must_exist=True)
         out: list[dict[str, Any]] = []
         try:
             migrator = _migrator(bridge)

@@ -29,7 +29,8 @@ def route(
     """Show which provider serves USER now (and why, with --explain)."""
 
     async def body() -> None:
-        bridge = make_bridge(config_path, database_url)
+        # read-only unless pinning: never create a database just to say "no such user"
+        bridge = make_bridge(config_path, database_url, must_exist=not (pin_to or unpin))
         try:
             if pin_to or unpin:
                 await bridge.pin(user, None if unpin else pin_to)
@@ -56,7 +57,7 @@ def accounts(
     """List connected accounts, their provider, status and the user's migration phase."""
 
     async def body() -> None:
-        bridge = make_bridge(config_path, database_url)
+        bridge = make_bridge(config_path, database_url, must_exist=True)
         try:
             found = await bridge.accounts(user)
             phases = {

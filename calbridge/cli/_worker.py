@@ -10,16 +10,12 @@ from typing import TYPE_CHECKING
 
 import click
 
-from ..errors import ConfigurationError
+from ..errors import CalbridgeError, ConfigurationError
+from ._context import bridge_options, make_config, open_engine
 from ._output import print_json, print_table
 
 if TYPE_CHECKING:
     from ..jobs import Worker
-
-_STORE_HELP = (
-    "Database URL: sqlite:///path or postgresql+psycopg://... "
-    "(default: $CALBRIDGE_DATABASE_URL, else ./calbridge.db)."
-)
 
 
 def _split(values: Sequence[str]) -> list[str]:
@@ -27,7 +23,7 @@ def _split(values: Sequence[str]) -> list[str]:
 
 
 @click.command()
-@click.option("--store", "url", metavar="URL", default=None, help=_STORE_HELP)
+@bridge_options
 @click.option("--concurrency", "-c", type=click.IntRange(1, 256), default=4, show_default=True)
 @click.option(
     "--queues",
@@ -85,7 +81,8 @@ def _split(values: Sequence[str]) -> list[str]:
 )
 def worker(
     *,
-    url: str | None,
+    config_path: str | None,
+    database_url: str | None,
     concurrency: int,
     queues: tuple[str, ...],
     handler_paths: tuple[str, ...],
@@ -105,14 +102,21 @@ def worker(
     gives running jobs --grace seconds; unfinished jobs are released for another worker.
     A second signal releases them at once. Any number of workers, on any number of
     hosts, can share one PostgreSQL database.
+
+    The store is the configuration's (--config / $CALBRIDGE_CONFIG, --database-url /
+    $CALBRIDGE_DATABASE_URL); handlers that read the configuration, such as
+    ``calbridge.bridge:worker_handlers``, see the same file.
     """
     from ..jobs import JobQueue, Worker, load_handlers
-    from ..store import create_engine
 
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    engine = create_engine(url)
+    config = make_config(config_path, database_url)
+    if config_path:
+        # handlers loaded by path read $CALBRIDGE_CONFIG: give them the same file
+        os.environ["CALBRIDGE_CONFIG"] = os.path.abspath(config_path)
+    engine = open_engine(config)
     queue = JobQueue(engine)
     try:
         handlers = load_handlers(handler_paths, queue=queue)
@@ -163,7 +167,7 @@ async def _watch(parent: int, runner: Worker) -> None:
 
 
 @click.command()
-@click.option("--store", "url", metavar="URL", default=None, help=_STORE_HELP)
+@bridge_options
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
 @click.option(
     "--dead", "dead_limit", type=int, default=20, show_default=True, help="Dead jobs to list."
@@ -182,13 +186,24 @@ async def _watch(parent: int, runner: Worker) -> None:
     help="Delete every dead job (they are kept until purged; workers prune done jobs).",
 )
 def jobs(
-    url: str | None, as_json: bool, dead_limit: int, retry_ids: tuple[int, ...], purge_dead: bool
+    *,
+    config_path: str | None,
+    database_url: str | None,
+    as_json: bool,
+    dead_limit: int,
+    retry_ids: tuple[int, ...],
+    purge_dead: bool,
 ) -> None:
-    """Show job counts per queue and state, and the latest dead jobs with their errors."""
-    from ..jobs import JobQueue
-    from ..store import create_engine
+    """Show job counts per queue and state, and the latest dead jobs with their errors.
 
-    engine = create_engine(url)
+    A SQLite file that does not exist is an error (nothing is created).
+    """
+    from ..jobs import JobQueue
+
+    try:
+        engine = open_engine(make_config(config_path, database_url), must_exist=True)
+    except CalbridgeError as exc:
+        raise click.ClickException(str(exc)) from None
     try:
         queue = JobQueue(engine)
         for job_id in retry_ids:

@@ -29,7 +29,7 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
 
-from calbridge.errors import ConfigurationError
+from calbridge.errors import ConfigurationError, StoreError
 
 __all__ = [
     "DEFAULT_URL",
@@ -39,6 +39,7 @@ __all__ = [
     "is_postgres",
     "is_sqlite",
     "read",
+    "require_existing",
     "resolve_url",
     "write",
 ]
@@ -58,6 +59,29 @@ def resolve_url(url: str | None = None) -> str:
     return url or os.environ.get(ENV_URL) or DEFAULT_URL
 
 
+def require_existing(url: str | None = None) -> None:
+    """Raise :class:`~calbridge.errors.StoreError` when ``url`` names a SQLite file that
+    does not exist (read-only commands use it so that they never create a database).
+
+    PostgreSQL databases are never created by calbridge, so there is nothing to check.
+    """
+    text = resolve_url(url)
+    try:
+        parsed = make_url(text)
+    except sa.exc.ArgumentError:
+        return  # create_engine reports the malformed URL
+    if parsed.get_backend_name() != "sqlite":
+        return
+    database = parsed.database or ""
+    if database in ("", ":memory:") or os.path.isfile(database):
+        return
+    raise StoreError(
+        f"no calbridge database at {os.path.abspath(database)}: check the database URL "
+        f"(--database-url, {ENV_URL} or database_url in the --config file); "
+        "`calbridge db upgrade` creates a new one"
+    )
+
+
 def is_sqlite(engine: sa.Engine | sa.Connection) -> bool:
     """True for a SQLite engine or connection."""
     return engine.dialect.name == "sqlite"
@@ -74,6 +98,7 @@ def create_engine(
     upgrade: bool | None = None,
     pool_size: int = 5,
     echo: bool = False,
+    must_exist: bool = False,
 ) -> sa.Engine:
     """An engine for ``url`` (see :func:`resolve_url`), configured for calbridge.
 
@@ -84,11 +109,16 @@ def create_engine(
             ``calbridge db upgrade`` (a deploy step).
         pool_size: PostgreSQL pool size (connections kept open per process).
         echo: log SQL (never use with real data: parameters are logged).
+        must_exist: refuse a SQLite file that does not exist instead of creating it
+            (see :func:`require_existing`).
 
     Raises:
         ConfigurationError: the URL is not a SQLite or ``postgresql+psycopg`` URL.
+        StoreError: ``must_exist`` and the SQLite file does not exist.
     """
     text = resolve_url(url)
+    if must_exist:
+        require_existing(text)
     try:
         parsed = make_url(text)
     except sa.exc.ArgumentError as exc:

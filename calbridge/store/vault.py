@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import datetime as dt
 import os
 import re
 import secrets
@@ -30,7 +31,15 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from calbridge.errors import ConfigurationError, DecryptionError
 from calbridge.models import Secret
 
-__all__ = ["ENV_KEYS", "KeyRing", "Vault", "generate_key", "row_aad"]
+__all__ = [
+    "ENV_KEYS",
+    "KeyRing",
+    "Vault",
+    "check_key_id",
+    "generate_key",
+    "new_key_id",
+    "row_aad",
+]
 
 #: environment variable holding ``kid:base64key`` pairs, current key first
 ENV_KEYS: Final = "CALBRIDGE_KEYS"
@@ -42,6 +51,22 @@ _KID_RE: Final = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
 def generate_key() -> str:
     """A new random 256-bit key, base64-encoded (for ``CALBRIDGE_KEYS``)."""
     return base64.b64encode(secrets.token_bytes(32)).decode("ascii")
+
+
+def new_key_id(today: dt.date | None = None) -> str:
+    """A fresh key id, ``k<YYYYMMDD>-<8 random hex digits>``: dated for the operator,
+    random so that two keys made on one day never share an id."""
+    day = today or dt.datetime.now(dt.UTC).date()
+    return f"k{day:%Y%m%d}-{secrets.token_hex(4)}"
+
+
+def check_key_id(kid: str) -> str:
+    """``kid`` when it is a valid key id (letters, digits, '-', '_'; at most 32)."""
+    if not _KID_RE.match(kid):
+        raise ConfigurationError(
+            f"invalid key id {kid!r}: use letters, digits, '-' or '_' (at most 32)"
+        )
+    return kid
 
 
 def row_aad(table: str, row_id: str, provider: str, column: str) -> bytes:

@@ -285,7 +285,7 @@ def start_cli_worker(url: str, *args: str) -> subprocess.Popen[bytes]:
         [
             CALBRIDGE,
             "worker",
-            "--store",
+            "--database-url",
             url,
             "--handlers",
             HANDLERS,
@@ -352,13 +352,13 @@ def test_worker_command_once_and_without_handlers(engine: sa.Engine, db_url: str
     queue.enqueue("slow", run_at=time.time() + 3600)
 
     result = CliRunner().invoke(
-        cli, ["worker", "--store", db_url, "--handlers", HANDLERS, "--once"]
+        cli, ["worker", "--database-url", db_url, "--handlers", HANDLERS, "--once"]
     )
     assert result.exit_code == 0, result.output
     assert "ran 2 job(s)" in result.output
     assert queue.stats() == {"default": {"done": 2, "queued": 1}}
 
-    result = CliRunner().invoke(cli, ["worker", "--store", db_url])
+    result = CliRunner().invoke(cli, ["worker", "--database-url", db_url])
     assert result.exit_code == 2
     assert "no job handlers" in result.output
 
@@ -372,12 +372,12 @@ def test_jobs_command_prints_stats_and_dead_jobs(engine: sa.Engine, db_url: str)
     assert job is not None
     assert queue.fail(job, error="ValueError: nope", retry_at=None) == "dead"
 
-    result = CliRunner().invoke(cli, ["jobs", "--store", db_url, "--json"])
+    result = CliRunner().invoke(cli, ["jobs", "--database-url", db_url, "--json"])
     assert result.exit_code == 0, result.output
     assert '"dead": 1' in result.output
     assert "ValueError: nope" in result.output
 
-    result = CliRunner().invoke(cli, ["jobs", "--store", db_url, "--retry", str(job.id)])
+    result = CliRunner().invoke(cli, ["jobs", "--database-url", db_url, "--retry", str(job.id)])
     assert result.exit_code == 0, result.output
     assert queue.stats() == {"default": {"queued": 2}}
 
@@ -392,7 +392,7 @@ def test_jobs_command_purges_dead_jobs(engine: sa.Engine, db_url: str) -> None:
     assert job is not None
     assert queue.fail(job, error="ValueError: nope", retry_at=None) == "dead"
 
-    result = CliRunner().invoke(cli, ["jobs", "--store", db_url, "--purge-dead"])
+    result = CliRunner().invoke(cli, ["jobs", "--database-url", db_url, "--purge-dead"])
     assert result.exit_code == 0, result.output
     assert "purged 1 dead job(s)" in result.output
     assert queue.stats() == {"default": {"queued": 1}}

@@ -18,15 +18,19 @@ def _run(args: list[str], env: dict[str, str] | None = None) -> tuple[int, str]:
 
 
 def test_db_upgrade_and_status(db_url: str) -> None:
-    code, out = _run(["db", "status", "--url", db_url, "--json"])
-    assert code == 0
-    assert json.loads(out)["up_to_date"] is False
-    code, out = _run(["db", "upgrade", "--url", db_url])
+    code, out = _run(["db", "status", "--database-url", db_url, "--json"])
+    if db_url.startswith("sqlite"):  # read-only: a missing file is an error, not created
+        assert code == 1
+        assert "no calbridge database at" in out
+    else:
+        assert code == 0
+        assert json.loads(out)["up_to_date"] is False
+    code, out = _run(["db", "upgrade", "--database-url", db_url])
     assert code == 0, out
     assert "upgraded empty database ->" in out
-    code, out = _run(["db", "upgrade", "--url", db_url])
+    code, out = _run(["db", "upgrade", "--database-url", db_url])
     assert "already at" in out
-    code, out = _run(["db", "status", "--url", db_url, "--json"])
+    code, out = _run(["db", "status", "--database-url", db_url, "--json"])
     data = json.loads(out)
     assert data["up_to_date"] is True
     assert data["current"] == data["heads"]
@@ -34,7 +38,7 @@ def test_db_upgrade_and_status(db_url: str) -> None:
 
 
 def test_db_bad_url() -> None:
-    code, out = _run(["db", "upgrade", "--url", "mysql://nope/x"])
+    code, out = _run(["db", "upgrade", "--database-url", "mysql://nope/x"])
     assert code != 0
     assert "unsupported database" in out
 
@@ -55,17 +59,20 @@ def test_keys_rotate_restartable(db_url: str) -> None:
         assert acc.id is not None
         store.save_tokens(acc.id, TokenSet(access_token=f"a{i}", refresh_token=f"r{i}"))
     env = {"CALBRIDGE_KEYS": f"{new},{old}"}
-    code, out = _run(["keys", "check", "--url", db_url, "--json"], env)
+    code, out = _run(["keys", "check", "--database-url", db_url, "--json"], env)
     assert (code, json.loads(out)["remaining"]) == (1, 5)
     code, out = _run(
-        ["keys", "rotate", "--url", db_url, "--batch-size", "2", "--max-batches", "1", "--json"],
+        [
+            *("keys", "rotate", "--database-url", db_url),
+            *("--batch-size", "2", "--max-batches", "1", "--json"),
+        ],
         env,
     )
     assert code == 0
     assert json.loads(out) == {"rotated": 2, "remaining": 3, "current_key_id": "new"}
-    code, out = _run(["keys", "rotate", "--url", db_url, "--batch-size", "2"], env)
+    code, out = _run(["keys", "rotate", "--database-url", db_url, "--batch-size", "2"], env)
     assert "0 remaining" in out
-    code, _ = _run(["keys", "check", "--url", db_url], {"CALBRIDGE_KEYS": new})
+    code, _ = _run(["keys", "check", "--database-url", db_url], {"CALBRIDGE_KEYS": new})
     assert code == 0
     only_new = Store(engine, Vault(KeyRing.parse(new)))
     accounts = only_new.list_accounts()
@@ -81,6 +88,6 @@ def test_keys_rotate_restartable(db_url: str) -> None:
 
 @pytest.mark.parametrize("keys", ["", "k1:short"])
 def test_keys_fail_closed_without_valid_keys(db_url: str, keys: str) -> None:
-    code, out = _run(["keys", "rotate", "--url", db_url], {"CALBRIDGE_KEYS": keys})
+    code, out = _run(["keys", "rotate", "--database-url", db_url], {"CALBRIDGE_KEYS": keys})
     assert code != 0
     assert "CALBRIDGE_KEYS" in out
