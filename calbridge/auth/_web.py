@@ -5,7 +5,10 @@ Mount it at the prefix of ``redirect_base``; provider ``p``'s callback is ``GET 
     app = oauth_callback_app(bridge.complete_connect, success_path="/settings/calendars")
     # Starlette(routes=[Mount("/calbridge/oauth", app=app)])
 
-Every answer carries ``Referrer-Policy: no-referrer`` and ``Cache-Control: no-store``.
+Every answer (404, 405 and redirects included) carries ``Referrer-Policy: no-referrer``,
+``Cache-Control: no-store``, ``X-Content-Type-Options: nosniff``, ``X-Frame-Options: DENY``
+and a CSP with ``frame-ancestors 'none'``; no redirect is built from the ``Host`` header
+(the trailing-slash redirect is off; success goes to the relative ``success_path``).
 Success redirects (303) to the fixed, same-origin ``success_path``; a ``next=`` parameter
 is never read. Failures answer 400 with a generic page (the reason goes to the log, never
 to the browser), and a refused state never reaches the token endpoint.
@@ -23,6 +26,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
+from calbridge._asgi import SecureApp
 from calbridge.errors import CalbridgeError, OAuthError
 from calbridge.models import Account
 
@@ -72,4 +76,4 @@ def oauth_callback_app(complete: Complete, *, success_path: str = "/") -> Starle
             return HTMLResponse(_FAILED, status_code=502, headers=headers)
         return RedirectResponse(target, status_code=303, headers=headers)
 
-    return Starlette(routes=[Route("/{provider}", callback, methods=["GET"])])
+    return SecureApp(routes=[Route("/{provider}", callback, methods=["GET"])])

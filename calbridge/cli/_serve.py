@@ -308,14 +308,17 @@ async def _serve(
     app: Any = make_webhook_app(runtime, debounce=debounce)
     if path.strip("/"):
         app = Starlette(routes=[Mount("/" + path.strip("/"), app=app)])
+    from .._asgi import harden, uvicorn_options
+
     server = _Server(
         uvicorn.Config(
-            app,
+            harden(app),  # security headers, body read deadline, no Host-built redirect
             host=host,
             port=port,
             log_level=options.log_level.lower(),
             lifespan="off",
             access_log=False,
+            **uvicorn_options(),  # header deadline, bounded heads (431), keep-alive
         )
     )
     workers: list[Worker] = []

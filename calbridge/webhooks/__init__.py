@@ -11,6 +11,22 @@ See ``docs/changes.md``.
 
 from __future__ import annotations
 
-from ._app import DEFAULT_DEBOUNCE, DEFAULT_MAX_BODY, WebhookReceiver, make_webhook_app
+from ._app import (
+    DEFAULT_DEBOUNCE,
+    DEFAULT_MAX_BODY,
+    DEFAULT_STORE_TIMEOUT,
+    MAX_BATCH_ITEMS,
+    MAX_LOOKUPS,
+    WebhookReceiver,
+    make_webhook_app,
+)
 
-__all__ = ["DEFAULT_DEBOUNCE", "DEFAULT_MAX_BODY", "WebhookReceiver", "make_webhook_app"]
+__all__ = [
+    "DEFAULT_DEBOUNCE",
+    "DEFAULT_MAX_BODY",
+    "DEFAULT_STORE_TIMEOUT",
+    "MAX_BATCH_ITEMS",
+    "MAX_LOOKUPS",
+    "WebhookReceiver",
+    "make_webhook_app",
+]

@@ -18,12 +18,22 @@ its details, in the same transaction (the migration's cutover guard reads it).
 
 Answers: forged or unknown input 4xx (nothing stored), malformed or oversized 4xx,
 store unavailable 503 (the sender retries), never a 5xx for bad input.
+
+Unauthenticated input cannot amplify into store work: a batch (Graph's ``{"value": [...]}``)
+of more than :data:`MAX_BATCH_ITEMS` items is refused (413) before any lookup, the
+channels a batch names are read in one query (not one per item), and a request that
+makes a provider look up more than :data:`MAX_LOOKUPS` other channels is refused (400).
+When the store stays locked (SQLite busy, a PostgreSQL lock) for ``store_timeout``
+seconds the answer is 503 with ``Retry-After``; a commit still under way then lands
+later, and the redelivery is recognised as a duplicate. Every answer carries the security
+headers of :mod:`calbridge._asgi`; a body read stalled for 10 s is answered 408.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -36,18 +46,35 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from .._asgi import SecureApp
 from ..errors import NotificationRejected, ProviderNotFoundError, StoreError
 from ..models import AccountStatus, Channel
 from ..provider import Notification, NotificationKind, WebhookReply, WebhookRequest
 from ..store import offload
+from ..store import schema as t
 from ._sql import statements
 
-__all__ = ["DEFAULT_MAX_BODY", "WebhookReceiver", "make_webhook_app"]
+__all__ = [
+    "DEFAULT_MAX_BODY",
+    "DEFAULT_STORE_TIMEOUT",
+    "MAX_BATCH_ITEMS",
+    "MAX_LOOKUPS",
+    "WebhookReceiver",
+    "make_webhook_app",
+]
 
 log = logging.getLogger("calbridge.webhooks")
 
 #: the largest body accepted (bytes)
 DEFAULT_MAX_BODY: Final = 1024 * 1024
+#: items of one batch (Graph sends at most a few hundred per POST); more is 413
+MAX_BATCH_ITEMS: Final = 1000
+#: channels a provider may look up one by one while verifying one request
+MAX_LOOKUPS: Final = 16
+#: seconds verification and commit may wait for the store before the answer is 503
+DEFAULT_STORE_TIMEOUT: Final = 5.0
+#: the Retry-After (seconds) of a 503
+RETRY_AFTER: Final = 5
 #: how long a channel read stays cached (seconds)
 CHANNEL_TTL: Final = 2.0
 #: SQLite: WAL pages before a commit checkpoints by itself (SQLite's default is 1,000); the
@@ -77,11 +104,49 @@ class _StoreDown(Exception):
     """The store could not be read or written."""
 
 
+class _TooManyLookups(Exception):
+    """A request made the provider look up more than MAX_LOOKUPS channels."""
+
+
 _DB_ERRORS: Final = (sa.exc.SQLAlchemyError, StoreError, OSError)
 
 
 def _plain(status: int, text: str) -> Response:
     return Response(text + "\n", status_code=status, media_type="text/plain")
+
+
+def _unavailable() -> Response:
+    return Response(
+        "store unavailable\n",
+        status_code=503,
+        media_type="text/plain",
+        headers={"Retry-After": str(RETRY_AFTER)},
+    )
+
+
+def _consume(task: asyncio.Future[Any]) -> None:
+    """Retrieve the outcome of a commit nobody waits for any more (no asyncio warning)."""
+    if not task.cancelled():
+        task.exception()
+
+
+def _batch_ids(body: bytes) -> list[str] | None:
+    """The subscription ids of a ``{"value": [...]}`` batch, or None for another body.
+
+    Raises ValueError for a batch of more than MAX_BATCH_ITEMS items."""
+    if b'"value"' not in body:
+        return None
+    try:
+        payload = json.loads(body)
+    except ValueError:
+        return None  # the provider answers malformed bodies itself
+    items = payload.get("value") if isinstance(payload, dict) else None
+    if not isinstance(items, list):
+        return None
+    if len(items) > MAX_BATCH_ITEMS:
+        raise ValueError(len(items))
+    ids = {i.get("subscriptionId") for i in items if isinstance(i, dict)}
+    return sorted(i for i in ids if isinstance(i, str) and i)
 
 
 @attrs.define
@@ -102,8 +167,12 @@ class WebhookReceiver:
         max_group: int = 256,
         debounce: float = DEFAULT_DEBOUNCE,
         linger: float = DEFAULT_LINGER,
+        store_timeout: float = DEFAULT_STORE_TIMEOUT,
     ) -> None:
         self.runtime = runtime
+        self.store_timeout = store_timeout
+        #: channel reads that went to the store (one per batch, or per single lookup)
+        self.store_lookups = 0
         self.linger = linger
         self.max_body = max_body
         self.debounce = debounce
@@ -129,7 +198,7 @@ class WebhookReceiver:
             yield
             await self.aclose()
 
-        return Starlette(
+        return SecureApp(
             routes=[Route("/{provider}", self.endpoint, methods=["POST", "GET"])],
             lifespan=lifespan,
         )
@@ -162,20 +231,41 @@ class WebhookReceiver:
         if body is None:
             self.rejected += 1
             return _plain(413, "body too large")
+        try:
+            batch = _batch_ids(body)
+        except ValueError:
+            self.rejected += 1
+            return _plain(413, f"too many items (at most {MAX_BATCH_ITEMS})")
         incoming = WebhookRequest.build(
             method=request.method,
             headers=list(request.headers.items()),
             body=body,
             query=dict(request.query_params),
         )
+        deadline = asyncio.get_running_loop().time() + self.store_timeout
+        seen: dict[str, Channel | None] = {}
+        singles = 0
 
         async def lookup(channel_id: str) -> Channel | None:
-            return await self._lookup(name, channel_id)
+            nonlocal singles
+            if channel_id in seen:
+                return seen[channel_id]
+            singles += 1
+            if singles > MAX_LOOKUPS:
+                raise _TooManyLookups
+            seen[channel_id] = await self._lookup(name, channel_id)
+            return seen[channel_id]
 
         try:
-            notifications = await provider.verify_notification(incoming, lookup)
-        except _StoreDown:
-            return _plain(503, "store unavailable")
+            async with asyncio.timeout_at(deadline):
+                if batch:
+                    seen.update(await self._lookup_many(name, batch))
+                notifications = await provider.verify_notification(incoming, lookup)
+        except (_StoreDown, TimeoutError):
+            return _unavailable()
+        except _TooManyLookups:
+            self.rejected += 1
+            return _plain(400, f"too many channels in one request (at most {MAX_LOOKUPS})")
         except NotificationRejected as exc:
             self.rejected += 1
             status = exc.status if exc.status and 400 <= exc.status < 500 else 401
@@ -186,10 +276,15 @@ class WebhookReceiver:
             self.rejected += 1
             log.warning("%s notification could not be parsed", name, exc_info=True)
             return _plain(400, "malformed notification")
+        # shielded: a commit under way still finishes (its redelivery is a duplicate)
+        persisting = asyncio.ensure_future(self._persist(name, notifications))
+        persisting.add_done_callback(_consume)
         try:
-            disconnected = await self._persist(name, notifications)
-        except _StoreDown:
-            return _plain(503, "store unavailable")
+            async with asyncio.timeout_at(deadline):
+                disconnected = await asyncio.shield(persisting)
+        except (_StoreDown, TimeoutError):
+            log.warning("%s delivery answered 503: the store stayed unavailable", name)
+            return _unavailable()
         self.accepted += 1
         for account, old in disconnected:
             try:
@@ -217,12 +312,54 @@ class WebhookReceiver:
         """Drop the short-lived channel cache (after channels changed in this process)."""
         self._channels.clear()
 
+    async def _lookup_many(self, provider: str, ids: Sequence[str]) -> dict[str, Channel | None]:
+        """Every channel a batch names, in one query per 500 ids (cached like _lookup)."""
+        now = time.monotonic()
+        out: dict[str, Channel | None] = {}
+        missing: list[str] = []
+        for channel_id in ids:
+            hit = self._channels.get((provider, channel_id))
+            if hit is not None and hit[0] > now:
+                out[channel_id] = hit[1]
+            else:
+                missing.append(channel_id)
+        if not missing:
+            return out
+        self.store_lookups += 1
+        try:
+            found = await offload(self._read_channels, provider, missing)
+        except _DB_ERRORS as exc:
+            log.warning("channel lookup failed: %s", type(exc).__name__)
+            raise _StoreDown from None
+        if len(self._channels) > 10_000:
+            self._channels.clear()
+        for channel_id in missing:
+            out[channel_id] = found.get(channel_id)
+            self._channels[(provider, channel_id)] = (now + CHANNEL_TTL, out[channel_id])
+        return out
+
+    def _read_channels(self, provider: str, ids: Sequence[str]) -> dict[str, Channel | None]:
+        store = self.runtime.store
+        ch = t.channels.c
+        found: dict[str, Channel | None] = {}
+        with store._tx(None, writing=False) as conn:
+            for i in range(0, len(ids), 500):
+                query = sa.select(t.channels).where(
+                    ch.provider == provider, ch.id.in_(ids[i : i + 500])
+                )
+                for row in conn.execute(query):
+                    rec = store._channel_record(row)
+                    if rec.health not in ("polling", "pending"):
+                        found[rec.channel.id] = rec.channel
+        return found
+
     async def _lookup(self, provider: str, channel_id: str) -> Channel | None:
         key = (provider, channel_id)
         now = time.monotonic()
         hit = self._channels.get(key)
         if hit is not None and hit[0] > now:
             return hit[1]
+        self.store_lookups += 1
         try:
             rec = await offload(self.runtime.store.get_channel, provider, channel_id)
         except _DB_ERRORS as exc:
@@ -398,16 +535,23 @@ def _reply(notifications: Sequence[Notification]) -> WebhookReply:
 
 
 def make_webhook_app(
-    runtime: Any, *, max_body: int = DEFAULT_MAX_BODY, debounce: float = DEFAULT_DEBOUNCE
+    runtime: Any,
+    *,
+    max_body: int = DEFAULT_MAX_BODY,
+    debounce: float = DEFAULT_DEBOUNCE,
+    store_timeout: float = DEFAULT_STORE_TIMEOUT,
 ) -> Starlette:
     """The webhook receiver as an ASGI app (see the module docstring).
 
     ``debounce``: a sync job queued by a notification runs this many seconds later, so
     a burst of notifications for one calendar (which coalesce into that one queued job)
     costs one provider read, not one per notification. The receiver object is reachable
-    as ``app.state.receiver``.
+    as ``app.state.receiver``. ``store_timeout``: seconds a delivery may wait for the
+    store (verification and commit together) before it is answered 503 + Retry-After.
     """
-    receiver = WebhookReceiver(runtime, max_body=max_body, debounce=debounce)
+    receiver = WebhookReceiver(
+        runtime, max_body=max_body, debounce=debounce, store_timeout=store_timeout
+    )
     app = receiver.app()
     app.state.receiver = receiver
     return app
