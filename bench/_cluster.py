@@ -157,7 +157,7 @@ class Cluster:
             self._spawn(
                 f"worker-{n}",
                 [
-                    *(CALBRIDGE, "worker", "--store", self.url),
+                    *(CALBRIDGE, "worker", "--database-url", self.url),
                     *("--handlers", "calbridge.bridge:worker_handlers"),
                     *("--concurrency", str(concurrency), "--log-level", "warning"),
                     *("--poll-interval", "0.5"),
