@@ -31,7 +31,9 @@ WINDOW = RateWindow("half", 10, 0.5, slots=10)
 
 
 def quota(share: float) -> RateQuota:
-    return RateQuota(windows=(WINDOW,), margin=0.0, reserve=0.0, account_share=share)
+    return RateQuota(
+        windows=(WINDOW,), margin=0.0, min_margin=0.0, reserve=0.0, account_share=share
+    )
 
 
 @pytest.fixture

@@ -67,10 +67,10 @@ def test_users_not_under_migration_follow_the_rules() -> None:
 
 
 def test_docs_list_every_routing_rule_in_the_codes_order() -> None:
-    """The "## Routing rules" section: pin, phase, the policy rules in RoutingConfig's
-    order (all of them switched on), default, legacy fallback."""
-    text = DOC.read_text(encoding="utf-8")
-    section = text[text.index("## Routing rules") :]
+    """docs/routing.md: pin, phase, the policy rules in RoutingConfig's order (all of them
+    switched on), default, legacy fallback; docs/migration.md's section points there."""
+    assert "(routing.md)" in DOC.read_text(encoding="utf-8").split("## Routing rules", 1)[1]
+    section = (DOC.parent / "routing.md").read_text(encoding="utf-8")
     steps = re.findall(r"^\d\. \*\*([^*]+)\*\*", section, flags=re.MULTILINE)
     assert [s.rstrip(".,") for s in steps] == [
         "Pin",
@@ -83,7 +83,8 @@ def test_docs_list_every_routing_rule_in_the_codes_order() -> None:
         prefer_when_authorized=True, tenants={"a": "b"}, email_domains={"c": "d"}, percent=1
     )
     names = [rule.name for rule in everything.rules()]
-    listed = re.findall(r"^   - `([a-z-]+)`", section, flags=re.MULTILINE)
+    listed = re.findall(r"^\| `([a-z-]+)` \|", section, flags=re.MULTILINE)
     assert listed == names
     assert [r.name for r in RoutingConfig().rules()] == ["prefer-when-authorized"]
-    assert "**on by default**" in section
+    on = re.findall(r"^\| `([a-z-]+)` \|[^\n]*\(\*\*on\*\*\)", section, flags=re.MULTILINE)
+    assert on == ["prefer-when-authorized"]  # the only rule on by default
