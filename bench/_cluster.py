@@ -9,17 +9,20 @@ real OAuth redirect flow.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import datetime as dt
 import json
 import os
+import platform
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
@@ -302,3 +305,40 @@ def write_section(start: str, end: str, body: str) -> None:
     else:
         text = text.rstrip("\n") + "\n\n" + section + "\n"
     DOCS.write_text(text, encoding="utf-8")
+
+
+Result = dict[str, Any]
+
+
+def bench_main(
+    parser: argparse.ArgumentParser,
+    run: Callable[[argparse.Namespace, str, Path], Result],
+    report: Callable[[Result], str],
+    *,
+    section: tuple[str, str],
+    describe: Callable[[Result], str],
+) -> int:
+    """The common ``main`` of the cluster benchmarks: parse (adding ``--postgres-url``,
+    ``--keep``, ``--json``, ``--write-docs``), run on a fresh database (under a throwaway
+    PostgreSQL server when none is given), print, and record in docs/benchmarks.md the
+    heading and text ``describe`` gives followed by the run's table."""
+    parser.add_argument("--postgres-url", default=os.environ.get("CALBRIDGE_TEST_POSTGRES_URL"))
+    parser.add_argument("--keep", metavar="DIR", help="keep config and process logs in DIR")
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    parser.add_argument("--write-docs", action="store_true")
+    args = parser.parse_args()
+    rerun = under_postgres(args.postgres_url)
+    if rerun is not None:
+        return rerun
+    with fresh_database(args.postgres_url) as url, tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(args.keep or tmp)
+        workdir.mkdir(parents=True, exist_ok=True)
+        result = run(args, url, workdir)
+    print(json.dumps(result) if args.json else report(result))
+    if args.write_docs:
+        write_section(
+            *section,
+            f"{describe(result)}\n\nLast run {dt.date.today().isoformat()}, Python "
+            f"{platform.python_version()}, {os.cpu_count()} CPUs:\n\n{report(result)}",
+        )
+    return 0

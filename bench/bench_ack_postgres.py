@@ -23,18 +23,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import datetime as dt
-import json
 import os
-import platform
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from _cluster import Cluster, fresh_database, table, under_postgres, write_section
+from _cluster import Cluster, bench_main, table
 from bench_webhooks import steady
 
 START, END = "<!-- ack-postgres-bench:start -->", "<!-- ack-postgres-bench:end -->"
@@ -145,6 +141,14 @@ def report(r: dict[str, Any]) -> str:
     )
 
 
+def describe(r: dict[str, Any]) -> str:
+    return (
+        "## Webhook acknowledgement on PostgreSQL with workers running\n\n"
+        "`python bench/bench_ack_postgres.py --write-docs` (part of `python -m bench`). "
+        + r_intro(r)
+    )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--accounts", type=int, default=200)
@@ -153,30 +157,7 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--workers", type=int, default=3)
     parser.add_argument("--concurrency", type=int, default=4, help="jobs per worker")
-    parser.add_argument("--postgres-url", default=os.environ.get("CALBRIDGE_TEST_POSTGRES_URL"))
-    parser.add_argument("--keep", metavar="DIR", help="keep config and process logs in DIR")
-    parser.add_argument("--json", action="store_true", help="print the result as JSON")
-    parser.add_argument("--write-docs", action="store_true")
-    args = parser.parse_args()
-    rerun = under_postgres(args.postgres_url)
-    if rerun is not None:
-        return rerun
-    with fresh_database(args.postgres_url) as url, tempfile.TemporaryDirectory() as tmp:
-        workdir = Path(args.keep or tmp)
-        workdir.mkdir(parents=True, exist_ok=True)
-        result = run(args, url, workdir)
-    print(json.dumps(result) if args.json else report(result))
-    if args.write_docs:
-        write_section(
-            START,
-            END,
-            "## Webhook acknowledgement on PostgreSQL with workers running\n\n"
-            "`python bench/bench_ack_postgres.py --write-docs` (part of `python -m bench`). "
-            f"{r_intro(result)}\n\n"
-            f"Last run {dt.date.today().isoformat()}, Python {platform.python_version()}, "
-            f"{os.cpu_count()} CPUs:\n\n{report(result)}",
-        )
-    return 0
+    return bench_main(parser, run, report, section=(START, END), describe=describe)
 
 
 def r_intro(r: dict[str, Any]) -> str:

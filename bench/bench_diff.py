@@ -16,18 +16,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
-import datetime as dt
 import json
-import os
-import platform
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from _cluster import CALBRIDGE, Cluster, fresh_database, table, under_postgres, write_section
+from _cluster import CALBRIDGE, Cluster, bench_main, table
 
 START, END = "<!-- diff-bench:start -->", "<!-- diff-bench:end -->"
 
@@ -91,38 +87,23 @@ def report(r: dict[str, Any]) -> str:
     )
 
 
+def describe(r: dict[str, Any]) -> str:
+    return (
+        "## `calbridge migrate diff`: users compared per minute\n\n"
+        "`python bench/bench_diff.py --write-docs` (part of `python -m bench`). Users "
+        "whose Google calendar Cronofy also sees, connected to both through the OAuth "
+        "flows and synced; then the real `calbridge migrate diff --users-file ... "
+        "--jsonl` on a PostgreSQL store, against the sandbox with Cronofy's rate limits "
+        "on (500 requests/min per application, shared with everything else the "
+        f"application does). {r['users']:,} users."
+    )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--users", type=int, default=300)
     parser.add_argument("--events", type=int, default=5)
-    parser.add_argument("--postgres-url", default=os.environ.get("CALBRIDGE_TEST_POSTGRES_URL"))
-    parser.add_argument("--keep", metavar="DIR", help="keep config and process logs in DIR")
-    parser.add_argument("--json", action="store_true", help="print the result as JSON")
-    parser.add_argument("--write-docs", action="store_true")
-    args = parser.parse_args()
-    rerun = under_postgres(args.postgres_url)
-    if rerun is not None:
-        return rerun
-    with fresh_database(args.postgres_url) as url, tempfile.TemporaryDirectory() as tmp:
-        workdir = Path(args.keep or tmp)
-        workdir.mkdir(parents=True, exist_ok=True)
-        result = run(args, url, workdir)
-    print(json.dumps(result) if args.json else report(result))
-    if args.write_docs:
-        write_section(
-            START,
-            END,
-            "## `calbridge migrate diff`: users compared per minute\n\n"
-            "`python bench/bench_diff.py --write-docs` (part of `python -m bench`). Users "
-            "whose Google calendar Cronofy also sees, connected to both through the OAuth "
-            "flows and synced; then the real `calbridge migrate diff --users-file ... "
-            "--jsonl` on a PostgreSQL store, against the sandbox with Cronofy's rate limits "
-            "on (500 requests/min per application, shared with everything else the "
-            "application does).\n\n"
-            f"Last run {dt.date.today().isoformat()}, Python {platform.python_version()}, "
-            f"{os.cpu_count()} CPUs:\n\n{report(result)}",
-        )
-    return 0
+    return bench_main(parser, run, report, section=(START, END), describe=describe)
 
 
 if __name__ == "__main__":

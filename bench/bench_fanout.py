@@ -25,18 +25,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import datetime as dt
-import json
 import math
-import os
-import platform
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from _cluster import Cluster, fresh_database, table, under_postgres, write_section
+from _cluster import Cluster, bench_main, table
 
 START, END = "<!-- fanout-bench:start -->", "<!-- fanout-bench:end -->"
 #: Cronofy's per-application limits, as the sandbox enforces them
@@ -123,6 +118,19 @@ def report(r: dict[str, Any]) -> str:
     )
 
 
+def describe(r: dict[str, Any]) -> str:
+    return (
+        f"## Fan-out at the rate limit: {r['accounts']:,} accounts, {r['workers']} worker "
+        "processes, PostgreSQL\n\n"
+        "`python bench/bench_fanout.py --write-docs` (part of `python -m bench`). The "
+        "Cronofy sandbox enforces Cronofy's limits (50 requests/s and 500 requests/min "
+        "per application, sliding) and counts what it answered; the workers and the "
+        "connecting process share one rate budget through the PostgreSQL store. Each "
+        "connect runs the real OAuth redirect flow, lists the calendars and opens a push "
+        "channel (user-facing calls); each first sync runs on a worker (background calls)."
+    )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--accounts", type=int, default=1000)
@@ -131,36 +139,7 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=8, help="jobs per worker")
     parser.add_argument("--connect-concurrency", type=int, default=16)
     parser.add_argument("--timeout", type=float, default=3600.0)
-    parser.add_argument("--postgres-url", default=os.environ.get("CALBRIDGE_TEST_POSTGRES_URL"))
-    parser.add_argument("--keep", metavar="DIR", help="keep config and process logs in DIR")
-    parser.add_argument("--json", action="store_true", help="print the result as JSON")
-    parser.add_argument("--write-docs", action="store_true")
-    args = parser.parse_args()
-    rerun = under_postgres(args.postgres_url)
-    if rerun is not None:
-        return rerun
-    with fresh_database(args.postgres_url) as url, tempfile.TemporaryDirectory() as tmp:
-        workdir = Path(args.keep or tmp)
-        workdir.mkdir(parents=True, exist_ok=True)
-        result = run(args, url, workdir)
-    print(json.dumps(result) if args.json else report(result))
-    if args.write_docs:
-        write_section(
-            START,
-            END,
-            f"## Fan-out at the rate limit: {result['accounts']:,} accounts, "
-            f"{result['workers']} worker processes, PostgreSQL\n\n"
-            "`python bench/bench_fanout.py --write-docs` (part of `python -m bench`). The "
-            "Cronofy sandbox enforces Cronofy's limits (50 requests/s and 500 requests/min "
-            "per application, sliding) and counts what it answered; the workers and the "
-            "connecting process share one rate budget through the PostgreSQL store. Each "
-            "connect runs the real OAuth redirect flow, lists the calendars and opens a push "
-            "channel (user-facing calls); each first sync runs on a worker (background "
-            "calls).\n\n"
-            f"Last run {dt.date.today().isoformat()}, Python {platform.python_version()}, "
-            f"{os.cpu_count()} CPUs:\n\n{report(result)}",
-        )
-    return 0
+    return bench_main(parser, run, report, section=(START, END), describe=describe)
 
 
 if __name__ == "__main__":
