@@ -145,14 +145,9 @@ class SharedCircuit:
         return f"SharedCircuit({self.provider!r}, app={self.app!r})"
 
     def _now_ms(self, conn: sa.Connection) -> int:
-        if self._clock is not None:
-            return int(self._clock() * 1000)
-        if conn.dialect.name == "postgresql":
-            value = conn.execute(
-                sa.text("SELECT (extract(epoch from clock_timestamp()) * 1000)::bigint")
-            ).scalar_one()
-            return int(value)
-        return int(time.time() * 1000)
+        from .store import database_now
+
+        return int((self._clock() if self._clock is not None else database_now(conn)) * 1000)
 
     def _where(self) -> Any:
         from .store import schema
@@ -184,18 +179,14 @@ class SharedCircuit:
     def _change(self, change: Callable[[CircuitView], dict[str, Any] | None]) -> CircuitView:
         """One write transaction: ``change`` gets the locked row and returns the new values
         (None: nothing to write)."""
-        from .store import schema, write
+        from .store import dialect_insert, schema, write
 
         t = schema.circuit_breaker
         with write(self.engine) as conn:
             now = self._now_ms(conn)
             if not self._ready:
-                if conn.dialect.name == "postgresql":
-                    from sqlalchemy.dialects.postgresql import insert
-                else:
-                    from sqlalchemy.dialects.sqlite import insert  # type: ignore[assignment]
                 conn.execute(
-                    insert(t)
+                    dialect_insert(conn, t)
                     .values(provider=self.provider, app=self.app, updated_ms=now, **_CLOSED_ROW)
                     .on_conflict_do_nothing()
                 )

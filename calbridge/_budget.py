@@ -324,16 +324,6 @@ class _Accounts:
         self.waiting.pop(account, None)
 
 
-def _insert(conn: sa.Connection) -> Any:
-    if conn.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as pg_insert
-
-        return pg_insert
-    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-
-    return sqlite_insert
-
-
 def _slots(stored: Any, first: int) -> tuple[dict[int, int], dict[int, int]]:
     """Grants per slot and user-facing calls seen per slot (granted or waiting), from
     ``first`` on. A stored slot is ``[slot, grants]`` or ``[slot, grants, user calls]``."""
@@ -405,25 +395,20 @@ class RateBudget:
     # -- the store --------------------------------------------------------------------
 
     def _now_ms(self, conn: sa.Connection) -> int:
-        if self._clock is not None:
-            return int(self._clock() * 1000)
-        if conn.dialect.name == "postgresql":
-            value = conn.execute(
-                sa.text("SELECT (extract(epoch from clock_timestamp()) * 1000)::bigint")
-            ).scalar_one()
-            return int(value)
-        return int(time.time() * 1000)
+        from .store import database_now
+
+        return int((self._clock() if self._clock is not None else database_now(conn)) * 1000)
 
     def _ensure_rows(self) -> None:
         if self._ready:
             return
-        from .store import schema, write
+        from .store import dialect_insert, schema, write
 
         t = schema.rate_budget
         with write(self.engine) as conn:
             now = self._now_ms(conn)
             for window in self.quota.windows:
-                stmt = _insert(conn)(t).values(
+                stmt = dialect_insert(conn, t).values(
                     provider=self.provider,
                     app=self.app,
                     window=window.name,

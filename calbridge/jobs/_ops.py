@@ -14,9 +14,8 @@ from datetime import datetime, timedelta
 from typing import Any, Final
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 
-from ..store import is_postgres
+from ..store import PG_NOW_SQL, database_now, dialect_insert, is_postgres
 from ._model import DEFAULT_MAX_ATTEMPTS, DEFAULT_QUEUE, Job, LeaseLost
 from ._schema import DEAD, DONE, MERGED, QUEUED, RUNNING, jobs
 
@@ -44,20 +43,15 @@ _QUEUED_PREDICATE: Final = "state = 'queued'"
 #: the PostgreSQL channel on which a job that is due now is announced (payload: its queue)
 NOTIFY_CHANNEL: Final = "calbridge_jobs"
 
-#: the database's clock, epoch seconds, on PostgreSQL (read in the statement that uses it)
-_PG_NOW: Final = "extract(epoch from clock_timestamp())"
+_PG_NOW: Final = PG_NOW_SQL
 
 
 def _ms(t: float) -> int:
     return round(t * 1000)
 
 
-def db_now(conn: sa.Connection) -> float:
-    """Epoch seconds by the database's clock on PostgreSQL (``clock_timestamp()``, so
-    workers on hosts with skewed clocks agree), by the system clock on SQLite (one host)."""
-    if is_postgres(conn):
-        return float(conn.execute(sa.text(f"SELECT {_PG_NOW}")).scalar_one())
-    return time.time()
+#: epoch seconds by the database's clock on PostgreSQL, the system clock on SQLite
+db_now = database_now
 
 
 def _now_ms_sql(conn: sa.Connection, now: float | None) -> sa.ColumnElement[int]:
@@ -190,7 +184,7 @@ def enqueue(
     }
     if coalesce_key is None:
         return int(conn.execute(sa.insert(jobs).values(values).returning(jobs.c.id)).scalar_one())
-    ins = (postgresql.insert if is_postgres(conn) else sqlite.insert)(jobs).values(values)
+    ins = dialect_insert(conn, jobs).values(values)
     stmt = ins.on_conflict_do_update(
         index_elements=[jobs.c.coalesce_key],
         index_where=sa.text(_QUEUED_PREDICATE),

@@ -8,9 +8,8 @@ from contextlib import contextmanager
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 
-from ._engine import read, write
+from ._engine import dialect_insert, read, write
 from .vault import Vault
 
 __all__ = ["Clock", "RepoBase"]
@@ -61,6 +60,4 @@ class RepoBase:
     @staticmethod
     def _insert(conn: sa.Connection, table: sa.Table) -> Any:
         """A dialect insert supporting ``on_conflict_do_update/_do_nothing``."""
-        if conn.dialect.name == "postgresql":
-            return postgresql.insert(table)
-        return sqlite.insert(table)
+        return dialect_insert(conn, table)

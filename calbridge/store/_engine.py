@@ -21,6 +21,7 @@ transactions; take row locks with ``SELECT ... FOR UPDATE`` where needed.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, Final
@@ -90,6 +91,28 @@ def is_sqlite(engine: sa.Engine | sa.Connection) -> bool:
 def is_postgres(engine: sa.Engine | sa.Connection) -> bool:
     """True for a PostgreSQL engine or connection."""
     return engine.dialect.name == "postgresql"
+
+
+#: the database's clock on PostgreSQL, epoch seconds (``clock_timestamp()``: read when the
+#: statement runs, not when the transaction began)
+PG_NOW_SQL: Final = "extract(epoch from clock_timestamp())"
+
+
+def database_now(conn: sa.Connection) -> float:
+    """Epoch seconds by the database's clock on PostgreSQL (processes on hosts with skewed
+    clocks agree on it), by the system clock on SQLite (one host)."""
+    if is_postgres(conn):
+        return float(conn.execute(sa.text(f"SELECT {PG_NOW_SQL}")).scalar_one())
+    return time.time()
+
+
+def dialect_insert(conn: sa.Connection, table: sa.Table) -> Any:
+    """An INSERT of ``conn``'s dialect, with ``on_conflict_do_nothing/_do_update``."""
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    if is_postgres(conn):
+        return postgresql.insert(table)
+    return sqlite.insert(table)
 
 
 def create_engine(
