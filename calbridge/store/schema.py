@@ -295,7 +295,7 @@ rate_budget = sa.Table(
 )
 
 #: each provider's circuit breaker, shared by every process on this store (one row per
-#: provider and application (client id); see calbridge/_breaker.py, docs/store.md)
+#: provider and application (client id); see calbridge/_circuit_store.py, docs/store.md)
 circuit_breaker = sa.Table(
     "circuit_breaker",
     metadata,
