@@ -78,6 +78,8 @@ def _erase(
 
     with write(bridge.runtime.engine) as conn:
         conn.execute(t.id_map.delete().where(t.id_map.c.app_user_id == app_user_id))
+        keys = t.idempotency_keys
+        conn.execute(keys.delete().where(keys.c.app_user_id == app_user_id))
         conn.execute(t.app_feed.delete().where(t.app_feed.c.app_user_id == app_user_id))
         for account_id in account_ids:
             conn.execute(t.accounts.delete().where(t.accounts.c.id == account_id))

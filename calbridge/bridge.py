@@ -38,7 +38,13 @@ from ._identity import APP_KEY_PROPERTY, resolve_event_id
 from ._manager import PluginHost
 from ._runtime import Runtime
 from ._serialization import make_converter
-from .errors import IdempotencyConflict, NotFound
+from .errors import (
+    IdempotencyConflict,
+    InvalidRequest,
+    NotFound,
+    NotSupported,
+    ReauthRequired,
+)
 from .models import Account, Calendar, Event, EventDraft, FreeBusy, TimeRange
 from .provider import Provider, Session
 from .router import Decision, NoRouteError, Phase
@@ -329,18 +335,58 @@ class CalBridge:
     ) -> Event:
         """Create an event keyed by the app's idempotency ``key``.
 
-        The same key never makes two events: not on retry, and not after the user moved
-        to another provider (the existing copy is found by iCalendar UID). A retry with
-        the same draft returns the first event; the same key with a different draft or
-        calendar raises :class:`~calbridge.errors.IdempotencyConflict` before any provider
-        call (the id map keeps a SHA-256 of the first request, never the draft itself).
+        The same key never makes two events: not on retry, not when two processes send
+        the first create at once, and not after the user moved to another provider (the
+        existing copy is found by iCalendar UID). A retry with the same draft returns the
+        first event; the same key with a different draft or calendar raises
+        :class:`~calbridge.errors.IdempotencyConflict` before any provider call. The key
+        is bound to its first request before the provider is called (the store keeps a
+        SHA-256 of the request, never the draft); when the provider refuses the request
+        outright (:class:`~calbridge.errors.InvalidRequest`, ``NotFound``,
+        ``ReauthRequired``, ``NotSupported``) or calbridge fails before calling it, the
+        key is released so a corrected draft may use it. After a timeout or 5xx the
+        event may exist: the key stays bound to that draft.
         """
         from .store import IdMapEntry
 
         fingerprint = _request_fingerprint(calendar_id, draft)
-        used = await offload(self.store.request_fingerprints, key)
-        if used and fingerprint not in used:
+        claimed = await offload(self.store.claim_key, key, fingerprint, app_user_id=app_user_id)
+        if not claimed:
             raise IdempotencyConflict(key)
+        try:
+            target = await self._create_target(app_user_id, calendar_id, draft, key)
+        except Exception:  # nothing reached the provider
+            await offload(self.store.release_key, key, fingerprint)
+            raise
+        if isinstance(target, Event):
+            return target  # made earlier under this key
+        decision, provider, session, cal = target
+        marked = attrs.evolve(draft, properties={**draft.properties, APP_KEY_PROPERTY: key})
+        try:
+            event = await provider.create_event(session, cal, marked, idempotency_key=key)
+        except (InvalidRequest, NotFound, NotSupported, ReauthRequired):
+            await offload(self.store.release_key, key, fingerprint)  # refused: nothing made
+            raise
+        await offload(
+            self.store.put_id,
+            IdMapEntry(
+                key=key,
+                provider=decision.provider,
+                app_user_id=app_user_id,
+                calendar_id=cal,
+                event_id=event.id,
+                account_id=decision.account_id,
+                ical_uid=event.ical_uid,
+            ),
+        )
+        await offload(self._after_write, app_user_id, key, "create", decision.account_id, cal)
+        return event
+
+    async def _create_target(
+        self, app_user_id: str, calendar_id: str, draft: EventDraft, key: str
+    ) -> Event | tuple[Decision, Provider, Session, str]:
+        """Where a create under ``key`` goes (route, provider, session, calendar), or the
+        event an earlier create under it made."""
         decision = await self.aroute(app_user_id)
         provider = self.runtime.provider(decision.provider)
         session = await self.runtime.asession(decision.account_id)
@@ -366,23 +412,7 @@ class CalBridge:
                 f"visible through {decision.provider}; retry after its next sync",
                 provider=decision.provider,
             )
-        marked = attrs.evolve(draft, properties={**draft.properties, APP_KEY_PROPERTY: key})
-        event = await provider.create_event(session, cal, marked, idempotency_key=key)
-        await offload(
-            self.store.put_id,
-            IdMapEntry(
-                key=key,
-                provider=decision.provider,
-                app_user_id=app_user_id,
-                calendar_id=cal,
-                event_id=event.id,
-                account_id=decision.account_id,
-                ical_uid=event.ical_uid,
-            ),
-            request_sha256=fingerprint,
-        )
-        await offload(self._after_write, app_user_id, key, "create", decision.account_id, cal)
-        return event
+        return decision, provider, session, cal
 
     async def update_event(
         self, app_user_id: str, key: str, draft: EventDraft, *, etag: str | None = None

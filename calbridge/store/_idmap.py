@@ -17,18 +17,8 @@ __all__ = ["IdMapMixin"]
 class IdMapMixin(RepoBase):
     """Id map reads and writes of :class:`~calbridge.store.Store`."""
 
-    def put_id(
-        self,
-        entry: IdMapEntry,
-        *,
-        request_sha256: str | None = None,
-        conn: sa.Connection | None = None,
-    ) -> None:
-        """Record (or update) which provider event an app idempotency key became.
-
-        ``request_sha256`` is the fingerprint of the create request that used the key
-        (:meth:`request_fingerprints`); without it a stored fingerprint is kept.
-        """
+    def put_id(self, entry: IdMapEntry, *, conn: sa.Connection | None = None) -> None:
+        """Record (or update) which provider event an app idempotency key became."""
         now = self.now()
         values: dict[str, Any] = {
             "app_user_id": entry.app_user_id,
@@ -38,23 +28,63 @@ class IdMapMixin(RepoBase):
             "ical_uid": entry.ical_uid,
             "updated_at": now,
         }
-        if request_sha256 is not None:
-            values["request_sha256"] = request_sha256
         with self._tx(conn) as c:
             stmt = self._insert(c, t.id_map).values(
                 key=entry.key, provider=entry.provider, created_at=now, **values
             )
             c.execute(stmt.on_conflict_do_update(index_elements=["key", "provider"], set_=values))
 
-    def request_fingerprints(self, key: str, *, conn: sa.Connection | None = None) -> set[str]:
-        """The fingerprints of the create requests stored under ``key`` (one query; empty
-        when the key is unused or its rows predate fingerprints)."""
-        m = t.id_map.c
+    def claim_key(
+        self,
+        key: str,
+        request_sha256: str,
+        *,
+        app_user_id: str,
+        conn: sa.Connection | None = None,
+    ) -> bool:
+        """Bind an idempotency key to the fingerprint of the create request using it.
+
+        True when the key is now bound to ``request_sha256`` (by this call, or earlier by
+        the same request); False when it is bound to another request. The claim is an
+        insert on the key, so of two concurrent first creates exactly one binds it.
+        """
+        k = t.idempotency_keys.c
+        with self._tx(conn) as c:
+            c.execute(
+                self._insert(c, t.idempotency_keys)
+                .values(
+                    key=key,
+                    request_sha256=request_sha256,
+                    app_user_id=app_user_id,
+                    created_at=self.now(),
+                )
+                .on_conflict_do_nothing(index_elements=["key"])
+            )
+            bound = c.execute(sa.select(k.request_sha256).where(k.key == key)).scalar()
+        return bound == request_sha256
+
+    def release_key(
+        self, key: str, request_sha256: str, *, conn: sa.Connection | None = None
+    ) -> bool:
+        """Unbind a key claimed by ``request_sha256`` that made no event (the provider
+        refused the request): the app may then use it with a corrected draft. A key with
+        an id-map entry, or bound to another request, stays. True when it was released."""
+        k = t.idempotency_keys.c
+        made = sa.select(t.id_map.c.key).where(t.id_map.c.key == key).exists()
+        with self._tx(conn) as c:
+            res = c.execute(
+                t.idempotency_keys.delete().where(
+                    k.key == key, k.request_sha256 == request_sha256, ~made
+                )
+            )
+        return bool(res.rowcount)
+
+    def key_fingerprint(self, key: str, *, conn: sa.Connection | None = None) -> str | None:
+        """The fingerprint of the create request ``key`` is bound to (None: unbound)."""
+        k = t.idempotency_keys.c
         with self._tx(conn, writing=False) as c:
-            rows = c.execute(
-                sa.select(m.request_sha256).where(m.key == key, m.request_sha256.is_not(None))
-            ).all()
-        return {str(r.request_sha256) for r in rows}
+            found = c.execute(sa.select(k.request_sha256).where(k.key == key)).scalar()
+        return None if found is None else str(found)
 
     def get_ids(self, key: str, *, conn: sa.Connection | None = None) -> dict[str, IdMapEntry]:
         """Every provider's copy of one app event: provider name -> entry."""
@@ -114,8 +144,10 @@ class IdMapMixin(RepoBase):
         return [found[k] for k in sorted(found)]
 
     def delete_ids(self, key: str, *, conn: sa.Connection | None = None) -> int:
-        """Forget every provider copy of an app event."""
+        """Forget every provider copy of an app event, and the key's binding to the
+        request that created it (the key may then create a new event)."""
         with self._tx(conn) as c:
+            c.execute(t.idempotency_keys.delete().where(t.idempotency_keys.c.key == key))
             return int(c.execute(t.id_map.delete().where(t.id_map.c.key == key)).rowcount)
 
 

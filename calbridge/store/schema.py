@@ -22,6 +22,7 @@ __all__ = [
     "credentials",
     "event_cache",
     "id_map",
+    "idempotency_keys",
     "metadata",
     "oauth_states",
     "provider_status",
@@ -184,12 +185,21 @@ id_map = sa.Table(
     sa.Column("ical_uid", _NAME, index=True),
     sa.Column("created_at", sa.BigInteger, nullable=False),
     sa.Column("updated_at", sa.BigInteger, nullable=False),
-    #: SHA-256 (hex) of the create request the key was first used with (revision 0007):
-    #: the same key with another draft is an IdempotencyConflict; NULL on rows that sync,
-    #: migration or an older calbridge wrote
-    sa.Column("request_sha256", sa.String(64), nullable=True),
     #: sync finds an app key by the provider event it became (every upserted event)
     sa.Index("ix_id_map_provider_event", "provider", "event_id"),
+)
+
+idempotency_keys = sa.Table(
+    "idempotency_keys",
+    metadata,
+    #: claimed (inserted) before the provider call: of two concurrent first creates under
+    #: one key, exactly one binds it
+    sa.Column("key", _NAME, primary_key=True),
+    #: SHA-256 (hex) of the create request the key was first used with: the same key with
+    #: another draft or calendar is an IdempotencyConflict (the draft itself is not kept)
+    sa.Column("request_sha256", sa.String(64), nullable=False),
+    sa.Column("app_user_id", _NAME, nullable=False, index=True),
+    sa.Column("created_at", sa.BigInteger, nullable=False),
 )
 
 oauth_states = sa.Table(

@@ -111,7 +111,8 @@ async def test_rollback_from_every_phase_leaves_legacy_working(rig: BridgeRig) -
 
 
 async def test_forget_user_revokes_and_purges(rig: BridgeRig) -> None:
-    """GDPR: tokens revoked, accounts, id map and routing purged, an audit line kept."""
+    """GDPR: tokens revoked, accounts, id map, idempotency keys and routing purged, an audit
+    line kept."""
     b = rig.bridge
     dee = await rig.connect("dee", "google", "dee@example.com")
     await b.create_event("dee", "primary", draft(rig, "x"), key="dee-1")
@@ -126,7 +127,12 @@ async def test_forget_user_revokes_and_purges(rig: BridgeRig) -> None:
     from calbridge.store import read, schema
 
     with read(b.runtime.engine) as conn:
-        for table in (schema.event_cache, schema.channels, schema.app_feed):
+        for table in (
+            schema.event_cache,
+            schema.channels,
+            schema.app_feed,
+            schema.idempotency_keys,
+        ):
             assert conn.execute(table.select()).first() is None, table.name
         own = {"pattern": f"%:{dee}:%"}
         assert (
