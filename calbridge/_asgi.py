@@ -2,9 +2,9 @@
 
 * :class:`SecureApp`: a Starlette app whose every answer (404, 405, redirects, 500s
   included) carries :data:`SECURITY_HEADERS`, whose request bodies must arrive within
-  :data:`BODY_TIMEOUT` seconds per read (a stalled sender gets 408 and the connection is
-  closed), and which never redirects a trailing slash (Starlette builds that redirect
-  from the ``Host`` header).
+  :data:`BODY_TIMEOUT` seconds per read and :data:`BODY_DEADLINE` seconds in all (a
+  stalled or trickling sender gets 408 and the connection is closed), and which never
+  redirects a trailing slash (Starlette builds that redirect from the ``Host`` header).
 * :func:`harden`: the same for an app built elsewhere (``calbridge serve``'s mount).
 * :func:`http_protocol`: uvicorn's httptools protocol with a header read deadline
   (:data:`HEADER_TIMEOUT`) and bounded request heads (:data:`MAX_HEADERS` header lines,
@@ -21,6 +21,7 @@ from typing import Any, Final
 from starlette.applications import Starlette
 
 __all__ = [
+    "BODY_DEADLINE",
     "BODY_TIMEOUT",
     "HEADER_TIMEOUT",
     "MAX_HEADERS",
@@ -48,6 +49,9 @@ SECURITY_HEADERS: Final[tuple[tuple[bytes, bytes], ...]] = (
 )
 #: seconds one read of the request body may take before the request is answered 408
 BODY_TIMEOUT: Final = 10.0
+#: seconds the whole body may take from the end of the head (a sender trickling a byte
+#: every few seconds cannot hold a connection and a worker of the app for long)
+BODY_DEADLINE: Final = 30.0
 #: seconds from the first byte of a request (or the connection) to the end of its head
 HEADER_TIMEOUT: Final = 10.0
 #: header lines in one request head
@@ -57,22 +61,31 @@ MAX_HEAD_BYTES: Final = 16 * 1024
 
 
 class _Security:
-    """Pure ASGI: security headers on every response, a deadline on each body read."""
+    """Pure ASGI: security headers on every response, deadlines on reading the body."""
 
-    def __init__(self, app: ASGIApp, *, body_timeout: float = BODY_TIMEOUT) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        body_timeout: float = BODY_TIMEOUT,
+        body_deadline: float = BODY_DEADLINE,
+    ) -> None:
         self.app = app
         self.body_timeout = body_timeout
+        self.body_deadline = body_deadline
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         timed_out = False
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.body_deadline
 
         async def timed_receive() -> Message:
             nonlocal timed_out
             try:
-                async with asyncio.timeout(self.body_timeout):
+                async with asyncio.timeout_at(min(deadline, loop.time() + self.body_timeout)):
                     return await receive()
             except TimeoutError:
                 timed_out = True  # the app sees a disconnect; the client gets 408
@@ -98,21 +111,28 @@ class SecureApp(Starlette):
     """A Starlette app with the hardening of this module and no trailing-slash redirect."""
 
     body_timeout: float = BODY_TIMEOUT
+    body_deadline: float = BODY_DEADLINE
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.router.redirect_slashes = False
 
     def build_middleware_stack(self) -> Any:
-        return _Security(super().build_middleware_stack(), body_timeout=self.body_timeout)
+        return _Security(
+            super().build_middleware_stack(),
+            body_timeout=self.body_timeout,
+            body_deadline=self.body_deadline,
+        )
 
 
-def harden(app: Any, *, body_timeout: float = BODY_TIMEOUT) -> Any:
+def harden(
+    app: Any, *, body_timeout: float = BODY_TIMEOUT, body_deadline: float = BODY_DEADLINE
+) -> Any:
     """Wrap any ASGI app (a Starlette app also loses its trailing-slash redirect)."""
     router = getattr(app, "router", None)
     if router is not None and hasattr(router, "redirect_slashes"):
         router.redirect_slashes = False
-    return _Security(app, body_timeout=body_timeout)
+    return _Security(app, body_timeout=body_timeout, body_deadline=body_deadline)
 
 
 class _HeadRejected(Exception):

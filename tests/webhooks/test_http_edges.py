@@ -21,7 +21,8 @@ from calbridge.store import read, schema
 from calbridge.webhooks import MAX_BATCH_ITEMS
 from tests.sync.support import Env, memory_env
 
-SLOW = 0.5  # header and body deadlines of the server under test (serve uses 10 s)
+SLOW = 0.5  # header and body-read deadlines of the server under test (serve uses 10 s)
+WHOLE_BODY = 1.5  # the whole body's deadline of the server under test (serve uses 30 s)
 
 
 def _inbox(env: Env) -> int:
@@ -37,7 +38,7 @@ async def served(sqlite_url: str) -> AsyncIterator[tuple[Env, int]]:
     async with memory_env(sqlite_url) as env:
         options = {**uvicorn_options(), "http": http_protocol(header_timeout=SLOW)}
         config = uvicorn.Config(
-            harden(env.app, body_timeout=SLOW),
+            harden(env.app, body_timeout=SLOW, body_deadline=WHOLE_BODY),
             host="127.0.0.1",
             port=0,
             lifespan="off",
@@ -114,6 +115,28 @@ async def test_partial_body_is_cut_off(served: tuple[Env, int]) -> None:
     assert b"x-content-type-options: nosniff" in answer.lower()
     assert took < SLOW + 2
     assert _inbox(env) == 0
+
+
+async def test_trickled_body_is_cut_off_at_the_whole_body_deadline(
+    served: tuple[Env, int],
+) -> None:
+    """A byte every 0.2 s never trips the per-read deadline but cannot stretch the body
+    past its total deadline."""
+    env, port = served
+    ch = env.push_channel()
+    genuine = env.provider.notification_for(ch, seq=1)
+    head = b"POST /memory HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n" % len(genuine.body)
+    head += b"".join(b"%s: %s\r\n" % (k.encode(), v.encode()) for k, v in genuine.headers.items())
+    trickle = [genuine.body[i : i + 1] for i in range(len(genuine.body))]
+    assert len(trickle) * 0.2 > WHOLE_BODY + 2  # the whole body would take longer
+    answer, took = await _exchange(port, head + b"\r\n", *trickle, pause=0.2)
+    assert _status(answer) == 408
+    assert WHOLE_BODY - 0.1 < took < WHOLE_BODY + 2
+    assert _inbox(env) == 0
+    # the same body sent at once is accepted (the deadline is per request)
+    whole, _ = await _exchange(port, head + b"Connection: close\r\n\r\n" + genuine.body)
+    assert _status(whole) in (200, 202, 204)
+    assert _inbox(env) == 1
 
 
 async def test_oversized_heads_are_refused_before_the_app(served: tuple[Env, int]) -> None:
