@@ -266,8 +266,14 @@ class Router:
             return hit[1]
         return self._decide_and_cache(app_user_id)
 
-    def explain(self, app_user_id: str) -> Decision:
-        """A fresh decision (reads the store), with its steps."""
+    def explain(self, app_user_id: str, *, record: bool = True) -> Decision:
+        """A fresh decision (reads the store), with its steps.
+
+        ``record=False`` only looks: the decision is neither cached nor reported as a
+        changed route (what ``calbridge route USER`` shows an operator).
+        """
+        if not record:
+            return self.decide(self.load_facts(app_user_id))
         return self._decide_and_cache(app_user_id)
 
     async def aroute(self, app_user_id: str) -> Decision:
@@ -281,11 +287,11 @@ class Router:
 
         return await offload(self._decide_and_cache, app_user_id)
 
-    async def aexplain(self, app_user_id: str) -> Decision:
+    async def aexplain(self, app_user_id: str, *, record: bool = True) -> Decision:
         """:meth:`explain` for async code (the store read runs off the event loop)."""
         from .store import offload
 
-        return await offload(self._decide_and_cache, app_user_id)
+        return await offload(self.explain, app_user_id, record=record)
 
     def invalidate(self, app_user_id: str | None = None) -> None:
         """Forget cached decisions (of one user, or all)."""

@@ -75,7 +75,8 @@ async def test_diff_goes_on_after_a_429_and_resumes_the_rest(
     # ann's first Google call is throttled through every retry of the HTTP layer, with no
     # Retry-After: the run cannot know when to come back, records her and goes on
     world.faults.fail_next("google", 429, times=4)
-    code, out = run_cli(env, "migrate", "diff", "--jsonl")
+    # one user at a time, so the throttled calls are ann's (concurrency: test_migration_parity_many)
+    code, out = run_cli(env, "migrate", "diff", "--jsonl", "--concurrency", "1")
     first = lines(out)
     assert code == 3  # a user is left to rerun
     assert [(r["app_user_id"], r["status"]) for r in first] == [
@@ -88,7 +89,7 @@ async def test_diff_goes_on_after_a_429_and_resumes_the_rest(
 
     # the rerun compares only the user the first run could not
     code, out = run_cli(env, "migrate", "diff", "--jsonl", "--skip-checked-since", "3600")
-    again = lines(out)
+    again = sorted(lines(out), key=lambda r: str(r["app_user_id"]))  # skips finish first
     assert code == 0
     assert [(r["app_user_id"], r["status"]) for r in again] == [
         ("ann", "clean"),
@@ -113,7 +114,7 @@ async def test_diff_streams_each_user_as_it_finishes(
     """The first user's line is readable while later users are still being compared."""
     world, _ = sandbox
     world.faults.set_latency("google", 0.4)  # every later user takes > 0.8 s
-    proc = spawn(started, "migrate", "diff", "--jsonl")
+    proc = spawn(started, "migrate", "diff", "--jsonl", "--concurrency", "1")
     try:
         assert proc.stdout is not None
         first = json.loads(proc.stdout.readline())

@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from calbridge._config import BridgeConfig
 from calbridge._runtime import Runtime
 from calbridge.migration import ConcurrentTransition, Migrator
-from calbridge.migration._guards import Guard
+from calbridge.migration._guards import Guard, GuardKind
 from calbridge.migration._machine import _Snapshot
 from calbridge.router import Phase
 from calbridge.store.testing import db_url, engine, fresh_postgres_url
@@ -34,8 +34,15 @@ class Racing(Migrator):
     barrier: threading.Barrier | None = None
     on_checked: Callable[[], None] | None = None
 
-    async def _check(self, snap: _Snapshot, to: Phase, *, record: bool) -> list[Guard]:
-        found = await super()._check(snap, to, record=record)
+    async def _check(
+        self,
+        snap: _Snapshot,
+        to: Phase,
+        *,
+        record: bool,
+        skip: frozenset[GuardKind] = frozenset(),
+    ) -> list[Guard]:
+        found = await super()._check(snap, to, record=record, skip=skip)
         if self.barrier is not None:
             self.barrier.wait(timeout=20)
         if self.on_checked is not None:

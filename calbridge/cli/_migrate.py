@@ -247,6 +247,13 @@ def status(
     help="Skip users compared within the last SECONDS (their routing row's last_parity): "
     "rerun an interrupted or throttled diff with it to compare only the rest.",
 )
+@click.option(
+    "--concurrency",
+    type=click.IntRange(1, 64),
+    default=4,
+    show_default=True,
+    help="Users compared at once (their provider reads share the application's rate budget).",
+)
 def diff(
     as_json: bool,
     as_jsonl: bool,
@@ -258,16 +265,18 @@ def diff(
     max_wait: float,
     calendar: str,
     skip_checked_since: float | None,
+    concurrency: int,
     config_path: str | None,
     database_url: str | None,
 ) -> None:
     """Compare the legacy and Cronofy views field by field (missing / extra / different).
 
-    Each user's result is printed as soon as that user is compared (--jsonl: one JSON
-    object per line; --json: one list at the end). A user whose provider answers 429
-    (after waiting out a Retry-After of at most --max-wait, --retries times) or fails is
-    reported with status rate_limited or error, and the next user is compared. Exit
-    status 3 when any user is rate_limited or error: rerun with --skip-checked-since.
+    Each user's result is printed as soon as that user is compared, --concurrency users
+    at a time (--jsonl: one JSON object per line; --json: one list at the end). A user
+    whose provider answers 429 (after waiting out a Retry-After of at most --max-wait,
+    --retries times) or fails is reported with status rate_limited or error, and the
+    others go on. Exit status 3 when any user is rate_limited or error: rerun with
+    --skip-checked-since.
     """
     _mode(as_json, as_jsonl)
 
@@ -284,6 +293,7 @@ def diff(
                     skip_checked_since=skip_checked_since,
                     retries=retries,
                     max_wait=max_wait,
+                    concurrency=concurrency,
                 ):
                     item = result.as_dict()
                     out.append(item)
@@ -411,7 +421,9 @@ def _transition(name: str, to: Phase, help_text: str, *, forceable: bool = False
 _STREAM_HELP = (
     "\n\nEach user's outcome (moved, already, refused, conflict, rate_limited, error) is "
     "printed as that user finishes (--jsonl: one JSON object per line, {user, outcome, "
-    "reason, guards, forced}; --json: one document at the end). A user whose provider "
+    "reason, guards, forced, held}; --json: one document at the end). A refused step "
+    "writes nothing, except that a refused `start` holds the user on legacy under "
+    "migration (said as held). A user whose provider "
     "answers 429 (after waiting out a Retry-After of at most --max-wait, --retries times) "
     "or fails is refused as rate_limited or error and the run goes on. Steps are "
     "idempotent: rerun the same command to resume (users already moved are `already`, "
@@ -436,6 +448,8 @@ def _user_line(*, as_json: bool, as_jsonl: bool) -> Callable[[dict[str, Any]], N
             line += " (guards: " + ", ".join(g["kind"] for g in entry["guards"]) + ")"
         if entry["forced"]:
             line += " [red]forced past " + ", ".join(g["kind"] for g in entry["forced"]) + "[/]"
+        if entry.get("held"):
+            line += "; held on legacy, now under migration"
         console.print(line)
 
     return show
@@ -510,8 +524,8 @@ _transition(
     Phase.SHADOW,
     "legacy -> shadow: reads replayed against Cronofy and compared.\n\n"
     "Users refused (e.g. not yet re-authorised through Cronofy) are put under migration "
-    "at legacy: they stay on legacy after authorising Cronofy until a later start moves "
-    "them.",
+    "at legacy (reported as held; nothing else is written): they stay on legacy after "
+    "authorising Cronofy until a later start moves them.",
 )
 _transition(
     "dual", Phase.DUAL, "shadow -> dual: writes through legacy, verified visible through Cronofy."
@@ -526,7 +540,7 @@ _transition(
     "no longer reports profile_initial_sync_required) and parity clean for the clean "
     "period (parity). --force parity / --force initial-sync skip exactly those.\n\n"
     "--json: {to, dry_run, moved, already, refused: [{user, reason, guards: [{kind, "
-    "message}], conflict}], forced: {user: [{kind, message}]}}; conflict: another run "
+    "message}], conflict, held}], forced: {user: [{kind, message}]}}; conflict: another run "
     "moved the user after this one checked the guards (this run wrote nothing). Exit "
     "status 3 when any user is refused (not with --dry-run).",
     forceable=True,

@@ -26,15 +26,23 @@ def route(
     config_path: str | None,
     database_url: str | None,
 ) -> None:
-    """Show which provider serves USER now (and why, with --explain)."""
+    """Show which provider serves USER now (and why, with --explain).
+
+    Read-only without --pin/--unpin: nothing is written, not even the route-change audit
+    entry a served request would record. A pin is refused (and nothing written) when the
+    user has no active account with that provider.
+    """
+    if pin_to and unpin:
+        raise click.UsageError("--pin and --unpin contradict each other; give one")
+    writing = bool(pin_to or unpin)
 
     async def body() -> None:
         # read-only unless pinning: never create a database just to say "no such user"
-        bridge = make_bridge(config_path, database_url, must_exist=not (pin_to or unpin))
+        bridge = make_bridge(config_path, database_url, must_exist=not writing)
         try:
-            if pin_to or unpin:
+            if writing:
                 await bridge.pin(user, None if unpin else pin_to)
-            decision = await bridge.runtime.router.aexplain(user)
+            decision = await bridge.runtime.router.aexplain(user, record=writing)
         finally:
             await bridge.aclose()
         if as_json:

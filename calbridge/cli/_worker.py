@@ -206,6 +206,10 @@ def jobs(
         raise click.ClickException(str(exc)) from None
     try:
         queue = JobQueue(engine)
+        not_dead = [i for i in retry_ids if (job := queue.get(i)) is None or job.state != "dead"]
+        if not_dead:  # refuse the whole list before retrying any of it
+            listed = ", ".join(map(str, not_dead))
+            raise click.ClickException(f"job(s) {listed} not dead (or unknown): nothing retried")
         for job_id in retry_ids:
             if not queue.retry_dead(job_id):
                 raise click.ClickException(f"job {job_id} is not dead")

@@ -22,6 +22,7 @@ from ._machine import (
     GuardFailed,
     MigrationError,
     Migrator,
+    ParityResult,
     PlanRow,
     UserMigration,
 )
@@ -42,6 +43,7 @@ __all__ = [
     "Migrator",
     "Occurrence",
     "ParityReport",
+    "ParityResult",
     "PlanRow",
     "UserMigration",
     "compare",

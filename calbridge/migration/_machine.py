@@ -94,11 +94,17 @@ class MigrationError(CalbridgeError):
 class GuardFailed(MigrationError):
     """Guards refused the step; ``guards`` say which (kind) and why (message)."""
 
-    def __init__(self, app_user_id: str, to: Phase, guards: Sequence[Guard]) -> None:
+    def __init__(
+        self, app_user_id: str, to: Phase, guards: Sequence[Guard], *, held: bool = False
+    ) -> None:
         self.app_user_id = app_user_id
         self.to = to
         self.guards = tuple(guards)
-        super().__init__(f"{app_user_id}: cannot move to {to}: " + "; ".join(self.reasons))
+        #: a refused ``start`` put the user under migration at legacy (the one thing it
+        #: wrote): authorising the target later does not route them there by policy
+        self.held = held
+        text = f"{app_user_id}: cannot move to {to}: " + "; ".join(self.reasons)
+        super().__init__(text + ("; held on legacy, now under migration" if held else ""))
 
     @property
     def kinds(self) -> frozenset[GuardKind]:
@@ -202,6 +208,8 @@ class BulkResult:
     rate_limited: tuple[str, ...] = ()
     #: refused users whose provider (or store) failed: rerun them
     errors: tuple[str, ...] = ()
+    #: users refused by ``start`` whom it put under migration at legacy (held there)
+    held: tuple[str, ...] = ()
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
@@ -218,6 +226,7 @@ class BulkResult:
                     "conflict": u in self.conflicts,
                     "rate_limited": u in self.rate_limited,
                     "error": u in self.errors,
+                    "held": u in self.held,
                 }
                 for u, r in self.refused
             ],
@@ -460,8 +469,20 @@ class Migrator:
         """
         return await self._check(await offload(self._snapshot, app_user_id), to, record=record)
 
-    async def _check(self, snap: _Snapshot, to: Phase, *, record: bool) -> list[Guard]:
+    async def _check(
+        self,
+        snap: _Snapshot,
+        to: Phase,
+        *,
+        record: bool,
+        skip: frozenset[GuardKind] = frozenset(),
+    ) -> list[Guard]:
+        """The guards refusing ``to``. The provider is asked about the initial sync only
+        when no other guard (outside ``skip``) refuses already: a step refused for its
+        phase or parity makes no provider call and writes nothing."""
         found = self._phase_guards(snap.state, snap.facts, to)
+        if any(g.kind not in skip for g in found):
+            return found
         target = snap.facts.account(self.target)
         if to is Phase.CUTOVER and target is not None and target.active:
             sync = await self._initial_sync_guard(target.account_id, record=record)
@@ -617,15 +638,18 @@ class Migrator:
                     return await self._enroll_step(snap, dry_run=dry_run)
                 except StaleWriteError:
                     continue
-            found = await self._check(snap, to, record=not dry_run)
+            found = await self._check(snap, to, record=not dry_run, skip=skip)
             refusing = [g for g in found if g.kind not in skip]
             if refusing:
+                held = False
                 if to is Phase.SHADOW and not dry_run and self._enrollable(snap):
                     # a refused start still puts the user under migration, at legacy:
                     # authorising the target later does not route them there by policy
+                    # (said in the refusal: the one write of a refused step)
                     with contextlib.suppress(StaleWriteError):
                         await offload(self._commit, snap, Phase.LEGACY, (), enrolling="start")
-                raise GuardFailed(app_user_id, to, refusing)
+                        held = True
+                raise GuardFailed(app_user_id, to, refusing, held=held)
             forced = tuple(g for g in found if g.kind in skip)
             if dry_run:
                 return _Outcome(changed=True, forced=forced)
@@ -941,6 +965,7 @@ class Migrator:
         conflicts: list[str] = []
         limited: list[str] = []
         errors: list[str] = []
+        held: list[str] = []
         for user in users:
             try:
                 result = await self._patient(
@@ -949,6 +974,8 @@ class Migrator:
             except GuardFailed as exc:
                 refused.append((user, "; ".join(exc.reasons)))
                 guards[user] = exc.guards
+                if exc.held:
+                    held.append(user)
                 outcome = "refused"
             except ConcurrentTransition as exc:
                 if exc.settled:  # another run moved the user where this one wanted
@@ -979,6 +1006,7 @@ class Migrator:
                         "reason": refused[-1][1] if refused and refused[-1][0] == user else "",
                         "guards": [g.as_dict() for g in guards.get(user, ())],
                         "forced": [g.as_dict() for g in forced.get(user, ())],
+                        "held": user in held,
                     }
                 )
             if progress is not None:
@@ -994,6 +1022,7 @@ class Migrator:
             conflicts=tuple(conflicts),
             rate_limited=tuple(limited),
             errors=tuple(errors),
+            held=tuple(held),
         )
 
     # -- parity --------------------------------------------------------------------------
@@ -1085,23 +1114,29 @@ class Migrator:
         skip_checked_since: float | None = None,
         retries: int = RATE_LIMIT_RETRIES,
         max_wait: float = RATE_LIMIT_MAX_WAIT,
+        concurrency: int = 4,
     ) -> AsyncIterator[ParityResult]:
         """:meth:`check_parity` for each user, yielding each user's result as it finishes.
 
+        Up to ``concurrency`` users are compared at once (their provider reads still wait
+        their turn in the shared rate budget, as background calls); ``users`` is consumed
+        as the run goes, so a generator of thousands costs memory for ``concurrency``.
         One user's 429 or error never stops the run: a 429 with a Retry-After of at most
         ``max_wait`` s is waited out and the user compared again (``retries`` times), else
-        the user's result is ``rate_limited`` (or ``error``) and the next user is compared.
+        the user's result is ``rate_limited`` (or ``error``) and the others go on.
         ``skip_checked_since``: users whose last comparison (the routing row's
         ``last_parity.at``, written by every comparison) is at most that many seconds old
         are ``skipped``: a rerun resumes where an interrupted or throttled run stopped.
         """
-        for user in users:
+        if concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
+
+        async def one(user: str) -> ParityResult:
             if skip_checked_since is not None:
                 last = (await offload(self.status, user)).last_parity
                 at = (last or {}).get("at")
                 if isinstance(at, int | float) and at >= self.clock() - skip_checked_since:
-                    yield ParityResult(app_user_id=user, status="skipped", last_parity=last)
-                    continue
+                    return ParityResult(app_user_id=user, status="skipped", last_parity=last)
             try:
                 report = await self._patient(
                     functools.partial(self.check_parity, user, calendar=calendar),
@@ -1109,17 +1144,34 @@ class Migrator:
                     max_wait=max_wait,
                 )
             except RateLimited as exc:
-                yield ParityResult(
+                return ParityResult(
                     app_user_id=user,
                     status="rate_limited",
                     error=str(exc),
                     retry_after=exc.retry_after,
                 )
             except CalbridgeError as exc:
-                yield ParityResult(app_user_id=user, status="error", error=str(exc))
-            else:
-                yield ParityResult(
-                    app_user_id=user,
-                    status="clean" if report.clean else "differs",
-                    report=report,
-                )
+                return ParityResult(app_user_id=user, status="error", error=str(exc))
+            return ParityResult(
+                app_user_id=user, status="clean" if report.clean else "differs", report=report
+            )
+
+        running: dict[asyncio.Task[ParityResult], int] = {}
+        try:
+            for index, user in enumerate(users):
+                running[asyncio.create_task(one(user))] = index
+                if len(running) < concurrency:
+                    continue
+                done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+                for task in sorted(done, key=running.__getitem__):
+                    del running[task]
+                    yield task.result()
+            while running:
+                done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+                for task in sorted(done, key=running.__getitem__):
+                    del running[task]
+                    yield task.result()
+        finally:
+            for task in running:
+                task.cancel()
+            await asyncio.gather(*running, return_exceptions=True)
