@@ -45,6 +45,10 @@ def demo(
     most users re-authorise through Cronofy, the cohort goes shadow -> dual -> cutover ->
     retired, one user is rolled back, and the summary checks that nothing was lost.
     Exits non-zero when a change was lost or delivered twice.
+
+    Self-contained: it takes no --config and never reads the deployment's configuration
+    or store ($CALBRIDGE_CONFIG, $CALBRIDGE_DATABASE_URL, $CALBRIDGE_KEYS are ignored),
+    so running it on a production host cannot touch production state.
     """
     import attrs
 

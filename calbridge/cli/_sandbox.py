@@ -80,6 +80,9 @@ def serve(
     The first line on stdout is one JSON object mapping each provider name to its base
     URL (e.g. {"cronofy": "http://127.0.0.1:PORT/cronofy"}). Control endpoints live under
     /_sandbox (see docs/sandbox.md).
+
+    The sandboxes keep their state in memory; they take no --config and never read the
+    deployment's configuration or store ($CALBRIDGE_CONFIG, $CALBRIDGE_DATABASE_URL).
     """
     import uvicorn
 
