@@ -1,8 +1,9 @@
 """calbridge: one calendar API over many providers, routed per user.
 
 The public surface is what this module exports, plus :mod:`calbridge.errors`,
-:mod:`calbridge.hookspecs`, :mod:`calbridge.testing` and :mod:`calbridge.sandbox`.
-Everything in an underscore module is private.
+:mod:`calbridge.hookspecs`, :mod:`calbridge.testing`, :mod:`calbridge.toolkit` (what
+provider plugins are built with) and :mod:`calbridge.sandbox`. Everything in an
+underscore module is private.
 """
 
 from __future__ import annotations

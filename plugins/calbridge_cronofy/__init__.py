@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import calbridge
 
-from ._base import DEFAULT_SCOPES, CronofyBase, ServiceAccountAuthorization
 from ._errors import AccountLocked, PaymentRequired
 from ._hosts import DATA_CENTERS, Hosts
+from ._oauth import DEFAULT_SCOPES, ServiceAccountAuthorization
 from ._provider import CronofyProvider
 from ._push import AuthorizationCallback, signature_valid
 from ._push import sign as sign_notification
@@ -27,7 +27,6 @@ __all__ = [
     "DEFAULT_SCOPES",
     "AccountLocked",
     "AuthorizationCallback",
-    "CronofyBase",
     "CronofyCalendar",
     "CronofyProvider",
     "Hosts",

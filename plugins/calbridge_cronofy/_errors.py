@@ -16,14 +16,15 @@ Cronofy answer              calbridge error
 anything else               :class:`~calbridge.errors.ProviderResponseError`
 ==========================  ===================================================================
 
-Messages carry the method and the URL without its query, never a token or secret.
+Messages carry the method and the URL without its query, never a token or secret. The
+token endpoints answer in the same format: :func:`token_error_for` maps them alike.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from typing import Any, NoReturn
+from typing import Any
 
 import httpx
 
@@ -38,8 +39,9 @@ from calbridge.errors import (
     ReauthRequired,
     Unavailable,
 )
+from calbridge.toolkit import TokenAction, describe
 
-__all__ = ["AccountLocked", "PaymentRequired", "field_errors", "raise_for_response"]
+__all__ = ["AccountLocked", "PaymentRequired", "error_for", "field_errors", "token_error_for"]
 
 PROVIDER = "cronofy"
 
@@ -92,15 +94,14 @@ def field_errors(body: Any) -> dict[str, list[str]]:
     return out
 
 
-def raise_for_response(response: httpx.Response) -> NoReturn:
-    """Raise the calbridge error for an unsuccessful Cronofy response."""
+def error_for(response: httpx.Response, *, what: str) -> ProviderError:
+    """The calbridge error for an unsuccessful Cronofy response (``what``: the call)."""
     status = response.status_code
-    what = f"{response.request.method} {calbridge.redact_url(response.request.url)}"
     body = _json(response)
     if status == 400:
         error = body.get("error") if isinstance(body, Mapping) else None
         if error == "invalid_grant":
-            raise ReauthRequired(
+            return ReauthRequired(
                 f"{what}: the grant is invalid (code used or unknown, redirect_uri mismatch, "
                 "or the authorization was revoked)",
                 provider=PROVIDER,
@@ -109,42 +110,47 @@ def raise_for_response(response: httpx.Response) -> NoReturn:
         fields = field_errors(body)
         if error and not fields:
             fields = {"error": [str(error)]}
-        raise InvalidRequest(
+        return InvalidRequest(
             f"{what} was refused", provider=PROVIDER, status=400, field_errors=fields
         )
     if status == 401:
-        raise ReauthRequired(
+        return ReauthRequired(
             f"{what}: the access token was refused even after a refresh",
             provider=PROVIDER,
             status=401,
         )
     if status == 402:
-        raise PaymentRequired(what)
+        return PaymentRequired(what)
     if status == 403:
-        raise ReauthRequired(
+        return ReauthRequired(
             f"{what}: the authorization lacks a scope this call needs",
             provider=PROVIDER,
             status=403,
         )
     if status == 404:
-        raise NotFound(f"{what}: not found or not accessible", provider=PROVIDER, status=404)
+        return NotFound(f"{what}: not found or not accessible", provider=PROVIDER, status=404)
     if status == 422:
-        raise InvalidRequest(
+        return InvalidRequest(
             f"{what} was refused", provider=PROVIDER, status=422, field_errors=field_errors(body)
         )
     if status == 423:
-        raise AccountLocked(f"{what}: the account is locked", provider=PROVIDER, status=423)
+        return AccountLocked(f"{what}: the account is locked", provider=PROVIDER, status=423)
     if status == 429:
-        raise RateLimited(
+        return RateLimited(
             f"{what} was throttled (Cronofy allows 50 requests/s and 500/min per application)",
             provider=PROVIDER,
             retry_after=calbridge.parse_retry_after(response.headers.get("retry-after")),
         )
     if status >= 500:
-        raise Unavailable(
+        return Unavailable(
             f"{what}: Cronofy is unavailable",
             provider=PROVIDER,
             status=status,
             retry_after=calbridge.parse_retry_after(response.headers.get("retry-after")),
         )
-    raise ProviderResponseError(f"{what}: unexpected answer", provider=PROVIDER, status=status)
+    return ProviderResponseError(f"{what}: unexpected answer", provider=PROVIDER, status=status)
+
+
+def token_error_for(response: httpx.Response, *, action: TokenAction) -> ProviderError:
+    """The calbridge error for a refused token endpoint call (as :func:`error_for`)."""
+    return error_for(response, what=describe(response.request))

@@ -1,15 +1,52 @@
-"""The Cronofy provider: identity, calendars, events, free/busy and push channels.
+"""The Cronofy provider: identity, calendars, events, free/busy, push channels and OAuth
+(Individual and Enterprise Connect: see ``_oauth``).
 
-Settings and OAuth live in :mod:`._base` (see its docstring for every option).
+Settings (``ProviderSettings``):
+
+* ``client_id`` / ``client_secret``: the application's OAuth credentials; the secret also
+  verifies push notifications.
+* ``base_urls``: ``{"api": ..., "app": ...}`` overrides the hosts (sandbox).
+* options:
+
+  - ``data_center``: ``us`` (default), ``uk``, ``de``, ``au``, ``ca`` or ``sg``
+    (``data_centre`` is accepted too).
+  - ``client_secrets``: more secrets to accept on notifications (during a rotation).
+  - ``default_tzid``: the zone floating times are placed in (default ``Etc/UTC``).
+  - ``localized_times``: read start/end with their time zones (default True).
+  - ``google_event_ids``: ask for ``google_event_id`` on Google-backed events, kept in
+    ``Event.raw`` (default True: it ties Cronofy events to the ids of a Google migration).
+  - ``cursor_margin_seconds``: how far before a read's start its cursor points (default 120).
+  - ``clock``: a callable returning Cronofy's current time as an aware datetime (the
+    sandbox's clock in tests); defaults to the system clock.
+  - ``rate_limit_per_second`` / ``rate_limit_per_minute``: the client-side limiter
+    (Cronofy's documented 50 and 500 per application; 0 turns one off), its windows
+    lengthened by ``rate_limit_margin`` (default 0.05) so requests that arrive at
+    Cronofy with uneven delays stay inside Cronofy's windows; or
+    ``rate_limiters``: the :class:`calbridge.RateLimiter` instances to use instead (share
+    them between providers of one application).
+  - ``retry``: a :class:`calbridge.RetryPolicy`.
+  - ``prefetch``: fetch the next page while the current one is consumed (default True).
+  - ``read_concurrency``: how many sub-windows a long ``list_events`` read is split into
+    and read at once (default 4; 1 reads every window as one chain of pages).
+  - ``shard_min_pages``: how many pages (Cronofy's ``pages.total`` on the first page) make
+    a read long enough to split (default 4).
+  - ``shard_min_wait``: how many seconds this process must sit idle waiting for each of a
+    read's second and third pages, after converting the page before (wall time less its
+    own CPU time), before the read is split (default 0.001). The next page is on the wire
+    while the current one converts, so a provider that answers within that time is hidden
+    already; splitting pays when it is slower than that, across a network, and not when
+    it runs on this process's CPU (an in-process sandbox).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import datetime as dt
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
-from typing import Any
+import urllib.parse
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Mapping, Sequence
+from typing import Any, ClassVar, TypeVar
 
 import httpx
 
@@ -18,18 +55,31 @@ from calbridge.errors import (
     InvalidRequest,
     NotFound,
     NotSupported,
+    ProviderResponseError,
     SyncCursorExpired,
 )
+from calbridge.toolkit import AuthorizedClient, describe
 
 from . import _convert as convert
 from . import _push
-from ._base import PROVIDER, CronofyBase
-from ._base import seg as _seg
+from ._errors import error_for
+from ._hosts import Hosts, hosts_for
+from ._oauth import (
+    DEFAULT_SCOPES,
+    ENTERPRISE_SCOPES,
+    ServiceAccountAuthorization,
+    grant_from,
+    make_oauth,
+)
+from ._push import AuthorizationCallback
 from ._shards import REACH, merge, split_window
 from ._wire import ChannelWire, CronofyCalendar, Profile, UserInfo, parse
 from ._wire_read import EventsPage, decode_event, decode_page
 
 __all__ = ["CronofyProvider"]
+
+PROVIDER = "cronofy"
+P = TypeVar("P")
 
 #: pages whose wait decides whether a long read is split (see ``list_events``)
 _IDLE_SAMPLES = 2
@@ -64,7 +114,12 @@ def _bool(value: bool) -> str:
     return "true" if value else "false"
 
 
-class CronofyProvider(CronofyBase):
+def _seg(value: str) -> str:
+    """``value`` as one URL path segment."""
+    return urllib.parse.quote(value, safe="")
+
+
+class CronofyProvider(calbridge.Provider):
     """Cronofy's calendar API (Individual and Enterprise Connect, events, push channels)."""
 
     name = PROVIDER
@@ -79,29 +134,234 @@ class CronofyProvider(CronofyBase):
         rotating_refresh_tokens=False,
         channel_expiry=False,
     )
+    default_scopes: ClassVar[tuple[str, ...]] = DEFAULT_SCOPES
+
+    def __init__(self, *, http: httpx.AsyncClient, settings: calbridge.ProviderSettings) -> None:
+        super().__init__(http=http, settings=settings)
+        dc = settings.option("data_center", settings.option("data_centre"))
+        self.hosts: Hosts = hosts_for(dc, settings.base_urls)
+        api = httpx.URL(self.hosts.api)
+        self._api_origin = (api.scheme, api.host, api.port)
+        #: "scheme://host[:port]/": a next_page starting so is on the API host for sure
+        self._api_prefix = f"{api.scheme}://{api.netloc.decode('ascii')}/"
+        self._default_tzid = str(settings.option("default_tzid", "Etc/UTC"))
+        self._localized = bool(settings.option("localized_times", True))
+        self._google_ids = bool(settings.option("google_event_ids", True))
+        self._margin = float(settings.option("cursor_margin_seconds", 120))
+        self._clock: Callable[[], dt.datetime] | None = settings.option("clock")
+        self._prefetch = bool(settings.option("prefetch", True))
+        self._read_concurrency = max(1, int(settings.option("read_concurrency", 4)))
+        self._shard_min_pages = max(2, int(settings.option("shard_min_pages", 4)))
+        self._shard_min_wait = float(settings.option("shard_min_wait", 0.001))
+        given: Sequence[calbridge.RateLimiter] | None = settings.option("rate_limiters")
+        margin = float(settings.option("rate_limit_margin", 0.05))
+        self._limiters: list[calbridge.RateLimiter] = (
+            list(given)
+            if given is not None
+            else [
+                calbridge.RateLimiter(limit=int(limit), period=period * (1 + margin))
+                for limit, period in (
+                    (settings.option("rate_limit_per_second", 50), 1.0),
+                    (settings.option("rate_limit_per_minute", 500), 60.0),
+                )
+                if limit
+            ]
+        )
+        #: the API's calls and the token endpoint's, paced by ``_limiters``
+        self.cronofy = AuthorizedClient(
+            http=http,
+            provider=PROVIDER,
+            errors=error_for,
+            policy=settings.option("retry") or calbridge.RetryPolicy(),
+            limiters=self._limiters,
+        )
+        self.oauth = make_oauth(self.cronofy, settings, self.hosts)
+
+    # -- plumbing ---------------------------------------------------------------------
+
+    def notification_secrets(self) -> list[calbridge.Secret]:
+        """Every client secret a notification may be signed with."""
+        extra: Iterable[Any] = self.settings.option("client_secrets") or ()
+        out = [self.settings.client_secret] if self.settings.client_secret else []
+        for value in extra:
+            out.append(value if isinstance(value, calbridge.Secret) else calbridge.Secret(value))
+        return out
+
+    def _now(self) -> dt.datetime:
+        if self._clock is not None:
+            return self._clock().astimezone(dt.UTC)
+        return dt.datetime.now(dt.UTC)
+
+    @staticmethod
+    def _json(response: httpx.Response) -> Any:
+        return calbridge.read_json(response, provider=PROVIDER, what=describe(response.request))
+
+    @classmethod
+    def _json_page(cls, response: httpx.Response) -> tuple[Any, str | None]:
+        """A page as decoded JSON, and its ``pages.next_page``."""
+        data = cls._json(response)
+        pages = data.get("pages") if isinstance(data, Mapping) else None
+        next_url = pages.get("next_page") if isinstance(pages, Mapping) else None
+        return data, next_url or None
+
+    async def _pages(
+        self,
+        session: calbridge.Session,
+        url: str,
+        params: Any,
+        decode: Callable[[httpx.Response], tuple[P, str | None]],
+    ) -> AsyncGenerator[P, None]:
+        """Decoded pages, following absolute ``pages.next_page`` URLs with no parameters.
+
+        ``decode`` reads one response into (page, next page URL or None). With ``prefetch``
+        the next page is requested, and its request written to the connection, before the
+        current page is handed out, so Cronofy works while the caller converts; at most
+        two pages are held.
+        """
+
+        async def fetch(link: str | None, sent: asyncio.Future[None] | None) -> tuple[P, Any]:
+            if link is None:
+                return decode(await self.cronofy.call(session, "GET", url, params=params))
+            return decode(await self.cronofy.call(session, "GET", link, sent=sent))
+
+        def next_ref(page: tuple[P, Any]) -> str | None:
+            link = page[1]
+            if not link:
+                return None
+            self._check_origin(link)  # before the page that names it comes out
+            return str(link)
+
+        pages = calbridge.prefetched_pages(fetch, next_ref, prefetch=self._prefetch)
+        async with contextlib.aclosing(pages):
+            async for page, _link in pages:
+                yield page
+
+    def _check_origin(self, url: Any) -> None:
+        """The bearer token goes only to the API host: a ``next_page`` elsewhere is refused."""
+        if isinstance(url, str) and url.startswith(self._api_prefix) and "@" not in url:
+            return  # the usual case, without parsing the URL (the request parses it anyway)
+        try:
+            target = httpx.URL(str(url))
+        except (httpx.InvalidURL, TypeError, ValueError):
+            target = None
+        if target is None or (target.scheme, target.host, target.port) != self._api_origin:
+            raise ProviderResponseError(
+                "pages.next_page points outside the Cronofy API host; not following it",
+                provider=PROVIDER,
+            )
+
+    async def initial_sync_required(self, session: calbridge.Session) -> bool | None:
+        """Whether Cronofy still runs its first sync of the account's calendar profiles
+        (``GET /v1/userinfo``, ``profile_initial_sync_required``); the migration's
+        initial-sync guard asks this until ``profile_initial_sync_completed`` arrives."""
+        response = await self.cronofy.call(session, "GET", f"{self.hosts.api}/v1/userinfo")
+        return parse(self._json(response), UserInfo).initial_sync_required
+
+    # -- OAuth: Individual Connect ------------------------------------------------------
+
+    def authorization_url(self, request: calbridge.AuthorizationRequest) -> str:
+        """``https://app[-dc].cronofy.com/oauth/authorize?...`` (note: the app host).
+
+        ``request.extra`` may carry ``avoid_linking``, ``provider_name``, ``link_token``,
+        ``locale`` and ``delegated_scope``; they are passed on as given.
+        """
+        return self.oauth.authorization_url(request, scopes=self.default_scopes)
+
+    async def exchange_code(
+        self, *, code: str, redirect_uri: str, code_verifier: str | None = None
+    ) -> calbridge.TokenGrant:
+        """Trade a code for tokens; ``sub``, ``account_id`` and ``linking_profile`` are kept."""
+        return grant_from(await self.oauth.exchange(code=code, redirect_uri=redirect_uri))
+
+    async def refresh_tokens(self, tokens: calbridge.TokenSet) -> calbridge.TokenSet:
+        """Refresh; Cronofy may return the same refresh token (the old one is kept if none)."""
+        return await self.oauth.refresh(tokens)
+
+    async def revoke_tokens(self, tokens: calbridge.TokenSet) -> None:
+        """Revoke the authorization, with the refresh token (the access token may be expired)."""
+        await self.oauth.revoke(tokens)
+
+    # -- OAuth: Enterprise Connect -------------------------------------------------------
+
+    def enterprise_connect_url(
+        self,
+        request: calbridge.AuthorizationRequest,
+        *,
+        delegated_scope: Sequence[str] = ("read_write",),
+    ) -> str:
+        """The admin's consent URL for a service account (app host).
+
+        ``request.scopes`` defaults to ``service_account/accounts/manage``; exchange the
+        returned code with :meth:`exchange_code` as usual.
+        """
+        return self.oauth.authorization_url(
+            request,
+            scopes=ENTERPRISE_SCOPES,
+            params={"delegated_scope": " ".join(delegated_scope)},
+            url=f"{self.hosts.app}/enterprise_connect/oauth/authorize",
+        )
+
+    async def authorize_accounts(
+        self,
+        session: calbridge.Session,
+        requests: Sequence[ServiceAccountAuthorization],
+    ) -> None:
+        """Ask Cronofy to authorize users through the service account (``session``).
+
+        Cronofy later calls each ``callback_url`` with a ``code``; trade it with
+        :meth:`exchange_service_account_code`.
+        """
+        if not requests:
+            return
+        body: Any = (
+            dict(requests[0])
+            if len(requests) == 1
+            else {"service_account_authorizations": [dict(r) for r in requests]}
+        )
+        await self.cronofy.call(
+            session, "POST", f"{self.hosts.api}/v1/service_account_authorizations", json=body
+        )
+
+    def authorization_callback(self, request: calbridge.WebhookRequest) -> AuthorizationCallback:
+        """Verify and parse what Cronofy POSTed to an Enterprise Connect ``callback_url``.
+
+        Signed like notifications (``Cronofy-HMAC-SHA256``); raises NotificationRejected when
+        forged. The result has ``code`` (exchange it with
+        :meth:`exchange_service_account_code`) or ``error``/``error_key`` (e.g. the user is
+        outside the service account's domain).
+        """
+        return _push.authorization_callback(request, self.notification_secrets())
+
+    async def exchange_service_account_code(
+        self, *, code: str, callback_url: str
+    ) -> calbridge.TokenGrant:
+        """Trade the code Cronofy sent to ``callback_url`` (which is the redirect_uri)."""
+        return await self.exchange_code(code=code, redirect_uri=callback_url)
 
     # -- identity -----------------------------------------------------------------------
 
     async def userinfo(self, session: calbridge.Session) -> UserInfo:
         """``GET /v1/userinfo``: the account, its authorization and profiles."""
-        response = await self._call(session, "GET", f"{self.hosts.api}/v1/userinfo")
+        response = await self.cronofy.call(session, "GET", f"{self.hosts.api}/v1/userinfo")
         return parse(self._json(response), UserInfo)
 
     async def list_profiles(self, session: calbridge.Session) -> list[Profile]:
         """``GET /v1/profiles``: linked calendar accounts, ``profile_connected`` and relink URL."""
-        response = await self._call(session, "GET", f"{self.hosts.api}/v1/profiles")
+        response = await self.cronofy.call(session, "GET", f"{self.hosts.api}/v1/profiles")
         data = self._json(response)
         return [parse(p, Profile) for p in data.get("profiles", [])]
 
     async def revoke_profile(self, session: calbridge.Session, profile_id: str) -> None:
         """Disconnect one profile (``POST /v1/profiles/{id}/revoke``)."""
-        await self._call(session, "POST", f"{self.hosts.api}/v1/profiles/{_seg(profile_id)}/revoke")
+        await self.cronofy.call(
+            session, "POST", f"{self.hosts.api}/v1/profiles/{_seg(profile_id)}/revoke"
+        )
 
     # -- calendars ----------------------------------------------------------------------
 
     async def list_calendars(self, session: calbridge.Session) -> list[calbridge.Calendar]:
         """Every calendar of every profile (deleted calendars are left out)."""
-        response = await self._call(session, "GET", f"{self.hosts.api}/v1/calendars")
+        response = await self.cronofy.call(session, "GET", f"{self.hosts.api}/v1/calendars")
         out = []
         for raw in self._json(response).get("calendars", []):
             cal = parse(raw, CronofyCalendar)
@@ -113,11 +373,11 @@ class CronofyProvider(CronofyBase):
         self, session: calbridge.Session, profile_id: str, name: str
     ) -> calbridge.Calendar:
         """Create a calendar in a profile; a duplicate name raises InvalidRequest (422)."""
-        response = await self._call(
+        response = await self.cronofy.call(
             session,
             "POST",
             f"{self.hosts.api}/v1/calendars",
-            body={"profile_id": profile_id, "name": name},
+            json={"profile_id": profile_id, "name": name},
         )
         raw = self._json(response).get("calendar")
         return convert.calendar_from_wire(parse(raw, CronofyCalendar), raw)
@@ -407,11 +667,11 @@ class CronofyProvider(CronofyBase):
     ) -> calbridge.Event:
         field = convert.id_field(event_id)
         body = convert.upsert_body(draft, default_tzid=self._default_tzid, **{field: event_id})
-        await self._call(
+        await self.cronofy.call(
             session,
             "POST",
             f"{self.hosts.api}/v1/calendars/{_seg(calendar_id)}/events",
-            body=body,
+            json=body,
             idempotent=True,
         )
         return convert.event_from_draft(
@@ -464,11 +724,11 @@ class CronofyProvider(CronofyBase):
     ) -> None:
         """Delete by ``event_id`` or ``event_uid``; deleting a gone event succeeds."""
         # Cronofy answers 202 for an unknown event; 404 means the calendar is unknown
-        await self._call(
+        await self.cronofy.call(
             session,
             "DELETE",
             f"{self.hosts.api}/v1/calendars/{_seg(calendar_id)}/events",
-            body={convert.id_field(event_id): event_id},
+            json={convert.id_field(event_id): event_id},
         )
 
     async def change_participation_status(
@@ -485,12 +745,12 @@ class CronofyProvider(CronofyBase):
                 provider=PROVIDER,
                 status=None,
             )
-        await self._call(
+        await self.cronofy.call(
             session,
             "POST",
             f"{self.hosts.api}/v1/calendars/{_seg(calendar_id)}/events/{_seg(event_uid)}"
             "/participation_status",
-            body={"status": _PARTICIPATION[status]},
+            json={"status": _PARTICIPATION[status]},
             idempotent=True,
         )
 
@@ -512,8 +772,8 @@ class CronofyProvider(CronofyBase):
         body: dict[str, Any] = {"callback_url": request.callback_url}
         if filters:
             body["filters"] = filters
-        response = await self._call(
-            session, "POST", f"{self.hosts.api}/v1/channels", body=body, idempotent=True
+        response = await self.cronofy.call(
+            session, "POST", f"{self.hosts.api}/v1/channels", json=body, idempotent=True
         )
         raw = self._json(response).get("channel")
         return convert.channel_from_wire(
@@ -522,7 +782,7 @@ class CronofyProvider(CronofyBase):
 
     async def list_channels(self, session: calbridge.Session) -> list[calbridge.Channel]:
         """The account's open channels."""
-        response = await self._call(session, "GET", f"{self.hosts.api}/v1/channels")
+        response = await self.cronofy.call(session, "GET", f"{self.hosts.api}/v1/channels")
         return [
             convert.channel_from_wire(parse(raw, ChannelWire), raw, account_id=session.account.id)
             for raw in self._json(response).get("channels", [])
@@ -545,7 +805,9 @@ class CronofyProvider(CronofyBase):
     async def unsubscribe(self, session: calbridge.Session, channel: calbridge.Channel) -> None:
         """Close a channel; one already closed is fine."""
         with contextlib.suppress(NotFound):
-            await self._call(session, "DELETE", f"{self.hosts.api}/v1/channels/{_seg(channel.id)}")
+            await self.cronofy.call(
+                session, "DELETE", f"{self.hosts.api}/v1/channels/{_seg(channel.id)}"
+            )
 
     async def verify_notification(
         self, request: calbridge.WebhookRequest, channels: calbridge.ChannelLookup

@@ -3,6 +3,11 @@
 Google signals throttling as 403 with a ``usageLimits`` reason (``rateLimitExceeded``,
 ``userRateLimitExceeded``, ``quotaExceeded``) as well as 429; other 403s are permanent.
 A 410 is decided by status alone (some arrive without the ``fullSyncRequired`` reason).
+
+:func:`calbridge.send` already retries connection errors, timeouts, 429, 502, 503 and
+504; :func:`should_retry` adds, with the same full-jitter backoff, a 403 with a
+``usageLimits`` reason (Google refused before doing anything: any method may be repeated)
+and a 500 (``backendError``) for requests that may be repeated.
 """
 
 from __future__ import annotations
@@ -23,18 +28,24 @@ from calbridge.errors import (
     SyncCursorExpired,
     Unavailable,
 )
+from calbridge.toolkit import TokenErrors
 
 from ._wire import ErrorItem, error_items
 
 __all__ = [
     "RATE_LIMIT_REASONS",
+    "TOKEN_ERRORS",
     "error_for",
     "is_rate_limited",
-    "is_retryable_server_error",
     "reasons",
+    "should_retry",
+    "sync_error_for",
 ]
 
 PROVIDER = "google"
+
+#: the token endpoint's refusals (``invalid_grant``: the grant is gone, connect again)
+TOKEN_ERRORS = TokenErrors(provider=PROVIDER, issuer="Google")
 
 RATE_LIMIT_REASONS = frozenset({"rateLimitExceeded", "userRateLimitExceeded", "quotaExceeded"})
 _SCOPE_REASONS = frozenset({"insufficientPermissions", "ACCESS_TOKEN_SCOPE_INSUFFICIENT"})
@@ -61,9 +72,10 @@ def is_rate_limited(response: httpx.Response) -> bool:
     return any(item.reason in RATE_LIMIT_REASONS for item in reasons(response))
 
 
-def is_retryable_server_error(response: httpx.Response) -> bool:
-    """A 5xx (``backendError`` and friends): worth repeating an idempotent request."""
-    return response.status_code >= 500
+def should_retry(response: httpx.Response, *, idempotent: bool) -> bool:
+    """A 403 rate/quota refusal (any method), or a 500 of a request that may be repeated."""
+    status = response.status_code
+    return (status == 403 and is_rate_limited(response)) or (status == 500 and idempotent)
 
 
 def _message(response: httpx.Response) -> str:
@@ -120,3 +132,8 @@ def error_for(response: httpx.Response, *, what: str, sync: bool = False) -> Pro
             retry_after=parse_retry_after(response.headers.get("retry-after")),
         )
     return ProviderResponseError(text, provider=PROVIDER, status=status)
+
+
+def sync_error_for(response: httpx.Response, *, what: str) -> ProviderError:
+    """:func:`error_for` of a sync read: a 410 is an expired sync token."""
+    return error_for(response, what=what, sync=True)

@@ -58,6 +58,7 @@ from calbridge.errors import (
     NotFound,
     ProviderResponseError,
 )
+from calbridge.toolkit import AuthorizedClient
 
 from . import _push
 from ._convert import (
@@ -69,9 +70,8 @@ from ._convert import (
     is_tombstone,
     parse_datetime,
 )
-from ._errors import error_for
-from ._http import GoogleHttp
-from ._oauth import GoogleOAuth, grant
+from ._errors import error_for, should_retry, sync_error_for
+from ._oauth import AUTHORIZATION_PARAMS, claims_of, grant, make_oauth
 from ._wire import CalendarListEntry, parse
 from ._wire_read import event_struct
 
@@ -80,10 +80,6 @@ __all__ = ["GoogleProvider"]
 SCOPE_CALENDAR = "https://www.googleapis.com/auth/calendar"
 MAX_PAGE = 2500
 _EPS = dt.timedelta(seconds=1)
-
-
-def _json(response: httpx.Response, what: str) -> Any:
-    return calbridge.read_json(response, provider="google", what=what)
 
 
 class GoogleProvider(Provider):
@@ -113,15 +109,16 @@ class GoogleProvider(Provider):
         oauth2 = urls.get("oauth2", "https://oauth2.googleapis.com").rstrip("/")
         self.api_base = f"{api}/calendar/v3"
         self.clock: Callable[[], float] = time.time
-        self.google = GoogleHttp(http, policy=self.retry_policy)
-        self.oauth = GoogleOAuth(
-            self.google,
-            client_id=settings.client_id,
-            client_secret=settings.client_secret,
-            authorize_url=f"{accounts}/o/oauth2/v2/auth",
-            token_url=f"{oauth2}/token",
-            revoke_url=f"{oauth2}/revoke",
-            clock=self._now,
+        #: the calendar API's calls (and the token endpoint's)
+        self.google = AuthorizedClient(
+            http=http,
+            provider=self.name,
+            errors=error_for,
+            policy=self.retry_policy,
+            retry_also=should_retry,
+        )
+        self.oauth = make_oauth(
+            self.google, settings, accounts=accounts, oauth2=oauth2, clock=self._now
         )
         self.page_size = min(MAX_PAGE, int(settings.option("page_size", 250)))
         self.default_tz = str(settings.option("default_time_zone", "UTC"))
@@ -149,25 +146,13 @@ class GoogleProvider(Provider):
         sync: bool = False,
         sent: asyncio.Future[None] | None = None,
     ) -> Any:
-        response = await self.google.call(
-            session,
-            method,
-            url,
-            params=params,
-            json=json,
-            headers=headers,
-            idempotent=idempotent,
-            sent=sent,
-        )
-        if response.status_code >= 400:
-            raise error_for(response, what=what, sync=sync)
-        if response.status_code == 204 or not response.content:
-            return None
-        data = _json(response, what)
-        if not isinstance(data, dict):
-            raise ProviderResponseError(
-                f"{what}: expected a JSON object", provider=self.name, status=response.status_code
-            )
+        """The answer's JSON object (None for an empty answer); failures raised mapped."""
+        data = await self.google.call_json(
+            session, method, url, what=what, errors=sync_error_for if sync else None,
+            params=params, json=json, headers=headers, idempotent=idempotent, sent=sent,
+        )  # fmt: skip
+        if data is not None and not isinstance(data, dict):
+            raise ProviderResponseError(f"{what}: expected a JSON object", provider=self.name)
         return data
 
     def _event(self, data: Any, calendar_id: str) -> Event:
@@ -178,15 +163,18 @@ class GoogleProvider(Provider):
 
     def authorization_url(self, request: AuthorizationRequest) -> str:
         """Consent URL with offline access, ``prompt=consent``, PKCE S256 and state."""
-        return self.oauth.authorization_url(request, self.default_scopes)
+        return self.oauth.authorization_url(
+            request, scopes=self.default_scopes, params=AUTHORIZATION_PARAMS
+        )
 
     async def exchange_code(
         self, *, code: str, redirect_uri: str, code_verifier: str | None = None
     ) -> TokenGrant:
         """Trade the code; the account is Google's ``sub`` (or the primary calendar's id)."""
-        tokens, claims = await self.oauth.exchange(
+        answer = await self.oauth.exchange(
             code=code, redirect_uri=redirect_uri, code_verifier=code_verifier
         )
+        tokens, claims = answer.tokens, claims_of(answer.body)
         email: str | None = None
         if not claims.get("sub") or not claims.get("email"):
             session = Session(
@@ -391,6 +379,8 @@ class GoogleProvider(Provider):
             session,
             "POST",
             self._url("calendars", calendar_id, "events"),
+            what="events.insert",
+            accept={409},
             json=body,
             idempotent=True,
         )
@@ -402,9 +392,8 @@ class GoogleProvider(Provider):
                 what="events.get after 409",
             )
             return self._event(existing, calendar_id)
-        if response.status_code >= 400:
-            raise error_for(response, what="events.insert")
-        return self._event(_json(response, "events.insert"), calendar_id)
+        data = calbridge.read_json(response, provider=self.name, what="events.insert")
+        return self._event(data, calendar_id)
 
     async def update_event(
         self,
@@ -442,12 +431,13 @@ class GoogleProvider(Provider):
 
     async def delete_event(self, session: Session, calendar_id: str, event_id: str) -> None:
         """events.delete; 410 ``deleted`` (already gone) is a success."""
-        response = await self.google.call(
-            session, "DELETE", self._url("calendars", calendar_id, "events", event_id)
+        await self.google.call(
+            session,
+            "DELETE",
+            self._url("calendars", calendar_id, "events", event_id),
+            what="events.delete",
+            accept={410},
         )
-        if response.status_code in (200, 204, 410):
-            return
-        raise error_for(response, what="events.delete")
 
     async def free_busy(
         self, session: Session, calendar_ids: Sequence[str], window: TimeRange
@@ -556,16 +546,15 @@ class GoogleProvider(Provider):
 
     async def unsubscribe(self, session: Session, channel: Channel) -> None:
         """channels.stop by id and resourceId; an unknown channel counts as stopped."""
-        response = await self.google.call(
+        await self.google.call(
             session,
             "POST",
             self._url("channels", "stop"),
+            what="channels.stop",
+            accept={404},
             json={"id": channel.id, "resourceId": channel.resource_id},
             idempotent=True,
         )
-        if response.status_code in (200, 204, 404):
-            return
-        raise error_for(response, what="channels.stop")
 
     async def verify_notification(
         self, request: WebhookRequest, channels: ChannelLookup

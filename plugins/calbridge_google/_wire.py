@@ -29,7 +29,6 @@ __all__ = [
     "GChannel",
     "GEvent",
     "GPerson",
-    "TokenResponse",
     "error_items",
     "parse",
 ]
@@ -128,18 +127,6 @@ class GChannel:
     resource_id: str | None = attrs.field(default=None, alias="resourceId")
     resource_uri: str | None = attrs.field(default=None, alias="resourceUri")
     kind: str | None = None
-
-
-@attrs.frozen(kw_only=True)
-class TokenResponse:
-    """The OAuth token endpoint's JSON."""
-
-    access_token: str
-    expires_in: int | None = None
-    token_type: str = "Bearer"  # noqa: S105 - a token type, not a secret
-    scope: str | None = None
-    refresh_token: str | None = None
-    id_token: str | None = None
 
 
 @attrs.frozen(kw_only=True)

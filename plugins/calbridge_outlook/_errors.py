@@ -23,10 +23,19 @@ from calbridge.errors import (
     SyncCursorExpired,
     Unavailable,
 )
+from calbridge.toolkit import TokenErrors
 
-__all__ = ["error_code", "error_for"]
+__all__ = ["TOKEN_ERRORS", "error_code", "error_for"]
 
 PROVIDER = "outlook"
+
+#: the identity platform's refusals: the client's credentials, or a grant that is gone
+TOKEN_ERRORS = TokenErrors(
+    provider=PROVIDER,
+    issuer="Microsoft",
+    client_codes=frozenset({"invalid_client", "unauthorized_client"}),
+    reauth_codes=frozenset({"invalid_grant", "interaction_required", "consent_required"}),
+)
 _REAUTH_CODES = frozenset(
     {"InvalidAuthenticationToken", "unauthenticated", "AuthenticationError", "invalid_grant"}
 )

@@ -60,6 +60,7 @@ from calbridge import (
     WebhookRequest,
 )
 from calbridge.errors import InvalidRequest, NotFound, ProviderResponseError
+from calbridge.toolkit import AuthorizedClient
 
 from . import _push
 from ._convert import (
@@ -71,11 +72,17 @@ from ._convert import (
 )
 from ._cursor import Cursor, id_hash
 from ._errors import error_for
-from ._http import MAILBOX_CONCURRENCY, GraphHttp
-from ._oauth import GraphOAuth
+from ._oauth import AUTHORIZATION_PARAMS, make_oauth
 from ._tz import parse_graph_datetime
 
-__all__ = ["OutlookProvider"]
+__all__ = ["MAILBOX_CONCURRENCY", "PREFER", "OutlookProvider"]
+
+#: Outlook's concurrent-request limit per mailbox and application (more are refused with
+#: 429 ``ApplicationThrottled``)
+MAILBOX_CONCURRENCY = 4
+#: the preferences every call sends: times in UTC, ids that stay stable when an event
+#: moves between folders
+PREFER = ('outlook.timezone="UTC"', 'IdType="ImmutableId"')
 
 _FREE_BUSY = {
     "busy": FreeBusyStatus.BUSY,
@@ -87,10 +94,6 @@ _FREE_BUSY = {
 
 def _iso(value: dt.datetime) -> str:
     return value.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.0000000Z")
-
-
-def _json(response: httpx.Response, what: str) -> Any:
-    return calbridge.read_json(response, provider="outlook", what=what)
 
 
 class OutlookProvider(Provider):
@@ -123,16 +126,20 @@ class OutlookProvider(Provider):
         login = urls.get("login", "https://login.microsoftonline.com").rstrip("/")
         self.api = f"{graph}/v1.0"
         self.clock: Callable[[], float] = time.time
-        self.graph = GraphHttp(
-            http,
+        #: Graph's calls (and the token endpoint's); :func:`calbridge.send` retries 429
+        #: (any method) and 503 (repeatable requests), sleeping Graph's ``Retry-After``
+        self.graph = AuthorizedClient(
+            http=http,
+            provider=self.name,
+            errors=error_for,
             policy=self.retry_policy,
-            concurrency=int(settings.option("mailbox_concurrency", MAILBOX_CONCURRENCY)),
+            headers={"Prefer": ", ".join(PREFER)},
+            account_concurrency=int(settings.option("mailbox_concurrency", MAILBOX_CONCURRENCY)),
         )
-        self.oauth = GraphOAuth(
+        self.oauth = make_oauth(
             self.graph,
-            client_id=settings.client_id,
-            client_secret=settings.client_secret,
-            login_base=login,
+            settings,
+            login=login,
             tenant=str(settings.option("tenant", "common")),
             clock=self._now,
         )
@@ -164,15 +171,13 @@ class OutlookProvider(Provider):
         idempotent: bool | None = None,
         sent: asyncio.Future[None] | None = None,
     ) -> Any:
-        response = await self.graph.call(
-            session, method, url, params=params, json=json, headers=headers, prefer=prefer,
+        """The answer's JSON (None for an empty answer); ``prefer`` adds preferences."""
+        if prefer:
+            headers = {**(headers or {}), "Prefer": ", ".join((*PREFER, *prefer))}
+        return await self.graph.call_json(
+            session, method, url, what=what, params=params, json=json, headers=headers,
             idempotent=idempotent, sent=sent,
         )  # fmt: skip
-        if response.status_code >= 400:
-            raise error_for(response, what=what)
-        if response.status_code == 204 or not response.content:
-            return None
-        return _json(response, what)
 
     async def _pages(
         self, session: Session, url: str, params: Mapping[str, Any] | None, *, what: str
@@ -194,18 +199,21 @@ class OutlookProvider(Provider):
 
     def authorization_url(self, request: AuthorizationRequest) -> str:
         """Consent URL (tenant from options) with offline_access, PKCE S256 and state."""
-        return self.oauth.authorization_url(request, self.default_scopes)
+        return self.oauth.authorization_url(
+            request, scopes=self.default_scopes, params=AUTHORIZATION_PARAMS
+        )
 
     async def exchange_code(
         self, *, code: str, redirect_uri: str, code_verifier: str | None = None
     ) -> TokenGrant:
         """Trade the code; the account is the Graph user id read from ``/me``."""
-        tokens = await self.oauth.exchange(
+        answer = await self.oauth.exchange(
             code=code,
             redirect_uri=redirect_uri,
             code_verifier=code_verifier,
-            scope=self.oauth.scopes((), self.default_scopes),
+            params={"scope": self.oauth.scope((), self.default_scopes)},
         )
+        tokens = answer.tokens
         session = Session(
             account=Account(app_user_id="", provider=self.name, provider_account_id=""),
             tokens=StaticTokenSource(tokens),
@@ -224,7 +232,7 @@ class OutlookProvider(Provider):
     async def refresh_tokens(self, tokens: TokenSet) -> TokenSet:
         """Refresh; the new (rotated) refresh token replaces the old one."""
         return await self.oauth.refresh(
-            tokens, self.oauth.scopes(tokens.scope, self.default_scopes)
+            tokens, params={"scope": self.oauth.scope(tokens.scope, self.default_scopes)}
         )
 
     async def revoke_tokens(self, tokens: TokenSet) -> None:
@@ -235,12 +243,14 @@ class OutlookProvider(Provider):
             account=Account(app_user_id="", provider=self.name, provider_account_id=""),
             tokens=StaticTokenSource(tokens),
         )
-        response = await self.graph.call(
-            session, "POST", self._url("me", "revokeSignInSessions"), json={}
+        await self.graph.call(
+            session,
+            "POST",
+            self._url("me", "revokeSignInSessions"),
+            what="revokeSignInSessions",
+            accept={401},
+            json={},
         )
-        if response.status_code in (200, 204, 401):
-            return
-        raise error_for(response, what="revokeSignInSessions")
 
     # -- reads -------------------------------------------------------------------------
 
@@ -414,10 +424,13 @@ class OutlookProvider(Provider):
 
     async def delete_event(self, session: Session, calendar_id: str, event_id: str) -> None:
         """DELETE; 404 (already gone) is a success."""
-        response = await self.graph.call(session, "DELETE", self._url("me", "events", event_id))
-        if response.status_code in (200, 204, 404, 410):
-            return
-        raise error_for(response, what="delete event")
+        await self.graph.call(
+            session,
+            "DELETE",
+            self._url("me", "events", event_id),
+            what="delete event",
+            accept={404, 410},
+        )
 
     async def free_busy(
         self, session: Session, calendar_ids: Sequence[str], window: TimeRange
@@ -542,10 +555,13 @@ class OutlookProvider(Provider):
 
     async def unsubscribe(self, session: Session, channel: Channel) -> None:
         """DELETE the subscription; an unknown one counts as deleted."""
-        response = await self.graph.call(session, "DELETE", self._url("subscriptions", channel.id))
-        if response.status_code in (200, 204, 404):
-            return
-        raise error_for(response, what="delete subscription")
+        await self.graph.call(
+            session,
+            "DELETE",
+            self._url("subscriptions", channel.id),
+            what="delete subscription",
+            accept={404},
+        )
 
     async def verify_notification(
         self, request: WebhookRequest, channels: ChannelLookup

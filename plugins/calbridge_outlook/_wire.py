@@ -3,7 +3,7 @@
 Field names follow Python style and carry Graph's camelCase name as the attrs ``alias``;
 :data:`WIRE` (a cattrs converter with ``use_alias=True``) reads Graph's JSON. Unknown keys
 are ignored (Graph adds properties). Shapes: msgraph-sdk-python's generated models
-(``subscription``, the token response). Events, read by the thousand, have their own
+(``subscription``). Events, read by the thousand, have their own
 msgspec model (``_wire_read``); request bodies are built in ``_convert``.
 """
 
@@ -20,7 +20,6 @@ from calbridge.errors import ProviderResponseError
 __all__ = [
     "WIRE",
     "Subscription",
-    "TokenResponse",
     "parse",
 ]
 
@@ -39,17 +38,6 @@ class Subscription:
         default=None, alias="lifecycleNotificationUrl"
     )
     expiration_date_time: str | None = attrs.field(default=None, alias="expirationDateTime")
-
-
-@attrs.frozen(kw_only=True)
-class TokenResponse:
-    """The identity platform's token response."""
-
-    access_token: str
-    refresh_token: str | None = None
-    expires_in: int | None = None
-    scope: str | None = None
-    token_type: str | None = None
 
 
 def _make() -> cattrs.Converter:
