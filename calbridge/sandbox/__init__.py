@@ -37,18 +37,41 @@ from ._control import (
 from ._delivery import DeliveryAttempt, DeliveryPolicy, WebhookDelivery
 from ._faults import FaultAction, Faults, InjectedError, NotificationFate, ProviderFaults
 from ._model import ChangeKind, NativeCalendar, NativeChange, NativeEvent, NativeProvider, User
+from ._oauth import (
+    AuthorizationCode,
+    Consent,
+    Grant,
+    GrantRefusal,
+    GrantRefused,
+    GrantServer,
+    PkceChallenge,
+    PkceMethod,
+    PkcePolicy,
+    TokenInfo,
+    TokenShapes,
+    opaque_token,
+    pkce_s256,
+)
+from ._pagetokens import PageTokens
 from ._recurrence import Occurrence, expand
 from ._server import LoopbackServer, build_app, installed_sandboxes, serve_in_thread
+from ._throttle import RateLimit, Throttle, Throttled, retry_after_headers
 from ._tls import TlsFiles, make_tls_files
 from ._world import NativeListener, UnknownCalendar, UnknownEvent, UnknownUser, World
 
 __all__ = [
+    "AuthorizationCode",
     "ChangeKind",
     "Clock",
+    "Consent",
     "DeliveryAttempt",
     "DeliveryPolicy",
     "FaultAction",
     "Faults",
+    "Grant",
+    "GrantRefusal",
+    "GrantRefused",
+    "GrantServer",
     "InjectedError",
     "LoopbackServer",
     "NativeCalendar",
@@ -58,11 +81,20 @@ __all__ = [
     "NativeProvider",
     "NotificationFate",
     "Occurrence",
+    "PageTokens",
+    "PkceChallenge",
+    "PkceMethod",
+    "PkcePolicy",
     "ProviderFaults",
+    "RateLimit",
     "RequestCounts",
+    "Throttle",
+    "Throttled",
     "Timer",
     "TimerCallback",
     "TlsFiles",
+    "TokenInfo",
+    "TokenShapes",
     "UnknownCalendar",
     "UnknownEvent",
     "UnknownUser",
@@ -77,6 +109,9 @@ __all__ = [
     "installed_sandboxes",
     "make_tls_files",
     "native_event_json",
+    "opaque_token",
+    "pkce_s256",
     "request_counts",
+    "retry_after_headers",
     "serve_in_thread",
 ]
