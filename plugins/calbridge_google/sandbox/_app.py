@@ -32,12 +32,14 @@ from calbridge.sandbox import (
     NativeEvent,
     Occurrence,
     RequestCounts,
+    Throttle,
     UnknownCalendar,
     UnknownEvent,
     UnknownUser,
     World,
     counting,
     request_counts,
+    retry_after_headers,
 )
 
 from ._common import Ctx, deleted, error_response, not_found, read_json
@@ -130,6 +132,8 @@ class GoogleSandbox(PushMixin):
         ]
         #: what this sandbox answered (``GET /_sandbox/requests``)
         self.counts: RequestCounts = request_counts(world, PROVIDER)
+        #: per-user quota (``settings.rate_limits``; none by default)
+        self.throttle = Throttle(self.counts, enabled=lambda: world.rate_limits)
         self.app = counting(Starlette(routes=routes), self.counts)
 
     # -- controls (Python) ---------------------------------------------------------------
@@ -189,11 +193,8 @@ class GoogleSandbox(PushMixin):
         if self.state.injected_reasons:
             reason = self.state.injected_reasons.pop(0)
             domain, message = _REASON_DOMAINS.get(reason, (domain, message))
-        headers = {}
-        if injected.retry_after is not None:
-            headers["Retry-After"] = f"{injected.retry_after:g}"
         err = GoogleError(status=injected.status, reason=reason, message=message, domain=domain)
-        return error_response(err, headers)
+        return error_response(err, retry_after_headers(injected.retry_after))
 
     def _faulty(self, fn: Any) -> Handler:
         async def run(request: Request) -> Response:
@@ -230,15 +231,24 @@ class GoogleSandbox(PushMixin):
                     },
                 )
             # Google counts every authenticated request against the project's quota
-            self.counts.limited += 1
-            try:
-                cid = request.path_params.get("cid")
-                cal = self._calendar(email, cid) if cid else self.world.primary_calendar(email)
-                return await fn(request, Ctx(email=email, cal=cal))
-            except GoogleError as err:
-                return error_response(err)
-            except (UnknownCalendar, UnknownEvent, UnknownUser):
-                return error_response(not_found())
+            with self.throttle.admit(email, rates=self.settings.rate_limits) as refused:
+                if refused is not None:
+                    return error_response(
+                        GoogleError(
+                            status=403,
+                            reason="userRateLimitExceeded",
+                            message="User Rate Limit Exceeded",
+                            domain="usageLimits",
+                        )
+                    )
+                try:
+                    cid = request.path_params.get("cid")
+                    cal = self._calendar(email, cid) if cid else self.world.primary_calendar(email)
+                    return await fn(request, Ctx(email=email, cal=cal))
+                except GoogleError as err:
+                    return error_response(err)
+                except (UnknownCalendar, UnknownEvent, UnknownUser):
+                    return error_response(not_found())
 
         return run
 

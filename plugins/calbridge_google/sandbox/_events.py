@@ -33,7 +33,7 @@ from ._render import (
     rfc3339,
     tombstone_json,
 )
-from ._state import GoogleState, Listing, signature
+from ._state import GoogleState, Listing, PageState, signature
 
 __all__ = ["SYNC_INCOMPATIBLE", "list_events"]
 
@@ -158,7 +158,8 @@ def list_events(
     since: int | None = None
     last: list[Any] | None = None
     if "pageToken" in p:
-        snapshot, since, last = state.read_page_token(p["pageToken"], request_sig)
+        page = state.read_page_token(p["pageToken"], request_sig)
+        snapshot, since, last = page.snapshot, page.since, page.last
     else:
         snapshot = world.sequence(cal.id)
         if sync_token is not None:
@@ -193,7 +194,7 @@ def list_events(
     }
     if end < len(listing.keys):
         body["nextPageToken"] = state.page_token(
-            request_sig, snapshot, since, listing.keys[end - 1]
+            PageState(request_sig, snapshot, since, listing.keys[end - 1])
         )
     elif master is None:
         body["nextSyncToken"] = state.issue_sync_token(cal.id, snapshot, filter_sig)

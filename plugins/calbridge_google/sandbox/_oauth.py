@@ -3,14 +3,13 @@
 The authorize endpoint consents on the user's behalf: ``login_hint`` names the user, who
 is created natively on Google (with a primary calendar) when the world does not know
 them yet, and the browser is redirected (302) to ``redirect_uri`` with ``code`` and
-``state``. PKCE (``S256`` and ``plain``) is checked at the token endpoint.
+``state``. Codes, PKCE (``S256`` and ``plain``, a challenge without a method is
+``plain``), grants and tokens are the :class:`calbridge.sandbox.GrantServer`'s.
 """
 
 from __future__ import annotations
 
 import base64
-import hashlib
-import hmac
 import json
 from urllib.parse import parse_qsl, urlencode
 
@@ -18,9 +17,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from calbridge.sandbox import UnknownUser
+from calbridge.sandbox import Consent, GrantRefused, UnknownUser
 
-from ._state import AuthCode, GoogleState
+from ._state import GoogleState
 
 __all__ = ["oauth_routes"]
 
@@ -49,6 +48,17 @@ def _id_token(state: GoogleState, email: str, client_id: str) -> str:
 
     # unsigned in the sandbox: the signature segment is a placeholder
     return f"{part({'alg': 'RS256', 'kid': 'sandbox', 'typ': 'JWT'})}.{part(claims)}.sandbox"
+
+
+def _refusal(refused: GrantRefused) -> JSONResponse:
+    """A refused code or refresh grant, as Google words it."""
+    if refused.reason == "redirect_mismatch":
+        return _oauth_error(400, "redirect_uri_mismatch", "Bad Request")
+    if refused.reason == "invalid_verifier":
+        return _oauth_error(400, "invalid_grant", "Invalid code verifier.")
+    if refused.reason == "invalid_refresh_token":
+        return _oauth_error(400, "invalid_grant", "Token has been expired or revoked.")
+    return _oauth_error(400, "invalid_grant", "Malformed auth code.")
 
 
 async def _form(request: Request) -> dict[str, str]:
@@ -88,21 +98,23 @@ def oauth_routes(state: GoogleState) -> list[Route]:
             if state_param is not None:
                 params["state"] = state_param
             return RedirectResponse(f"{redirect_uri}?{urlencode(params)}", status_code=302)
-        method = q.get("code_challenge_method") or ("plain" if q.get("code_challenge") else None)
-        if method not in (None, "S256", "plain"):
+        try:
+            challenge = state.oauth.pkce.challenge(
+                q.get("code_challenge"), q.get("code_challenge_method")
+            )
+        except GrantRefused:
             return _oauth_error(400, "invalid_request", "Invalid code_challenge_method.")
         scope = q.get("scope", "")
-        code = state.new_code(
-            AuthCode(
-                email=user.email,
+        code = state.oauth.issue_code(
+            Consent(
                 client_id=client_id,
-                redirect_uri=redirect_uri,
+                subject=user.email,
                 scope=scope,
-                code_challenge=q.get("code_challenge"),
-                code_challenge_method=method,
                 offline=q.get("access_type") == "offline",
-                expires=state.now() + state.settings.code_lifetime,
-            )
+            ),
+            redirect_uri,
+            challenge,
+            lifetime=state.settings.code_lifetime,
         )
         params = {"code": code, "scope": scope}
         if state_param is not None:
@@ -113,43 +125,33 @@ def oauth_routes(state: GoogleState) -> list[Route]:
     async def token(request: Request) -> Response:
         f = await _form(request)
         client_id = f.get("client_id", "")
-        expected = world.application_secret(client_id)
-        given = f.get("client_secret", "")
-        if expected is None or not hmac.compare_digest(given.encode(), expected.reveal().encode()):
+        if not world.check_application(client_id, f.get("client_secret", "")):
             return _oauth_error(401, "invalid_client", "Unauthorized")
         grant_type = f.get("grant_type")
         if grant_type == "authorization_code":
-            code = state.take_code(f.get("code", ""))
-            if code is None or code.client_id != client_id:
-                return _oauth_error(400, "invalid_grant", "Malformed auth code.")
-            if code.redirect_uri != f.get("redirect_uri"):
-                return _oauth_error(400, "redirect_uri_mismatch", "Bad Request")
-            if code.code_challenge is not None:
-                verifier = f.get("code_verifier", "")
-                if code.code_challenge_method == "S256":
-                    digest = hashlib.sha256(verifier.encode()).digest()
-                    derived = base64.urlsafe_b64encode(digest).decode().rstrip("=")
-                else:
-                    derived = verifier
-                if not verifier or not hmac.compare_digest(derived, code.code_challenge):
-                    return _oauth_error(400, "invalid_grant", "Invalid code verifier.")
-            grant = state.new_grant(code.email, client_id, code.scope, code.offline)
+            try:
+                grant = state.oauth.exchange_code(
+                    client_id, f.get("code", ""), f.get("redirect_uri"), f.get("code_verifier")
+                )
+            except GrantRefused as refused:
+                return _refusal(refused)
             access, life = state.mint_access(grant)
             body: dict[str, object] = {
                 "access_token": access,
                 "expires_in": life,
-                "scope": code.scope,
+                "scope": grant.scope,
                 "token_type": "Bearer",
             }
             if grant.refresh_token:
                 body["refresh_token"] = grant.refresh_token
-            if "openid" in code.scope.split():
-                body["id_token"] = _id_token(state, code.email, client_id)
+            if "openid" in grant.scope.split():
+                body["id_token"] = _id_token(state, grant.subject, client_id)
             return JSONResponse(body, headers={"Cache-Control": "no-store"})
         if grant_type == "refresh_token":
-            found = state.grant_by_refresh(f.get("refresh_token", ""))
-            if found is None or found.client_id != client_id:
-                return _oauth_error(400, "invalid_grant", "Token has been expired or revoked.")
+            try:
+                found = state.oauth.refresh(client_id, f.get("refresh_token", ""))
+            except GrantRefused as refused:
+                return _refusal(refused)
             access, life = state.mint_access(found)
             return JSONResponse(
                 {
@@ -165,7 +167,7 @@ def oauth_routes(state: GoogleState) -> list[Route]:
     async def revoke(request: Request) -> Response:
         form = await _form(request)
         value = form.get("token") or request.query_params.get("token") or ""
-        if not value or not state.revoke(value):
+        if not value or state.oauth.revoke(value) is None:
             return _oauth_error(400, "invalid_token", "Token expired or revoked")
         return JSONResponse({})
 

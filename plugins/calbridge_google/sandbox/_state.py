@@ -8,7 +8,6 @@ import base64
 import datetime as dt
 import hashlib
 import json
-import secrets
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
@@ -16,11 +15,21 @@ from typing import Any
 
 import attrs
 
-from calbridge.sandbox import NativeCalendar, World
+from calbridge.sandbox import (
+    Consent,
+    Grant,
+    GrantServer,
+    NativeCalendar,
+    PageTokens,
+    RateLimit,
+    TokenShapes,
+    World,
+    opaque_token,
+)
 
 from ._params import GoogleError
 
-__all__ = ["AuthCode", "GoogleSettings", "GoogleState", "Grant", "WatchChannel"]
+__all__ = ["GoogleSettings", "GoogleState", "PageState", "WatchChannel"]
 
 
 @attrs.define
@@ -39,32 +48,21 @@ class GoogleSettings:
     notifications_per_change: int = 1
     #: messages a channel still sends after channels.stop (Google's known quirk)
     notifications_after_stop: int = 0
+    #: per-user quota, ``(requests, seconds)`` sliding windows (Google: 600 a minute);
+    #: none enforced by default. Past it: 403 ``usageLimits/userRateLimitExceeded``
+    rate_limits: tuple[RateLimit, ...] = ()
 
 
-@attrs.define
-class AuthCode:
-    """An issued authorization code (single use)."""
+@attrs.frozen
+class PageState:
+    """What an events.list ``pageToken`` stands for: the query it continues (its
+    signature), the snapshot the first page was cut from, the sync token's sequence
+    and the last sort key served."""
 
-    email: str
-    client_id: str
-    redirect_uri: str
-    scope: str
-    code_challenge: str | None
-    code_challenge_method: str | None
-    offline: bool
-    expires: float
-
-
-@attrs.define
-class Grant:
-    """One consent: a refresh token and the access tokens minted from it."""
-
-    email: str
-    client_id: str
-    scope: str
-    refresh_token: str | None
-    access_tokens: dict[str, float] = attrs.field(factory=dict)  # token -> expiry
-    revoked: bool = False
+    signature: str
+    snapshot: int
+    since: int | None
+    last: list[Any]
 
 
 @attrs.define
@@ -127,8 +125,17 @@ class GoogleState:
         self.world = world
         self.settings = GoogleSettings()
         self._lock = threading.RLock()
-        self.codes: dict[str, AuthCode] = {}
-        self.grants: list[Grant] = []
+        #: OAuth codes, grants and tokens
+        self.oauth = GrantServer(
+            self.now,
+            tokens=TokenShapes(
+                code=opaque_token("4/0A", 24),
+                access=opaque_token("ya29.a0", 40),
+                refresh=opaque_token("1//0g", 32),
+            ),
+        )
+        #: events.list page tokens (kept until evicted, as Google's live long)
+        self.pages: PageTokens[PageState] = PageTokens(self.now, token=opaque_token("CkIK", 30))
         self.channels: dict[str, WatchChannel] = {}
         self._sync_issued = 0
         #: sync tokens issued at or before this counter are expired, per calendar ("*" = all)
@@ -157,42 +164,12 @@ class GoogleState:
         """Sandbox epoch seconds."""
         return self.world.clock.timestamp()
 
-    # -- OAuth -------------------------------------------------------------------------
-
-    def new_code(self, code: AuthCode) -> str:
-        """Store an authorization code; returns it."""
-        value = "4/0A" + secrets.token_urlsafe(24)
-        with self._lock:
-            self.codes[value] = code
-        return value
-
-    def take_code(self, value: str) -> AuthCode | None:
-        """Consume a code (None when unknown, used or expired)."""
-        with self._lock:
-            code = self.codes.pop(value, None)
-        if code is None or code.expires < self.now():
-            return None
-        return code
-
-    def new_grant(self, email: str, client_id: str, scope: str, offline: bool) -> Grant:
-        """Record a consent."""
-        grant = Grant(
-            email=email,
-            client_id=client_id,
-            scope=scope,
-            refresh_token=("1//0g" + secrets.token_urlsafe(32)) if offline else None,
-        )
-        with self._lock:
-            self.grants.append(grant)
-        return grant
+    # -- OAuth ------------------------------------------------------------------------
 
     def mint_access(self, grant: Grant) -> tuple[str, int]:
         """A new access token for ``grant`` and its lifetime."""
-        token = "ya29.a0" + secrets.token_urlsafe(40)
         life = self.settings.access_token_lifetime
-        with self._lock:
-            grant.access_tokens[token] = self.now() + life
-        return token, life
+        return self.oauth.mint_access(grant, life), life
 
     def issue(self, email: str, client_id: str, scope: str) -> dict[str, Any]:
         """Tokens for a Google-native user (created if unknown), without the consent page.
@@ -206,7 +183,7 @@ class GoogleState:
             user = self.world.add_user(key, native="google")
         if user.native != "google":
             raise ValueError(f"{key} is a {user.native} user, not a Google one")
-        grant = self.new_grant(key, client_id, scope, True)
+        grant = self.oauth.grant(Consent(client_id=client_id, subject=key, scope=scope))
         access, life = self.mint_access(grant)
         return {
             "access_token": access,
@@ -216,48 +193,18 @@ class GoogleState:
             "token_type": "Bearer",
         }
 
-    def grant_by_refresh(self, refresh_token: str) -> Grant | None:
-        """The live grant of a refresh token."""
-        with self._lock:
-            for grant in self.grants:
-                if not grant.revoked and grant.refresh_token == refresh_token:
-                    return grant
-        return None
-
     def user_for(self, access_token: str) -> str | None:
         """The email an unexpired, unrevoked access token belongs to."""
-        now = self.now()
-        with self._lock:
-            for grant in self.grants:
-                expiry = grant.access_tokens.get(access_token)
-                if expiry is not None and not grant.revoked and expiry > now:
-                    return grant.email
-        return None
-
-    def revoke(self, token: str) -> bool:
-        """Revoke the grant owning an access or refresh token."""
-        with self._lock:
-            for grant in self.grants:
-                if grant.revoked:
-                    continue
-                if grant.refresh_token == token or token in grant.access_tokens:
-                    grant.revoked = True
-                    return True
-        return False
+        grant = self.oauth.authenticate(access_token)
+        return None if grant is None else grant.subject
 
     def expire_access(self, email: str) -> None:
         """Make every access token of ``email`` expired (refresh still works)."""
-        with self._lock:
-            for grant in self.grants:
-                if grant.email == email:
-                    grant.access_tokens = dict.fromkeys(grant.access_tokens, 0.0)
+        self.oauth.expire_access(email)
 
     def revoke_user(self, email: str) -> None:
         """Revoke every grant of ``email`` (refresh answers invalid_grant)."""
-        with self._lock:
-            for grant in self.grants:
-                if grant.email == email:
-                    grant.revoked = True
+        self.oauth.revoke_subject(email)
 
     # -- sync and page tokens -------------------------------------------------------------
 
@@ -296,16 +243,14 @@ class GoogleState:
         with self._lock:
             self._expired_upto[calendar_id or "*"] = self._sync_issued
 
-    @staticmethod
-    def page_token(sig: str, snapshot: int, since: int | None, last: list[Any]) -> str:
-        """A page token bound to the request signature, its snapshot and the last key."""
-        return _b64({"f": sig, "s": snapshot, "p": since, "k": last})
+    def page_token(self, page: PageState) -> str:
+        """A ``pageToken`` for the next page of a query."""
+        return self.pages.issue(page)
 
-    @staticmethod
-    def read_page_token(token: str, sig: str) -> tuple[int, int | None, list[Any]]:
-        """``(snapshot, since, last_key)``; a token of another query is a 400."""
-        data = _unb64(token)
-        if data is None or data.get("f") != sig:
+    def read_page_token(self, token: str, sig: str) -> PageState:
+        """What ``token`` stands for; unknown, evicted or another query's is a 400."""
+        page = self.pages.get(token)
+        if page is None or page.signature != sig:
             raise GoogleError(
                 status=400,
                 reason="invalid",
@@ -313,7 +258,7 @@ class GoogleState:
                 location="pageToken",
                 location_type="parameter",
             )
-        return int(data["s"]), data.get("p"), list(data["k"])
+        return page
 
     # -- channels ------------------------------------------------------------------------
 
