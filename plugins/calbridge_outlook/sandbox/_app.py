@@ -4,8 +4,9 @@ Mounted at ``/graph`` by ``calbridge sandbox serve``:
 
 * ``/graph/{tenant}/oauth2/v2.0/authorize`` auto-consents for ``login_hint`` (creating
   the user natively at Microsoft, with a primary calendar) and redirects back with
-  ``code`` and ``state``; ``/token`` exchanges codes (PKCE checked) and rotates refresh
-  tokens (each is single-use).
+  ``code`` and ``state``; ``/token`` exchanges codes (PKCE ``S256`` or ``plain``, a
+  challenge without a method being ``plain``) and rotates refresh tokens (each is
+  single-use), on a :class:`calbridge.sandbox.GrantServer`.
 * ``/graph/v1.0/me/...`` (also ``/users/{id|upn}/...`` for the caller's own mailbox):
   calendars, calendarView (+ delta), events CRUD, instances, getSchedule, subscriptions.
   Every request counts against its mailbox's 4 concurrent requests (429
@@ -17,10 +18,7 @@ Mounted at ``/graph`` by ``calbridge sandbox serve``:
 from __future__ import annotations
 
 import asyncio
-import base64
 import datetime as dt
-import hashlib
-import hmac
 import json
 import secrets
 from collections.abc import Awaitable, Callable
@@ -32,11 +30,20 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from calbridge.sandbox import RequestCounts, User, World, counting, request_counts
+from calbridge.sandbox import (
+    Consent,
+    GrantRefused,
+    RequestCounts,
+    Throttle,
+    User,
+    World,
+    counting,
+    request_counts,
+    retry_after_headers,
+)
 
 from ._api import dispatch
 from ._core import PROVIDER, GraphError, GraphView, error_body, view_for
-from ._state import AccessToken, AuthCode, RefreshToken, new_token
 from ._subs import send_lifecycle
 
 __all__ = ["GraphSandbox"]
@@ -58,9 +65,17 @@ def _oauth_error(status: int, error: str, description: str, code: int) -> JSONRe
     )
 
 
-def _s256(verifier: str) -> str:
-    digest = hashlib.sha256(verifier.encode("ascii")).digest()
-    return base64.urlsafe_b64encode(digest).decode("ascii").rstrip("=")
+def _refusal(refused: GrantRefused) -> JSONResponse:
+    """A refused code or refresh grant, in the identity platform's words."""
+    if refused.reason == "redirect_mismatch":
+        return _oauth_error(400, "invalid_grant", "redirect_uri does not match.", 50148)
+    if refused.reason == "invalid_verifier":
+        return _oauth_error(400, "invalid_grant", "PKCE verification failed.", 501481)
+    if refused.reason == "invalid_refresh_token":
+        return _oauth_error(
+            400, "invalid_grant", "The refresh token has expired or was revoked.", 70008
+        )
+    return _oauth_error(400, "invalid_grant", "The code has expired or was used.", 70008)
 
 
 class GraphSandbox:
@@ -76,6 +91,8 @@ class GraphSandbox:
         world.faults.on(PROVIDER, "revoke_tokens", self._revoke_tokens)
         #: what this sandbox answered (``GET /_sandbox/requests``)
         self.counts: RequestCounts = request_counts(world, PROVIDER)
+        #: mailbox concurrency (and rates, when set)
+        self.throttle = Throttle(self.counts, enabled=lambda: world.rate_limits)
         self.app = counting(
             Starlette(
                 routes=[
@@ -96,18 +113,12 @@ class GraphSandbox:
     # -- faults --------------------------------------------------------------------------
 
     def _expire_tokens(self, email: str) -> None:
-        past = self.view.now() - dt.timedelta(seconds=1)
-        with self.view.lock:
-            for token in self.view.access.values():
-                if token.email == email.lower():
-                    token.expires = past
+        self.view.oauth.expire_access(email.lower())
 
     def _revoke_tokens(self, email: str) -> None:
         key = email.lower()
+        self.view.oauth.revoke_subject(key)
         with self.view.lock:
-            for store in (self.view.access, self.view.refresh):
-                for tok in [t for t, v in store.items() if v.email == key]:
-                    store.pop(tok)
             subs = [s for s in self.view.subscriptions.values() if s.email == key]
         for sub in subs:
             send_lifecycle(self.view, sub, "subscriptionRemoved")
@@ -135,77 +146,63 @@ class GraphSandbox:
 
         if "@" not in email:
             return back(error="login_required", error_description="login_hint is required")
+        try:
+            challenge = self.view.oauth.pkce.challenge(
+                q.get("code_challenge"), q.get("code_challenge_method")
+            )
+        except GrantRefused:
+            return back(
+                error="invalid_request",
+                error_description="AADSTS9002313: code_challenge_method must be S256 or plain",
+            )
         user = self.world.add_user(email, native="microsoft")
         if user.native != "microsoft":
             return back(error="access_denied", error_description="not a Microsoft account")
-        code = new_token(24)
-        with self.view.lock:
-            self.view.codes[code] = AuthCode(
-                email=user.email,
+        scope = " ".join(q.get("scope", "").split())
+        code = self.view.oauth.issue_code(
+            Consent(
                 client_id=client_id,
-                redirect_uri=redirect_uri,
-                scopes=tuple(q.get("scope", "").split()),
-                challenge=q.get("code_challenge"),
-                challenge_method=q.get("code_challenge_method"),
-                expires=self.view.now() + dt.timedelta(minutes=10),
-            )
+                subject=user.email,
+                scope=scope,
+                offline="offline_access" in scope.split(),
+            ),
+            redirect_uri,
+            challenge,
+        )
         return back(code=code, session_state=secrets.token_hex(8))
 
     async def _token(self, request: Request) -> Response:
         form = dict(parse_qsl((await request.body()).decode("utf-8")))
         client_id = form.get("client_id", "")
-        secret = self.world.application_secret(client_id)
-        given = form.get("client_secret", "")
-        if secret is None or not hmac.compare_digest(given.encode(), secret.reveal().encode()):
+        if not self.world.check_application(client_id, form.get("client_secret", "")):
             return _oauth_error(401, "invalid_client", "Invalid client secret provided.", 7000215)
-        grant = form.get("grant_type")
-        if grant == "authorization_code":
-            with self.view.lock:
-                code = self.view.codes.pop(form.get("code", ""), None)
-            if code is None or code.client_id != client_id or code.expires < self.view.now():
-                return _oauth_error(
-                    400, "invalid_grant", "The code has expired or was used.", 70008
+        kind = form.get("grant_type")
+        oauth = self.view.oauth
+        try:
+            if kind == "authorization_code":
+                grant = oauth.exchange_code(
+                    client_id,
+                    form.get("code", ""),
+                    form.get("redirect_uri"),
+                    form.get("code_verifier"),
                 )
-            if code.redirect_uri != form.get("redirect_uri"):
-                return _oauth_error(400, "invalid_grant", "redirect_uri does not match.", 50148)
-            if code.challenge:
-                verifier = form.get("code_verifier", "")
-                if not verifier or not hmac.compare_digest(_s256(verifier), code.challenge):
-                    return _oauth_error(400, "invalid_grant", "PKCE verification failed.", 501481)
-            return self._issue(code.email, client_id, code.scopes)
-        if grant == "refresh_token":
-            with self.view.lock:
-                old = self.view.refresh.pop(form.get("refresh_token", ""), None)
-            if old is None or old.client_id != client_id:
-                return _oauth_error(
-                    400, "invalid_grant", "The refresh token has expired or was revoked.", 70008
-                )
-            return self._issue(old.email, client_id, old.scopes)
-        return _oauth_error(400, "unsupported_grant_type", "Unsupported grant_type.", 70003)
-
-    def _issue(self, email: str, client_id: str, scopes: tuple[str, ...]) -> Response:
+            elif kind == "refresh_token":
+                grant = oauth.refresh(client_id, form.get("refresh_token", ""))
+            else:
+                return _oauth_error(400, "unsupported_grant_type", "Unsupported grant_type.", 70003)
+        except GrantRefused as refused:
+            return _refusal(refused)
         ttl = self.view.settings.access_token_ttl
-        access = new_token()
         body: dict[str, Any] = {
             "token_type": "Bearer",
-            "scope": " ".join(s for s in scopes if s != "offline_access") or "User.Read",
+            "scope": " ".join(s for s in grant.scope.split() if s != "offline_access")
+            or "User.Read",
             "expires_in": ttl,
             "ext_expires_in": ttl,
-            "access_token": access,
+            "access_token": oauth.mint_access(grant, ttl),
         }
-        with self.view.lock:
-            self.view.access[access] = AccessToken(
-                email=email,
-                client_id=client_id,
-                scopes=scopes,
-                expires=self.view.now() + dt.timedelta(seconds=ttl),
-            )
-            if "offline_access" in scopes:
-                refresh = new_token(48)
-                self.view.refresh[refresh] = RefreshToken(
-                    email=email, client_id=client_id, scopes=scopes
-                )
-                body["refresh_token"] = refresh
+        if grant.refresh_token is not None:
+            body["refresh_token"] = grant.refresh_token
         return JSONResponse(body, headers={"Cache-Control": "no-store"})
 
     # -- API -----------------------------------------------------------------------------
@@ -213,17 +210,16 @@ class GraphSandbox:
     def _caller(self, request: Request) -> tuple[User, str]:
         header = request.headers.get("authorization", "")
         token = header[7:] if header.lower().startswith("bearer ") else ""
-        with self.view.lock:
-            grant = self.view.access.get(token)
-        if grant is None:
+        info = self.view.oauth.introspect(token)
+        if info is None:
             raise GraphError(401, "InvalidAuthenticationToken", "IDX14100: JWT is not well formed.")
-        if grant.expires <= self.view.now():
+        if not info.active:
             raise GraphError(
                 401,
                 "InvalidAuthenticationToken",
                 "Lifetime validation failed, the token is expired.",
             )
-        return self.world.user(grant.email), grant.client_id
+        return self.world.user(info.grant.subject), info.grant.client_id
 
     async def _api(self, request: Request) -> Response:
         try:
@@ -238,26 +234,28 @@ class GraphSandbox:
         self, user: User, request: Request, handler: Callable[[], Awaitable[Response]]
     ) -> Response:
         view = self.view
-        self.counts.limited += 1  # Graph counts every authenticated request
-        with view.lock:
-            busy = view.inflight.get(user.email, 0)
-            if busy >= view.settings.mailbox_concurrency:
-                over = True
-            else:
-                over = False
-                view.inflight[user.email] = busy + 1
-        now = view.now()
-        if over:
-            self.counts.throttled += 1
-            body = error_body(
-                "ApplicationThrottled", "Application is over its MailboxConcurrency limit.", now
-            )
-            return JSONResponse(
-                body,
-                status_code=429,
-                headers={"Retry-After": f"{view.settings.throttle_retry_after:g}"},
-            )
-        try:
+        settings = view.settings
+        # Graph counts every authenticated request; a mailbox takes 4 at once
+        with self.throttle.admit(
+            user.email,
+            rates=settings.mailbox_rate_limits,
+            concurrency=settings.mailbox_concurrency,
+        ) as refused:
+            if refused is not None:
+                if refused.limit is None:
+                    code, message = (
+                        "ApplicationThrottled",
+                        "Application is over its MailboxConcurrency limit.",
+                    )
+                    wait = settings.throttle_retry_after
+                else:
+                    code, message = "TooManyRequests", "Please retry again later."
+                    wait = refused.retry_after or settings.throttle_retry_after
+                return JSONResponse(
+                    error_body(code, message, view.now()),
+                    status_code=429,
+                    headers=retry_after_headers(wait),
+                )
             latency = self.world.faults.latency(PROVIDER)
             if latency:
                 await asyncio.sleep(latency)
@@ -266,18 +264,15 @@ class GraphSandbox:
             rel = path[len(root) :] if root and path.startswith(root) else path
             injected = self.world.faults.take_error(PROVIDER, rel)
             if injected is not None:
-                headers = {}
-                if injected.retry_after is not None:
-                    headers["Retry-After"] = f"{injected.retry_after:g}"
+                headers = retry_after_headers(injected.retry_after)
                 code = _RETRY_CODES.get(injected.status, "generalException")
-                return GraphError(injected.status, code, "Injected fault.", headers).response(now)
+                return GraphError(injected.status, code, "Injected fault.", headers).response(
+                    view.now()
+                )
             try:
                 return await handler()
             except GraphError as exc:
                 return exc.response(view.now())
-        finally:
-            with view.lock:
-                view.inflight[user.email] -= 1
 
     # -- control -------------------------------------------------------------------------
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import secrets
 import threading
 import uuid
 from typing import Any
@@ -13,8 +14,10 @@ from starlette.responses import JSONResponse
 
 from calbridge import EventStatus
 from calbridge.sandbox import (
+    GrantServer,
     NativeEvent,
     Occurrence,
+    PageTokens,
     UnknownCalendar,
     UnknownEvent,
     User,
@@ -24,13 +27,11 @@ from calbridge.sandbox import (
 
 from ._render import event_json
 from ._state import (
-    AccessToken,
-    AuthCode,
+    GRAPH_TOKENS,
     DeltaRound,
     DeltaState,
     GraphSettings,
     Overlay,
-    RefreshToken,
     SandboxSubscription,
 )
 
@@ -39,6 +40,10 @@ __all__ = ["PROVIDER", "Found", "GraphError", "GraphView", "error_body", "view_f
 #: the sandbox's name (mount path, fault key, delivery provider)
 PROVIDER = "graph"
 _SUFFIX = re.compile(r"^\d{8}(T\d{6}Z)?$")
+
+
+def _skip_token() -> str:
+    return secrets.token_urlsafe(24)
 
 
 def error_body(code: str, message: str, now: dt.datetime) -> dict[str, Any]:
@@ -98,18 +103,30 @@ class GraphView:
     world: World
     settings: GraphSettings = attrs.field(factory=GraphSettings)
     tenant_id: str = attrs.field(factory=lambda: str(uuid.uuid4()))
-    codes: dict[str, AuthCode] = attrs.field(factory=dict)
-    access: dict[str, AccessToken] = attrs.field(factory=dict)
-    refresh: dict[str, RefreshToken] = attrs.field(factory=dict)
+    #: OAuth codes, grants and tokens (refresh tokens are single-use: each refresh
+    #: rotates them)
+    oauth: GrantServer = attrs.field(
+        default=attrs.Factory(
+            lambda self: GrantServer(
+                self.world.clock.timestamp, tokens=GRAPH_TOKENS, rotate_refresh_tokens=True
+            ),
+            takes_self=True,
+        )
+    )
     overlays: dict[str, Overlay] = attrs.field(factory=dict)
     #: (calendar id, transactionId) -> event id
     transactions: dict[tuple[str, str], str] = attrs.field(factory=dict)
     deltas: dict[str, DeltaState] = attrs.field(factory=dict)
-    rounds: dict[str, tuple[DeltaRound, int]] = attrs.field(factory=dict)
+    #: ``$skiptoken`` -> the delta round and the page it continues with
+    rounds: PageTokens[tuple[DeltaRound, int]] = attrs.field(
+        default=attrs.Factory(
+            lambda self: PageTokens(self.world.clock.timestamp, token=_skip_token),
+            takes_self=True,
+        )
+    )
     #: delta tokens evicted on purpose (answered 410 with a Location reset)
     evicted: dict[str, DeltaState] = attrs.field(factory=dict)
     subscriptions: dict[str, SandboxSubscription] = attrs.field(factory=dict)
-    inflight: dict[str, int] = attrs.field(factory=dict)
     lock: threading.RLock = attrs.field(factory=threading.RLock)
 
     def now(self) -> dt.datetime:

@@ -1,4 +1,4 @@
-"""The Graph sandbox's own state: settings, OAuth grants, delta rounds, subscriptions.
+"""The Graph sandbox's own state: settings, token shapes, delta rounds, subscriptions.
 
 Everything native (users, calendars, events) lives in the shared
 :class:`calbridge.sandbox.World`; this is only what Microsoft keeps beside it. Graph
@@ -10,30 +10,30 @@ id and shown only while they agree with the world's own value.
 from __future__ import annotations
 
 import datetime as dt
-import secrets
 import uuid
 from typing import Any
 
 import attrs
 
 from calbridge import Secret
+from calbridge.sandbox import RateLimit, TokenShapes, opaque_token
 
 __all__ = [
-    "AccessToken",
-    "AuthCode",
+    "GRAPH_TOKENS",
     "DeltaRound",
     "DeltaState",
     "GraphSettings",
     "Overlay",
-    "RefreshToken",
     "SandboxSubscription",
-    "new_token",
 ]
 
 
-def new_token(nbytes: int = 32) -> str:
-    """An opaque token (shaped like nothing in particular, as Microsoft's are)."""
-    return "EwB" + secrets.token_urlsafe(nbytes)
+#: Microsoft's codes and tokens: opaque, shaped like nothing in particular
+GRAPH_TOKENS = TokenShapes(
+    code=opaque_token("EwB", 24),
+    access=opaque_token("EwB", 32),
+    refresh=opaque_token("EwB", 48),
+)
 
 
 @attrs.define(kw_only=True)
@@ -49,6 +49,9 @@ class GraphSettings:
     validation_timeout: float = 10.0
     #: concurrent requests per mailbox before 429 ApplicationThrottled
     mailbox_concurrency: int = 4
+    #: per-mailbox rates, ``(requests, seconds)`` sliding windows (Graph: 10,000 per 10
+    #: minutes per application and mailbox); none enforced by default
+    mailbox_rate_limits: tuple[RateLimit, ...] = ()
     #: Retry-After sent with ApplicationThrottled (fractional, as Graph does)
     throttle_retry_after: float = 0.35
     #: delta tokens older than this (sandbox seconds) answer 410; None keeps them
@@ -63,38 +66,6 @@ class GraphSettings:
     updated_repeats: int = 1
     #: refuse notificationUrls that are not https (Graph does; loopback tests use http)
     require_https: bool = False
-
-
-@attrs.define(kw_only=True)
-class AuthCode:
-    """An authorization code waiting for the token endpoint."""
-
-    email: str
-    client_id: str
-    redirect_uri: str
-    scopes: tuple[str, ...]
-    challenge: str | None
-    challenge_method: str | None
-    expires: dt.datetime
-
-
-@attrs.define(kw_only=True)
-class AccessToken:
-    """An issued access token."""
-
-    email: str
-    client_id: str
-    scopes: tuple[str, ...]
-    expires: dt.datetime
-
-
-@attrs.define(kw_only=True)
-class RefreshToken:
-    """An issued refresh token (single use: every refresh rotates it)."""
-
-    email: str
-    client_id: str
-    scopes: tuple[str, ...]
 
 
 @attrs.define(kw_only=True)

@@ -21,8 +21,8 @@ from starlette.requests import Request
 
 from calbridge.sandbox import Occurrence, User
 
-from .._tz import parse_graph_datetime
 from ._core import GraphError, GraphView
+from ._graphtime import parse_graph_datetime
 from ._state import DeltaRound, DeltaState
 
 __all__ = ["calendar_view", "delta", "parse_window"]
@@ -116,8 +116,7 @@ def delta(
     now = view.now()
     skip = q.get("$skiptoken")
     if skip is not None:
-        with view.lock:
-            found = view.rounds.get(skip)
+        found = view.rounds.get(skip)
         if found is None or found[0].email != user.email:
             raise _gone(view, request, None)
         return _page(view, request, *found)
@@ -160,25 +159,12 @@ def _page(view: GraphView, request: Request, rnd: DeltaRound, index: int) -> dic
         "value": rnd.pages[index],
     }
     if index + 1 < len(rnd.pages):
-        token = secrets.token_urlsafe(24)
-        with view.lock:
-            view.rounds[token] = (rnd, index + 1)
-            _prune(view)
+        expires = rnd.created.timestamp() + view.settings.round_ttl
+        token = view.rounds.issue((rnd, index + 1), expires=expires)
         body["@odata.nextLink"] = _link(request, {"$skiptoken": token})
     else:
         body["@odata.deltaLink"] = _link(request, {"$deltatoken": rnd.delta_token})
     return body
-
-
-def _prune(view: GraphView) -> None:
-    now = view.now()
-    stale = [
-        k
-        for k, (r, _) in view.rounds.items()
-        if (now - r.created).total_seconds() > view.settings.round_ttl
-    ]
-    for k in stale:
-        view.rounds.pop(k, None)
 
 
 def _gone(view: GraphView, request: Request, state: DeltaState | None) -> GraphError:
