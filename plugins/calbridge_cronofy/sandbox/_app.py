@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import time
-from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any, Literal
 from urllib.parse import parse_qsl, urlencode
@@ -17,11 +15,19 @@ from starlette.responses import JSONResponse, PlainTextResponse, RedirectRespons
 from starlette.routing import Route
 
 from calbridge import Secret
-from calbridge.sandbox import RequestCounts, World, request_counts
+from calbridge.sandbox import (
+    Grant,
+    GrantRefused,
+    RequestCounts,
+    Throttle,
+    World,
+    request_counts,
+    retry_after_headers,
+)
 
 from ._engine import PROVIDER, CronofyEngine, engine_for
 from ._query import PageStore, Query, encoded_renderer, run_query
-from ._state import Channel, Grant, PendingWrite, new_id
+from ._state import Channel, PendingWrite, granted_scopes, is_service_account, new_id
 from ._wire import FieldError, calendar_json, profile_json
 from ._writes import accept_event_write
 
@@ -61,27 +67,6 @@ async def _body(request: Request) -> dict[str, Any]:
     return data
 
 
-class _RateLimiter:
-    """Per-application sliding windows in real time (50 req/s and 500 req/min)."""
-
-    def __init__(self) -> None:
-        self._hits: dict[str, deque[float]] = {}
-
-    def allow(self, client_id: str, limits: tuple[tuple[int, float], ...]) -> bool:
-        if not limits:
-            return True
-        now = time.monotonic()
-        hits = self._hits.setdefault(client_id, deque())
-        longest = max(window for _, window in limits)
-        while hits and hits[0] <= now - longest:
-            hits.popleft()
-        for limit, window in limits:
-            if sum(1 for t in hits if t > now - window) >= limit:
-                return False
-        hits.append(now)
-        return True
-
-
 class CronofySandbox:
     """Cronofy's API over a sandbox world. :attr:`app` is the ASGI app."""
 
@@ -90,9 +75,10 @@ class CronofySandbox:
         self.engine: CronofyEngine = engine_for(world)
         settings = self.engine.settings
         self.pages = PageStore(settings.page_size, settings.page_ttl, world.clock.timestamp)
-        self._limiter = _RateLimiter()
         #: what this sandbox answered (``GET /_sandbox/requests``)
         self.counts: RequestCounts = request_counts(world, PROVIDER)
+        #: 50 requests a second and 500 a minute per application (``settings.rate_limits``)
+        self.throttle = Throttle(self.counts, enabled=lambda: world.rate_limits)
         self.app = Starlette(routes=self._routes())
 
     # -- plumbing ----------------------------------------------------------------------
@@ -113,10 +99,9 @@ class CronofySandbox:
                 PROVIDER, request.url.path[len(self._prefix(request)) :]
             )
             if injected is not None:
-                headers = {}
-                if injected.retry_after is not None:
-                    headers["Retry-After"] = f"{injected.retry_after:g}"
-                return Response(status_code=injected.status, headers=headers)
+                return Response(
+                    status_code=injected.status, headers=retry_after_headers(injected.retry_after)
+                )
             try:
                 return await handler(request)
             except FieldError as exc:
@@ -145,16 +130,15 @@ class CronofySandbox:
                 return Response(
                     status_code=401, headers={"WWW-Authenticate": 'Bearer realm="cronofy"'}
                 )
-            limits = self.engine.settings.rate_limits if self.world.rate_limits else ()
-            self.counts.limited += 1
-            if not self._limiter.allow(grant.client_id, limits):
-                self.counts.throttled += 1
-                return _empty(429)
-            if scope is not None and scope not in grant.scopes():
-                return _empty(403)
-            if service is not None and grant.service_account != service:
-                return _empty(403)
-            return await handler(request, grant)
+            rates = self.engine.settings.rate_limits
+            with self.throttle.admit(grant.client_id, rates=rates) as refused:
+                if refused is not None:
+                    return _empty(429)  # Cronofy sends no Retry-After
+                if scope is not None and scope not in granted_scopes(grant):
+                    return _empty(403)
+                if service is not None and is_service_account(grant) != service:
+                    return _empty(403)
+                return await handler(request, grant)
 
         return self._guard(wrapped)
 
@@ -185,10 +169,19 @@ class CronofySandbox:
         native: Literal["google", "microsoft"] | None = None
         if provider:
             native = "microsoft" if provider in _MICROSOFT else "google"
+        try:
+            challenge = self.engine.oauth.pkce.challenge(
+                q.get("code_challenge"), q.get("code_challenge_method")
+            )
+        except GrantRefused:
+            query = urlencode({"error": "invalid_request", **state})
+            return RedirectResponse(f"{redirect_uri}{sep}{query}", 302)
         account = self.engine.account_for(email, native)
         if not account.profile_connected:
             self.engine.reconnect_profile(account.email)
-        code = self.engine.issue_code(client_id, redirect_uri, account.sub, q.get("scope", ""))
+        code = self.engine.issue_code(
+            client_id, redirect_uri, account.sub, q.get("scope", ""), challenge=challenge
+        )
         query = urlencode({"code": code, **state})
         return RedirectResponse(f"{redirect_uri}{sep}{query}", 302)
 
@@ -198,30 +191,33 @@ class CronofySandbox:
         if client_id is None:
             return JSONResponse({"error": "invalid_client"}, status_code=400)
         grant_type = body.get("grant_type")
+        oauth = self.engine.oauth
         try:
             if grant_type == "authorization_code":
-                grant, access = self.engine.exchange_code(
-                    client_id, str(body.get("code", "")), str(body.get("redirect_uri", ""))
+                verifier = body.get("code_verifier")
+                grant = oauth.exchange_code(
+                    client_id,
+                    str(body.get("code", "")),
+                    str(body.get("redirect_uri") or "") or None,
+                    None if verifier is None else str(verifier),
                 )
             elif grant_type == "refresh_token":
-                grant, access = self.engine.refresh_grant(
-                    client_id, str(body.get("refresh_token", ""))
-                )
+                grant = oauth.refresh(client_id, str(body.get("refresh_token", "")))
             else:
                 return JSONResponse({"error": "unsupported_grant_type"}, status_code=400)
-        except LookupError:
+        except GrantRefused:
             return JSONResponse({"error": "invalid_grant"}, status_code=400)
         out: dict[str, Any] = {
             "token_type": "bearer",
-            "access_token": access,
+            "access_token": self.engine.mint_access(grant),
             "expires_in": self.engine.token_ttl(grant),
             "refresh_token": grant.refresh_token,
             "scope": grant.scope,
         }
-        if grant.service_account:
-            out["service_account_id"] = grant.sub
+        if is_service_account(grant):
+            out["service_account_id"] = grant.subject
         elif grant_type == "authorization_code":
-            account = self.engine.accounts[grant.sub]
+            account = self.engine.accounts[grant.subject]
             out.update(
                 account_id=account.sub,
                 sub=account.sub,
@@ -245,9 +241,9 @@ class CronofySandbox:
     # -- identity ----------------------------------------------------------------------
 
     async def userinfo(self, request: Request, grant: Grant) -> Response:
-        if grant.service_account:
+        if is_service_account(grant):
             return JSONResponse(self.engine.enterprise.userinfo(grant))
-        account = self.engine.accounts[grant.sub]
+        account = self.engine.accounts[grant.subject]
         profile = profile_json(account, self._relink(request))
         profile["profile_calendars"] = self._calendars(account)
         return JSONResponse(
@@ -268,7 +264,7 @@ class CronofySandbox:
         return f"{self._base(request)}/oauth/authorize?relink=true"
 
     async def account(self, request: Request, grant: Grant) -> Response:
-        account = self.engine.accounts[grant.sub]
+        account = self.engine.accounts[grant.subject]
         return JSONResponse(
             {
                 "account": {
@@ -282,11 +278,11 @@ class CronofySandbox:
         )
 
     async def profiles(self, request: Request, grant: Grant) -> Response:
-        account = self.engine.accounts[grant.sub]
+        account = self.engine.accounts[grant.subject]
         return JSONResponse({"profiles": [profile_json(account, self._relink(request))]})
 
     async def revoke_profile(self, request: Request, grant: Grant) -> Response:
-        account = self.engine.accounts[grant.sub]
+        account = self.engine.accounts[grant.subject]
         if request.path_params["profile_id"] != account.profile_id:
             return _empty(404)
         self.engine.disconnect_profile(account.email)
@@ -301,10 +297,10 @@ class CronofySandbox:
         ]
 
     async def calendars(self, request: Request, grant: Grant) -> Response:
-        account = self.engine.accounts[grant.sub]
+        account = self.engine.accounts[grant.subject]
         if request.method == "GET":
             return JSONResponse({"sub": account.sub, "calendars": self._calendars(account)})
-        if "create_calendar" not in grant.scopes():
+        if "create_calendar" not in granted_scopes(grant):
             return _empty(403)
         body = await _body(request)
         if body.get("profile_id") != account.profile_id:
@@ -323,7 +319,7 @@ class CronofySandbox:
 
     def _own_calendar(self, grant: Grant, calendar_id: str) -> Any:
         cal = self.engine.calendars.get(calendar_id)
-        return cal if cal is not None and cal.sub == grant.sub else None
+        return cal if cal is not None and cal.sub == grant.subject else None
 
     # -- events ------------------------------------------------------------------------
 
@@ -377,7 +373,7 @@ class CronofySandbox:
         return JSONResponse({"batch": out}, status_code=207)
 
     async def bulk_delete(self, request: Request, grant: Grant) -> Response:
-        if "delete_event" not in grant.scopes():
+        if "delete_event" not in granted_scopes(grant):
             return _empty(403)
         body = await _body(request)
         q = request.query_params
@@ -394,7 +390,7 @@ class CronofySandbox:
             self.engine.accept(
                 PendingWrite(
                     client_id=client_id,
-                    sub=grant.sub,
+                    sub=grant.subject,
                     calendar_id=calendar_id,
                     op="delete",
                     event_id=event_id,
@@ -411,12 +407,12 @@ class CronofySandbox:
         if status not in ("accepted", "tentative", "declined"):
             raise FieldError("status", "errors.invalid", "accepted, tentative or declined")
         uid = request.path_params["event_uid"]
-        if self.engine.find_by_uid(grant.sub, cal.calendar_id, uid) is None:
+        if self.engine.find_by_uid(grant.subject, cal.calendar_id, uid) is None:
             return _empty(404)
         self.engine.accept(
             PendingWrite(
                 client_id=grant.client_id,
-                sub=grant.sub,
+                sub=grant.subject,
                 calendar_id=cal.calendar_id,
                 op="upsert",
                 event_uid=uid,
@@ -428,7 +424,7 @@ class CronofySandbox:
     # -- channels ----------------------------------------------------------------------
 
     async def channels(self, request: Request, grant: Grant) -> Response:
-        open_channels = self.engine.open_channels(grant.client_id, grant.sub)
+        open_channels = self.engine.open_channels(grant.client_id, grant.subject)
         if request.method == "GET":
             return JSONResponse({"channels": [c.json() for c in open_channels]})
         body = await _body(request)
@@ -439,7 +435,7 @@ class CronofySandbox:
         channel = Channel(
             channel_id=new_id("chn_"),
             client_id=grant.client_id,
-            sub=grant.sub,
+            sub=grant.subject,
             callback_url=url,
             calendar_ids=calendar_ids,
             only_managed=only_managed,
@@ -485,7 +481,7 @@ class CronofySandbox:
         if (
             channel is None
             or channel.closed
-            or channel.sub != grant.sub
+            or channel.sub != grant.subject
             or channel.client_id != grant.client_id
         ):
             return _empty(404)

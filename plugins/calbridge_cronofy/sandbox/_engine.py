@@ -20,10 +20,15 @@ from typing import Any, Literal
 
 from calbridge import EventStatus
 from calbridge.sandbox import (
+    Consent,
     DeliveryAttempt,
     DeliveryPolicy,
+    Grant,
+    GrantServer,
     NativeChange,
     NativeEvent,
+    PkceChallenge,
+    TokenShapes,
     World,
 )
 
@@ -32,12 +37,11 @@ from ._state import (
     Account,
     CachedEvent,
     Channel,
-    CodeGrant,
     CronofyCalendar,
-    Grant,
     ManagedLink,
     PendingWrite,
     SandboxSettings,
+    is_service_account,
     new_id,
     new_token,
 )
@@ -47,6 +51,10 @@ __all__ = ["PROVIDER", "CronofyEngine", "engine_for"]
 
 PROVIDER = "cronofy"
 _ORIGIN = "cronofy:"
+
+
+def _code() -> str:
+    return secrets.token_hex(16)
 
 
 def _shown(event: NativeEvent) -> bool:
@@ -72,10 +80,13 @@ class CronofyEngine:
         self.lock = threading.RLock()
         self.accounts: dict[str, Account] = {}  # sub -> account
         self.by_email: dict[str, str] = {}  # email -> sub
-        self.grants: list[Grant] = []
-        self.access: dict[str, Grant] = {}  # access token -> grant
-        self.refresh: dict[str, Grant] = {}  # refresh token -> grant
-        self.codes: dict[str, CodeGrant] = {}
+        #: codes, grants and tokens (Cronofy's refresh tokens live as long as their grant;
+        #: the code grant's ``redirect_uri`` is compared only when sent)
+        self.oauth = GrantServer(
+            world.clock.timestamp,
+            tokens=TokenShapes(code=_code, access=new_token, refresh=new_token),
+            redirect_uri_required=False,
+        )
         self.calendars: dict[str, CronofyCalendar] = {}  # cronofy id -> calendar
         self.by_native: dict[str, CronofyCalendar] = {}  # native calendar id -> calendar
         self.cache: dict[str, dict[str, CachedEvent]] = {}  # native cal -> native id -> cached
@@ -138,114 +149,67 @@ class CronofyEngine:
         self._schedule_poll(account)
 
     def issue_code(
-        self, client_id: str, redirect_uri: str, sub: str, scope: str, *, service: bool = False
+        self,
+        client_id: str,
+        redirect_uri: str,
+        sub: str,
+        scope: str,
+        *,
+        kind: str = "user",
+        challenge: PkceChallenge | None = None,
     ) -> str:
-        """A single-use authorization code (valid 10 minutes)."""
-        code = secrets.token_hex(16)
-        with self.lock:
-            self.codes[code] = CodeGrant(
-                client_id=client_id,
-                redirect_uri=redirect_uri,
-                sub=sub,
-                scope=scope or DEFAULT_SCOPE,
-                expires=self.world.clock.timestamp() + 600,
-                service_account=service,
-            )
-        return code
-
-    def exchange_code(self, client_id: str, code: str, redirect_uri: str) -> tuple[Grant, str]:
-        """Redeem a code; raises ``LookupError`` for ``invalid_grant``."""
-        with self.lock:
-            pending = self.codes.pop(code, None)
-            if (
-                pending is None
-                or pending.client_id != client_id
-                or pending.expires < self.world.clock.timestamp()
-                or (redirect_uri and pending.redirect_uri != redirect_uri)
-            ):
-                raise LookupError("invalid_grant")
-            grant = Grant(
-                client_id=client_id,
-                sub=pending.sub,
-                scope=pending.scope,
-                refresh_token=new_token(),
-                service_account=pending.service_account,
-            )
-            self.grants.append(grant)
-            self.refresh[grant.refresh_token] = grant
-            return grant, self._new_access(grant)
-
-    def refresh_grant(self, client_id: str, refresh_token: str) -> tuple[Grant, str]:
-        """A new access token; raises ``LookupError`` for ``invalid_grant``."""
-        with self.lock:
-            grant = self.refresh.get(refresh_token)
-            if grant is None or grant.revoked or grant.client_id != client_id:
-                raise LookupError("invalid_grant")
-            return grant, self._new_access(grant)
-
-    def _new_access(self, grant: Grant) -> str:
-        token = new_token()
-        ttl = (
-            self.settings.service_account_token_ttl
-            if grant.service_account
-            else self.settings.access_token_ttl
+        """A single-use authorization code for account (or service account) ``sub``,
+        valid 10 minutes (``scope``: the default scopes when empty)."""
+        return self.oauth.issue_code(
+            Consent(client_id=client_id, subject=sub, scope=scope or DEFAULT_SCOPE, kind=kind),
+            redirect_uri,
+            challenge,
         )
-        grant.access_tokens[token] = self.world.clock.timestamp() + ttl
-        self.access[token] = grant
-        return token
+
+    def mint_access(self, grant: Grant) -> str:
+        """A new access token of ``grant`` (a service account's lives shorter)."""
+        return self.oauth.mint_access(grant, self.token_ttl(grant))
 
     def token_ttl(self, grant: Grant) -> int:
         """``expires_in`` for the grant's access tokens."""
-        if grant.service_account:
+        if is_service_account(grant):
             return self.settings.service_account_token_ttl
         return self.settings.access_token_ttl
 
     def authenticate(self, token: str) -> Grant | None:
         """The live grant of an access token (None if unknown, expired or revoked)."""
-        with self.lock:
-            grant = self.access.get(token)
-            if grant is None or grant.revoked:
-                return None
-            if grant.access_tokens.get(token, 0) <= self.world.clock.timestamp():
-                return None
-            return grant
+        return self.oauth.authenticate(token)
 
     def revoke(self, client_id: str, *, token: str | None = None, sub: str | None = None) -> None:
         """Revoke the authorization a token belongs to (or every one of ``sub``)."""
-        with self.lock:
-            if token:
-                grant = self.refresh.get(token) or self.access.get(token)
-                targets = [grant] if grant is not None and grant.client_id == client_id else []
-            else:
-                targets = [g for g in self.grants if g.sub == sub and g.client_id == client_id]
-            for grant in targets:
-                self._revoke(grant)
+        if token:
+            grant = self.oauth.revoke(token, client_id=client_id)
+            revoked = [] if grant is None else [grant]
+        elif sub:
+            revoked = self.oauth.revoke_subject(sub, client_id=client_id)
+        else:
+            revoked = []
+        self._close_channels(revoked)
 
-    def _revoke(self, grant: Grant) -> None:
-        grant.revoked = True
-        self.refresh.pop(grant.refresh_token, None)
-        for token in grant.access_tokens:
-            self.access.pop(token, None)
-        for channel in self.channels.values():
-            if channel.sub == grant.sub and channel.client_id == grant.client_id:
-                channel.closed = True
+    def _close_channels(self, grants: list[Grant]) -> None:
+        """A revoked authorization's channels close."""
+        with self.lock:
+            for grant in grants:
+                for channel in self.channels.values():
+                    if channel.sub == grant.subject and channel.client_id == grant.client_id:
+                        channel.closed = True
 
     def expire_tokens(self, email: str) -> None:
         """Fault: every access token of ``email`` expires now (refresh still works)."""
         sub = self.by_email.get(email.lower())
-        with self.lock:
-            for grant in self.grants:
-                if grant.sub == sub:
-                    for token in grant.access_tokens:
-                        grant.access_tokens[token] = 0.0
+        if sub is not None:
+            self.oauth.expire_access(sub)
 
     def revoke_tokens(self, email: str) -> None:
         """Fault: the user revoked every application (refresh answers invalid_grant)."""
         sub = self.by_email.get(email.lower())
-        with self.lock:
-            for grant in self.grants:
-                if grant.sub == sub:
-                    self._revoke(grant)
+        if sub is not None:
+            self._close_channels(self.oauth.revoke_subject(sub))
 
     def disconnect_profile(self, email: str) -> None:
         """Fault: Cronofy lost access to the native calendar (``profile_disconnected``)."""

@@ -19,7 +19,9 @@ import attrs
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, RedirectResponse, Response
 
-from ._state import Grant, new_id
+from calbridge.sandbox import Grant
+
+from ._state import SERVICE_ACCOUNT, new_id
 from ._wire import FieldError
 
 if TYPE_CHECKING:
@@ -79,13 +81,13 @@ class EnterpriseConnect:
         )
         self.accounts[account.service_account_id] = account
         code = self.engine.issue_code(
-            client_id, redirect_uri, account.service_account_id, scope, service=True
+            client_id, redirect_uri, account.service_account_id, scope, kind=SERVICE_ACCOUNT
         )
         return RedirectResponse(f"{redirect_uri}{sep}{urlencode({'code': code, **state})}", 302)
 
     def userinfo(self, grant: Grant) -> dict[str, Any]:
         """Userinfo of a service-account token."""
-        account = self.accounts[grant.sub]
+        account = self.accounts[grant.subject]
         return {
             "sub": account.service_account_id,
             "cronofy.type": "service_account",
@@ -115,7 +117,7 @@ class EnterpriseConnect:
 
     def _grant(self, grant: Grant, item: dict[str, Any]) -> None:
         email = str(item["email"]).lower()
-        account = self.accounts[grant.sub]
+        account = self.accounts[grant.subject]
         payload: dict[str, Any]
         if email.split("@")[-1] != account.domain:
             payload = {

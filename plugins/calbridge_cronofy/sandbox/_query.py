@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import secrets
-import threading
-from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
@@ -13,10 +10,10 @@ import attrs
 from starlette.datastructures import QueryParams
 
 from calbridge import EventStatus, EventTime, Transparency
-from calbridge.sandbox import NativeEvent, Occurrence, expand
+from calbridge.sandbox import Grant, NativeEvent, Occurrence, PageTokens, expand
 
 from ._engine import CronofyEngine
-from ._state import CachedEvent, CronofyCalendar, Grant
+from ._state import CachedEvent, CronofyCalendar
 from ._wire import (
     FieldError,
     encode_json,
@@ -90,7 +87,7 @@ def run_query(engine: CronofyEngine, grant: Grant, q: Query, *, free_busy: bool)
     its whole series deleted) is a deleted row with the uid and times it had while shown.
     """
     lo, hi = engine.window()
-    account = engine.accounts[grant.sub]
+    account = engine.accounts[grant.subject]
     calendars = engine.account_calendars(account)
     if q.calendar_ids:
         known = {c.calendar_id: c for c in calendars}
@@ -295,24 +292,26 @@ class _Snapshot:
     rows: list[Row]
     render: Callable[[Row], bytes]
     key: str  #: ``events`` or ``free_busy``
-    tokens: list[str]
-    expires: float
+    #: the token of page n + 1 at index n (index 0, page 1, has none)
+    tokens: list[str] = attrs.field(factory=list)
 
 
 class PageStore:
     """Paging snapshots: page tokens for ``/v1/{events,free_busy}/pages/{token}``.
 
-    Pages are answered as encoded JSON bodies: the rows' encoded fragments joined into
+    The rows of a read are cut when its first page is asked for; every later page's token
+    is issued then, in a :class:`calbridge.sandbox.PageTokens` (``ttl`` seconds of sandbox
+    time, the oldest snapshots going first beyond 20,000 tokens). Pages are answered as
+    encoded JSON bodies: the rows' encoded fragments joined into
     ``{"pages": {...}, "<key>": [...]}``, byte for byte what encoding the whole page as
     one object gives.
     """
 
     def __init__(self, page_size: int, ttl: float, now: Callable[[], float]) -> None:
         self.page_size = page_size
-        self.ttl = ttl
-        self._now = now
-        self._pages: OrderedDict[str, tuple[_Snapshot, int]] = OrderedDict()
-        self._lock = threading.Lock()
+        self._tokens: PageTokens[tuple[_Snapshot, int]] = PageTokens(
+            now, ttl=ttl, capacity=_MAX_PAGES
+        )
 
     def first_page(
         self,
@@ -323,24 +322,14 @@ class PageStore:
     ) -> bytes:
         """Page 1, registering tokens for the rest."""
         total = max(1, -(-len(rows) // self.page_size))
-        now = self._now()
-        snap = _Snapshot(
-            rows, render, key, [secrets.token_hex(8) for _ in range(total)], now + self.ttl
-        )
-        with self._lock:
-            for n, token in enumerate(snap.tokens[1:], start=2):
-                self._pages[token] = (snap, n)
-            while self._pages and (
-                len(self._pages) > _MAX_PAGES or next(iter(self._pages.values()))[0].expires < now
-            ):
-                self._pages.popitem(last=False)
+        snap = _Snapshot(rows, render, key)
+        snap.tokens = [""] + [self._tokens.issue((snap, n)) for n in range(2, total + 1)]
         return self._page(snap, 1, base_url)
 
     def page(self, token: str, base_url: str, key: str) -> bytes | None:
         """A later page by token (None when unknown or expired)."""
-        with self._lock:
-            entry = self._pages.get(token)
-        if entry is None or entry[0].key != key or entry[0].expires < self._now():
+        entry = self._tokens.get(token)
+        if entry is None or entry[0].key != key:
             return None
         return self._page(entry[0], entry[1], base_url)
 
@@ -368,7 +357,7 @@ def _row_json(
     engine: CronofyEngine, grant: Grant, q: Query, *, free_busy: bool
 ) -> Callable[[Row, bool, dt.datetime], dict[str, Any]]:
     """How a row of this query becomes JSON, given its entry's ``deleted``/``last_modified``."""
-    account = engine.accounts[grant.sub]
+    account = engine.accounts[grant.subject]
     native_google = account.provider_name == "google"
 
     def render(row: Row, deleted: bool, last_modified: dt.datetime) -> dict[str, Any]:
@@ -417,7 +406,7 @@ def encoded_renderer(
     A cache entry drops its memo when its native event changes, and at most
     :data:`_MEMO_CAP` renderings are kept per entry.
     """
-    account = engine.accounts[grant.sub]
+    account = engine.accounts[grant.subject]
     row_json = _row_json(engine, grant, q, free_busy=free_busy)
     options = (
         free_busy,

@@ -1,4 +1,7 @@
-"""The Cronofy sandbox's own state: accounts, grants, codes, calendars, channels, cache."""
+"""The Cronofy sandbox's own state: accounts, calendars, channels, the cache, settings.
+
+Codes, grants and tokens are a :class:`calbridge.sandbox.GrantServer`'s (``engine.oauth``);
+"""
 
 from __future__ import annotations
 
@@ -8,18 +11,19 @@ from typing import Literal
 
 import attrs
 
-from calbridge.sandbox import NativeEvent, Occurrence
+from calbridge.sandbox import Grant, NativeEvent, Occurrence, RateLimit
 
 __all__ = [
     "Account",
     "CachedEvent",
     "Channel",
-    "CodeGrant",
     "CronofyCalendar",
-    "Grant",
     "PendingWrite",
     "SandboxSettings",
+    "granted_scopes",
+    "is_service_account",
     "new_id",
+    "new_token",
 ]
 
 #: scopes granted when the authorize request names none
@@ -62,7 +66,7 @@ class SandboxSettings:
     #: events per page of Read Events / Free Busy
     page_size: int = 100
     #: per-application limits: (requests, seconds) pairs; empty disables rate limiting
-    rate_limits: tuple[tuple[int, float], ...] = ((50, 1.0), (500, 60.0))
+    rate_limits: tuple[RateLimit, ...] = ((50, 1.0), (500, 60.0))
     max_channels: int = 128
     #: a channel is closed when no notification to it has succeeded for this many seconds
     #: (counted from the first failure after its latest success); each notification is
@@ -89,40 +93,25 @@ class Account:
     initial_sync_done: bool = False
 
 
-@attrs.define(kw_only=True)
-class Grant:
-    """One application's authorization of one account (the refresh token's lifetime)."""
-
-    client_id: str
-    sub: str
-    scope: str
-    refresh_token: str
-    access_tokens: dict[str, float] = attrs.field(factory=dict)  #: token -> expires (epoch)
-    revoked: bool = False
-    service_account: bool = False
-
-    def scopes(self) -> set[str]:
-        """The granted scopes, with implied ones (``read_events`` implies free/busy)."""
-        granted = set(self.scope.split())
-        if {"read_events", "read_write", "read_only"} & granted:
-            granted |= {"read_events", "read_free_busy", "list_calendars", "read_account"}
-        if "read_write" in granted:
-            granted |= {"create_event", "delete_event", "create_calendar"}
-        if "free_busy" in granted:
-            granted.add("read_free_busy")
-        return granted
+#: :attr:`calbridge.sandbox.Grant.kind` of an Enterprise Connect service account's grant
+SERVICE_ACCOUNT = "service_account"
 
 
-@attrs.define(kw_only=True)
-class CodeGrant:
-    """An authorization code waiting to be exchanged."""
+def is_service_account(grant: Grant) -> bool:
+    """Whether ``grant`` is a service account's (Enterprise Connect), not an account's."""
+    return grant.kind == SERVICE_ACCOUNT
 
-    client_id: str
-    redirect_uri: str
-    sub: str
-    scope: str
-    expires: float
-    service_account: bool = False
+
+def granted_scopes(grant: Grant) -> set[str]:
+    """The granted scopes, with implied ones (``read_events`` implies free/busy)."""
+    granted = set(grant.scope.split())
+    if {"read_events", "read_write", "read_only"} & granted:
+        granted |= {"read_events", "read_free_busy", "list_calendars", "read_account"}
+    if "read_write" in granted:
+        granted |= {"create_event", "delete_event", "create_calendar"}
+    if "free_busy" in granted:
+        granted.add("read_free_busy")
+    return granted
 
 
 @attrs.define(kw_only=True)

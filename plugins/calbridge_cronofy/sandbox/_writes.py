@@ -6,9 +6,9 @@ import datetime as dt
 from typing import TYPE_CHECKING, Any
 
 from calbridge import Attendee, ResponseStatus, Transparency, Visibility
-from calbridge.sandbox import NativeEvent, UnknownEvent
+from calbridge.sandbox import Grant, NativeEvent, UnknownEvent
 
-from ._state import Grant, ManagedLink, PendingWrite
+from ._state import ManagedLink, PendingWrite, granted_scopes
 from ._wire import FieldError, parse_event_time
 
 if TYPE_CHECKING:
@@ -195,11 +195,11 @@ def accept_event_write(
     ``/v1/calendars/{calendar_id}/events`` and queue it; the status to answer (202 when
     accepted). Raises :class:`FieldError` for a 422."""
     cal = engine.calendars.get(calendar_id)
-    if cal is None or cal.sub != grant.sub:
+    if cal is None or cal.sub != grant.subject:
         return 404
     event_id, event_uid = body.get("event_id"), body.get("event_uid")
     if method == "DELETE":
-        if "delete_event" not in grant.scopes():
+        if "delete_event" not in granted_scopes(grant):
             return 403
         if not event_id and not event_uid:
             raise FieldError("event_id", "errors.required", "required")
@@ -207,7 +207,7 @@ def accept_event_write(
         fields: dict[str, Any] = {}
         reject: list[str] = []
     else:
-        if "create_event" not in grant.scopes():
+        if "create_event" not in granted_scopes(grant):
             return 403
         if engine.world.calendar(cal.native_id).read_only:
             raise FieldError("calendar_id", "errors.calendar_readonly", "calendar is read-only")
@@ -225,7 +225,7 @@ def accept_event_write(
                 ),
             )
         elif event_uid:
-            if engine.find_by_uid(grant.sub, cal.calendar_id, str(event_uid)) is None:
+            if engine.find_by_uid(grant.subject, cal.calendar_id, str(event_uid)) is None:
                 raise FieldError("event_uid", "errors.not_found", "unknown event_uid")
             fields = parse_upsert(body, creating=False)
         else:
@@ -234,7 +234,7 @@ def accept_event_write(
     engine.accept(
         PendingWrite(
             client_id=grant.client_id,
-            sub=grant.sub,
+            sub=grant.subject,
             calendar_id=cal.calendar_id,
             op=op,
             event_id=str(event_id) if event_id else None,
