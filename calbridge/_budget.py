@@ -53,13 +53,16 @@ import threading
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterator, Mapping
-from typing import Any, Final, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 import attrs
 import httpx
-import sqlalchemy as sa
 
 from .errors import RateLimited
+from .store import BudgetRows
+
+if TYPE_CHECKING:
+    from .store import Engine
 
 __all__ = [
     "DEFAULT_QUOTAS",
@@ -357,7 +360,7 @@ class RateBudget:
 
     def __init__(
         self,
-        engine: sa.Engine,
+        engine: Engine,
         *,
         provider: str,
         app: str,
@@ -369,9 +372,8 @@ class RateBudget:
         self.provider = provider
         self.app = app or "-"
         self.quota = quota
-        self._clock = clock
         self._sleep = sleep
-        self._ready = False
+        self._rows = BudgetRows(engine, provider=provider, app=self.app, clock=clock)
         self._lock = threading.Lock()
         self._local = 0
         self._local_priority: Priority = "user"
@@ -394,55 +396,17 @@ class RateBudget:
 
     # -- the store --------------------------------------------------------------------
 
-    def _now_ms(self, conn: sa.Connection) -> int:
-        from .store import database_now
-
-        return int((self._clock() if self._clock is not None else database_now(conn)) * 1000)
-
     def _ensure_rows(self) -> None:
-        if self._ready:
-            return
-        from .store import dialect_insert, schema, write
-
-        t = schema.rate_budget
-        with write(self.engine) as conn:
-            now = self._now_ms(conn)
-            for window in self.quota.windows:
-                stmt = dialect_insert(conn, t).values(
-                    provider=self.provider,
-                    app=self.app,
-                    window=window.name,
-                    slots=[],
-                    paused_until_ms=0,
-                    pause_ms=0,
-                    updated_ms=now,
-                )
-                conn.execute(stmt.on_conflict_do_nothing())
-        self._ready = True
-
-    def _rows(self, conn: sa.Connection) -> dict[str, Any]:
-        from .store import schema
-
-        t = schema.rate_budget
-        query = (
-            sa.select(t)
-            .where(t.c.provider == self.provider, t.c.app == self.app)
-            .order_by(t.c.window)
-            .with_for_update()
-        )
-        return {r.window: r for r in conn.execute(query)}
+        self._rows.ensure(w.name for w in self.quota.windows)
 
     def _take(self, priority: Priority, want: int, account: str = _NO_ACCOUNT) -> _Answer:
         """One transaction: grant up to ``want`` calls now, or say how long to wait."""
-        from .store import schema, write
-
         self._ensure_rows()
-        t = schema.rate_budget
         fair = priority == "background"
-        with write(self.engine) as conn:
-            now = self._now_ms(conn)
+        with self._rows.change() as tx:
+            now = tx.now_ms
             started = time.monotonic()
-            rows = self._rows(conn)
+            rows = tx.rows
             paused = max((r.paused_until_ms for r in rows.values()), default=0)
             if paused > now:
                 return _Answer(0, (paused - now) / 1000, True, 0.0)
@@ -485,12 +449,7 @@ class RateBudget:
                         users[slot] = 1
                         changes["slots"] = _dump_slots(kept, users)
                     if changes:
-                        conn.execute(
-                            t.update()
-                            .where(t.c.provider == self.provider, t.c.app == self.app)
-                            .where(t.c.window == name)
-                            .values(**changes)
-                        )
+                        tx.update(changes, window=name)
                 return _Answer(0, max(wait_ms, 1) / 1000, False, 0.0)
             for name, (slot, kept, accounts, users) in counts.items():
                 kept[slot] = kept.get(slot, 0) + granted
@@ -500,11 +459,7 @@ class RateBudget:
                 if accounts is not None:
                     accounts.grant(account, slot, granted)
                     values["accounts"] = accounts.dump()
-                conn.execute(
-                    t.update()
-                    .where(t.c.provider == self.provider, t.c.app == self.app, t.c.window == name)
-                    .values(**values)
-                )
+                tx.update(values, window=name)
             assert end_ms is not None
             return _Answer(granted, 0.0, False, started + (end_ms - now) / 1000, now / 1000)
 
@@ -517,15 +472,11 @@ class RateBudget:
         """A 429: no process gets a grant for ``seconds`` (the ``Retry-After``), or, when the
         provider said nothing, for ``first_pause`` doubled after each 429 that follows a
         pause (up to ``max_pause``). Returns the pause recorded, in seconds."""
-        from .store import schema, write
-
         self._ensure_rows()
-        t = schema.rate_budget
         with self._lock:
             self._local = 0
-        with write(self.engine) as conn:
-            now = self._now_ms(conn)
-            rows = self._rows(conn)
+        with self._rows.change() as tx:
+            now, rows = tx.now_ms, tx.rows
             until = max((r.paused_until_ms for r in rows.values()), default=0)
             last = max((r.pause_ms for r in rows.values()), default=0)
             if seconds is not None:
@@ -537,11 +488,7 @@ class RateBudget:
             else:
                 length = int(self.quota.first_pause * 1000)
             new_until = max(until, now + length)
-            conn.execute(
-                t.update()
-                .where(t.c.provider == self.provider, t.c.app == self.app)
-                .values(paused_until_ms=new_until, pause_ms=length, updated_ms=now)
-            )
+            tx.update({"paused_until_ms": new_until, "pause_ms": length, "updated_ms": now})
         log.info(
             "%s answered 429: budget of %s paused %.3g s", self.provider, self.app, length / 1000
         )
@@ -549,12 +496,8 @@ class RateBudget:
 
     def state(self) -> dict[str, Any]:
         """The budget as stored: per window its grants in the current window, and the pause."""
-        from .store import read
-
         self._ensure_rows()
-        with read(self.engine) as conn:
-            now = self._now_ms(conn)
-            rows = self._rows(conn)
+        now, rows = self._rows.read()
         out: dict[str, Any] = {"paused_for": 0.0, "windows": {}}
         for window in self.quota.windows:
             row = rows.get(window.name)

@@ -2,50 +2,26 @@
 one provider and application (client id).
 
 :class:`calbridge._breaker.CircuitBreaker` decides (closed, open, half-open; when to probe);
-this module only reads and changes the shared row, each change one short transaction on
-the store's clock (the database's on PostgreSQL). Synchronous: the breaker calls it
-through :func:`calbridge.store.offload`.
+this module decides how the shared row changes on a failure, a success or a probe, and
+changes it through the store (:class:`calbridge.store.CircuitRow`: each change one
+short transaction on the store's clock, the database's on PostgreSQL). Synchronous: the
+breaker calls it through :func:`calbridge.store.offload`.
 """
 
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
-from typing import Any, Final, Literal
+from typing import TYPE_CHECKING, Any
 
-import attrs
-import sqlalchemy as sa
+from .store import CircuitRow, CircuitView
+
+if TYPE_CHECKING:
+    from .store import Engine
 
 __all__ = ["CircuitView", "SharedCircuit"]
 
 log = logging.getLogger("calbridge.http")
-
-
-@attrs.frozen
-class CircuitView:
-    """A shared circuit's row as read or written, and when (the store's clock)."""
-
-    state: Literal["closed", "open"]
-    failures: int
-    opened_ms: int
-    probe_id: str | None
-    probe_until_ms: int
-    now_ms: int  # the store's time when this was read
-    seen: float = attrs.field(factory=time.monotonic)  # this process's time then
-
-    def now(self) -> float:
-        """The store's time now (epoch ms), estimated from when this was read."""
-        return self.now_ms + (time.monotonic() - self.seen) * 1000
-
-
-_CLOSED_ROW: Final = {
-    "state": "closed",
-    "failures": 0,
-    "opened_ms": 0,
-    "probe_id": None,
-    "probe_until_ms": 0,
-}
 
 
 class SharedCircuit:
@@ -58,7 +34,7 @@ class SharedCircuit:
 
     def __init__(
         self,
-        engine: sa.Engine,
+        engine: Engine,
         *,
         provider: str,
         app: str,
@@ -67,67 +43,19 @@ class SharedCircuit:
         self.engine = engine
         self.provider = provider
         self.app = app or "-"
-        self._clock = clock
-        self._ready = False
+        self._row = CircuitRow(engine, provider=provider, app=self.app, clock=clock)
 
     def __repr__(self) -> str:
         return f"SharedCircuit({self.provider!r}, app={self.app!r})"
 
-    def _now_ms(self, conn: sa.Connection) -> int:
-        from .store import database_now
-
-        return int((self._clock() if self._clock is not None else database_now(conn)) * 1000)
-
-    def _where(self) -> Any:
-        from .store import schema
-
-        t = schema.circuit_breaker
-        return sa.and_(t.c.provider == self.provider, t.c.app == self.app)
-
-    def _view(self, row: Any, now: int) -> CircuitView:
-        values: dict[str, Any] = dict(_CLOSED_ROW) if row is None else row._asdict()
-        return CircuitView(
-            state="open" if values["state"] == "open" else "closed",
-            failures=int(values["failures"]),
-            opened_ms=int(values["opened_ms"]),
-            probe_id=values["probe_id"],
-            probe_until_ms=int(values["probe_until_ms"]),
-            now_ms=now,
-        )
-
     def read(self) -> CircuitView:
         """The state as stored (a closed circuit when there is no row yet)."""
-        from .store import read, schema
-
-        t = schema.circuit_breaker
-        with read(self.engine) as conn:
-            now = self._now_ms(conn)
-            row = conn.execute(sa.select(t).where(self._where())).first()
-            return self._view(row, now)
+        return self._row.read()
 
     def _change(self, change: Callable[[CircuitView], dict[str, Any] | None]) -> CircuitView:
         """One write transaction: ``change`` gets the locked row and returns the new values
         (None: nothing to write)."""
-        from .store import dialect_insert, schema, write
-
-        t = schema.circuit_breaker
-        with write(self.engine) as conn:
-            now = self._now_ms(conn)
-            if not self._ready:
-                conn.execute(
-                    dialect_insert(conn, t)
-                    .values(provider=self.provider, app=self.app, updated_ms=now, **_CLOSED_ROW)
-                    .on_conflict_do_nothing()
-                )
-            row = conn.execute(sa.select(t).where(self._where()).with_for_update()).first()
-            current = self._view(row, now)
-            values = change(current)
-            if values is None:
-                return current
-            conn.execute(t.update().where(self._where()).values(updated_ms=now, **values))
-            row = conn.execute(sa.select(t).where(self._where())).first()
-        self._ready = True
-        return self._view(row, now)
+        return self._row.change(change)
 
     def fail(self, threshold: int, probe_id: str | None = None) -> CircuitView:
         """A call failed: one more failure in a row; the circuit opens at ``threshold``

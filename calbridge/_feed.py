@@ -15,13 +15,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
-import sqlalchemy as sa
 
 from ._occurrences import occurrence_identity, stamp
 from .models import Event
+
+if TYPE_CHECKING:
+    from .store import FeedRecord, StoreRuntime
 
 __all__ = ["AppFeed", "event_fingerprint", "event_identity"]
 
@@ -51,9 +53,9 @@ def event_fingerprint(event: Event) -> str:
 class AppFeed:
     """Filters change batches down to what the application has not been told yet."""
 
-    runtime: Any
+    runtime: StoreRuntime
 
-    def select(self, batch: Any) -> tuple[Any, list[tuple[str, str, str | None, bool]]]:
+    def select(self, batch: Any) -> tuple[Any, list[FeedRecord]]:
         """The part of ``batch`` that is news, and the feed rows to record after delivery.
 
         Each id is told under the identity the app already knows it by: the one its
@@ -65,33 +67,17 @@ class AppFeed:
         never told about is left out. Returns ``(filtered batch, records)``; records are
         ``(identity, provider event id, fingerprint or None for a deletion, is_deletion)``.
         """
-        from .store import read, schema
-
-        user = batch.app_user_id
-        feed, ids = schema.app_feed.c, schema.app_feed_ids.c
         by_uid: dict[str, str] = dict(batch.identities)
         by_key: dict[str, str] = dict(batch.key_identities)
         for e in batch.upserted:
             by_uid.setdefault(e.id, event_identity(e))
         every = [e.id for e in batch.upserted] + list(batch.deleted)
-        with read(self.runtime.engine) as conn:
-            known = dict(
-                conn.execute(
-                    sa.select(ids.event_id, ids.identity).where(
-                        ids.account_id == batch.account_id,
-                        ids.event_id.in_(list(batch.deleted) or [""]),
-                    )
-                ).all()
-            )
-            candidates = set(by_uid.values()) | set(by_key.values()) | set(known.values())
-            state = {
-                r.identity: (r.fingerprint, r.deleted)
-                for r in conn.execute(
-                    sa.select(feed.identity, feed.fingerprint, feed.deleted).where(
-                        feed.app_user_id == user, feed.identity.in_(list(candidates) or [""])
-                    )
-                )
-            }
+        known, state = self.runtime.store.feed.told(
+            app_user_id=batch.app_user_id,
+            account_id=batch.account_id,
+            deleted_ids=list(batch.deleted),
+            identities=set(by_uid.values()) | set(by_key.values()),
+        )
         told: dict[str, str] = {}
         for event_id in every:
             # the identity the app already knows wins; a new event takes its key if any
@@ -100,10 +86,9 @@ class AppFeed:
                 (str(o) for o in options if o and o in state),
                 by_key.get(event_id) or by_uid.get(event_id) or event_id,
             )
-        Record = tuple[str, str, str | None, bool]
         upserted: list[Event] = []
         deleted: list[str] = []
-        records: list[Record] = []
+        records: list[FeedRecord] = []
         for event in batch.upserted:
             ident, fp = told[event.id], event_fingerprint(event)
             records.append((ident, event.id, fp, False))
@@ -125,64 +110,13 @@ class AppFeed:
         )
         return filtered, records
 
-    def record(self, batch: Any, records: list[tuple[str, str, str | None, bool]]) -> None:
+    def record(self, batch: Any, records: list[FeedRecord]) -> None:
         """Remember what the application was told (after its callbacks succeeded)."""
-        from .store import write
-
         if not records:
             return
-        from .store import schema
-
-        now = int(self.runtime.clock())
-        with write(self.runtime.engine) as conn:
-            for ident, event_id, fp, is_deletion in records:
-                self._upsert_id(conn, schema, batch, event_id, ident)
-                if is_deletion:
-                    conn.execute(
-                        schema.app_feed.update()
-                        .where(
-                            schema.app_feed.c.app_user_id == batch.app_user_id,
-                            schema.app_feed.c.identity == ident,
-                        )
-                        .values(deleted=True, updated_at=now)
-                    )
-                else:
-                    self._upsert_feed(conn, schema, batch.app_user_id, ident, fp or "", now)
-
-    @staticmethod
-    def _insert(conn: sa.Connection, table: sa.Table) -> Any:
-        if conn.dialect.name == "postgresql":
-            from sqlalchemy.dialects.postgresql import insert as pg_insert
-
-            return pg_insert(table)
-        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-
-        return sqlite_insert(table)
-
-    def _upsert_id(
-        self, conn: sa.Connection, schema: Any, batch: Any, event_id: str, ident: str
-    ) -> None:
-        stmt = self._insert(conn, schema.app_feed_ids).values(
-            account_id=batch.account_id,
-            event_id=event_id,
+        self.runtime.store.feed.record(
             app_user_id=batch.app_user_id,
-            identity=ident,
-        )
-        conn.execute(
-            stmt.on_conflict_do_update(
-                index_elements=["account_id", "event_id"], set_={"identity": ident}
-            )
-        )
-
-    def _upsert_feed(  # noqa: PLR0917 - private helper
-        self, conn: sa.Connection, schema: Any, user: str, ident: str, fp: str, now: int
-    ) -> None:
-        stmt = self._insert(conn, schema.app_feed).values(
-            app_user_id=user, identity=ident, fingerprint=fp, deleted=False, updated_at=now
-        )
-        conn.execute(
-            stmt.on_conflict_do_update(
-                index_elements=["app_user_id", "identity"],
-                set_={"fingerprint": fp, "deleted": False, "updated_at": now},
-            )
+            account_id=batch.account_id,
+            records=records,
+            now=int(self.runtime.clock()),
         )

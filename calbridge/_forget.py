@@ -73,16 +73,6 @@ def _erase(
     bridge: CalBridge, app_user_id: str, account_ids: list[str | None], audit: dict[str, Any]
 ) -> None:
     """The local erasure, in one write transaction, then its audit line (a store thread)."""
-    from .store import schema as t
-    from .store import write
-
-    with write(bridge.runtime.engine) as conn:
-        conn.execute(t.id_map.delete().where(t.id_map.c.app_user_id == app_user_id))
-        keys = t.idempotency_keys
-        conn.execute(keys.delete().where(keys.c.app_user_id == app_user_id))
-        conn.execute(t.app_feed.delete().where(t.app_feed.c.app_user_id == app_user_id))
-        for account_id in account_ids:
-            conn.execute(t.accounts.delete().where(t.accounts.c.id == account_id))
-        conn.execute(t.routing_state.delete().where(t.routing_state.c.app_user_id == app_user_id))
+    bridge.store.erase_user(app_user_id, account_ids)
     bridge.runtime.router.invalidate(app_user_id)
     bridge.store.audit("bridge", "user.forgotten", app_user_id=app_user_id, detail=audit)

@@ -13,8 +13,6 @@ from __future__ import annotations
 import datetime as dt
 from typing import TYPE_CHECKING, Any
 
-import sqlalchemy as sa
-
 from .models import Event, TimeRange
 from .provider import Provider, Session
 
@@ -33,20 +31,7 @@ _SEARCH_FUTURE = dt.timedelta(days=201)
 
 def cached_by_ical_uid(store: Store, account_id: str, ical_uid: str) -> Event | None:
     """A cached event of ``account_id`` with this iCalendar UID (series master first)."""
-    from . import make_converter
-    from .store import read, schema
-
-    ec = schema.event_cache.c
-    with read(store.engine) as conn:
-        rows = conn.execute(
-            sa.select(ec.payload, ec.recurring_event_id)
-            .where(ec.account_id == account_id, ec.ical_uid == ical_uid)
-            .order_by(ec.recurring_event_id.is_not(None), ec.event_id)
-        ).all()
-    if not rows:
-        return None
-    event: Event = make_converter().structure(rows[0].payload, Event)
-    return event
+    return store.events.first_by_ical_uid(account_id, ical_uid)
 
 
 async def find_by_ical_uid(

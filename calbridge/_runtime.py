@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import httpx
-import sqlalchemy as sa
 
 from ._breaker import share_circuit_breaker
 from ._budget import DEFAULT_QUOTAS, RateBudget, RateQuota, install_rate_budget
@@ -25,6 +24,10 @@ from .errors import ConfigurationError, NotFound
 from .models import Account
 from .provider import Provider, ProviderSettings, Session
 from .router import AccountFacts, Phase, Router, UserFacts
+
+if TYPE_CHECKING:
+    from .jobs import JobQueue
+    from .store import Engine
 
 __all__ = ["Runtime"]
 
@@ -39,9 +42,13 @@ class Runtime:
     config: BridgeConfig
     host: PluginHost
     http: httpx.AsyncClient
-    engine: sa.Engine
-    store: Any  # calbridge.store.Store (imported lazily: no import-time cost)
-    queue: Any  # calbridge.jobs.JobQueue
+    engine: Engine
+    #: the state, a :class:`calbridge.store.Store` (imported lazily: no import-time cost);
+    #: code handed the runtime reaches the database only through it. Typed ``Any`` here
+    #: until bench/ and the tests handle its Optional results; consumers type their view
+    #: of it (:class:`calbridge.store.StoreRuntime`, ``SyncEngine.store``)
+    store: Any
+    queue: JobQueue
     clock: Callable[[], float] = time.time
     router: Router = attrs.field(init=False)
     _providers: dict[str, Provider] = attrs.field(init=False, factory=dict)
@@ -225,52 +232,26 @@ class Runtime:
     # -- routing facts -----------------------------------------------------------------
 
     def user_facts(self, app_user_id: str) -> UserFacts:
-        """Everything the router needs for one user, in one SQL statement.
-
-        Accounts LEFT JOIN the user's routing row (a user with a routing row and no
-        account still yields one row, with NULL account columns).
-        """
-        from .store import read, schema
-
-        acc, rs = schema.accounts.c, schema.routing_state.c
-        users = sa.select(sa.literal(app_user_id).label("uid")).subquery()
-        query = (
-            sa.select(
-                acc.id,
-                acc.provider,
-                acc.status,
-                acc.email,
-                acc.created_at,
-                rs.phase,
-                rs.data,
-            )
-            .select_from(users)
-            .outerjoin(schema.accounts, acc.app_user_id == users.c.uid)
-            .outerjoin(schema.routing_state, rs.app_user_id == users.c.uid)
-            .order_by(acc.created_at, acc.id)
-        )
-        with read(self.engine) as conn:
-            rows = conn.execute(query).all()
-        data: dict[str, Any] = dict(rows[0].data or {}) if rows else {}
-        phase_text = rows[0].phase if rows else None
+        """Everything the router needs for one user, in one store read (one statement:
+        :meth:`calbridge.store.RoutingRepository.user_facts`)."""
+        facts = self.store.routing.user_facts(app_user_id)
         return UserFacts(
             app_user_id=app_user_id,
             accounts=tuple(
                 AccountFacts(
-                    account_id=r.id,
-                    provider=r.provider,
-                    status=r.status,
-                    email=r.email,
-                    created_at=int(r.created_at or 0),
+                    account_id=a.account_id,
+                    provider=a.provider,
+                    status=a.status,
+                    email=a.email,
+                    created_at=a.created_at,
                 )
-                for r in rows
-                if r.id is not None
+                for a in facts.accounts
             ),
-            phase=Phase(phase_text) if phase_text else None,
-            pin=data.get("pin"),
-            tenant=data.get("tenant"),
-            legacy_provider=data.get("legacy_provider"),
-            last_provider=data.get("last_provider"),
+            phase=Phase(facts.phase) if facts.phase else None,
+            pin=facts.data.get("pin"),
+            tenant=facts.data.get("tenant"),
+            legacy_provider=facts.data.get("legacy_provider"),
+            last_provider=facts.data.get("last_provider"),
         )
 
     def _audit_route_change(self, decision: Any, previous: str | None) -> None:

@@ -5,7 +5,8 @@ a synchronous store, queue or engine call directly instead of through the one as
 boundary, :func:`calbridge.store.offload` (or the job worker's own ``self._db``):
 
 - a method of a store or queue: ``store.m(...)``, ``self.store.m(...)``,
-  ``rt.queue.m(...)``, ``self._store.m(...)``;
+  ``rt.queue.m(...)``, ``self._store.m(...)``, or of a store's repository:
+  ``rt.store.events.m(...)``;
 - an engine transaction: ``read(...)``, ``write(...)`` (``calbridge.store``'s);
 - the app feed's ``feed.select`` / ``feed.record``;
 - the runtime's and router's store reads: ``runtime.account``, ``runtime.user_facts``,
@@ -37,6 +38,10 @@ __all__ = ["Finding", "scan_file", "scan_tree"]
 DB_RECEIVERS = frozenset({"store", "_store", "queue"})
 #: store / queue attributes that are not database calls
 PURE_METHODS = frozenset({"clock", "has_vault", "add_waker", "remove_waker"})
+#: the store's repositories: every method call on ``store.<repository>`` is a database call
+REPOSITORIES = frozenset(
+    {"accounts", "credentials", "routing", "events", "channels", "audit_log", "feed", "keys"}
+)
 #: module-level functions that open an engine transaction
 DB_FUNCTIONS = frozenset({"read", "write"})
 #: (receiver's last name, method) pairs that read or write the store
@@ -81,6 +86,12 @@ def _db_reference(func: ast.expr) -> str | None:
         owner = _last_name(func.value)
         if owner in DB_RECEIVERS and func.attr not in PURE_METHODS:
             return f"{owner}.{func.attr}"
+        if (
+            isinstance(func.value, ast.Attribute)
+            and owner in REPOSITORIES
+            and _last_name(func.value.value) in DB_RECEIVERS
+        ):
+            return f"{_last_name(func.value.value)}.{owner}.{func.attr}"
         if owner is not None and (owner, func.attr) in DB_METHODS:
             return f"{owner}.{func.attr}"
     return None

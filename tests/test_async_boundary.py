@@ -321,8 +321,10 @@ def test_the_scan_finds_what_it_should(tmp_path: Path) -> None:
         "        self.runtime.session(account_id)\n"
         "        await asyncio.to_thread(self.store.get_ids, 'k')\n"
         "        self.runtime.router.route('u')\n"
+        "        self.runtime.store.events.calendar_ids('a')\n"
         "    async def good(self, account):\n"
         "        await offload(self.store.get_ids, 'k')\n"
+        "        await offload(self.runtime.store.events.calendar_ids, 'a')\n"
         "        await offload(self._outer)\n"
         "        await self._db(self.queue.release, 1)\n"
         "        self.runtime.session(account)\n"
@@ -331,4 +333,4 @@ def test_the_scan_finds_what_it_should(tmp_path: Path) -> None:
         "        await offload(lambda: self.store.audit('z'))\n"
     )
     lines = [line for _, line, _ in scan_file(source)]
-    assert lines == [8, 9, 10, 11, 12, 13, 14]
+    assert lines == [8, 9, 10, 11, 12, 13, 14, 15]

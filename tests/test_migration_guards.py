@@ -78,9 +78,15 @@ def test_initial_sync_observations_keep_the_newest(tmp_path: Path) -> None:
     )
     assert account.id is not None
     with write(engine) as conn:
-        assert record_initial_sync(conn, account.id, required=False, source="notification", at=20)
-        assert not record_initial_sync(conn, account.id, required=True, source="userinfo", at=10)
-        assert not record_initial_sync(conn, "missing", required=True, source="userinfo", at=30)
+        assert record_initial_sync(
+            store, account.id, required=False, source="notification", at=20, conn=conn
+        )
+        assert not record_initial_sync(
+            store, account.id, required=True, source="userinfo", at=10, conn=conn
+        )
+        assert not record_initial_sync(
+            store, "missing", required=True, source="userinfo", at=30, conn=conn
+        )
     details = store.account_details(account.id)
     assert details == {
         "sub": "s",
@@ -89,6 +95,8 @@ def test_initial_sync_observations_keep_the_newest(tmp_path: Path) -> None:
         "initial_sync_at": 20,
     }
     with write(engine) as conn:
-        assert record_initial_sync(conn, account.id, required=True, source="userinfo", at=30)
+        assert record_initial_sync(
+            store, account.id, required=True, source="userinfo", at=30, conn=conn
+        )
     assert store.account_details(account.id)["initial_sync_required"] is True
     engine.dispose()

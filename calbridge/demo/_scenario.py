@@ -601,14 +601,11 @@ class _Demo:
 
     def _counts(self) -> tuple[int, int]:
         """Cached events and received notifications (a store read)."""
-        import sqlalchemy as sa
+        from ..store import read
 
-        from ..store import read, schema
-
-        with read(self.bridge.runtime.engine) as conn:
-            cached = conn.execute(sa.select(sa.func.count()).select_from(schema.event_cache))
-            inbox = conn.execute(sa.select(sa.func.count()).select_from(schema.webhook_inbox))
-            return int(cached.scalar() or 0), int(inbox.scalar() or 0)
+        store = self.bridge.store
+        with read(store.engine) as conn:  # one snapshot for both counts
+            return store.events.count_cached(conn=conn), store.channels.count_inbox(conn=conn)
 
     async def summary(
         self, migrator: Any, waiting: set[str], rolled_back: str | None, clean: int, checked: int

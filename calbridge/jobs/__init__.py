@@ -40,12 +40,14 @@ from ._ops import (
     claim,
     complete,
     enqueue,
+    enqueue_coalesced,
     fail,
     heartbeat,
     release,
+    remove_queued,
 )
 from ._queue import DEFAULT_RETENTION, JobQueue
-from ._schedules import enqueue_due_schedules, ensure_schedule, remove_schedule
+from ._schedules import enqueue_due_schedules, ensure_schedule, remove_schedule, remove_schedules
 from ._schema import STATES, job_schedules, jobs
 from ._worker import (
     BUILTIN_HANDLERS,
@@ -78,6 +80,7 @@ __all__ = [
     "default_backoff",
     "describe_error",
     "enqueue",
+    "enqueue_coalesced",
     "enqueue_due_schedules",
     "ensure_schedule",
     "fail",
@@ -86,5 +89,7 @@ __all__ = [
     "jobs",
     "load_handlers",
     "release",
+    "remove_queued",
     "remove_schedule",
+    "remove_schedules",
 ]

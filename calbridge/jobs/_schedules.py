@@ -18,7 +18,7 @@ from ._model import DEFAULT_MAX_ATTEMPTS, DEFAULT_QUEUE
 from ._ops import enqueue, payload_of, seconds, when
 from ._schema import job_schedules
 
-__all__ = ["enqueue_due_schedules", "ensure_schedule", "remove_schedule"]
+__all__ = ["enqueue_due_schedules", "ensure_schedule", "remove_schedule", "remove_schedules"]
 
 
 def _ms(t: float) -> int:
@@ -78,6 +78,15 @@ def remove_schedule(conn: sa.Connection, name: str) -> bool:
     """Delete the recurring job ``name`` (its queued job, if any, stays); False if unknown."""
     res = conn.execute(sa.delete(job_schedules).where(job_schedules.c.name == name))
     return res.rowcount == 1
+
+
+def remove_schedules(conn: sa.Connection, *, key_part: str, kind: str | None = None) -> int:
+    """Delete the recurring jobs whose name contains ``:<key_part>:`` (and, with ``kind``,
+    starts with ``<kind>:``); returns how many went."""
+    query = sa.delete(job_schedules).where(job_schedules.c.name.like(f"%:{key_part}:%"))
+    if kind is not None:
+        query = query.where(job_schedules.c.name.like(f"{kind}:%"))
+    return int(conn.execute(query).rowcount or 0)
 
 
 def enqueue_due_schedules(conn: sa.Connection, *, now: float) -> list[int]:

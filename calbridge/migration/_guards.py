@@ -18,12 +18,14 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Iterable, Mapping
-from typing import Any, Final, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Final, Protocol, runtime_checkable
 
 import attrs
-import sqlalchemy as sa
 
 from ..provider import Session
+
+if TYPE_CHECKING:
+    from ..store import Connection, Store
 
 __all__ = [
     "BARE_FORCE",
@@ -110,23 +112,30 @@ def initial_sync_required(details: Mapping[str, Any]) -> bool | None:
 
 
 def record_initial_sync(
-    conn: sa.Connection, account_id: str, *, required: bool, source: str, at: float
+    store: Store,
+    account_id: str,
+    *,
+    required: bool,
+    source: str,
+    at: float,
+    conn: Connection | None = None,
 ) -> bool:
     """Store an observation of the account's initial sync in its details (in ``conn``'s
-    write transaction); False when the account is gone or a newer observation is stored.
+    write transaction, if given); False when the account is gone or a newer observation
+    is stored.
     """
-    from ..store import schema
 
-    acc = schema.accounts.c
-    row = conn.execute(sa.select(acc.details).where(acc.id == account_id).with_for_update()).first()
-    if row is None:
-        return False
-    details = dict(row.details or {})
-    stored_at = details.get("initial_sync_at")
-    if isinstance(stored_at, int | float) and stored_at > at:
-        return False
-    details.update(
-        {"initial_sync_required": required, "initial_sync_source": source, "initial_sync_at": at}
-    )
-    conn.execute(schema.accounts.update().where(acc.id == account_id).values(details=details))
-    return True
+    def observe(details: dict[str, Any]) -> dict[str, Any] | None:
+        stored_at = details.get("initial_sync_at")
+        if isinstance(stored_at, int | float) and stored_at > at:
+            return None
+        details.update(
+            {
+                "initial_sync_required": required,
+                "initial_sync_source": source,
+                "initial_sync_at": at,
+            }
+        )
+        return details
+
+    return store.accounts.update_details(account_id, observe, conn=conn)

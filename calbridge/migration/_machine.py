@@ -39,13 +39,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mappin
 from typing import Any, TypeVar
 
 import attrs
-import sqlalchemy as sa
 
 from .._budget import background_calls
 from ..errors import CalbridgeError, NotFound, RateLimited
 from ..models import AccountStatus, Event, EventTime, TimeRange
 from ..router import Phase, cohort_bucket
-from ..store import StaleWriteError, offload
+from ..store import Connection, StaleWriteError, Store, offload
 from ._guards import (
     Guard,
     GuardKind,
@@ -580,22 +579,13 @@ class Migrator:
         return None
 
     def _record_initial_sync(self, account_id: str, required: bool, at: float) -> None:
-        from ..store import write
-
-        with write(self.runtime.engine) as conn:
-            record_initial_sync(conn, account_id, required=required, source="userinfo", at=at)
+        record_initial_sync(
+            self.runtime.store, account_id, required=required, source="userinfo", at=at
+        )
 
     def _synced_once(self, account_id: str) -> bool:
-        from ..store import read, schema
-
-        with read(self.runtime.engine) as conn:
-            synced = conn.execute(
-                schema.sync_cursors.select().where(
-                    schema.sync_cursors.c.account_id == account_id,
-                    schema.sync_cursors.c.cursor.is_not(None),
-                )
-            ).first()
-        return synced is not None
+        store: Store = self.runtime.store
+        return store.events.synced_once(account_id)
 
     # -- transitions ---------------------------------------------------------------------
 
@@ -747,14 +737,10 @@ class Migrator:
                 )
         rt.router.invalidate(state.app_user_id)
 
-    def _set_routing(self, row: Any, expected_version: int, conn: sa.Connection) -> None:
-        """The routing row's compare-and-set; a concurrent first insert also loses."""
-        from ..store import StaleWriteError
-
-        try:
-            self.runtime.store.set_routing(row, expected_version=expected_version, conn=conn)
-        except sa.exc.IntegrityError as exc:  # both runs inserted the user's first row
-            raise StaleWriteError(f"routing of {row.app_user_id!r} was created meanwhile") from exc
+    def _set_routing(self, row: Any, expected_version: int, conn: Connection) -> None:
+        """The routing row's compare-and-set; a concurrent first insert also loses
+        (:class:`StaleWriteError`)."""
+        self.runtime.store.set_routing(row, expected_version=expected_version, conn=conn)
 
     def _write_claim(self, snap: _Snapshot, claim: dict[str, Any] | None) -> Any:
         """Set (or, with None, clear) the retirement claim, compare-and-set on ``snap``."""

@@ -16,23 +16,36 @@ All tables live on :data:`metadata`; migrations are in ``calbridge/store/migrati
 from __future__ import annotations
 
 from . import schema
-from ._data import event_bounds
+from ._accounts import AccountRepository
+from ._audit import AuditRepository
+from ._channels import ChannelRepository
+from ._credentials import CredentialRepository
 from ._engine import (
     DEFAULT_URL,
     ENV_URL,
     PG_NOW_SQL,
+    Connection,
+    DatabaseError,
+    Engine,
+    checkpoint_wal,
     create_engine,
     database_now,
+    defer_wal_checkpoint,
     dialect_insert,
+    is_locked,
     is_postgres,
     is_sqlite,
     read,
     resolve_url,
     write,
 )
+from ._events import EventRepository, event_bounds
+from ._feed import FeedRecord, FeedRepository
+from ._limits import BudgetChange, BudgetRows, BudgetWindowRow, CircuitRow, CircuitView
 from ._migrate import MIGRATIONS_DIR, alembic_config, current_revisions, head_revisions, upgrade
 from ._offload import DB_THREADS_ENV, offload
 from ._records import (
+    AccountFactsRecord,
     AuditEntry,
     ChannelRecord,
     CredentialRecord,
@@ -42,8 +55,11 @@ from ._records import (
     ProviderStatus,
     RotationReport,
     RoutingState,
+    UserFactsRecord,
 )
-from ._store import StaleWriteError, Store
+from ._rotate import KeyRotation
+from ._routing import RoutingRepository, StaleWriteError
+from ._store import Store, StoreRuntime
 from .schema import metadata
 from .vault import ENV_KEYS, KeyRing, Vault, generate_key, row_aad
 
@@ -54,27 +70,50 @@ __all__ = [
     "ENV_URL",
     "MIGRATIONS_DIR",
     "PG_NOW_SQL",
+    "AccountFactsRecord",
+    "AccountRepository",
     "AuditEntry",
+    "AuditRepository",
+    "BudgetChange",
+    "BudgetRows",
+    "BudgetWindowRow",
     "ChannelRecord",
+    "ChannelRepository",
+    "CircuitRow",
+    "CircuitView",
+    "Connection",
     "CredentialRecord",
+    "CredentialRepository",
+    "DatabaseError",
+    "Engine",
+    "EventRepository",
+    "FeedRecord",
+    "FeedRepository",
     "IdMapEntry",
     "InboxItem",
     "KeyRing",
+    "KeyRotation",
     "OAuthStateRecord",
     "ProviderStatus",
     "RotationReport",
+    "RoutingRepository",
     "RoutingState",
     "StaleWriteError",
     "Store",
+    "StoreRuntime",
+    "UserFactsRecord",
     "Vault",
     "alembic_config",
+    "checkpoint_wal",
     "create_engine",
     "current_revisions",
     "database_now",
+    "defer_wal_checkpoint",
     "dialect_insert",
     "event_bounds",
     "generate_key",
     "head_revisions",
+    "is_locked",
     "is_postgres",
     "is_sqlite",
     "metadata",

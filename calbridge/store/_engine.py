@@ -24,7 +24,7 @@ import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, Final
+from typing import Any, Final, TypeAlias
 
 import sqlalchemy as sa
 from sqlalchemy import event
@@ -36,7 +36,13 @@ __all__ = [
     "DEFAULT_URL",
     "ENV_URL",
     "SQLITE_BUSY_TIMEOUT_MS",
+    "Connection",
+    "DatabaseError",
+    "Engine",
+    "checkpoint_wal",
     "create_engine",
+    "defer_wal_checkpoint",
+    "is_locked",
     "is_postgres",
     "is_sqlite",
     "read",
@@ -241,3 +247,36 @@ def read(engine: sa.Engine) -> Iterator[sa.Connection]:
             yield conn
         finally:
             trans.rollback()
+
+
+#: a connection in a :func:`read` or :func:`write` transaction, for code outside the
+#: store that passes one on to repository methods (``conn=``) without speaking SQL
+Connection: TypeAlias = sa.Connection
+#: an engine from :func:`create_engine`
+Engine: TypeAlias = sa.Engine
+#: any error the database or its driver raised (SQLAlchemy wraps the driver's)
+DatabaseError: TypeAlias = sa.exc.SQLAlchemyError
+
+
+def is_locked(exc: BaseException) -> bool:
+    """True for SQLite's "database is locked" (a writer waited out the busy timeout under
+    heavy load: retrying the transaction may succeed)."""
+    return isinstance(exc, sa.exc.OperationalError) and "locked" in str(exc.orig).lower()
+
+
+def defer_wal_checkpoint(conn: sa.Connection, pages: int) -> bool:
+    """SQLite: let the WAL grow to ``pages`` before a commit checkpoints it, for this
+    connection (a process then checkpoints with :func:`checkpoint_wal` off the request
+    path). True on SQLite; PostgreSQL has nothing to do (False)."""
+    if not is_sqlite(conn):
+        return False
+    conn.exec_driver_sql(f"PRAGMA wal_autocheckpoint = {int(pages)}")
+    return True
+
+
+def checkpoint_wal(engine: sa.Engine) -> None:
+    """SQLite: copy the WAL back into the database, PASSIVE-ly (never blocking writers)."""
+    if not is_sqlite(engine):
+        return
+    with engine.connect() as conn:
+        conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)")

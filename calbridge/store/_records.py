@@ -10,6 +10,7 @@ import attrs
 from calbridge.models import Channel, Secret, TokenSet
 
 __all__ = [
+    "AccountFactsRecord",
     "AuditEntry",
     "ChannelRecord",
     "CredentialRecord",
@@ -19,6 +20,7 @@ __all__ = [
     "ProviderStatus",
     "RotationReport",
     "RoutingState",
+    "UserFactsRecord",
 ]
 
 
@@ -141,3 +143,25 @@ class RotationReport:
     rotated: int
     remaining: int
     current_key_id: str
+
+
+@attrs.frozen(kw_only=True)
+class AccountFactsRecord:
+    """One account as the router sees it (:meth:`RoutingRepository.user_facts`)."""
+
+    account_id: str
+    provider: str
+    status: str
+    email: str | None = None
+    created_at: int = 0
+
+
+@attrs.frozen(kw_only=True)
+class UserFactsRecord:
+    """A user's accounts and routing row, read in one statement."""
+
+    app_user_id: str
+    accounts: tuple[AccountFactsRecord, ...] = ()
+    #: the routing row's phase (None: no row; ``""``: not in a migration)
+    phase: str | None = None
+    data: Mapping[str, Any] = attrs.field(factory=dict, hash=False)

@@ -14,12 +14,12 @@ import attrs
 import sqlalchemy as sa
 
 from . import schema as t
-from ._base import RepoBase
+from ._base import Repository
 from ._engine import read, write
 from ._records import RotationReport
 from .vault import Vault, row_aad
 
-__all__ = ["RotationMixin"]
+__all__ = ["KeyRotation"]
 
 
 @attrs.frozen
@@ -39,8 +39,9 @@ _SPECS: Final = (
 )
 
 
-class RotationMixin(RepoBase):
-    """``rotate_keys`` and ``count_unrotated`` for ``calbridge keys rotate``."""
+class KeyRotation(Repository):
+    """``rotate_keys`` and ``count_unrotated`` for ``calbridge keys rotate``
+    (``store.keys``): every sealed column of every table."""
 
     def _stale(self, spec: _Spec, current: str) -> sa.ColumnElement[bool]:
         kid = spec.table.c.key_id

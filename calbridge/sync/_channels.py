@@ -24,13 +24,12 @@ from collections.abc import Sequence
 from typing import Any, Final
 
 import attrs
-import sqlalchemy as sa
 
 from .. import jobs
 from ..errors import CalbridgeError, NotFound
 from ..models import Account, Channel, TimeRange
 from ..provider import ChannelRequest
-from ..store import offload, schema, write
+from ..store import Store, offload, write
 
 __all__ = [
     "FAR_EDGE_DAYS",
@@ -78,9 +77,10 @@ class ChannelManager:
     rng: random.Random = attrs.field(factory=random.Random)
 
     @property
-    def store(self) -> Any:
+    def store(self) -> Store:
         """The runtime's store."""
-        return self.runtime.store
+        store: Store = self.runtime.store
+        return store
 
     def _now(self) -> float:
         return float(self.runtime.clock())
@@ -117,13 +117,10 @@ class ChannelManager:
     def _register_calendars(self, account: Account, cals: Sequence[str]) -> None:
         assert account.id is not None
         now = self._now()
-        sc = schema.sync_cursors.c
         reconcile = float(self.runtime.config.reconcile_interval)
         far = self._far_edge(account.provider)
         with write(self.store.engine) as conn:
-            known = set(
-                conn.execute(sa.select(sc.calendar_id).where(sc.account_id == account.id)).scalars()
-            )
+            known = set(self.store.events.calendar_ids(account.id, conn=conn))
             for cal in cals:
                 if cal not in known:
                     self.store.set_cursor(account.id, cal, None, conn=conn)
@@ -204,22 +201,12 @@ class ChannelManager:
         (:meth:`on_account_connected`) starts everything afresh. Returns the jobs removed.
         """
         self._drop_schedules(account_id, None)
-        jc = jobs.jobs.c
         with write(self.store.engine) as conn:
-            removed = conn.execute(
-                sa.delete(jobs.jobs).where(
-                    jc.state == "queued", jc.coalesce_key.like(f"%:{account_id}:%")
-                )
-            ).rowcount
-        return int(removed or 0)
+            return jobs.remove_queued(conn, key_part=account_id)
 
     def _drop_schedules(self, account_id: str, kind: str | None) -> None:
-        js = jobs.job_schedules.c
         with write(self.store.engine) as conn:
-            query = sa.delete(jobs.job_schedules).where(js.name.like(f"%:{account_id}:%"))
-            if kind is not None:
-                query = query.where(js.name.like(f"{kind}:%"))
-            conn.execute(query)
+            jobs.remove_schedules(conn, key_part=account_id, kind=kind)
 
     # ------------------------------------------------------------ push
 

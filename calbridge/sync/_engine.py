@@ -28,13 +28,12 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, Final
 
 import attrs
-import sqlalchemy as sa
 
 from .. import jobs
 from .._serialization import make_converter
 from ..errors import SyncCursorExpired
 from ..models import AccountStatus, Change, ChangeKind, Event, TimeRange
-from ..store import offload, schema, write
+from ..store import Connection, DatabaseError, Store, is_locked, offload, write
 from ._batch import ChangeBatch, batch_to_json
 from ._idmap import IdMapper
 from ._spool import DEFAULT_HOLD, ChangeSpool
@@ -135,9 +134,10 @@ class SyncEngine:
         self.rounds = 0
 
     @property
-    def store(self) -> Any:
+    def store(self) -> Store:
         """The runtime's store."""
-        return self.runtime.store
+        store: Store = self.runtime.store
+        return store
 
     # ------------------------------------------------------------ rounds
 
@@ -269,12 +269,12 @@ class SyncEngine:
             try:
                 with write(self.store.engine) as conn:
                     return self._apply(conn, rnd, job)
-            except sa.exc.OperationalError as exc:  # SQLITE_BUSY under heavy load
-                if attempt == 19 or "locked" not in str(exc.orig).lower():
+            except DatabaseError as exc:  # SQLITE_BUSY under heavy load
+                if attempt == 19 or not is_locked(exc):
                     raise
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _apply(self, conn: sa.Connection, rnd: _Round, job: jobs.Job | None) -> SyncResult:
+    def _apply(self, conn: Connection, rnd: _Round, job: jobs.Job | None) -> SyncResult:
         store = self.store
         now = self.runtime.clock()
         if job is not None:
@@ -285,6 +285,7 @@ class SyncEngine:
         batches = _Batches(self, conn, rnd, now)
         ids = IdMapper(store, rnd.provider, rnd.app_user_id, rnd.account_id)
         view = RoundView(
+            store,
             conn,
             account_id=rnd.account_id,
             app_user_id=rnd.app_user_id,
@@ -343,40 +344,22 @@ class SyncEngine:
             batch_ids=batch_ids,
         )
 
-    def _unseen(self, conn: sa.Connection, rnd: _Round) -> Iterator[str]:
+    def _unseen(self, conn: Connection, rnd: _Round) -> list[str]:
         """Cached events of the round's calendar (and window) that the full read did not
         return: gone at the provider."""
-        ec = schema.event_cache.c
-        query = sa.select(ec.event_id).where(
-            ec.account_id == rnd.account_id, ec.calendar_id == rnd.calendar_id
+        return self.store.events.unseen_event_ids(
+            rnd.account_id, rnd.calendar_id, rnd.changes, window=rnd.window, conn=conn
         )
-        if rnd.window is not None:
-            query = query.where(
-                ec.start_at < int(rnd.window.end.timestamp()),
-                ec.end_at > int(rnd.window.start.timestamp()),
-            )
-        seen = rnd.changes
-        return (r.event_id for r in conn.execute(query) if r.event_id not in seen)
 
-    def _cached(self, conn: sa.Connection, rnd: _Round, ids: Sequence[str]) -> dict[str, Any]:
+    def _cached(self, conn: Connection, rnd: _Round, ids: Sequence[str]) -> dict[str, Any]:
         """The cached payloads of these events of the round's calendar."""
-        ec = schema.event_cache.c
-        base = sa.select(ec.event_id, ec.payload).where(
-            ec.account_id == rnd.account_id, ec.calendar_id == rnd.calendar_id
-        )
-        out: dict[str, Any] = {}
-        for i in range(0, len(ids), _CHUNK):
-            chunk = ids[i : i + _CHUNK]
-            out.update(
-                (r.event_id, r.payload) for r in conn.execute(base.where(ec.event_id.in_(chunk)))
-            )
-        return out
+        return self.store.events.cached_payloads(rnd.account_id, rnd.calendar_id, ids, conn=conn)
 
 
 class _Batches:
     """A round's delivery batches, enqueued as they fill: upserts first, then deletions."""
 
-    def __init__(self, engine: SyncEngine, conn: sa.Connection, rnd: _Round, now: float) -> None:
+    def __init__(self, engine: SyncEngine, conn: Connection, rnd: _Round, now: float) -> None:
         self._engine = engine
         self._conn = conn
         self._rnd = rnd
@@ -400,7 +383,9 @@ class _Batches:
     def _enqueue(self) -> None:
         rnd, chunk, seq = self._rnd, self._items, len(self._ids)
         self._items = []
-        identities, keys = app_identities(self._conn, rnd.app_user_id, [v for _k, v in chunk])
+        identities, keys = app_identities(
+            self._engine.store, self._conn, rnd.app_user_id, [v for _k, v in chunk]
+        )
         batch = ChangeBatch(
             id=f"chg_{self._round_id}_{seq}",
             account_id=rnd.account_id,

@@ -19,10 +19,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import sqlalchemy as sa
-
 from ..models import Event, SeriesRole
-from ..store import IdMapEntry, Store
+from ..store import Connection, IdMapEntry, Store
 
 __all__ = ["IdMapper"]
 
@@ -38,7 +36,7 @@ class IdMapper:
         self._user = app_user_id
         self._account = account_id
 
-    def map(self, conn: sa.Connection, events: Sequence[Event]) -> int:
+    def map(self, conn: Connection, events: Sequence[Event]) -> int:
         """Point the keys of these events at them; returns how many entries changed."""
         if not events:
             return 0

@@ -24,7 +24,7 @@ from .. import jobs
 from .._budget import background_calls
 from ..errors import ReauthRequired
 from ..models import Secret
-from ..store import offload
+from ..store import Store, offload
 from ._batch import ChangeBatch, batch_from_json, sign_standard_webhook
 from ._channels import PURGE_INBOX, PURGE_INBOX_BATCH, ChannelManager
 from ._engine import DELIVER_KIND, SEND_KIND, CursorMoved, SyncEngine, calendar_key
@@ -306,15 +306,8 @@ def build_handlers(service: SyncService) -> jobs.HandlerRegistry:
 
 
 def _calendars_of(rt: Any, account_id: str) -> list[str]:
-    import sqlalchemy as sa
-
-    from ..store import read, schema
-
-    sc = schema.sync_cursors.c
-    with read(rt.store.engine) as conn:
-        return list(
-            conn.execute(sa.select(sc.calendar_id).where(sc.account_id == account_id)).scalars()
-        )
+    store: Store = rt.store
+    return store.events.calendar_ids(account_id)
 
 
 async def drain(worker: jobs.Worker, *, rounds: int = 50) -> int:

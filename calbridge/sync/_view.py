@@ -25,8 +25,6 @@ import datetime as dt
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-import sqlalchemy as sa
-
 from .._occurrences import (
     OriginalStarts,
     in_series,
@@ -38,7 +36,7 @@ from .._occurrences import (
 )
 from .._serialization import make_converter
 from ..models import Change, Event, EventStatus, EventTime
-from ..store import schema
+from ..store import Connection, Store
 
 __all__ = ["Item", "RoundView", "app_identities"]
 
@@ -58,13 +56,15 @@ class RoundView:
 
     def __init__(
         self,
-        conn: sa.Connection,
+        store: Store,
+        conn: Connection,
         *,
         account_id: str,
         app_user_id: str,
         calendar_id: str,
         now: dt.datetime,
     ) -> None:
+        self._store = store
         self._conn = conn
         self._account = account_id
         self._user = app_user_id
@@ -120,26 +120,13 @@ class RoundView:
         if not uids:
             return []
         if self._others is None:
-            a = schema.accounts.c
-            self._others = [
-                r.id
-                for r in self._conn.execute(
-                    sa.select(a.id).where(a.app_user_id == self._user, a.id != self._account)
-                )
-            ]
+            self._others = self._store.accounts.account_ids(
+                self._user, excluding=self._account, conn=self._conn
+            )
         if not self._others:
             return []
-        ec = schema.event_cache.c
-        out: list[Event] = []
-        ordered = sorted(uids)
-        for i in range(0, len(ordered), 500):
-            query = sa.select(ec.payload).where(
-                ec.account_id.in_(self._others),
-                ec.ical_uid.in_(ordered[i : i + 500]),
-                ec.recurring_event_id.is_not(None),
-            )
-            out.extend(_event(r.payload) for r in self._conn.execute(query))
-        return out
+        payloads = self._store.events.occurrence_payloads(self._others, uids, conn=self._conn)
+        return [_event(p) for p in payloads]
 
     # -- items ----------------------------------------------------------------------------
 
@@ -180,17 +167,14 @@ class RoundView:
         return out
 
     def _exception_starts(self, master_id: str) -> set[str]:
-        ec = schema.event_cache.c
-        query = sa.select(ec.payload).where(
-            ec.account_id == self._account,
-            ec.calendar_id == self._calendar,
-            ec.recurring_event_id == master_id,
+        payloads = self._store.events.exception_payloads(
+            self._account, self._calendar, master_id, conn=self._conn
         )
         out: set[str] = set()
-        for r in self._conn.execute(query):
-            original = r.payload.get("original_start")
+        for payload in payloads:
+            original = payload.get("original_start")
             if original:
-                event = _event(r.payload)
+                event = _event(payload)
                 if event.original_start is not None:
                     out.add(stamp(event.original_start))
         return out
@@ -209,7 +193,7 @@ class RoundView:
 
 
 def app_identities(
-    conn: sa.Connection, app_user_id: str, events: Sequence[Event]
+    store: Store, conn: Connection, app_user_id: str, events: Sequence[Event]
 ) -> tuple[dict[str, str], dict[str, str]]:
     """(event id -> cross-provider identity, event id -> app key where one is known).
 
@@ -218,16 +202,7 @@ def app_identities(
     calbridge, found by iCalendar UID among the user's id map entries, the key's own
     identity then being ``key`` (``key@<original start>`` for an occurrence).
     """
-    uids = sorted({e.ical_uid for e in events if e.ical_uid})
-    keys: dict[str, str] = {}
-    m = schema.id_map.c
-    for i in range(0, len(uids), 500):
-        query = sa.select(m.ical_uid, m.key).where(
-            m.app_user_id == app_user_id, m.ical_uid.in_(uids[i : i + 500])
-        )
-        for r in conn.execute(query):
-            if r.ical_uid not in keys or r.key < keys[r.ical_uid]:
-                keys[r.ical_uid] = r.key
+    keys = store.events.app_keys(app_user_id, {e.ical_uid for e in events if e.ical_uid}, conn=conn)
     identities = {e.id: occurrence_identity(e) for e in events}
     by_key = {
         e.id: occurrence_identity(e, keys[e.ical_uid])

@@ -40,7 +40,6 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any, Final
 
 import attrs
-import sqlalchemy as sa
 from starlette.applications import Starlette
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
@@ -48,11 +47,18 @@ from starlette.routing import Route
 
 from .._asgi import SecureApp
 from ..errors import NotificationRejected, ProviderNotFoundError, StoreError
+from ..jobs import enqueue_coalesced
 from ..models import AccountStatus, Channel
 from ..provider import Notification, NotificationKind, WebhookReply, WebhookRequest
-from ..store import offload
-from ..store import schema as t
-from ._sql import statements
+from ..store import (
+    Connection,
+    DatabaseError,
+    Store,
+    checkpoint_wal,
+    defer_wal_checkpoint,
+    is_sqlite,
+    offload,
+)
 
 __all__ = [
     "DEFAULT_MAX_BODY",
@@ -108,7 +114,7 @@ class _TooManyLookups(Exception):
     """A request made the provider look up more than MAX_LOOKUPS channels."""
 
 
-_DB_ERRORS: Final = (sa.exc.SQLAlchemyError, StoreError, OSError)
+_DB_ERRORS: Final = (DatabaseError, StoreError, OSError)
 
 
 def _plain(status: int, text: str) -> Response:
@@ -339,19 +345,12 @@ class WebhookReceiver:
         return out
 
     def _read_channels(self, provider: str, ids: Sequence[str]) -> dict[str, Channel | None]:
-        store = self.runtime.store
-        ch = t.channels.c
-        found: dict[str, Channel | None] = {}
-        with store._tx(None, writing=False) as conn:
-            for i in range(0, len(ids), 500):
-                query = sa.select(t.channels).where(
-                    ch.provider == provider, ch.id.in_(ids[i : i + 500])
-                )
-                for row in conn.execute(query):
-                    rec = store._channel_record(row)
-                    if rec.health not in ("polling", "pending"):
-                        found[rec.channel.id] = rec.channel
-        return found
+        store: Store = self.runtime.store
+        return {
+            rec.channel.id: rec.channel
+            for rec in store.channels.channels_by_ids(provider, ids)
+            if rec.health not in ("polling", "pending")
+        }
 
     async def _lookup(self, provider: str, channel_id: str) -> Channel | None:
         key = (provider, channel_id)
@@ -383,7 +382,7 @@ class WebhookReceiver:
         self._queue.append(pending)
         if self._writer is None or self._writer.done():
             self._writer = asyncio.create_task(self._write_loop())
-        if self.runtime.engine.dialect.name == "sqlite" and (
+        if is_sqlite(self.runtime.engine) and (
             self._checkpointer is None or self._checkpointer.done()
         ):
             self._checkpointer = asyncio.create_task(self._checkpoint_loop())
@@ -432,11 +431,10 @@ class WebhookReceiver:
                 log.debug("background checkpoint failed: %s", type(exc).__name__)
 
     def _checkpoint(self) -> None:
-        with self.runtime.engine.connect() as conn:
-            conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)")
+        checkpoint_wal(self.runtime.engine)
 
     def _write_group(self, group: Sequence[_Pending]) -> list[list[Any]]:
-        def run(conn: sa.Connection) -> list[list[Any]]:
+        def run(conn: Connection) -> list[list[Any]]:
             return self._write_tx(conn, group)
 
         try:
@@ -445,13 +443,11 @@ class WebhookReceiver:
             raise _StoreDown from exc
         return out
 
-    def _write_tx(self, conn: sa.Connection, group: Sequence[_Pending]) -> list[list[Any]]:
+    def _write_tx(self, conn: Connection, group: Sequence[_Pending]) -> list[list[Any]]:
         """Inbox rows for every notification of the group, then each distinct job once."""
-        sql = statements(conn.dialect.name)
-        if conn.dialect.name == "sqlite":
-            conn.exec_driver_sql(f"PRAGMA wal_autocheckpoint = {WAL_AUTOCHECKPOINT}")
+        if defer_wal_checkpoint(conn, WAL_AUTOCHECKPOINT):
             self._dirty = True
-        store = self.runtime.store
+        store: Store = self.runtime.store
         now = self.runtime.clock()
         work: dict[str, tuple[str, dict[str, Any]]] = {}
         touched: set[tuple[str, str]] = set()
@@ -461,7 +457,7 @@ class WebhookReceiver:
             for n in pending.notifications:
                 if n.kind in _NO_STORE:
                     continue
-                new = sql.inbox_insert(
+                new = store.channels.record_delivery(
                     conn,
                     provider=pending.provider,
                     delivery_key=n.delivery_key,
@@ -497,16 +493,19 @@ class WebhookReceiver:
                     from ..migration._guards import record_initial_sync
 
                     record_initial_sync(
-                        conn, n.account_id, required=False, source="notification", at=now
+                        store,
+                        n.account_id,
+                        required=False,
+                        source="notification",
+                        at=now,
+                        conn=conn,
                     )
             results.append(disconnected)
         for key, (kind, payload) in work.items():
             delay = self.debounce if kind == "sync" else 0.0
-            sql.enqueue_coalesced(conn, kind, payload, coalesce_key=key, now=now, delay=delay)
+            enqueue_coalesced(conn, kind, payload, coalesce_key=key, now=now, delay=delay)
         for provider, channel_id in touched:
-            conn.execute(
-                sql.touch_channel, {"p_provider": provider, "p_id": channel_id, "p_at": int(now)}
-            )
+            store.channels.touch_channel(conn, provider, channel_id, int(now))
         return results
 
 
