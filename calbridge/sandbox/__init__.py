@@ -35,7 +35,14 @@ from ._control import (
     request_counts,
 )
 from ._delivery import DeliveryAttempt, DeliveryPolicy, WebhookDelivery
-from ._faults import FaultAction, Faults, InjectedError, NotificationFate, ProviderFaults
+from ._faults import (
+    FaultAction,
+    Faults,
+    InjectedError,
+    NotificationFate,
+    ProviderFaults,
+    mount_path,
+)
 from ._model import ChangeKind, NativeCalendar, NativeChange, NativeEvent, NativeProvider, User
 from ._oauth import (
     AuthorizationCode,
@@ -108,6 +115,7 @@ __all__ = [
     "expand",
     "installed_sandboxes",
     "make_tls_files",
+    "mount_path",
     "native_event_json",
     "opaque_token",
     "pkce_s256",

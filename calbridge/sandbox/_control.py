@@ -23,7 +23,7 @@ from ..models import (
     Transparency,
     Visibility,
 )
-from ._faults import FAULT_ACTIONS
+from ._faults import FAULT_ACTIONS, mount_path
 from ._model import NativeCalendar, NativeEvent, User
 from ._world import UnknownCalendar, UnknownEvent, UnknownUser, World
 
@@ -102,10 +102,7 @@ def counting(
         if scope["type"] != "http":
             await app(scope, receive, send)
             return
-        root = str(scope.get("root_path", ""))
-        path = str(scope.get("path", ""))
-        rel = path[len(root) :] if root and path.startswith(root) else path
-        if rel.startswith(skip):
+        if mount_path(scope).startswith(skip):
             await app(scope, receive, send)
             return
 

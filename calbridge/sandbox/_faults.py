@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
-from collections.abc import Callable
-from typing import Literal
+from collections.abc import Callable, Mapping
+from typing import Any, Literal
 
 import attrs
 
-__all__ = ["FaultAction", "Faults", "InjectedError", "NotificationFate", "ProviderFaults"]
+__all__ = [
+    "FaultAction",
+    "Faults",
+    "InjectedError",
+    "NotificationFate",
+    "ProviderFaults",
+    "mount_path",
+]
 
 #: what happens to the next notification a provider sandbox sends
 NotificationFate = Literal["deliver", "drop", "duplicate"]
@@ -22,6 +30,14 @@ FAULT_ACTIONS: tuple[str, ...] = (
     "disconnect_profile",
     "reconnect_profile",
 )
+
+
+def mount_path(scope: Mapping[str, Any]) -> str:
+    """A request's path below the mount that routed it (``/v1/events`` under ``/cronofy``):
+    what fault ``path_prefix`` values and request counting are relative to."""
+    root = str(scope.get("root_path", ""))
+    path = str(scope.get("path", ""))
+    return path[len(root) :] if root and path.startswith(root) else path
 
 
 @attrs.define
@@ -104,6 +120,15 @@ class Faults:
                             plan.errors.remove(err)
                     return err
             return None
+
+    async def intercept(self, provider: str, path: str) -> InjectedError | None:
+        """What one request to ``provider`` at ``path`` (see :func:`mount_path`) meets
+        before it is handled: the armed latency (slept here, in real time), then the next
+        injected error, if any, which the sandbox answers in its provider's envelope."""
+        delay = self.latency(provider)
+        if delay:
+            await asyncio.sleep(delay)
+        return self.take_error(provider, path)
 
     def latency(self, provider: str) -> float:
         """Seconds each request to ``provider`` is delayed."""

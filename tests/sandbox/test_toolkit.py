@@ -1,4 +1,4 @@
-"""The sandbox toolkit on its own: GrantServer, PkcePolicy, PageTokens, Throttle."""
+"""The sandbox toolkit on its own: GrantServer, PkcePolicy, PageTokens, Throttle, faults."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import pytest
 
 from calbridge.sandbox import (
     Consent,
+    Faults,
     GrantRefused,
     GrantServer,
     PageTokens,
@@ -13,6 +14,7 @@ from calbridge.sandbox import (
     PkcePolicy,
     RequestCounts,
     Throttle,
+    mount_path,
     pkce_s256,
     retry_after_headers,
 )
@@ -225,3 +227,22 @@ def test_retry_after_headers_are_fractional_seconds() -> None:
     assert retry_after_headers(0.35) == {"Retry-After": "0.35"}
     assert retry_after_headers(2.0) == {"Retry-After": "2"}
     assert retry_after_headers(None) == {}
+
+
+def test_mount_path_is_relative_to_the_mount() -> None:
+    """Fault prefixes and counting see ``/v1/events``, not ``/cronofy/v1/events``."""
+    assert mount_path({"root_path": "/cronofy", "path": "/cronofy/v1/events"}) == "/v1/events"
+    assert mount_path({"root_path": "", "path": "/v1/events"}) == "/v1/events"
+    assert mount_path({"root_path": "/cronofy", "path": "/v1/events"}) == "/v1/events"
+
+
+async def test_intercept_takes_the_next_matching_injected_error() -> None:
+    """One call per request: latency, then the armed error under its path prefix."""
+    faults = Faults()
+    faults.fail_next("graph", 503, times=2, path_prefix="/v1.0/me/events", retry_after=2)
+    assert await faults.intercept("graph", "/v1.0/me/calendars") is None
+    first = await faults.intercept("graph", "/v1.0/me/events/x")
+    assert first is not None
+    assert (first.status, first.retry_after) == (503, 2)
+    assert await faults.intercept("graph", "/v1.0/me/events") is not None
+    assert await faults.intercept("graph", "/v1.0/me/events") is None

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 from collections.abc import Awaitable, Callable
@@ -21,6 +20,7 @@ from calbridge.sandbox import (
     RequestCounts,
     Throttle,
     World,
+    mount_path,
     request_counts,
     retry_after_headers,
 )
@@ -92,12 +92,7 @@ class CronofySandbox:
             return response
 
         async def answer(request: Request) -> Response:
-            delay = self.world.faults.latency(PROVIDER)
-            if delay:
-                await asyncio.sleep(delay)
-            injected = self.world.faults.take_error(
-                PROVIDER, request.url.path[len(self._prefix(request)) :]
-            )
+            injected = await self.world.faults.intercept(PROVIDER, mount_path(request.scope))
             if injected is not None:
                 return Response(
                     status_code=injected.status, headers=retry_after_headers(injected.retry_after)

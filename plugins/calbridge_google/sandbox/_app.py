@@ -16,7 +16,6 @@ queued by :meth:`GoogleSandbox.fail_next`), 429 ``rateLimitExceeded``, 5xx
 
 from __future__ import annotations
 
-import asyncio
 import secrets
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -38,6 +37,7 @@ from calbridge.sandbox import (
     UnknownUser,
     World,
     counting,
+    mount_path,
     request_counts,
     retry_after_headers,
 )
@@ -174,14 +174,7 @@ class GoogleSandbox(PushMixin):
     # -- plumbing ------------------------------------------------------------------------
 
     async def _inject(self, request: Request) -> Response | None:
-        latency = self.world.faults.latency(PROVIDER)
-        if latency:
-            await asyncio.sleep(latency)
-        path = request.url.path
-        root = request.scope.get("root_path", "")
-        if root and path.startswith(root):
-            path = path[len(root) :]
-        injected = self.world.faults.take_error(PROVIDER, path)
+        injected = await self.world.faults.intercept(PROVIDER, mount_path(request.scope))
         if injected is None:
             return None
         domain, reason, message = _REASONS.get(

@@ -17,7 +17,6 @@ Mounted at ``/graph`` by ``calbridge sandbox serve``:
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import json
 import secrets
@@ -38,6 +37,7 @@ from calbridge.sandbox import (
     User,
     World,
     counting,
+    mount_path,
     request_counts,
     retry_after_headers,
 )
@@ -256,13 +256,7 @@ class GraphSandbox:
                     status_code=429,
                     headers=retry_after_headers(wait),
                 )
-            latency = self.world.faults.latency(PROVIDER)
-            if latency:
-                await asyncio.sleep(latency)
-            root = request.scope.get("root_path", "")
-            path = request.url.path
-            rel = path[len(root) :] if root and path.startswith(root) else path
-            injected = self.world.faults.take_error(PROVIDER, rel)
+            injected = await self.world.faults.intercept(PROVIDER, mount_path(request.scope))
             if injected is not None:
                 headers = retry_after_headers(injected.retry_after)
                 code = _RETRY_CODES.get(injected.status, "generalException")
