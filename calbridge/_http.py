@@ -29,6 +29,7 @@ import tenacity
 
 from ._breaker import BreakerPolicy, CircuitBreaker, circuit_breaker
 from ._budget import RateBudget, rate_budget
+from ._tracing import PROVIDER, SpanKind, span
 from ._transport import AiohttpTransport
 from ._version import __version__
 from .errors import ProviderResponseError, RateLimited, Unavailable
@@ -242,12 +243,40 @@ async def send(
     attempt of a counted call (not OAuth token endpoint calls) first takes a grant from
     it, and a 429 pauses it for every process on the store.
 
+    Each call is an OpenTelemetry client span (:mod:`calbridge._tracing`) named by the
+    method, with the provider, the host and the final status, never the path or query.
+
     Raises:
         Unavailable: connection errors or timeouts persisted, a 5xx asked to wait too long,
             or the provider's circuit is open (``retry_after``: seconds until it may close).
         RateLimited: a 429 asked to wait longer than ``policy.max_wait``, or the shared
             budget is paused for longer than that.
     """
+    attributes = {
+        PROVIDER: provider,
+        "http.request.method": request.method,
+        "server.address": request.url.host,  # never the path or query: ids, emails, tokens
+    }
+    with span(request.method, kind=SpanKind.CLIENT, **attributes) as current:
+        response = await _guarded(client, request, provider, policy, idempotent, sleep, rng, clock)
+        if current is not None and current.is_recording():
+            current.set_attribute("http.response.status_code", response.status_code)
+            if response.status_code >= 400:
+                current.set_attribute("error.type", str(response.status_code))
+        return response
+
+
+async def _guarded(  # noqa: PLR0917 - send's arguments, passed on
+    client: httpx.AsyncClient,
+    request: httpx.Request,
+    provider: str,
+    policy: RetryPolicy | None,
+    idempotent: bool | None,
+    sleep: Callable[[float], Awaitable[None]],
+    rng: Callable[[], float],
+    clock: Callable[[], float],
+) -> httpx.Response:
+    """:func:`send` through the provider's circuit breaker, when the client has one."""
     breaker = circuit_breaker(client, provider)
     if breaker is None:
         return await _send(client, request, provider, policy, idempotent, sleep, rng, clock)

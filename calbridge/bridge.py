@@ -38,6 +38,7 @@ from ._identity import APP_KEY_PROPERTY, resolve_event_id
 from ._manager import PluginHost
 from ._runtime import Runtime
 from ._serialization import make_converter
+from ._tracing import PROVIDER, annotate, traced
 from .errors import (
     IdempotencyConflict,
     InvalidRequest,
@@ -124,12 +125,15 @@ class CalBridge:
 
     async def aroute(self, app_user_id: str) -> Decision:
         """:meth:`route` without blocking the event loop (the store read is offloaded)."""
-        return await self.runtime.router.aroute(app_user_id)
+        decision = await self.runtime.router.aroute(app_user_id)
+        annotate(**{PROVIDER: decision.provider, "calbridge.route.source": decision.source})
+        return decision
 
     def explain_route(self, app_user_id: str) -> Decision:
         """A fresh routing decision with every step of its reasoning."""
         return self.runtime.router.explain(app_user_id)
 
+    @traced("pin")
     async def pin(self, app_user_id: str, provider: str | None) -> None:
         """Pin a user to ``provider`` (None removes the pin). Audited.
 
@@ -209,12 +213,14 @@ class CalBridge:
         )
         return str(start.url)
 
+    @traced("complete_connect")
     async def complete_connect(self, provider: str, params: Mapping[str, str]) -> Account:
         """Handle the OAuth callback arriving on ``provider``'s redirect path.
 
         ``params`` is the callback's query (``code``, ``state``, and ``iss`` when sent).
         Missing, reused, expired or foreign state is refused before any token request.
         """
+        annotate(**{PROVIDER: provider})
         account: Account = await self.runtime.oauth.complete(provider, params)
         self.runtime.router.invalidate(account.app_user_id)
         await self._on_connected(account)
@@ -238,6 +244,7 @@ class CalBridge:
         self._calendars[account_id] = (now + 300.0, calendars)
         return calendars
 
+    @traced("calendars")
     async def calendars(self, app_user_id: str) -> list[Calendar]:
         """The calendars of the provider serving this user."""
         decision = await self.aroute(app_user_id)
@@ -324,12 +331,14 @@ class CalBridge:
             coalesce_key=f"compare:{app_user_id}",
         )
 
+    @traced("list_events")
     async def list_events(
         self, app_user_id: str, calendar_id: str, window: TimeRange, *, live: bool = False
     ) -> list[Event]:
         """:meth:`events` collected into a list."""
         return [e async for e in self.events(app_user_id, calendar_id, window, live=live)]
 
+    @traced("create_event")
     async def create_event(
         self, app_user_id: str, calendar_id: str, draft: EventDraft, *, key: str
     ) -> Event:
@@ -414,6 +423,7 @@ class CalBridge:
             )
         return decision, provider, session, cal
 
+    @traced("update_event")
     async def update_event(
         self, app_user_id: str, key: str, draft: EventDraft, *, etag: str | None = None
     ) -> Event:
@@ -426,6 +436,7 @@ class CalBridge:
         await offload(self._after_write, app_user_id, key, "update", decision.account_id, entry_cal)
         return event
 
+    @traced("delete_event")
     async def delete_event(self, app_user_id: str, key: str) -> None:
         """Delete the event created under ``key``; deleting twice succeeds."""
         if not await offload(self.store.get_ids, key):
@@ -505,6 +516,7 @@ class CalBridge:
                 max_attempts=VERIFY_ATTEMPTS,
             )
 
+    @traced("free_busy")
     async def free_busy(
         self, app_user_id: str, calendar_ids: Sequence[str], window: TimeRange
     ) -> list[FreeBusy]:
@@ -577,6 +589,7 @@ class CalBridge:
                 await callback(filtered)
         await offload(feed.record, batch, records)
 
+    @traced("subscribe")
     async def subscribe(self, app_user_id: str) -> dict[str, str]:
         """Start observing every account of the user (push channel or polling).
 
@@ -603,6 +616,7 @@ class CalBridge:
 
     # -- forgetting ----------------------------------------------------------------------
 
+    @traced("forget_user")
     async def forget_user(self, app_user_id: str) -> ForgetReport:
         """GDPR erasure: revoke tokens, stop channels, purge cache, id map and tokens.
 

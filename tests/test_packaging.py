@@ -79,7 +79,9 @@ def test_extras_keep_servers_and_cli_out_of_the_library() -> None:
     assert {_name(r) for r in extras["server"]} >= {"starlette", "uvicorn"}
     assert {_name(r) for r in extras["sandbox"]} >= {"starlette", "uvicorn"}
     assert {_name(r) for r in extras["testing"]} >= {"pytest", "pytest-asyncio"}
-    assert extras["all"] == ["calbridge[cli,server,sandbox,postgres,testing]"]
+    assert {_name(r) for r in extras["otel"]} == {"opentelemetry-api"}
+    assert "opentelemetry-api" not in core  # spans are a no-op without it
+    assert extras["all"] == ["calbridge[cli,server,sandbox,postgres,testing,otel]"]
     assert '-e ".[all]"' in (ROOT / "Makefile").read_text(encoding="utf-8")
 
 

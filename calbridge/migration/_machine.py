@@ -90,6 +90,18 @@ class MigrationError(CalbridgeError):
     """A migration step cannot be taken."""
 
 
+#: guards that refuse whatever a provider would answer: checked first, no provider call
+_STRUCTURAL: frozenset[GuardKind] = frozenset(
+    {
+        GuardKind.NO_LEGACY_ACCOUNT,
+        GuardKind.NO_AUTHORIZATION,
+        GuardKind.AUTHORIZATION_INACTIVE,
+        GuardKind.SKIPS_PHASE,
+        GuardKind.BACKWARDS,
+    }
+)
+
+
 class GuardFailed(MigrationError):
     """Guards refused the step; ``guards`` say which (kind) and why (message)."""
 
@@ -477,10 +489,12 @@ class Migrator:
         skip: frozenset[GuardKind] = frozenset(),
     ) -> list[Guard]:
         """The guards refusing ``to``. The provider is asked about the initial sync only
-        when no other guard (outside ``skip``) refuses already: a step refused for its
-        phase or parity makes no provider call and writes nothing."""
+        when no structural guard (phase order, authorization) refuses already: such a
+        step makes no provider call and writes nothing. Next to a parity guard it is
+        still asked, so the operator sees every blocker at once (its answer, an observed
+        fact like a sync cursor, is recorded when ``record``)."""
         found = self._phase_guards(snap.state, snap.facts, to)
-        if any(g.kind not in skip for g in found):
+        if any(g.kind in _STRUCTURAL and g.kind not in skip for g in found):
             return found
         target = snap.facts.account(self.target)
         if to is Phase.CUTOVER and target is not None and target.active:
