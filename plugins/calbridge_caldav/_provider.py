@@ -103,7 +103,11 @@ def _reports(response: DavResponse) -> set[str]:
     element = response.props.get(f"{{{DAV}}}supported-report-set")
     if element is None:
         return set()
-    return {child.tag.rsplit("}", 1)[-1] for child in element.iter() if child.tag != element.tag}
+    return {
+        child.tag.rsplit("}", 1)[-1]
+        for report in element.iter(f"{{{DAV}}}report")
+        for child in report
+    }
 
 
 def _is_event_calendar(response: DavResponse) -> bool:

@@ -36,7 +36,10 @@ from calbridge import Account, ProviderSettings, Session, StaticTokenSource
 from ._connect import caldav_credentials
 from ._provider import CalDAVProvider
 
-__all__ = ["CalDAVRig", "RadicaleServer", "caldav_rig", "free_port"]
+__all__ = ["ADMIN", "CalDAVRig", "RadicaleServer", "caldav_rig", "free_port"]
+
+#: a user of every test server who may create collections anywhere (read-only calendars)
+ADMIN = "calbridge-admin"
 
 
 def free_port() -> int:
@@ -69,6 +72,7 @@ class RadicaleServer:
         self.auth = auth
         self.start_timeout = start_timeout
         self.port = 0
+        self._admin_password = uuid.uuid4().hex
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -79,7 +83,8 @@ class RadicaleServer:
     def _config(self) -> Path:
         self.folder.mkdir(parents=True, exist_ok=True)
         users = self.folder / "users"
-        users.write_text("".join(f"{u}:{p}\n" for u, p in self.users.items()))
+        every = {**self.users, ADMIN: self._admin_password}
+        users.write_text("".join(f"{u}:{p}\n" for u, p in every.items()))
         auth = (
             f"type = htpasswd\nhtpasswd_filename = {users}\nhtpasswd_encryption = plain\n"
             "delay = 0\n"
@@ -91,11 +96,24 @@ class RadicaleServer:
             f"[server]\nhosts = 127.0.0.1:{self.port}\n\n"
             f"[auth]\n{auth}\n"
             f"[storage]\nfilesystem_folder = {self.folder / 'collections'}\n\n"
-            "[rights]\ntype = owner_only\n\n"
+            f"[rights]\ntype = from_file\nfile = {self._rights()}\n\n"
             "[web]\ntype = none\n\n"
             "[logging]\nlevel = warning\n"
         )
         return config
+
+    def _rights(self) -> Path:
+        # owners read and write their collections, except one named ``read-only`` (made
+        # by the admin user, only readable by its owner): a read-only calendar
+        rules = self.folder / "rights"
+        rules.write_text(
+            f"[admin]\nuser: {ADMIN}\ncollection: .*\npermissions: RrWw\n\n"
+            "[root]\nuser: .*\ncollection:\npermissions: R\n\n"
+            "[principal]\nuser: .+\ncollection: {user}\npermissions: RW\n\n"
+            "[read-only]\nuser: .+\ncollection: {user}/read-only\npermissions: rR\n\n"
+            "[calendars]\nuser: .+\ncollection: {user}/[^/]+\npermissions: rw\n"
+        )
+        return rules
 
     def start(self) -> RadicaleServer:
         """Start the process and wait until it answers."""
@@ -171,11 +189,19 @@ class RadicaleServer:
             f"<d:set><d:prop>{props}</d:prop></d:set></d:mkcol>"
         )
         href = f"/{user}/{slug}/"
+        # the user's first authenticated request makes Radicale create their principal
+        httpx.request(
+            "PROPFIND",
+            f"{self.url}{user}/",
+            auth=(user, self.users.get(user, "")),
+            headers={"Depth": "0"},
+            timeout=10,
+        )
         answer = httpx.request(
             "MKCOL",
             self.url.rstrip("/") + href,
             content=body.encode(),
-            auth=(user, self.users.get(user, "")),
+            auth=(ADMIN, self._admin_password),
             headers={"Content-Type": "application/xml; charset=utf-8"},
             timeout=10,
         )
