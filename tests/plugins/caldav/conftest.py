@@ -9,7 +9,12 @@ from pathlib import Path
 import pytest
 from calbridge_caldav.testing import CalDAVRig, RadicaleServer, caldav_rig
 
-USERS = {"alice": "alice-app-password", "bob": "bob-app-password"}
+USERS = {
+    "alice": "alice-app-password",
+    "bob": "bob-app-password",
+    "carol": "carol-app-password",
+    "dave": "dave-app-password",
+}
 
 
 @pytest.fixture(scope="session")
