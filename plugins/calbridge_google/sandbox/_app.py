@@ -44,9 +44,10 @@ from calbridge.sandbox import (
 
 from ._common import Ctx, deleted, error_response, not_found, read_json
 from ._events import list_events, occurrence_by_id
+from ._freebusy import free_busy
 from ._oauth import oauth_routes
 from ._params import GoogleError, validate
-from ._push import PushMixin
+from ._push import WatchChannels
 from ._render import (
     calendar_entry,
     check_client_id,
@@ -90,7 +91,7 @@ _REASON_DOMAINS = {
 Handler = Callable[[Request], Awaitable[Response]]
 
 
-class GoogleSandbox(PushMixin):
+class GoogleSandbox:
     """The Google view of a :class:`~calbridge.sandbox.World` (one per world)."""
 
     def __init__(self, world: World) -> None:
@@ -100,7 +101,9 @@ class GoogleSandbox(PushMixin):
         world.views["google"] = self
         world.faults.on(PROVIDER, "expire_tokens", self.state.expire_access)
         world.faults.on(PROVIDER, "revoke_tokens", self.state.revoke_user)
-        self._unsubscribe = world.subscribe(self._on_change)
+        #: events.watch channels and their notifications
+        self.push = WatchChannels(world, self.state)
+        self._unsubscribe = world.subscribe(self.push.on_change)
         api = "/calendar/v3"
         routes = [
             Route(f"{api}/users/me/calendarList", self._h(self.calendar_list), methods=["GET"]),
@@ -109,7 +112,9 @@ class GoogleSandbox(PushMixin):
                 self._h(self.calendar_get),
                 methods=["GET"],
             ),
-            Route(f"{api}/calendars/{{cid}}/events/watch", self._h(self.watch), methods=["POST"]),
+            Route(
+                f"{api}/calendars/{{cid}}/events/watch", self._h(self.push.watch), methods=["POST"]
+            ),
             Route(f"{api}/calendars/{{cid}}/events", self._h(self.events), methods=["GET", "POST"]),
             Route(
                 f"{api}/calendars/{{cid}}/events/{{eid}}/instances",
@@ -121,7 +126,7 @@ class GoogleSandbox(PushMixin):
                 self._h(self.event),
                 methods=["GET", "PUT", "PATCH", "DELETE"],
             ),
-            Route(f"{api}/channels/stop", self._h(self.stop), methods=["POST"]),
+            Route(f"{api}/channels/stop", self._h(self.push.stop), methods=["POST"]),
             Route(f"{api}/freeBusy", self._h(self.freebusy), methods=["POST"]),
             Route("/_sandbox/expire-sync-tokens", self._control_expire, methods=["POST"]),
             Route("/_sandbox/errors", self._control_errors, methods=["POST"]),
@@ -457,6 +462,11 @@ class GoogleSandbox(PushMixin):
         if "originalStart" in p:
             p.pop("originalStart")
         return JSONResponse(list_events(self.world, self.state, ctx.cal, p, master=master))
+
+    # -- freeBusy ------------------------------------------------------------------------
+
+    async def freebusy(self, request: Request, ctx: Ctx) -> Response:
+        return await free_busy(self.world, request, ctx)
 
     # -- controls (HTTP) -----------------------------------------------------------------
 

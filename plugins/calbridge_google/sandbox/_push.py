@@ -1,8 +1,7 @@
-"""Watch channels (events.watch, channels.stop, notification delivery) and freeBusy."""
+"""Watch channels: events.watch, channels.stop and the notifications they deliver."""
 
 from __future__ import annotations
 
-import datetime as dt
 import email.utils
 import hashlib
 from typing import Any
@@ -11,31 +10,25 @@ from urllib.parse import quote
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from calbridge import EventStatus, Transparency
-from calbridge.sandbox import (
-    ChangeKind,
-    NativeCalendar,
-    NativeChange,
-    UnknownCalendar,
-    World,
-    expand,
-)
+from calbridge.sandbox import ChangeKind, NativeChange, World
 
 from ._common import Ctx, read_json
-from ._params import GoogleError, parse_rfc3339, validate
+from ._params import GoogleError, validate
 from ._state import GoogleSettings, GoogleState, WatchChannel
 
-__all__ = ["PushMixin"]
+__all__ = ["WatchChannels"]
 
 PROVIDER = "google"
 
 
-class PushMixin:
-    """The push and free/busy handlers of :class:`GoogleSandbox`."""
+class WatchChannels:
+    """The Google sandbox's push: channels opened by events.watch, notified of every native
+    change of their calendar (``exists`` / ``not_exists``) until stopped or expired."""
 
-    world: World
-    state: GoogleState
-    settings: GoogleSettings
+    def __init__(self, world: World, state: GoogleState) -> None:
+        self.world = world
+        self.state = state
+        self.settings: GoogleSettings = state.settings
 
     async def watch(self, request: Request, ctx: Ctx) -> Response:
         validate("calendar.events.watch", request.query_params.multi_items())
@@ -111,7 +104,8 @@ class PushMixin:
             channel.late_messages = self.settings.notifications_after_stop
         return Response(status_code=204)
 
-    def _on_change(self, change: NativeChange) -> None:
+    def on_change(self, change: NativeChange) -> None:
+        """Notify the channels watching the changed calendar (the world's listener)."""
         for channel in list(self.state.channels.values()):
             if channel.calendar_id != change.calendar_id:
                 continue
@@ -141,76 +135,6 @@ class PushMixin:
 
         self.world.delivery.deliver(PROVIDER, channel.address, b"", headers, keep_trying=live)
 
-    # -- free/busy -----------------------------------------------------------------------
-
-    async def freebusy(self, request: Request, ctx: Ctx) -> Response:
-        body = await read_json(request)
-        for key in ("timeMin", "timeMax"):
-            if not body.get(key):
-                raise GoogleError(status=400, reason="required", message=f"Missing {key}.")
-        lo = parse_rfc3339(str(body["timeMin"]), "timeMin")
-        hi = parse_rfc3339(str(body["timeMax"]), "timeMax")
-        if lo >= hi:
-            raise GoogleError(
-                status=400,
-                reason="timeRangeEmpty",
-                domain="calendar",
-                message="The specified time range is empty.",
-            )
-        items = body.get("items") or []
-        if len(items) > 50:
-            raise GoogleError(
-                status=400,
-                reason="tooManyCalendarsRequested",
-                message="Too many calendars requested.",
-            )
-        calendars: dict[str, Any] = {}
-        for item in items:
-            cid = str(item.get("id", ""))
-            try:
-                cal = (
-                    self.world.primary_calendar(ctx.email)
-                    if cid == "primary"
-                    else (self.world.calendar(cid))
-                )
-            except (UnknownCalendar, StopIteration):
-                calendars[cid] = {
-                    "errors": [{"domain": "global", "reason": "notFound"}],
-                    "busy": [],
-                }
-                continue
-            calendars[cid] = {"busy": _busy(self.world, cal, lo, hi)}
-        return JSONResponse(
-            {
-                "kind": "calendar#freeBusy",
-                "timeMin": _z(lo),
-                "timeMax": _z(hi),
-                "calendars": calendars,
-            }
-        )
-
 
 def _resource_id(calendar_id: str) -> str:
     return hashlib.sha256(f"events:{calendar_id}".encode()).hexdigest()[:27]
-
-
-def _z(value: dt.datetime) -> str:
-    return value.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _busy(
-    world: World, cal: NativeCalendar, lo: dt.datetime, hi: dt.datetime
-) -> list[dict[str, str]]:
-    spans = sorted(
-        (max(o.start.as_utc(), lo), min(o.end.as_utc(), hi))
-        for o in expand(world.events(cal.id), lo, hi)
-        if o.event.transparency is Transparency.OPAQUE
-        and o.event.status is not EventStatus.CANCELLED
-    )
-    merged: list[list[dt.datetime]] = []
-    for start, end in spans:
-        if merged and start <= merged[-1][1]:
-            merged[-1][1] = max(merged[-1][1], end)
-        else:
-            merged.append([start, end])
-    return [{"start": _z(s), "end": _z(e)} for s, e in merged]
