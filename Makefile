@@ -29,9 +29,11 @@ types: $(STAMP)
 	$(BIN)/mypy
 	$(BIN)/mypy --strict examples/calbridge-example/calbridge_example
 
-# The whole suite, with a throwaway PostgreSQL server on loopback (installed when missing).
+# The whole suite, with a throwaway PostgreSQL server on loopback and headless Chromium
+# (both installed when missing).
 test: $(STAMP)
 	$(MAKE) lint types
+	scripts/ensure-chromium.sh  # headless Chromium for the console's browser tests
 	scripts/with-postgres.sh $(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
 # The lowest versions pyproject.toml allows (constraints-lowest.txt), in their own venv:

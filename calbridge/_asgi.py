@@ -6,6 +6,8 @@
   stalled or trickling sender gets 408 and the connection is closed), and which never
   redirects a trailing slash (Starlette builds that redirect from the ``Host`` header).
 * :func:`harden`: the same for an app built elsewhere (``calbridge serve``'s mount).
+  Both take another ``Content-Security-Policy`` for an app that serves its own pages
+  (the operator console: ``csp=``); the default, :data:`API_CSP`, allows nothing.
 * :func:`http_protocol`: uvicorn's httptools protocol with a header read deadline
   (:data:`HEADER_TIMEOUT`) and bounded request heads (:data:`MAX_HEADERS` header lines,
   :data:`MAX_HEAD_BYTES` bytes): a slow or oversized head is answered 408 / 431 and the
@@ -21,6 +23,7 @@ from typing import Any, Final
 from starlette.applications import Starlette
 
 __all__ = [
+    "API_CSP",
     "BODY_DEADLINE",
     "BODY_TIMEOUT",
     "HEADER_TIMEOUT",
@@ -39,14 +42,27 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
+#: the Content-Security-Policy of the API edges: nothing may load, nothing may frame them
+API_CSP: Final = "default-src 'none'; frame-ancestors 'none'"
 #: sent on every response (set only where the app did not set the header itself)
 SECURITY_HEADERS: Final[tuple[tuple[bytes, bytes], ...]] = (
     (b"x-content-type-options", b"nosniff"),
     (b"referrer-policy", b"no-referrer"),
     (b"cache-control", b"no-store"),
     (b"x-frame-options", b"DENY"),
-    (b"content-security-policy", b"default-src 'none'; frame-ancestors 'none'"),
+    (b"content-security-policy", API_CSP.encode()),
 )
+
+
+def _headers(csp: str) -> tuple[tuple[bytes, bytes], ...]:
+    """:data:`SECURITY_HEADERS` with ``csp`` as the Content-Security-Policy."""
+    if csp == API_CSP:
+        return SECURITY_HEADERS
+    return tuple(
+        (k, csp.encode() if k == b"content-security-policy" else v) for k, v in SECURITY_HEADERS
+    )
+
+
 #: seconds one read of the request body may take before the request is answered 408
 BODY_TIMEOUT: Final = 10.0
 #: seconds the whole body may take from the end of the head (a sender trickling a byte
@@ -69,10 +85,12 @@ class _Security:
         *,
         body_timeout: float = BODY_TIMEOUT,
         body_deadline: float = BODY_DEADLINE,
+        csp: str = API_CSP,
     ) -> None:
         self.app = app
         self.body_timeout = body_timeout
         self.body_deadline = body_deadline
+        self.headers = _headers(csp)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -95,7 +113,7 @@ class _Security:
             if message["type"] == "http.response.start":
                 headers = [(bytes(k), bytes(v)) for k, v in message.get("headers", ())]
                 present = {k.lower() for k, _ in headers}
-                headers += [(k, v) for k, v in SECURITY_HEADERS if k not in present]
+                headers += [(k, v) for k, v in self.headers if k not in present]
                 status = message["status"]
                 if timed_out:
                     status = 408
@@ -112,6 +130,8 @@ class SecureApp(Starlette):
 
     body_timeout: float = BODY_TIMEOUT
     body_deadline: float = BODY_DEADLINE
+    #: the Content-Security-Policy of every answer (an app serving pages sets its own)
+    csp: str = API_CSP
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -122,17 +142,26 @@ class SecureApp(Starlette):
             super().build_middleware_stack(),
             body_timeout=self.body_timeout,
             body_deadline=self.body_deadline,
+            csp=self.csp,
         )
 
 
 def harden(
-    app: Any, *, body_timeout: float = BODY_TIMEOUT, body_deadline: float = BODY_DEADLINE
+    app: Any,
+    *,
+    body_timeout: float = BODY_TIMEOUT,
+    body_deadline: float = BODY_DEADLINE,
+    csp: str = API_CSP,
 ) -> Any:
-    """Wrap any ASGI app (a Starlette app also loses its trailing-slash redirect)."""
+    """Wrap any ASGI app (a Starlette app also loses its trailing-slash redirect).
+
+    ``csp``: the Content-Security-Policy sent where the app set none (default
+    :data:`API_CSP`, which lets nothing load).
+    """
     router = getattr(app, "router", None)
     if router is not None and hasattr(router, "redirect_slashes"):
         router.redirect_slashes = False
-    return _Security(app, body_timeout=body_timeout, body_deadline=body_deadline)
+    return _Security(app, body_timeout=body_timeout, body_deadline=body_deadline, csp=csp)
 
 
 class _HeadRejected(Exception):

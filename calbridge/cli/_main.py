@@ -17,6 +17,7 @@ __all__ = ["COMMANDS", "EXTRAS", "main", "missing_extra"]
 COMMANDS: dict[str, str] = {
     "accounts": "calbridge.cli._route:accounts",
     "channels": "calbridge.cli._channels:channels",
+    "console": "calbridge.cli._console:console",
     "db": "calbridge.cli._db:db",
     "demo": "calbridge.cli._demo:demo",
     "jobs": "calbridge.cli._worker:jobs",

@@ -177,6 +177,20 @@ class WorkerSupervisor:
     default="INFO",
     show_default=True,
 )
+@click.option(
+    "--metrics-path",
+    default=None,
+    metavar="PATH",
+    help="Also serve Prometheus metrics at PATH (e.g. /metrics; $CALBRIDGE_METRICS_TOKEN, "
+    "when set, is the bearer token it wants). Needs the console extra.",
+)
+@click.option(
+    "--console-path",
+    default=None,
+    metavar="PATH",
+    help="Also serve the operator console under PATH/ (e.g. /console; its login as for "
+    "`calbridge console`: $CALBRIDGE_CONSOLE_PASSWORD). Needs the console extra.",
+)
 def serve(
     *,
     config_path: str | None,
@@ -191,6 +205,8 @@ def serve(
     concurrency: int,
     debounce: float,
     log_level: str,
+    metrics_path: str | None = None,
+    console_path: str | None = None,
 ) -> None:
     """Serve the webhook receiver (one route per provider) and run job workers.
 
@@ -213,7 +229,26 @@ def serve(
         config_path=config_path,
         log_level=log_level,
     )
+    options.extras = _extra_paths(metrics_path, console_path)
+    if "console" in options.extras:
+        from ..console import ConsoleSettings
+
+        ConsoleSettings.from_env()  # no password configured: refuse before serving anything
     asyncio.run(_serve(config, host, port, path, options, debounce))
+
+
+def _extra_paths(metrics_path: str | None, console_path: str | None) -> dict[str, str]:
+    """The optional metrics and console paths, normalised (``/x``), checked apart."""
+    extras: dict[str, str] = {}
+    for name, value in (("metrics", metrics_path), ("console", console_path)):
+        if value is not None:
+            clean = "/" + value.strip("/")
+            if clean == "/":
+                raise click.UsageError(f"--{name}-path needs a path other than /")
+            extras[name] = clean
+    if len(set(extras.values())) < len(extras):
+        raise click.UsageError("--metrics-path and --console-path must differ")
+    return extras
 
 
 def _server_class() -> Any:
@@ -260,6 +295,8 @@ class _Options:
         self.concurrency = concurrency
         self.config_path = config_path
         self.log_level = log_level
+        #: "metrics" / "console" -> the path serve also answers them at
+        self.extras: dict[str, str] = {}
 
 
 def worker_command(options: _Options) -> list[str]:
@@ -306,7 +343,11 @@ async def _serve(
     bridge = CalBridge(config)
     runtime = bridge.runtime
     app: Any = make_webhook_app(runtime, debounce=debounce)
-    if path.strip("/"):
+    if options.extras:
+        app = Starlette(
+            routes=[*_extra_routes(bridge, options.extras), Mount("/" + path.strip("/"), app=app)]
+        )
+    elif path.strip("/"):
         app = Starlette(routes=[Mount("/" + path.strip("/"), app=app)])
     from .._asgi import harden, uvicorn_options
 
@@ -354,3 +395,20 @@ async def _serve(
             w.stop()
         await asyncio.gather(*tasks, return_exceptions=True)
         await bridge.aclose()
+
+
+def _extra_routes(bridge: Any, extras: Mapping[str, str]) -> list[Any]:
+    """Routes for ``--metrics-path`` and ``--console-path`` (before the receiver's mount)."""
+    from starlette.routing import Mount, Route
+
+    from ..console import ConsoleSettings, make_console_app, make_registry, metrics_endpoint
+
+    routes: list[Any] = []
+    if "metrics" in extras:
+        token = os.environ.get("CALBRIDGE_METRICS_TOKEN") or None
+        registry = make_registry(bridge.runtime.engine, clock=bridge.runtime.clock)
+        routes.append(Route(extras["metrics"], metrics_endpoint(registry, token=token)))
+    if "console" in extras:
+        app = make_console_app(bridge, ConsoleSettings.from_env())
+        routes.append(Mount(extras["console"], app=app))
+    return routes
