@@ -46,14 +46,16 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from typing import Any, Final, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 import attrs
 import httpx
-import sqlalchemy as sa
 
 from ._circuit_store import CircuitView, SharedCircuit
 from .errors import Unavailable
+
+if TYPE_CHECKING:
+    from .store import Engine
 
 __all__ = [
     "BreakerPolicy",
@@ -429,7 +431,7 @@ def circuit_breaker(client: httpx.AsyncClient, provider: str) -> CircuitBreaker 
 
 def share_circuit_breaker(
     client: httpx.AsyncClient,
-    engine: sa.Engine,
+    engine: Engine,
     *,
     provider: str,
     app: str,

@@ -650,11 +650,11 @@ def worker_handlers(queue: Any) -> Any:
     """
     import os
 
-    from sqlalchemy.engine import make_url
+    from .store import engine_url
 
     path = os.environ.get("CALBRIDGE_CONFIG")
     config = BridgeConfig.from_file(path) if path else BridgeConfig.from_env()
-    url = make_url(str(queue.engine.url)).render_as_string(hide_password=False)
+    url = engine_url(queue.engine, with_password=True)  # str(engine.url) hides it as ***
     bridge = CalBridge(attrs.evolve(config, database_url=url))
     return bridge.changes.handlers
 

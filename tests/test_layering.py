@@ -31,15 +31,6 @@ ALLOWED: dict[str, str] = {
     "calbridge/jobs/_schedules.py": "recurring jobs' statements",
     "calbridge/jobs/_queue.py": "inspection queries, and the retry test on driver errors",
     "calbridge/jobs/_worker.py": "LISTEN on PostgreSQL (psycopg, the engine's URL)",
-    "calbridge/_breaker.py": (
-        "annotates share_circuit_breaker(engine: sa.Engine); its SQL already moved to "
-        "calbridge.store._limits (file owned by the transport refactor of point 4)"
-    ),
-    "calbridge/bridge.py": (
-        "make_url for the worker's LISTEN DSN; off limits while the atomic idempotent "
-        "create lands (point 3)"
-    ),
-    "calbridge/cli/_db.py": "`calbridge db`: engine typing and make_url (the CLI refactor's file)",
 }
 
 #: top-level packages of database access

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import click
-import sqlalchemy as sa
 
+from ..store import Engine, engine_url
 from ._context import bridge_options, make_config
 from ._output import print_json
 
@@ -57,7 +57,7 @@ def status(*, config_path: str | None, database_url: str | None, as_json: bool) 
         engine.dispose()
     heads = sorted(head_revisions())
     data = {
-        "url": _redact(engine.url.render_as_string(hide_password=False)),
+        "url": engine_url(engine),
         "current": current,
         "heads": heads,
         "up_to_date": current == heads,
@@ -72,16 +72,7 @@ def status(*, config_path: str | None, database_url: str | None, as_json: bool) 
         click.echo("run `calbridge db upgrade` to migrate")
 
 
-def _redact(url: str) -> str:
-    from sqlalchemy.engine import make_url
-
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:
-        return "(invalid URL)"
-
-
-def _engine(config_path: str | None, database_url: str | None, *, must_exist: bool) -> sa.Engine:
+def _engine(config_path: str | None, database_url: str | None, *, must_exist: bool) -> Engine:
     from calbridge.errors import CalbridgeError
     from calbridge.store import create_engine
 

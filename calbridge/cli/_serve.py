@@ -337,6 +337,7 @@ async def _serve(
     from ..bridge import CalBridge
     from ..errors import ConfigurationError
     from ..jobs import Worker, load_handlers
+    from ..store import engine_url
     from ..webhooks import make_webhook_app
 
     _Server = _server_class()
@@ -377,7 +378,7 @@ async def _serve(
         except ConfigurationError as exc:
             await bridge.aclose()
             raise click.UsageError(str(exc)) from None
-        url = runtime.engine.url.render_as_string(hide_password=False)
+        url = engine_url(runtime.engine, with_password=True)
         supervisor = WorkerSupervisor(
             worker_command(options),
             options.worker_count,

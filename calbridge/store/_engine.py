@@ -280,3 +280,9 @@ def checkpoint_wal(engine: sa.Engine) -> None:
         return
     with engine.connect() as conn:
         conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)")
+
+
+def engine_url(engine: Engine, *, with_password: bool = False) -> str:
+    """The engine's database URL, its password shown as ``***`` unless ``with_password``
+    (for a child process's environment only: never print or log that form)."""
+    return engine.url.render_as_string(hide_password=not with_password)
