@@ -31,6 +31,7 @@ from calbridge import (
     Change,
     ChangeKind,
     ChangePage,
+    Channel,
     Event,
     EventDraft,
     EventStatus,
@@ -166,6 +167,17 @@ class CalDAVProvider(Provider):
         """
         await self.principal_of(tokens)
         return tokens
+
+    async def revoke_tokens(self, tokens: TokenSet) -> None:
+        """Nothing to call: CalDAV has no revocation endpoint. calbridge forgets the app
+        password (the account becomes ``revoked``); the user deletes it at the server."""
+
+    async def unsubscribe(self, session: Session, channel: Channel) -> None:
+        """Nothing to close: CalDAV opens no channels (``subscribe`` raises NotSupported).
+
+        calbridge closes the records of its own polling (``poll:<account>``) through here
+        when it retires a legacy account; they need no call to the server.
+        """
 
     async def principal_of(self, tokens: TokenSet) -> str:
         """The principal URL of the credentials' user (``current-user-principal``)."""

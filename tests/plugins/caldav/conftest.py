@@ -14,6 +14,7 @@ USERS = {
     "bob": "bob-app-password",
     "carol": "carol-app-password",
     "dave": "dave-app-password",
+    "erin": "erin-app-password",
 }
 
 
