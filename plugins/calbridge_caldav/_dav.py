@@ -1,11 +1,15 @@
 """WebDAV / CalDAV on the wire: Basic-authorised requests, the error mapping, XML bodies
 and multistatus answers.
 
-Every request goes through :func:`calbridge.send` (retries, ``Retry-After``, the
-provider's circuit breaker and the shared rate budget). A 401 makes the session re-check
-its credentials once (:meth:`calbridge.Session.refresh`: for CalDAV the provider's
-``refresh_tokens`` asks the server whether the app password still works) and the request is
-sent again; a second 401 is :class:`~calbridge.errors.ReauthRequired`.
+Every request is sent by the provider toolkit's :class:`calbridge.toolkit.AuthorizedClient`
+(its ``send``: :func:`calbridge.send`'s retries, ``Retry-After``, the provider's circuit
+breaker and the shared rate budget, its retry rules), and failures are mapped by
+:func:`error_for`, a toolkit :class:`~calbridge.toolkit.ErrorMapper`. The authorisation is
+CalDAV's own: HTTP Basic from the session's credentials (the toolkit's ``request`` sends
+bearer tokens and JSON bodies only). A 401 makes the session re-check its credentials once
+(:meth:`calbridge.Session.refresh`: for CalDAV the provider's ``refresh_tokens`` asks the
+server whether the app password still works) and the request is sent again; a second 401
+is :class:`~calbridge.errors.ReauthRequired`.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from calbridge.errors import (
     SyncCursorExpired,
     Unavailable,
 )
+from calbridge.toolkit import AuthorizedClient
 
 __all__ = [
     "CALDAV",
@@ -180,7 +185,12 @@ class DavClient:
         self.http = http
         self.provider = provider
         self.default_server = default_server
-        self.policy = policy
+        self.api = AuthorizedClient(
+            http=http,
+            provider=provider,
+            errors=error_for,
+            policy=policy or calbridge.RetryPolicy(),
+        )
 
     def server(self, tokens: TokenSet) -> str:
         """The account's server URL: its own (``tokens.extra["server"]``), else the default."""
@@ -219,13 +229,7 @@ class DavClient:
             if body is not None:
                 send_headers["Content-Type"] = content_type
             request = self.http.build_request(method, url, content=body, headers=send_headers)
-            response = await calbridge.send(
-                self.http,
-                request,
-                provider=self.provider,
-                policy=self.policy,
-                idempotent=method not in ("POST",),
-            )
+            response = await self.api.send(request, idempotent=method != "POST")
             if response.status_code == 401 and attempt == 1:
                 tokens = await session.refresh(tokens)
                 continue
@@ -233,5 +237,5 @@ class DavClient:
         if len(response.content) > MAX_BODY:
             raise ProviderResponseError(f"{what}: the answer is too large", provider=self.provider)
         if response.status_code >= 400 and response.status_code not in accept:
-            raise error_for(response, what=what)
+            raise self.api.errors(response, what=what)
         return response
