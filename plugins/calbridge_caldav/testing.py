@@ -168,6 +168,11 @@ class RadicaleServer:
     ) -> None:
         self.stop()
 
+    def set_password(self, user: str, password: str) -> None:
+        """Change (or add) a user's password, as a user revoking an app password does."""
+        self.users[user] = password
+        self._config()
+
     def make_calendar(
         self,
         user: str,

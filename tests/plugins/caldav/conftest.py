@@ -15,13 +15,14 @@ USERS = {
     "carol": "carol-app-password",
     "dave": "dave-app-password",
     "erin": "erin-app-password",
+    "frank": "frank-app-password",
 }
 
 
 @pytest.fixture(scope="session")
 def radicale(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RadicaleServer]:
     folder: Path = tmp_path_factory.mktemp("radicale")
-    with RadicaleServer(folder, users=USERS) as server:
+    with RadicaleServer(folder, users=dict(USERS)) as server:
         yield server
 
 

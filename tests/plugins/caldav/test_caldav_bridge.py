@@ -16,7 +16,8 @@ import pytest
 from calbridge_caldav.testing import RadicaleServer
 
 import calbridge
-from calbridge import CalBridge, ProviderSettings
+from calbridge import AccountStatus, CalBridge, ProviderSettings
+from calbridge.auth.testing import StatusHookRecorder
 from calbridge.errors import ReauthRequired
 from calbridge.store import generate_key
 from calbridge.sync import drain
@@ -38,6 +39,7 @@ class Rig:
     bridge: CalBridge
     clock: Clock
     db: Path
+    statuses: StatusHookRecorder
     batches: list[Any] = attrs.field(factory=list)
     worker: Any = None
 
@@ -64,8 +66,10 @@ async def bridge_rig(radicale: RadicaleServer, tmp_path: Path) -> AsyncIterator[
         providers={"caldav": ProviderSettings(base_urls={"api": radicale.url})},
     )
     clock = Clock()
-    bridge = CalBridge(config, host=fresh_plugin_host(calbridge_caldav), clock=clock)
-    rig = Rig(bridge=bridge, clock=clock, db=db)
+    statuses = StatusHookRecorder()
+    host = fresh_plugin_host(calbridge_caldav, statuses)
+    bridge = CalBridge(config, host=host, clock=clock)
+    rig = Rig(bridge=bridge, clock=clock, db=db, statuses=statuses)
 
     async def inbox(batch: Any) -> None:
         rig.batches.append(batch)
@@ -152,3 +156,31 @@ async def test_connect_refuses_a_wrong_password_and_stores_nothing(bridge_rig: R
         )
 
     assert await bridge_rig.bridge.accounts("dave") == []
+
+
+async def test_a_revoked_app_password_needs_reauthorization(
+    radicale: RadicaleServer, bridge_rig: Rig
+) -> None:
+    """The user deletes the app password at the server: the next poll's 401 makes the
+    session re-check the credentials, the account needs re-authorization (the hook says
+    so once) and connecting again with a new app password makes it active."""
+    rig, bridge = bridge_rig, bridge_rig.bridge
+    radicale.make_calendar("frank", "home")
+    account = await calbridge_caldav.connect(
+        bridge, "frank", username="frank", password=USERS["frank"]
+    )
+    assert account.id is not None
+    await rig.work()
+    radicale.set_password("frank", "a-new-app-password")
+    # credentials are re-checked an hour after they were stored, or on a 401
+    await rig.next_poll()
+
+    assert bridge.store.get_account(account.id).status is AccountStatus.NEEDS_REAUTH
+    assert [(a.id, str(a.status), why) for a, _, why in rig.statuses.calls] == [
+        (account.id, "needs_reauth", "invalid_grant")
+    ]
+    again = await calbridge_caldav.connect(
+        bridge, "frank", username="frank", password="a-new-app-password"
+    )
+    assert again.id == account.id
+    assert again.status is AccountStatus.ACTIVE
