@@ -22,16 +22,7 @@ STORE = "calbridge/store/"
 
 #: modules that may still speak SQL, each with its reason. Shrink it: move the SQL into a
 #: repository, then drop the line (the test fails on a line that is no longer needed).
-ALLOWED: dict[str, str] = {
-    # the durable job queue keeps its tables and statements (enqueue, claim, schedules,
-    # LISTEN/NOTIFY) in its own package for now; next step: they become the store's job
-    # repository (the claimer's statements and their tests move as they are)
-    "calbridge/jobs/_schema.py": "the jobs and job_schedules tables",
-    "calbridge/jobs/_ops.py": "the queue's statements: enqueue, claim, ack, prune",
-    "calbridge/jobs/_schedules.py": "recurring jobs' statements",
-    "calbridge/jobs/_queue.py": "inspection queries, and the retry test on driver errors",
-    "calbridge/jobs/_worker.py": "LISTEN on PostgreSQL (psycopg, the engine's URL)",
-}
+ALLOWED: dict[str, str] = {}
 
 #: top-level packages of database access
 SQL_PACKAGES = frozenset({"sqlalchemy", "alembic", "psycopg", "psycopg2", "sqlite3"})

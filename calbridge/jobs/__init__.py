@@ -4,7 +4,8 @@ In the manner of Solid Queue, Oban and procrastinate, on SQLite (one process or 
 on one machine) or PostgreSQL (many workers on many hosts, ``FOR UPDATE SKIP LOCKED``):
 leases with fencing tokens and heartbeats, retries with backoff, dead letters,
 scheduled and recurring jobs, coalescing keys, serial keys and graceful shutdown.
-See ``docs/jobs.md``.
+See ``docs/jobs.md``. The queue's tables and statements are the store's
+(:mod:`calbridge.store.jobs`); the functions that take a ``conn`` are re-exported here.
 
 Example::
 
@@ -16,7 +17,7 @@ Example::
     async def sync(job: Job) -> None: ...
 
     with write(engine) as conn:                    # the caller's own transaction
-        conn.execute(webhook_inbox.insert().values(...))
+        store.channels.inbox_insert(..., conn=conn)
         enqueue(conn, "sync", {"account": "a1", "calendar": "c1"}, coalesce_key="sync:a1:c1")
 
     await Worker(JobQueue(engine), handlers).run()  # until worker.stop() / SIGTERM
@@ -24,6 +25,25 @@ Example::
 
 from __future__ import annotations
 
+from ..store.jobs import (
+    NOTIFY_CHANNEL,
+    STATES,
+    assert_lease,
+    claim,
+    complete,
+    enqueue,
+    enqueue_coalesced,
+    enqueue_due_schedules,
+    ensure_schedule,
+    fail,
+    heartbeat,
+    job_schedules,
+    jobs,
+    release,
+    remove_queued,
+    remove_schedule,
+    remove_schedules,
+)
 from ._model import (
     DEFAULT_MAX_ATTEMPTS,
     DEFAULT_QUEUE,
@@ -34,21 +54,7 @@ from ._model import (
     RetryLater,
     describe_error,
 )
-from ._ops import (
-    NOTIFY_CHANNEL,
-    assert_lease,
-    claim,
-    complete,
-    enqueue,
-    enqueue_coalesced,
-    fail,
-    heartbeat,
-    release,
-    remove_queued,
-)
 from ._queue import DEFAULT_RETENTION, JobQueue
-from ._schedules import enqueue_due_schedules, ensure_schedule, remove_schedule, remove_schedules
-from ._schema import STATES, job_schedules, jobs
 from ._worker import (
     BUILTIN_HANDLERS,
     PRUNE_KIND,

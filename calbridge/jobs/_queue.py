@@ -14,14 +14,10 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import timedelta
 from typing import Any, Final, TypeVar
 
-import sqlalchemy as sa
-
-from ..store import is_postgres, read, write
-from . import _ops as ops
-from . import _schedules as schedules
+from ..store import Connection, DatabaseError, Engine, is_postgres, read, write
+from ..store import jobs as ops
+from ..store.jobs import DONE, MERGED, QUEUED
 from ._model import DEFAULT_QUEUE, Clock, Job
-from ._ops import JOB_COLUMNS, row_to_job
-from ._schema import DEAD, DONE, MERGED, QUEUED, jobs
 
 __all__ = ["DEFAULT_RETENTION", "PRUNE_BATCH", "JobQueue"]
 
@@ -49,20 +45,6 @@ def _system_clock() -> float:
     return time.time()
 
 
-def _retryable(exc: sa.exc.DBAPIError, *, integrity: bool) -> bool:
-    if isinstance(exc, sa.exc.IntegrityError):
-        return integrity
-    orig = exc.orig
-    name = str(getattr(orig, "sqlite_errorname", ""))
-    if name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")):
-        return True
-    text = str(orig).lower()
-    if "database is locked" in text or "database table is locked" in text:
-        return True
-    # PostgreSQL: serialization_failure, deadlock_detected, lock_not_available
-    return getattr(orig, "sqlstate", None) in {"40001", "40P01", "55P03"}
-
-
 class JobQueue:
     """The job queue on one store engine.
 
@@ -82,7 +64,7 @@ class JobQueue:
         queue.enqueue("sync", {"account": "a1", "calendar": "c1"}, coalesce_key="sync:a1:c1")
     """
 
-    def __init__(self, engine: sa.Engine, *, clock: Clock | None = None) -> None:
+    def __init__(self, engine: Engine, *, clock: Clock | None = None) -> None:
         self.engine = engine
         real = clock is None or clock is time.time
         #: the clock this process reads (the system clock unless one was injected)
@@ -94,7 +76,7 @@ class JobQueue:
     def __repr__(self) -> str:
         return f"<JobQueue {self.engine.dialect.name}>"
 
-    def now(self, conn: sa.Connection) -> float:
+    def now(self, conn: Connection) -> float:
         """Epoch seconds for a transaction on ``conn`` (see the class docstring)."""
         return ops.db_now(conn) if self.database_clock else self.clock()
 
@@ -122,16 +104,18 @@ class JobQueue:
 
     # ------------------------------------------------------------ operations
 
-    def transact(self, fn: Callable[[sa.Connection], T], *, retry_integrity: bool = False) -> T:
+    def transact(self, fn: Callable[[Connection], T], *, retry_integrity: bool = False) -> T:
         """Run ``fn(conn)`` in a write transaction, retrying transient lock failures."""
         for attempt in range(_TX_RETRIES):
             try:
                 with write(self.engine) as conn:
                     return fn(conn)
-            except sa.exc.DBAPIError as exc:
-                if attempt + 1 >= _TX_RETRIES or not _retryable(exc, integrity=retry_integrity):
+            except DatabaseError as exc:
+                transient = ops.is_transient(exc, integrity=retry_integrity)
+                if attempt + 1 >= _TX_RETRIES or not transient:
                     raise
-                log.debug("retrying a job-queue transaction after %s", type(exc.orig).__name__)
+                cause = getattr(exc, "orig", exc)
+                log.debug("retrying a job-queue transaction after %s", type(cause).__name__)
                 time.sleep(min(0.5, 0.005 * 2 ** min(attempt, 7)))
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -144,7 +128,7 @@ class JobQueue:
         """:func:`calbridge.jobs.enqueue` in a transaction of its own."""
         due: list[bool] = []
 
-        def run(conn: sa.Connection) -> int:
+        def run(conn: Connection) -> int:
             now = self.now(conn)
             run_at = options.get("run_at")
             due[:] = [run_at is None or ops.when(run_at, now) <= now]
@@ -217,7 +201,7 @@ class JobQueue:
         Returns (acked, next job or None); a worker that lost the lease still gets a job.
         """
 
-        def run(conn: sa.Connection) -> tuple[bool, Job | None]:
+        def run(conn: Connection) -> tuple[bool, Job | None]:
             now = self.now(conn)
             acked = ops.complete(conn, job, now=now)
             return acked, ops.claim(
@@ -230,7 +214,7 @@ class JobQueue:
         """Extend ``job``'s lease; False when it was lost."""
         return self.transact(lambda c: ops.heartbeat(c, job, lease=lease, now=self.now(c)))
 
-    def assert_lease(self, conn: sa.Connection, job: Job) -> None:
+    def assert_lease(self, conn: Connection, job: Job) -> None:
         """:func:`assert_lease` with this queue's clock."""
         ops.assert_lease(conn, job, now=self.now(conn))
 
@@ -253,7 +237,7 @@ class JobQueue:
         by the queue's clock (the database's on PostgreSQL); neither: the job goes dead.
         """
 
-        def run(conn: sa.Connection) -> str | None:
+        def run(conn: Connection) -> str | None:
             now = self.now(conn)
             at = now + retry_in if retry_in is not None else retry_at
             return ops.fail(conn, job, error=error, retry_at=at, counts=counts, now=now)
@@ -275,13 +259,13 @@ class JobQueue:
     ) -> None:
         """Create or update a recurring job (see :func:`ensure_schedule`)."""
         self.transact(
-            lambda c: schedules.ensure_schedule(c, name, kind, payload, now=self.now(c), **options)
+            lambda c: ops.ensure_schedule(c, name, kind, payload, now=self.now(c), **options)
         )
 
     def enqueue_due_schedules(self) -> list[int]:
         """Enqueue the recurring jobs that are due (see :func:`enqueue_due_schedules`)."""
         ids = self.transact(
-            lambda c: schedules.enqueue_due_schedules(c, now=self.now(c)), retry_integrity=True
+            lambda c: ops.enqueue_due_schedules(c, now=self.now(c)), retry_integrity=True
         )
         if ids:
             self._wake("")
@@ -292,55 +276,28 @@ class JobQueue:
     def get(self, job_id: int) -> Job | None:
         """One job by id."""
         with read(self.engine) as conn:
-            row = conn.execute(sa.select(*JOB_COLUMNS).where(jobs.c.id == job_id)).first()
-        return None if row is None else row_to_job(row._mapping)
+            return ops.get_job(conn, job_id)
 
     def jobs(
         self, *, states: Iterable[str] | None = None, kind: str | None = None, limit: int = 100
     ) -> list[Job]:
         """Jobs by id, optionally filtered by state and kind."""
-        q = sa.select(*JOB_COLUMNS).order_by(jobs.c.id).limit(limit)
-        if states is not None:
-            q = q.where(jobs.c.state.in_(list(states)))
-        if kind is not None:
-            q = q.where(jobs.c.kind == kind)
         with read(self.engine) as conn:
-            return [row_to_job(r._mapping) for r in conn.execute(q)]
+            return ops.list_jobs(conn, states=states, kind=kind, limit=limit)
 
     def stats(self) -> dict[str, dict[str, int]]:
         """Job counts: queue -> state -> count (states with no jobs are left out)."""
-        q = sa.select(jobs.c.queue, jobs.c.state, sa.func.count()).group_by(
-            jobs.c.queue, jobs.c.state
-        )
-        out: dict[str, dict[str, int]] = {}
         with read(self.engine) as conn:
-            for queue, state, count in conn.execute(q):
-                out.setdefault(queue, {})[state] = int(count)
-        return out
+            return ops.job_stats(conn)
 
     def retry_dead(self, job_id: int) -> bool:
         """Queue a dead job again with a fresh attempt budget.
 
         False when it is not dead, or when a job of its coalesce key is already queued.
         """
-
-        def run(conn: sa.Connection) -> bool:
-            key = conn.execute(sa.select(jobs.c.coalesce_key).where(jobs.c.id == job_id)).scalar()
-            if (
-                key is not None
-                and conn.execute(
-                    sa.select(jobs.c.id).where(jobs.c.coalesce_key == key, jobs.c.state == QUEUED)
-                ).first()
-            ):
-                return False  # a job of the same coalesce key is queued: it does the work
-            res = conn.execute(
-                sa.update(jobs)
-                .where(jobs.c.id == job_id, jobs.c.state == DEAD)
-                .values(state=QUEUED, attempts=0, run_at_ms=_ms(self.now(conn)), finished_ms=None)
-            )
-            return res.rowcount == 1
-
-        return self.transact(run, retry_integrity=False)
+        return self.transact(
+            lambda c: ops.requeue_dead(c, job_id, now=self.now(c)), retry_integrity=False
+        )
 
     def prune(
         self,

@@ -21,15 +21,14 @@ from datetime import timedelta
 from typing import Final, ParamSpec, TypeVar
 
 import attrs
-import sqlalchemy as sa
 
 from ..errors import RateLimited, Unavailable
 from ..store import is_postgres, offload
+from ..store.jobs import DEAD as DEAD_STATE
+from ..store.jobs import NOTIFY_CHANNEL, listening
 from ._model import DEFAULT_QUEUE, Handler, Job, LeaseLost, RetryLater, describe_error
-from ._ops import NOTIFY_CHANNEL
 from ._queue import DEFAULT_RETENTION, JobQueue
 from ._registry import BUILTIN_HANDLERS, HandlerRegistry, load_handlers
-from ._schema import DEAD as DEAD_STATE
 
 __all__ = [
     "BUILTIN_HANDLERS",
@@ -76,18 +75,6 @@ PRUNE_KIND: Final = "calbridge.jobs.prune"
 PRUNE_SCHEDULE: Final = "calbridge.jobs.prune"
 #: longest wait between attempts to reopen a lost LISTEN connection, seconds
 _LISTEN_RETRY_CAP: Final = 30.0
-
-
-def _conninfo(url: sa.URL) -> str:
-    """A libpq connection string for the engine's URL (password included, never logged)."""
-    from psycopg.conninfo import make_conninfo
-
-    params: dict[str, str] = {
-        k: str(v) for k, v in url.translate_connect_args(username="user", database="dbname").items()
-    }
-    for key, value in url.query.items():
-        params[key] = value if isinstance(value, str) else value[-1]
-    return make_conninfo("", **params)
 
 
 class Worker:
@@ -382,24 +369,16 @@ class Worker:
 
     async def _listen(self) -> None:
         """Wake the claimer on ``NOTIFY`` (PostgreSQL), over a connection of its own."""
-        import psycopg
-        from psycopg import sql
-
         assert self._wakeup is not None
-        conninfo = _conninfo(self.queue.engine.url)
         delay = self.poll_interval
         while True:
             try:
-                conn = await psycopg.AsyncConnection.connect(
-                    conninfo, autocommit=True, connect_timeout=10
-                )
-                async with conn:
-                    await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(NOTIFY_CHANNEL)))
+                async with listening(self.queue.engine, NOTIFY_CHANNEL) as notes:
                     self._listening = True
                     self._wakeup.set()  # what was enqueued while nobody listened
                     delay = self.poll_interval
-                    async for note in conn.notifies():
-                        if not note.payload or note.payload in self.queues:
+                    async for payload in notes:
+                        if not payload or payload in self.queues:
                             self._wakeup.set()
             except Exception as exc:
                 log.warning(

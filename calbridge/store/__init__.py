@@ -15,7 +15,7 @@ All tables live on :data:`metadata`; migrations are in ``calbridge/store/migrati
 
 from __future__ import annotations
 
-from . import schema
+from . import jobs, schema
 from ._accounts import AccountRepository
 from ._audit import AuditRepository
 from ._channels import ChannelRepository
@@ -118,6 +118,7 @@ __all__ = [
     "is_locked",
     "is_postgres",
     "is_sqlite",
+    "jobs",
     "metadata",
     "offload",
     "read",

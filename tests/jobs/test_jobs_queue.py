@@ -12,8 +12,8 @@ from alembic.runtime.migration import MigrationContext
 
 from calbridge import Secret
 from calbridge.jobs import Job, JobQueue, LeaseLost, enqueue, job_schedules, jobs, remove_schedule
-from calbridge.jobs._ops import may_claim
 from calbridge.store import metadata, read, write
+from calbridge.store.jobs import may_claim
 from tests.jobs.jobsupport import FakeClock, count
 
 LEASE = 30.0

@@ -14,7 +14,7 @@ from calbridge.store.schema import metadata
 config = context.config
 
 #: modules defining tables on ``metadata`` (imported so autogenerate sees every table)
-TABLE_MODULES = ("calbridge.jobs._schema",)
+TABLE_MODULES = ("calbridge.store.jobs",)
 for _module in TABLE_MODULES:
     with contextlib.suppress(ImportError):  # an optional part that is not installed
         importlib.import_module(_module)

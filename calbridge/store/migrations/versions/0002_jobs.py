@@ -4,7 +4,7 @@ Revision ID: 0002_jobs
 Revises: 0001_core
 Create Date: 2026-11-22 02:10:00
 
-Owned by ``calbridge.jobs`` (tables in ``calbridge/jobs/_schema.py``).
+Owned by ``calbridge.jobs`` (tables in ``calbridge/store/jobs.py``).
 """
 
 from __future__ import annotations

@@ -1,7 +1,22 @@
-"""The queue's database operations (SQLAlchemy Core; SQLite and PostgreSQL alike).
+"""The job queue's tables and statements: ``calbridge.store.jobs``.
 
-Every function here takes a ``conn``, runs inside the caller's transaction and does not
-commit; :class:`calbridge.jobs.JobQueue` wraps them in short write transactions.
+The durable job queue (:mod:`calbridge.jobs`: :class:`~calbridge.jobs.JobQueue`, the
+worker, handlers) keeps its transactions, retries and wake-ups; every statement it runs is
+here, on the store's :data:`calbridge.store.metadata`. Each function takes a ``conn``,
+runs inside the caller's transaction and does not commit.
+
+Migration: ``calbridge/store/migrations/versions/0002_jobs.py`` (keep the two in step;
+``tests/jobs/test_schema.py`` compares them).
+
+Times are integer epoch milliseconds (``*_ms``), UTC. States::
+
+    queued ──claim──> running ──ack──> done
+      ^                 │  │
+      └── retry/later ──┘  └──(attempts == max_attempts)──> dead
+                        └──(failed while a coalesced twin was queued)──> merged
+
+A ``running`` row whose lease has expired (its worker crashed or stalled) is claimed
+again directly, with a new fencing token.
 """
 
 from __future__ import annotations
@@ -10,20 +25,33 @@ import functools
 import json
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
 from typing import Any, Final
 
+import attrs
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
-from ..store import PG_NOW_SQL, database_now, dialect_insert, is_postgres
-from ._model import DEFAULT_MAX_ATTEMPTS, DEFAULT_QUEUE, Job, LeaseLost
-from ._schema import DEAD, DONE, MERGED, QUEUED, RUNNING, jobs
+from calbridge.errors import CalbridgeError
+
+from ._engine import PG_NOW_SQL, database_now, dialect_insert, is_postgres
+from .schema import metadata
 
 __all__ = [
+    "DEAD",
+    "DEFAULT_MAX_ATTEMPTS",
+    "DEFAULT_QUEUE",
+    "DONE",
     "JOB_COLUMNS",
+    "MERGED",
     "NOTIFY_CHANNEL",
+    "QUEUED",
+    "RUNNING",
+    "STATES",
+    "Job",
+    "LeaseLost",
     "assert_lease",
     "claim",
     "claim_many",
@@ -31,16 +59,178 @@ __all__ = [
     "db_now",
     "enqueue",
     "enqueue_coalesced",
+    "enqueue_due_schedules",
+    "ensure_schedule",
     "fail",
+    "get_job",
     "heartbeat",
+    "is_transient",
+    "job_schedules",
+    "job_stats",
+    "jobs",
+    "list_jobs",
+    "listening",
     "may_claim",
     "prune_batch",
     "release",
     "remove_queued",
+    "remove_schedule",
+    "remove_schedules",
+    "requeue_dead",
     "row_to_job",
 ]
 
 log = logging.getLogger("calbridge.jobs")
+
+#: the queue a job goes to when none is named
+DEFAULT_QUEUE: Final = "default"
+#: claims before a failing job is dead-lettered
+DEFAULT_MAX_ATTEMPTS: Final = 10
+
+
+@attrs.frozen(kw_only=True, eq=False)
+class Job:
+    """One job as read from the queue (what a handler receives).
+
+    Attributes:
+        id: the job's row id.
+        kind: which handler runs it.
+        queue: the queue it is in (workers listen to a set of queues).
+        payload: the secret-free JSON object given at enqueue time.
+        state: ``queued``, ``running``, ``done``, ``dead`` or ``merged``.
+        attempts: claims so far, this one included.
+        max_attempts: claims allowed before a failing job goes dead.
+        token: the fencing token of this claim. Every write made on the job's behalf
+            must present it (:meth:`JobQueue.assert_lease`); a worker whose lease
+            expired holds a stale token and changes nothing.
+        run_at: epoch seconds at which it became (or becomes) runnable.
+        coalesce_key: at most one queued job per key.
+        serial_key: at most one running job per key.
+        priority: lower runs first.
+        lease_expires_at: epoch seconds when the current lease ends (None unless running).
+        last_error: the last failure's scrubbed text.
+    """
+
+    id: int
+    kind: str
+    queue: str
+    payload: dict[str, Any]
+    state: str
+    attempts: int
+    max_attempts: int
+    token: int
+    run_at: float
+    coalesce_key: str | None = None
+    serial_key: str | None = None
+    priority: int = 0
+    lease_expires_at: float | None = None
+    last_error: str | None = None
+
+    def __repr__(self) -> str:
+        return (
+            f"<Job {self.id} {self.kind!r} {self.state} attempt {self.attempts}/"
+            f"{self.max_attempts} token {self.token}>"
+        )
+
+
+class LeaseLost(CalbridgeError):
+    """The job's lease passed to another worker; this worker's result is discarded."""
+
+    def __init__(self, job_id: int, token: int) -> None:
+        self.job_id = job_id
+        self.token = token
+        super().__init__(
+            f"job {job_id} lost its lease (fencing token {token} is stale); "
+            "another worker owns it now, so nothing was written"
+        )
+
+
+# -- tables ------------------------------------------------------------------------------
+
+QUEUED: Final = "queued"
+RUNNING: Final = "running"
+DONE: Final = "done"
+DEAD: Final = "dead"
+MERGED: Final = "merged"
+#: every job state
+STATES: Final = (QUEUED, RUNNING, DONE, DEAD, MERGED)
+
+_KEY = sa.String(255)
+
+jobs = sa.Table(
+    "jobs",
+    metadata,
+    sa.Column(
+        "id",
+        sa.BigInteger().with_variant(sa.Integer, "sqlite"),
+        primary_key=True,
+        autoincrement=True,
+    ),
+    sa.Column("queue", sa.String(64), nullable=False),
+    sa.Column("kind", sa.String(128), nullable=False),
+    #: secret-free JSON object given to the handler
+    sa.Column("payload", sa.JSON, nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),
+    #: lower runs first
+    sa.Column("priority", sa.Integer, nullable=False),
+    sa.Column("run_at_ms", sa.BigInteger, nullable=False),
+    #: claims so far (a retry-later reschedule gives its claim back)
+    sa.Column("attempts", sa.Integer, nullable=False),
+    sa.Column("max_attempts", sa.Integer, nullable=False),
+    #: at most one queued job per coalesce key
+    sa.Column("coalesce_key", _KEY),
+    #: at most one running job per serial key
+    sa.Column("serial_key", _KEY),
+    #: fencing token: +1 on every claim; ack/heartbeat/fail must present the current one
+    sa.Column("lease_token", sa.BigInteger, nullable=False),
+    sa.Column("lease_owner", sa.String(128)),
+    sa.Column("lease_expires_ms", sa.BigInteger),
+    sa.Column("heartbeat_ms", sa.BigInteger),
+    #: the last failure, scrubbed of secrets (kept on dead jobs)
+    sa.Column("last_error", sa.Text),
+    sa.Column("created_ms", sa.BigInteger, nullable=False),
+    sa.Column("updated_ms", sa.BigInteger, nullable=False),
+    sa.Column("finished_ms", sa.BigInteger),
+    sa.CheckConstraint(
+        "state IN ('queued', 'running', 'done', 'dead', 'merged')", name="state_valid"
+    ),
+    sa.Index("ix_jobs_ready", "state", "queue", "priority", "run_at_ms", "id"),
+    sa.Index("ix_jobs_lease", "state", "lease_expires_ms"),
+    sa.Index("ix_jobs_serial_state", "serial_key", "state"),
+    sa.Index(
+        "uq_jobs_coalesce_queued",
+        "coalesce_key",
+        unique=True,
+        sqlite_where=sa.text("state = 'queued'"),
+        postgresql_where=sa.text("state = 'queued'"),
+    ),
+    sa.Index(
+        "uq_jobs_serial_running",
+        "serial_key",
+        unique=True,
+        sqlite_where=sa.text("state = 'running'"),
+        postgresql_where=sa.text("state = 'running'"),
+    ),
+)
+
+job_schedules = sa.Table(
+    "job_schedules",
+    metadata,
+    sa.Column("name", _KEY, primary_key=True),
+    sa.Column("queue", sa.String(64), nullable=False),
+    sa.Column("kind", sa.String(128), nullable=False),
+    sa.Column("payload", sa.JSON, nullable=False),
+    sa.Column("interval_ms", sa.BigInteger, nullable=False),
+    sa.Column("next_run_ms", sa.BigInteger, nullable=False),
+    sa.Column("max_attempts", sa.Integer, nullable=False),
+    sa.Column("priority", sa.Integer, nullable=False),
+    sa.Column("last_job_id", sa.BigInteger),
+    sa.Column("updated_ms", sa.BigInteger, nullable=False),
+    sa.CheckConstraint("interval_ms > 0", name="interval_positive"),
+)
+
+
+# -- statements --------------------------------------------------------------------------
 
 _QUEUED_PREDICATE: Final = "state = 'queued'"
 
@@ -586,3 +776,213 @@ def prune_batch(conn: sa.Connection, *, states: Sequence[str], before_ms: int, b
         victims = victims.with_for_update(skip_locked=True)
     res = conn.execute(sa.delete(jobs).where(jobs.c.id.in_(victims.scalar_subquery())))
     return int(res.rowcount)
+
+
+# -- recurring jobs ----------------------------------------------------------------------
+
+
+def ensure_schedule(
+    conn: sa.Connection,
+    name: str,
+    kind: str,
+    payload: Mapping[str, Any] | None = None,
+    *,
+    every: float | timedelta,
+    first_run_at: float | datetime | None = None,
+    queue: str = DEFAULT_QUEUE,
+    priority: int = 0,
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+    now: float,
+) -> None:
+    """Create or update the recurring job ``name`` (idempotent: call it at every start).
+
+    The first run is due at ``first_run_at`` (default: now). Updating an existing schedule
+    keeps its next run time, pulled in to at most one new interval from now.
+    """
+    interval_ms = _ms(seconds(every))
+    if interval_ms <= 0:
+        raise ValueError("every must be positive")
+    now_ms = _ms(now)
+    values: dict[str, Any] = {
+        "queue": queue,
+        "kind": kind,
+        "payload": payload_of(payload),
+        "interval_ms": interval_ms,
+        "max_attempts": max_attempts,
+        "priority": priority,
+        "updated_ms": now_ms,
+    }
+    ins = (postgresql.insert if is_postgres(conn) else sqlite.insert)(job_schedules).values(
+        name=name, next_run_ms=_ms(when(first_run_at, now)), **values
+    )
+    capped = now_ms + interval_ms
+    conn.execute(
+        ins.on_conflict_do_update(
+            index_elements=[job_schedules.c.name],
+            set_={
+                **values,
+                "next_run_ms": sa.case(
+                    (job_schedules.c.next_run_ms > capped, capped),
+                    else_=job_schedules.c.next_run_ms,
+                ),
+            },
+        )
+    )
+
+
+def remove_schedule(conn: sa.Connection, name: str) -> bool:
+    """Delete the recurring job ``name`` (its queued job, if any, stays); False if unknown."""
+    res = conn.execute(sa.delete(job_schedules).where(job_schedules.c.name == name))
+    return res.rowcount == 1
+
+
+def remove_schedules(conn: sa.Connection, *, key_part: str, kind: str | None = None) -> int:
+    """Delete the recurring jobs whose name contains ``:<key_part>:`` (and, with ``kind``,
+    starts with ``<kind>:``); returns how many went."""
+    query = sa.delete(job_schedules).where(job_schedules.c.name.like(f"%:{key_part}:%"))
+    if kind is not None:
+        query = query.where(job_schedules.c.name.like(f"{kind}:%"))
+    return int(conn.execute(query).rowcount or 0)
+
+
+def enqueue_due_schedules(conn: sa.Connection, *, now: float) -> list[int]:
+    """Enqueue one job for every schedule that is due; return their ids.
+
+    Each schedule's job is coalesced on ``schedule:<name>`` (missed runs collapse into
+    one, and two runs of one schedule never overlap) and the schedule moves to its next
+    occurrence after ``now``. Safe to call from every worker at once.
+    """
+    now_ms = _ms(now)
+    q = sa.select(job_schedules).where(job_schedules.c.next_run_ms <= now_ms)
+    if is_postgres(conn):
+        q = q.with_for_update(skip_locked=True)
+    ids: list[int] = []
+    for s in conn.execute(q).all():
+        job_id = enqueue(
+            conn,
+            s.kind,
+            s.payload,
+            queue=s.queue,
+            run_at=s.next_run_ms / 1000,
+            coalesce_key=f"schedule:{s.name}",
+            priority=s.priority,
+            max_attempts=s.max_attempts,
+            now=now,
+        )
+        missed = (now_ms - s.next_run_ms) // s.interval_ms
+        conn.execute(
+            sa.update(job_schedules)
+            .where(job_schedules.c.name == s.name)
+            .values(
+                next_run_ms=s.next_run_ms + (missed + 1) * s.interval_ms,
+                last_job_id=job_id,
+                updated_ms=now_ms,
+            )
+        )
+        ids.append(job_id)
+    return ids
+
+
+# -- inspection ----------------------------------------------------------------------------
+
+
+def get_job(conn: sa.Connection, job_id: int) -> Job | None:
+    """One job by id."""
+    row = conn.execute(sa.select(*JOB_COLUMNS).where(jobs.c.id == job_id)).first()
+    return None if row is None else row_to_job(row._mapping)
+
+
+def list_jobs(
+    conn: sa.Connection,
+    *,
+    states: Iterable[str] | None = None,
+    kind: str | None = None,
+    limit: int = 100,
+) -> list[Job]:
+    """Jobs by id, optionally filtered by state and kind."""
+    q = sa.select(*JOB_COLUMNS).order_by(jobs.c.id).limit(limit)
+    if states is not None:
+        q = q.where(jobs.c.state.in_(list(states)))
+    if kind is not None:
+        q = q.where(jobs.c.kind == kind)
+    return [row_to_job(r._mapping) for r in conn.execute(q)]
+
+
+def job_stats(conn: sa.Connection) -> dict[str, dict[str, int]]:
+    """Job counts: queue -> state -> count (states with no jobs are left out)."""
+    q = sa.select(jobs.c.queue, jobs.c.state, sa.func.count()).group_by(jobs.c.queue, jobs.c.state)
+    out: dict[str, dict[str, int]] = {}
+    for queue, state, count in conn.execute(q):
+        out.setdefault(queue, {})[state] = int(count)
+    return out
+
+
+def requeue_dead(conn: sa.Connection, job_id: int, *, now: float) -> bool:
+    """Queue a dead job again with a fresh attempt budget; False when it is not dead, or
+    when a job of its coalesce key is already queued (it does the work)."""
+    key = conn.execute(sa.select(jobs.c.coalesce_key).where(jobs.c.id == job_id)).scalar()
+    if (
+        key is not None
+        and conn.execute(
+            sa.select(jobs.c.id).where(jobs.c.coalesce_key == key, jobs.c.state == QUEUED)
+        ).first()
+    ):
+        return False
+    res = conn.execute(
+        sa.update(jobs)
+        .where(jobs.c.id == job_id, jobs.c.state == DEAD)
+        .values(state=QUEUED, attempts=0, run_at_ms=_ms(now), finished_ms=None)
+    )
+    return res.rowcount == 1
+
+
+# -- transactions and wake-ups ---------------------------------------------------------------
+
+
+def is_transient(exc: BaseException, *, integrity: bool) -> bool:
+    """Whether a failed queue transaction is worth running again: ``SQLITE_BUSY`` /
+    ``SQLITE_LOCKED``, a PostgreSQL serialization failure, deadlock or lock timeout, and
+    with ``integrity`` a unique violation (a concurrent insert of the same row)."""
+    if not isinstance(exc, sa.exc.DBAPIError):
+        return False
+    if isinstance(exc, sa.exc.IntegrityError):
+        return integrity
+    orig = exc.orig
+    name = str(getattr(orig, "sqlite_errorname", ""))
+    if name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")):
+        return True
+    text = str(orig).lower()
+    if "database is locked" in text or "database table is locked" in text:
+        return True
+    # PostgreSQL: serialization_failure, deadlock_detected, lock_not_available
+    return getattr(orig, "sqlstate", None) in {"40001", "40P01", "55P03"}
+
+
+def _conninfo(url: sa.URL) -> str:
+    """A libpq connection string for the engine's URL (password included, never logged)."""
+    from psycopg.conninfo import make_conninfo
+
+    params: dict[str, str] = {
+        k: str(v) for k, v in url.translate_connect_args(username="user", database="dbname").items()
+    }
+    for key, value in url.query.items():
+        params[key] = value if isinstance(value, str) else value[-1]
+    return make_conninfo("", **params)
+
+
+@asynccontextmanager
+async def listening(
+    engine: sa.Engine, channel: str = NOTIFY_CHANNEL
+) -> AsyncIterator[AsyncIterator[str]]:
+    """PostgreSQL: ``LISTEN`` on ``channel`` over a connection of its own (autocommit);
+    the block gets the notifications' payloads as they come. Raises when the connection
+    cannot be opened or is lost."""
+    import psycopg
+    from psycopg import sql
+
+    conn = await psycopg.AsyncConnection.connect(
+        _conninfo(engine.url), autocommit=True, connect_timeout=10
+    )
+    async with conn:
+        await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
+        yield (note.payload async for note in conn.notifies())
