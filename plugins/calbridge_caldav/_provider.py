@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import json
 from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING, ClassVar
 from urllib.parse import quote
@@ -357,58 +358,62 @@ class CalDAVProvider(Provider):
         from ._convert import parse_resource
 
         full = cursor is None
+        token, known = split_cursor(cursor)
+        if full:
+            known = {}
         body = xml_body(
             "d:sync-collection",
-            f"<d:sync-token>{_xml_escape(cursor or '')}</d:sync-token>"
+            f"<d:sync-token>{_xml_escape(token)}</d:sync-token>"
             "<d:sync-level>1</d:sync-level><d:prop><d:getetag/></d:prop>",
         )
         response = await self.dav.request(
             session, "REPORT", calendar_id, body=body, depth="0", what="sync-collection",
         )  # fmt: skip
-        token = sync_token_of(response.content, what="sync-collection")
-        if not token:
+        fresh = sync_token_of(response.content, what="sync-collection")
+        if not fresh:
             raise ProviderResponseError("sync-collection gave no sync-token", provider=self.name)
         changed: list[str] = []
-        removed: list[str] = []
+        removed: list[Change] = []
         for item in multistatus(response.content, what="sync-collection"):
             if item.href.rstrip("/") == calendar_id.rstrip("/"):
                 continue
             if item.status == 404:
-                removed.append(item.href)
-            elif item.href.endswith(".ics") or f"{{{DAV}}}getetag" in item.props:
+                removed.extend(_gone(calendar_id, _name(item.href), known))
+            else:
                 changed.append(item.href)
         size = max(1, page_size or self.page_size)
-        pages: list[list[Change]] = []
-        if removed:
-            pages.append(
-                [
-                    Change(kind=ChangeKind.DELETED, calendar_id=calendar_id, event_id=_name(h))
-                    for h in removed
-                ]
-            )
-        async for batch in self._resources(session, calendar_id, sorted(changed), size):
+        batches = [sorted(changed)[i : i + size] for i in range(0, len(changed), size)]
+        if removed or not batches:
+            last = not batches
+            cursor_out = join_cursor(fresh, known) if last else None
+            yield ChangePage(changes=tuple(removed), cursor=cursor_out, full=full)
+        for n, hrefs in enumerate(batches):
             page: list[Change] = []
-            for href, etag, text in batch:
+            for href, etag, text in await self._multiget(session, calendar_id, hrefs):
+                name = _name(href)
                 if text is None:
-                    if not full:
-                        page.append(
-                            Change(
-                                kind=ChangeKind.DELETED,
-                                calendar_id=calendar_id,
-                                event_id=_name(href),
-                            )
-                        )
+                    page.extend(_gone(calendar_id, name, known))
                     continue
-                for event in parse_resource(href, etag, text).stored(calendar_id):
+                resource = parse_resource(href, etag, text)
+                overrides = resource.override_starts()
+                # overrides the resource no longer has: their occurrences are plain again
+                for suffix in sorted(set(known.pop(name, ())) - overrides):
+                    page.append(
+                        Change(
+                            kind=ChangeKind.DELETED,
+                            calendar_id=calendar_id,
+                            event_id=f"{name}_{suffix}",
+                        )
+                    )
+                if overrides:
+                    known[name] = sorted(overrides)
+                for event in resource.stored(calendar_id):
                     change = _change(event, calendar_id, window, full)
                     if change is not None:
                         page.append(change)
-            pages.append(page)
-        if not pages:
-            pages.append([])
-        for i, page in enumerate(pages):
-            last = i == len(pages) - 1
-            yield ChangePage(changes=tuple(page), cursor=token if last else None, full=full)
+            last = n == len(batches) - 1
+            cursor_out = join_cursor(fresh, known) if last else None
+            yield ChangePage(changes=tuple(page), cursor=cursor_out, full=full)
 
     # -- writes ------------------------------------------------------------------------
 
@@ -579,6 +584,40 @@ class CalDAVProvider(Provider):
                     )
                 )
         return sorted(out, key=lambda b: (b.start, b.end))
+
+
+def split_cursor(cursor: str | None) -> tuple[str, dict[str, list[str]]]:
+    """(sync token, resource -> original starts of its overrides) of a cursor.
+
+    The cursor is the server's sync token, followed (after a newline) by the overrides
+    of each series seen: a resource the server reports removed then takes the overrides
+    calbridge cached with it (sync-collection names only the resource).
+    """
+    if not cursor:
+        return "", {}
+    token, _, tail = cursor.partition("\n")
+    if not tail:
+        return token, {}
+    try:
+        data = json.loads(tail)
+    except ValueError:
+        return token, {}
+    if not isinstance(data, dict):
+        return token, {}
+    return token, {str(k): [str(x) for x in v] for k, v in data.items() if isinstance(v, list)}
+
+
+def join_cursor(token: str, overrides: dict[str, list[str]]) -> str:
+    """The cursor of :func:`split_cursor`."""
+    if not overrides:
+        return token
+    return token + "\n" + json.dumps(overrides, sort_keys=True, separators=(",", ":"))
+
+
+def _gone(calendar_id: str, name: str, known: dict[str, list[str]]) -> list[Change]:
+    """A removed resource: its event and the overrides it had."""
+    ids = [name, *(f"{name}_{suffix}" for suffix in known.pop(name, ()))]
+    return [Change(kind=ChangeKind.DELETED, calendar_id=calendar_id, event_id=i) for i in ids]
 
 
 def _name(href: str) -> str:

@@ -346,3 +346,50 @@ async def test_free_busy_from_the_server_or_the_events(radicale: RadicaleServer,
     assert [(b.start, b.end, b.status) for b in blocks] == [
         (_paris(day, 9).as_utc(), _paris(day, 10).as_utc(), FreeBusyStatus.BUSY)
     ]
+
+
+async def test_a_removed_series_takes_its_overrides_along(rig: CalDAVRig) -> None:
+    """sync-collection names only a removed resource: the cursor remembers the series'
+    overrides, so their deletions are reported too; an override another client drops is
+    reported deleted (its occurrence is plain again)."""
+    day = _monday()
+    series = await rig.provider.create_event(
+        rig.session,
+        rig.calendar_id,
+        EventDraft(
+            summary="weekly",
+            start=_paris(day, 9),
+            end=_paris(day, 10),
+            recurrence=("RRULE:FREQ=WEEKLY;COUNT=4",),
+        ),
+        idempotency_key="series-gone",
+    )
+    first, second = (await _events(rig, _window(day, 28)))[:2]
+    for occurrence, hour in ((first, 11), (second, 12)):
+        start = occurrence.start.as_utc().date()
+        await rig.provider.update_event(
+            rig.session,
+            rig.calendar_id,
+            occurrence.id,
+            EventDraft(summary="edited", start=_paris(start, hour), end=_paris(start, hour + 1)),
+        )
+    _, cursor = await _sync(rig, None)
+    # another client drops the first override
+    resource = await rig.provider._get(rig.session, rig.calendar_id, series.id)
+    ical = resource.calendar
+    dropped = first.start.datetime
+    ical.subcomponents = [
+        c
+        for c in ical.subcomponents
+        if "RECURRENCE-ID" not in c or c.decoded("RECURRENCE-ID") != dropped
+    ]
+    assert len(ical.walk("VEVENT")) == 2
+    rig.server.put("alice", resource.href, ical.to_ical().decode())
+    pages, cursor = await _sync(rig, cursor)
+    deleted = [c.event_id for p in pages for c in p.changes if c.kind is ChangeKind.DELETED]
+    assert deleted == [first.id]
+
+    await rig.provider.delete_event(rig.session, rig.calendar_id, series.id)
+    pages, _ = await _sync(rig, cursor)
+    deleted = [c.event_id for p in pages for c in p.changes if c.kind is ChangeKind.DELETED]
+    assert sorted(deleted) == sorted([series.id, second.id])
