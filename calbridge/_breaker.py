@@ -128,7 +128,7 @@ class CircuitBreaker:
         self._view: CircuitView | None = None
         self._refreshing = False
         self._probe_id: str | None = None
-        self._probe_deadline = 0.0  # time.monotonic(): this process's probe is given up
+        self._probe_deadline = 0.0  # on the policy's clock: this process's probe is given up
         self._pending: set[asyncio.Future[Any]] = set()
 
     def __repr__(self) -> str:
@@ -267,14 +267,14 @@ class CircuitBreaker:
         view = self._view
         if view is None:
             return None
-        if time.monotonic() - view.seen >= self.policy.refresh and not self._refreshing:
+        if view.age() >= self.policy.refresh and not self._refreshing:
             return None  # stale (while another call refreshes it, the last state serves)
         if view.state == "closed":
             return False
         remaining = self._shared_remaining(view)
         if remaining > 0:
             raise self._open_error(view.failures, remaining)
-        if self._probe_id is not None and time.monotonic() < self._probe_deadline:
+        if self._probe_id is not None and self._clock() < self._probe_deadline:
             raise self._probe_error()  # this process's probe is out
         if view.probe_id is not None and view.probe_until_ms > view.now():
             raise self._probe_error()  # another process's
@@ -286,7 +286,7 @@ class CircuitBreaker:
         if fast is not None:
             return fast
         view = self._view
-        if view is None or time.monotonic() - view.seen >= self.policy.refresh:
+        if view is None or view.age() >= self.policy.refresh:
             self._refreshing = True
             try:
                 view = self.refresh()
@@ -299,11 +299,11 @@ class CircuitBreaker:
         if remaining > 0:
             raise self._open_error(view.failures, remaining)
         with self._lock:
-            if self._probe_id is not None and time.monotonic() < self._probe_deadline:
+            if self._probe_id is not None and self._clock() < self._probe_deadline:
                 raise self._probe_error()
             probe_id = uuid.uuid4().hex
             self._probe_id = probe_id
-            self._probe_deadline = time.monotonic() + self.policy.probe_timeout
+            self._probe_deadline = self._clock() + self.policy.probe_timeout
         claimed = False
         try:
             view = self.shared.claim_probe(

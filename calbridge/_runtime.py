@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 import httpx
 
-from ._breaker import share_circuit_breaker
+from ._breaker import BreakerPolicy, share_circuit_breaker
 from ._budget import DEFAULT_QUOTAS, RateBudget, RateQuota, install_rate_budget
 from ._config import BridgeConfig
 from ._http import make_http_client
@@ -89,7 +89,10 @@ class Runtime:
         vault = Vault(KeyRing.parse(config.keys.reveal())) if config.keys else None
         store = Store(engine, vault, clock=clock)
         owns = http is None
-        client = http or make_http_client(transport=transport)
+        # an injected clock (tests' fake time) also times the circuit breakers' cooldowns
+        injected = clock is not time.time
+        policy = BreakerPolicy(clock=clock) if injected else BreakerPolicy()
+        client = http or make_http_client(transport=transport, breaker=policy)
         return cls(
             config=config,
             host=loaded,
@@ -118,7 +121,13 @@ class Runtime:
             cls = self.host.provider_class(name)
             settings = self._with_budget(cls.name, self.config.settings_for(cls.name))
             # one provider's outage opens its circuit for every process on the store
-            share_circuit_breaker(self.http, self.engine, provider=cls.name, app=settings.client_id)
+            share_circuit_breaker(
+                self.http,
+                self.engine,
+                provider=cls.name,
+                app=settings.client_id,
+                clock=None if self.clock is time.time else self.clock,  # None: the store's
+            )
             found = cls(http=self.http, settings=settings)
             self._providers[cls.name] = found
             self._providers[name] = found

@@ -149,11 +149,19 @@ class CircuitView:
     probe_id: str | None
     probe_until_ms: int
     now_ms: int  # the store's time when this was read
-    seen: float = attrs.field(factory=time.monotonic)  # this process's time then
+    #: this process's clock: monotonic, or the store's injected clock (tests' fake time)
+    ticks: Callable[[], float] = attrs.field(default=time.monotonic, eq=False, repr=False)
+    seen: float = attrs.field(
+        default=attrs.Factory(lambda self: self.ticks(), takes_self=True)
+    )  # this process's time then
+
+    def age(self) -> float:
+        """Seconds since this was read (on :attr:`ticks`)."""
+        return self.ticks() - self.seen
 
     def now(self) -> float:
         """The store's time now (epoch ms), estimated from when this was read."""
-        return self.now_ms + (time.monotonic() - self.seen) * 1000
+        return self.now_ms + self.age() * 1000
 
 
 _CLOSED_ROW: Final = {
@@ -186,10 +194,10 @@ class CircuitRow:
         c = t.circuit_breaker.c
         return sa.and_(c.provider == self.provider, c.app == self.app)
 
-    @staticmethod
-    def _view(row: Any, now: int) -> CircuitView:
+    def _view(self, row: Any, now: int) -> CircuitView:
         values: dict[str, Any] = dict(_CLOSED_ROW) if row is None else row._asdict()
         return CircuitView(
+            ticks=self._clock or time.monotonic,
             state="open" if values["state"] == "open" else "closed",
             failures=int(values["failures"]),
             opened_ms=int(values["opened_ms"]),
