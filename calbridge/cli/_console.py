@@ -16,6 +16,22 @@ if TYPE_CHECKING:
     from ..console import ConsoleSettings
 
 
+#: what the console needs beyond the server extra (top-level module names)
+CONSOLE_MODULES = frozenset({"jinja2", "itsdangerous", "prometheus_client"})
+
+
+def require_console() -> None:
+    """Import the console, or say which extra installs what is missing."""
+    try:
+        import calbridge.console  # noqa: F401
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").partition(".")[0] not in CONSOLE_MODULES:
+            raise
+        raise click.ClickException(
+            f'{exc.name} is not installed: install "calbridge[console]"'
+        ) from None
+
+
 def _loopback(host: str) -> bool:
     if host == "localhost":
         return True
@@ -80,6 +96,7 @@ def console(
     the console does not start. $CALBRIDGE_METRICS_TOKEN, when set, is the bearer token
     /metrics wants. Every confirmed action writes an audit entry naming the operator.
     """
+    require_console()
     from ..console import ConsoleSettings
     from ..console import hash_password as make_hash
 

@@ -230,6 +230,10 @@ def serve(
         log_level=log_level,
     )
     options.extras = _extra_paths(metrics_path, console_path)
+    if options.extras:
+        from ._console import require_console
+
+        require_console()
     if "console" in options.extras:
         from ..console import ConsoleSettings
 

@@ -437,9 +437,9 @@ class _Console:
         """A page for logged-in operators only (others go to the login page)."""
 
         async def endpoint(request: Request) -> Response:
-            session = self.session(request)
-            if session is None or self.operator(session) is None:
-                return self.redirect(request, "/login", session or SessionSigner.fresh())
+            session = self.session(request) or SessionSigner.fresh()
+            if self.operator(session) is None:
+                return self.redirect(request, "/login", session)
             return await handler(request, session)
 
         return endpoint

@@ -49,9 +49,15 @@ def _text(driver: Any, css: str) -> str:
 
 
 def _click(driver: Any, css: str) -> None:
+    """Click a link or button and wait until the next page has replaced this one (every
+    click of this test navigates: reading an element sooner could read the old page)."""
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions
+    from selenium.webdriver.support.ui import WebDriverWait
 
+    page = driver.find_element(By.TAG_NAME, "html")
     driver.find_element(By.CSS_SELECTOR, css).click()
+    WebDriverWait(driver, 30).until(expected_conditions.staleness_of(page))
 
 
 def _log_in(driver: Any, console: Console, name: str, password: str) -> None:
