@@ -75,6 +75,8 @@ _FB = {
     "BUSY-TENTATIVE": FreeBusyStatus.TENTATIVE,
     "BUSY-UNAVAILABLE": FreeBusyStatus.UNAVAILABLE,
 }
+_REDIRECTS = frozenset({301, 302, 307, 308})
+_DISCOVERY_MISSES = frozenset({*_REDIRECTS, 400, 403, 404, 405, 501})
 _CALENDAR_PROPS = (
     "<d:prop><d:resourcetype/><d:displayname/><i:calendar-color/>"
     "<d:current-user-privilege-set/><c:calendar-timezone/><d:supported-report-set/>"
@@ -191,12 +193,21 @@ class CalDAVProvider(Provider):
         return await self._principal(session)
 
     async def _principal(self, session: Session) -> str:
+        """``current-user-principal`` at the server URL, else at ``/.well-known/caldav``
+        (RFC 6764), following one redirect of each."""
         body = xml_body("d:propfind", "<d:prop><d:current-user-principal/></d:prop>")
-        for href in ("", ".well-known/caldav"):
-            response = await self.dav.request(
-                session, "PROPFIND", href, body=body, depth="0", what="current-user-principal",
-                accept=frozenset({404, 405}),
-            )  # fmt: skip
+        for start in ("", "/.well-known/caldav"):
+            href = start
+            for _ in range(2):
+                response = await self.dav.request(
+                    session, "PROPFIND", href, body=body, depth="0",
+                    what="current-user-principal", accept=_DISCOVERY_MISSES,
+                )  # fmt: skip
+                location = response.headers.get("location")
+                if response.status_code in _REDIRECTS and location:
+                    href = str(response.url.join(location))
+                    continue
+                break
             if response.status_code != 207:
                 continue
             for item in multistatus(response.content, what="current-user-principal"):

@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
-from calbridge_caldav import caldav_credentials, resource_name
+from calbridge_caldav import CalDAVProvider, caldav_credentials, resource_name
 from calbridge_caldav.testing import CalDAVRig, RadicaleServer, caldav_rig
 
 from calbridge import (
@@ -18,6 +18,7 @@ from calbridge import (
     EventDraft,
     EventTime,
     FreeBusyStatus,
+    ProviderSettings,
     SeriesRole,
     TimeRange,
     Transparency,
@@ -393,3 +394,13 @@ async def test_a_removed_series_takes_its_overrides_along(rig: CalDAVRig) -> Non
     pages, _ = await _sync(rig, cursor)
     deleted = [c.event_id for p in pages for c in p.changes if c.kind is ChangeKind.DELETED]
     assert sorted(deleted) == sorted([series.id, second.id])
+
+
+async def test_discovery_follows_the_well_known_redirect(radicale: RadicaleServer) -> None:
+    """A server URL of ``/.well-known/caldav`` (RFC 6764) is followed to the principal."""
+    async with caldav_rig(radicale, "alice") as rig:
+        settings = ProviderSettings(base_urls={"api": radicale.url + ".well-known/caldav"})
+        provider = CalDAVProvider(http=rig.provider.http, settings=settings)
+        calendars = await provider.list_calendars(rig.session)
+
+    assert rig.calendar_id in {c.id for c in calendars}
