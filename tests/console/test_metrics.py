@@ -183,10 +183,11 @@ def test_serve_mounts_metrics_and_console_beside_the_receiver(served: str) -> No
 
 
 def test_console_command_refuses_without_a_password_and_no_login_off_loopback(
-    env: dict[str, str],
+    env: dict[str, str], tmp_path: Path
 ) -> None:
     """`calbridge console` does not start without $CALBRIDGE_CONSOLE_PASSWORD, refuses
-    --no-login on a non-loopback host, and --hash-password prints a hash that verifies."""
+    --no-login on a non-loopback host and a store that does not exist (creating none),
+    and --hash-password prints a hash that verifies."""
     from calbridge.console import verify_password
 
     base = {k: v for k, v in env.items() if k != "CALBRIDGE_CONSOLE_PASSWORD"}
@@ -208,6 +209,12 @@ def test_console_command_refuses_without_a_password_and_no_login_off_loopback(
     open_door = run("--no-login", "--host", "0.0.0.0")
     assert open_door.returncode != 0
     assert "loopback" in open_door.stderr
+    missing = tmp_path / "missing.db"
+    base["CALBRIDGE_CONSOLE_PASSWORD"] = "pw"
+    nodb = run("--database-url", f"sqlite:///{missing}", "--port", "0")
+    assert nodb.returncode != 0
+    assert str(missing) in nodb.stderr
+    assert not missing.exists()  # the console never creates a store
     hashed = run("--hash-password", stdin="s3cret\n")
     assert hashed.returncode == 0, hashed.stderr
     made = hashed.stdout.strip()
