@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+from typing import TYPE_CHECKING
 
 from ..jobs import HandlerRegistry, Job
 from ..models import TimeRange
 from ..store import offload
+
+if TYPE_CHECKING:
+    from .._runtime import Runtime
 
 __all__ = ["COMPARE_KIND", "VERIFY_KIND", "register_migration_handlers"]
 
@@ -17,7 +20,7 @@ VERIFY_KIND = "migration.verify_write"
 VERIFY_ATTEMPTS = 6
 
 
-def register_migration_handlers(handlers: HandlerRegistry, runtime: Any) -> None:
+def register_migration_handlers(handlers: HandlerRegistry, runtime: Runtime) -> None:
     """Add the migration's job kinds to ``handlers``."""
     from ._machine import MigrationError, Migrator
 
@@ -56,7 +59,7 @@ def register_migration_handlers(handlers: HandlerRegistry, runtime: Any) -> None
             app_user_id=user,
             provider=provider,
             session=session,
-            account_id=account.id,
+            account_id=state.target_account_id,
             calendar_id=primary.id,
         )
         if event_id is None:

@@ -36,7 +36,7 @@ import functools
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import attrs
 
@@ -54,6 +54,9 @@ from ._guards import (
     record_initial_sync,
 )
 from ._parity import ParityReport, compare
+
+if TYPE_CHECKING:
+    from .._runtime import Runtime
 
 __all__ = [
     "BulkResult",
@@ -318,7 +321,7 @@ class Migrator:
         claim_ttl: seconds another run's retirement claim holds off this one.
     """
 
-    runtime: Any
+    runtime: Runtime
     clean_period: float = 24 * 3600.0
     grace: float = 600.0
     window_days: tuple[int, int] = (7, 60)

@@ -21,7 +21,7 @@ import datetime as dt
 import logging
 import random
 from collections.abc import Sequence
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import attrs
 
@@ -30,6 +30,9 @@ from ..errors import CalbridgeError, NotFound
 from ..models import Account, Channel, TimeRange
 from ..provider import ChannelRequest
 from ..store import Store, offload, write
+
+if TYPE_CHECKING:
+    from .._runtime import Runtime
 
 __all__ = [
     "FAR_EDGE_DAYS",
@@ -72,7 +75,7 @@ class ChannelManager:
     :meth:`renew_channel` and :meth:`after_reconcile`.
     """
 
-    runtime: Any
+    runtime: Runtime
     renew_margin: float = DEFAULT_RENEW_MARGIN
     rng: random.Random = attrs.field(factory=random.Random)
 

@@ -25,7 +25,7 @@ import json
 import logging
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import attrs
 
@@ -38,6 +38,9 @@ from ._batch import ChangeBatch, batch_to_json
 from ._idmap import IdMapper
 from ._spool import DEFAULT_HOLD, ChangeSpool
 from ._view import Item, RoundView, app_identities
+
+if TYPE_CHECKING:
+    from .._runtime import Runtime
 
 __all__ = ["DELIVER_KIND", "SEND_KIND", "CursorMoved", "SyncEngine", "SyncResult", "calendar_key"]
 
@@ -118,7 +121,7 @@ class SyncEngine:
 
     def __init__(
         self,
-        runtime: Any,
+        runtime: Runtime,
         *,
         batch_size: int = DEFAULT_BATCH_SIZE,
         page_size: int | None = None,

@@ -15,7 +15,7 @@ import inspect
 import json
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import attrs
 import httpx
@@ -28,6 +28,10 @@ from ..store import Store, offload
 from ._batch import ChangeBatch, batch_from_json, sign_standard_webhook
 from ._channels import PURGE_INBOX, PURGE_INBOX_BATCH, ChannelManager
 from ._engine import DELIVER_KIND, SEND_KIND, CursorMoved, SyncEngine, calendar_key
+
+if TYPE_CHECKING:
+    from .._runtime import Runtime
+    from ..store import StoreRuntime
 
 __all__ = [
     "ChangeCallback",
@@ -110,7 +114,7 @@ class SyncService:
 
     def __init__(
         self,
-        runtime: Any,
+        runtime: Runtime,
         *,
         outbound: OutboundWebhook | None = None,
         dispatcher: ChangeDispatcher | None = None,
@@ -305,7 +309,7 @@ def build_handlers(service: SyncService) -> jobs.HandlerRegistry:
     return registry
 
 
-def _calendars_of(rt: Any, account_id: str) -> list[str]:
+def _calendars_of(rt: StoreRuntime, account_id: str) -> list[str]:
     store: Store = rt.store
     return store.events.calendar_ids(account_id)
 

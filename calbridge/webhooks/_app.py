@@ -37,7 +37,7 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator, Sequence
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import attrs
 from starlette.applications import Starlette
@@ -59,6 +59,9 @@ from ..store import (
     is_sqlite,
     offload,
 )
+
+if TYPE_CHECKING:
+    from .._runtime import Runtime
 
 __all__ = [
     "DEFAULT_MAX_BODY",
@@ -167,7 +170,7 @@ class WebhookReceiver:
 
     def __init__(
         self,
-        runtime: Any,
+        runtime: Runtime,
         *,
         max_body: int = DEFAULT_MAX_BODY,
         max_group: int = 256,
@@ -534,7 +537,7 @@ def _reply(notifications: Sequence[Notification]) -> WebhookReply:
 
 
 def make_webhook_app(
-    runtime: Any,
+    runtime: Runtime,
     *,
     max_body: int = DEFAULT_MAX_BODY,
     debounce: float = DEFAULT_DEBOUNCE,
