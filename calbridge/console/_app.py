@@ -267,7 +267,7 @@ class _Console:
             return PlainTextResponse("only cutover can skip guards", status_code=400)
         provider = form.get("provider") or None
         if form.get("confirm") != "yes":
-            preview = await self.preview(user, action, force)
+            preview = await self.preview(user, action, force, provider)
             return self.page(
                 request,
                 "confirm.html",
@@ -285,10 +285,17 @@ class _Console:
         session["flash"] = f"{action} {user}: {outcome}" + (f": {message}" if message else "")
         return self.redirect(request, "/users/" + quote(user, safe=""), session)
 
-    async def preview(self, user: str, action: str, force: list[str]) -> dict[str, Any]:
+    async def preview(
+        self, user: str, action: str, force: list[str], provider: str | None
+    ) -> dict[str, Any]:
         """What a confirmed action would do: the guards' answer now (a dry run)."""
         from ..migration import ConcurrentTransition, GuardFailed
 
+        if action == "pin":
+            facts = await self.runtime.auser_facts(user)
+            if not any(a.provider == provider and a.active for a in facts.accounts):
+                reason = f"{user} has no active {provider} account to pin to"
+                return {"ok": False, "reasons": [reason]}
         if action not in TRANSITIONS:
             return {"ok": True, "reasons": []}
         try:

@@ -188,7 +188,8 @@ async def test_cutover_refused_by_its_guard_then_rollback_and_pin(
     assert "rollback dave: moved" in page.text
     assert migrator.status("dave").phase is Phase.LEGACY
 
-    await _act(http, csrf, "bob", action="pin", provider="cronofy")  # bob has no cronofy
+    confirm, _ = await _act(http, csrf, "bob", action="pin", provider="cronofy")
+    assert "bob has no active cronofy account to pin to" in confirm.text
     assert (await bridge.runtime.router.aexplain("bob", record=False)).provider == "google"
     [pin_refused] = _audit(bridge, "bob", "console.pin")
     assert pin_refused.detail["outcome"] == "refused"
