@@ -59,7 +59,7 @@ async def forget_user(bridge: CalBridge, app_user_id: str) -> ForgetReport:
     await offload(_erase, bridge, app_user_id, [a.id for a in accounts], audit)
     bridge.runtime.router.invalidate(app_user_id)
     for account in accounts:
-        bridge._calendars.pop(account.id or "", None)
+        bridge._calendars.forget(account.id or "")
     return ForgetReport(
         app_user_id=app_user_id,
         accounts=len(accounts),

@@ -20,44 +20,29 @@ routing read goes through :func:`calbridge.store.offload` (calbridge's database 
 
 from __future__ import annotations
 
-import datetime as dt
-import functools
-import hashlib
-import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 import attrs
-import cattrs
 import httpx
 
+from ._activity import ActivityObserver, WrittenCalendarSync
+from ._calendars import CalendarResolver
 from ._config import BridgeConfig
 from ._forget import ForgetReport
-from ._identity import APP_KEY_PROPERTY, resolve_event_id
 from ._manager import PluginHost
 from ._runtime import Runtime
-from ._serialization import make_converter
 from ._tracing import PROVIDER, annotate, traced
-from .errors import (
-    IdempotencyConflict,
-    InvalidRequest,
-    NotFound,
-    NotSupported,
-    ReauthRequired,
-)
+from ._writes import EventWriter
+from .migration import MigrationActivity, register_migration_handlers
 from .models import Account, Calendar, Event, EventDraft, FreeBusy, TimeRange
-from .provider import Provider, Session
-from .router import Decision, NoRouteError, Phase
+from .router import Decision, NoRouteError
 from .store._offload import offload
 
 __all__ = ["BridgeConfig", "CalBridge", "ForgetReport", "SyncCalBridge", "worker_handlers"]
 
 ChangeCallback = Callable[[Any], Awaitable[None]]
-
-#: seconds after a write before the written calendar is synced (providers such as Cronofy
-#: apply writes asynchronously and never notify the app of its own writes)
-WRITE_SETTLE_SECONDS = 30.0
 
 
 class CalBridge:
@@ -81,7 +66,14 @@ class CalBridge:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.runtime = Runtime.open(config, host=host, http=http, transport=transport, clock=clock)
-        self._calendars: dict[str, tuple[float, list[Calendar]]] = {}
+        self._calendars = CalendarResolver(self.runtime)
+        #: told of every read and write served (on a store thread): the written calendar's
+        #: next sync, the migration's shadow compares and dual verifications
+        self.observers: list[ActivityObserver] = [
+            WrittenCalendarSync(self.runtime),
+            MigrationActivity(self.runtime),
+        ]
+        self._writer = EventWriter(self.runtime, self._calendars, self.aroute, self.observers)
         self._callbacks: list[ChangeCallback] = []
         self._changes: Any = None
         self._feed: Any = None
@@ -233,55 +225,11 @@ class CalBridge:
 
     # -- calendars -----------------------------------------------------------------------
 
-    async def _account_calendars(self, account_id: str, *, fresh: bool = False) -> list[Calendar]:
-        hit = self._calendars.get(account_id)
-        now = time.monotonic()
-        if hit is not None and hit[0] > now and not fresh:
-            return hit[1]
-        account = await self.runtime.aaccount(account_id)
-        provider = self.runtime.provider(account.provider)
-        calendars = await provider.list_calendars(self.runtime.session(account))
-        self._calendars[account_id] = (now + 300.0, calendars)
-        return calendars
-
     @traced("calendars")
     async def calendars(self, app_user_id: str) -> list[Calendar]:
         """The calendars of the provider serving this user."""
         decision = await self.aroute(app_user_id)
-        return list(await self._account_calendars(decision.account_id, fresh=True))
-
-    async def _calendar_for(self, decision: Decision, ref: str) -> str:
-        """Translate an app calendar reference to the routed account's calendar id.
-
-        ``"primary"`` is each provider's primary calendar; an id from another of the
-        user's accounts maps to the routed account's calendar of the same name (or the
-        primary one when the other was primary).
-        """
-        mine = await self._account_calendars(decision.account_id)
-        if ref == "primary":
-            primary = next((c for c in mine if c.primary), mine[0] if mine else None)
-            if primary is None:
-                raise NotFound("the account has no calendar", provider=decision.provider)
-            return primary.id
-        if any(c.id == ref for c in mine):
-            return ref
-        facts = await self.runtime.auser_facts(decision.app_user_id)
-        for other in facts.accounts:
-            if other.account_id == decision.account_id or not other.active:
-                continue
-            theirs = await self._account_calendars(other.account_id)
-            source = next((c for c in theirs if c.id == ref), None)
-            if source is None:
-                continue
-            if source.primary:
-                return await self._calendar_for(decision, "primary")
-            same = next((c for c in mine if c.name == source.name), None)
-            if same is not None:
-                return same.id
-        raise NotFound(
-            f"calendar {ref!r} is not one of the user's calendars at {decision.provider}",
-            provider=decision.provider,
-        )
+        return list(await self._calendars.of_account(decision.account_id, fresh=True))
 
     # -- events --------------------------------------------------------------------------
 
@@ -300,7 +248,7 @@ class CalBridge:
         is replayed against the target provider in the background and compared.
         """
         decision = await self.aroute(app_user_id)
-        cal = await self._calendar_for(decision, calendar_id)
+        cal = await self._calendars.resolve(decision, calendar_id)
         cursor = None if live else await offload(self.store.get_cursor, decision.account_id, cal)
         if cursor is not None:
             cached: list[Event] = await offload(
@@ -315,21 +263,11 @@ class CalBridge:
             async for page in provider.list_events(session, cal, window):
                 for event in page:
                     yield event
-        if (await self.runtime.auser_facts(app_user_id)).phase is Phase.SHADOW:
-            await offload(self._enqueue_shadow_compare, app_user_id, window)
+        await offload(self._read, app_user_id, window)
 
-    def _enqueue_shadow_compare(self, app_user_id: str, window: TimeRange) -> None:
-        from .migration._jobs import COMPARE_KIND
-
-        self.runtime.queue.enqueue(
-            COMPARE_KIND,
-            {
-                "app_user_id": app_user_id,
-                "start": window.start.isoformat(),
-                "end": window.end.isoformat(),
-            },
-            coalesce_key=f"compare:{app_user_id}",
-        )
+    def _read(self, app_user_id: str, window: TimeRange) -> None:
+        for observer in self.observers:
+            observer.read(app_user_id, window)
 
     @traced("list_events")
     async def list_events(
@@ -356,165 +294,19 @@ class CalBridge:
         key is released so a corrected draft may use it. After a timeout or 5xx the
         event may exist: the key stays bound to that draft.
         """
-        from .store import IdMapEntry
-
-        fingerprint = _request_fingerprint(calendar_id, draft)
-        claimed = await offload(self.store.claim_key, key, fingerprint, app_user_id=app_user_id)
-        if not claimed:
-            raise IdempotencyConflict(key)
-        try:
-            target = await self._create_target(app_user_id, calendar_id, draft, key)
-        except Exception:  # nothing reached the provider
-            await offload(self.store.release_key, key, fingerprint)
-            raise
-        if isinstance(target, Event):
-            return target  # made earlier under this key
-        decision, provider, session, cal = target
-        marked = attrs.evolve(draft, properties={**draft.properties, APP_KEY_PROPERTY: key})
-        try:
-            event = await provider.create_event(session, cal, marked, idempotency_key=key)
-        except (InvalidRequest, NotFound, NotSupported, ReauthRequired):
-            await offload(self.store.release_key, key, fingerprint)  # refused: nothing made
-            raise
-        await offload(
-            self.store.put_id,
-            IdMapEntry(
-                key=key,
-                provider=decision.provider,
-                app_user_id=app_user_id,
-                calendar_id=cal,
-                event_id=event.id,
-                account_id=decision.account_id,
-                ical_uid=event.ical_uid,
-            ),
-        )
-        await offload(self._after_write, app_user_id, key, "create", decision.account_id, cal)
-        return event
-
-    async def _create_target(
-        self, app_user_id: str, calendar_id: str, draft: EventDraft, key: str
-    ) -> Event | tuple[Decision, Provider, Session, str]:
-        """Where a create under ``key`` goes (route, provider, session, calendar), or the
-        event an earlier create under it made."""
-        decision = await self.aroute(app_user_id)
-        provider = self.runtime.provider(decision.provider)
-        session = await self.runtime.asession(decision.account_id)
-        cal = await self._calendar_for(decision, calendar_id)
-        existing, entries = await resolve_event_id(
-            self.store,
-            key=key,
-            app_user_id=app_user_id,
-            provider=provider,
-            session=session,
-            account_id=decision.account_id,
-            calendar_id=cal,
-            around=draft.start.as_utc(),
-        )
-        if existing is not None:
-            cached = await offload(self.store.get_event, decision.account_id, cal, existing)
-            if isinstance(cached, Event):
-                return cached
-        if existing is None and entries:
-            # another provider holds the event, and this one has not seen it yet
-            raise NotFound(
-                f"event {key!r} exists at {', '.join(sorted(entries))} but is not yet "
-                f"visible through {decision.provider}; retry after its next sync",
-                provider=decision.provider,
-            )
-        return decision, provider, session, cal
+        return await self._writer.create(app_user_id, calendar_id, draft, key=key)
 
     @traced("update_event")
     async def update_event(
         self, app_user_id: str, key: str, draft: EventDraft, *, etag: str | None = None
     ) -> Event:
         """Update the event created under ``key`` (wherever the user is served now)."""
-        decision, provider, session, entry_cal, event_id = await self._resolve(
-            app_user_id, key, around=draft.start.as_utc()
-        )
-        marked = attrs.evolve(draft, properties={**draft.properties, APP_KEY_PROPERTY: key})
-        event = await provider.update_event(session, entry_cal, event_id, marked, etag=etag)
-        await offload(self._after_write, app_user_id, key, "update", decision.account_id, entry_cal)
-        return event
+        return await self._writer.update(app_user_id, key, draft, etag=etag)
 
     @traced("delete_event")
     async def delete_event(self, app_user_id: str, key: str) -> None:
         """Delete the event created under ``key``; deleting twice succeeds."""
-        if not await offload(self.store.get_ids, key):
-            return
-        decision, provider, session, entry_cal, event_id = await self._resolve(app_user_id, key)
-        await provider.delete_event(session, entry_cal, event_id)
-        await offload(self._after_delete, app_user_id, key, decision.account_id, entry_cal)
-
-    def _after_delete(self, app_user_id: str, key: str, account_id: str, calendar_id: str) -> None:
-        self._after_write(app_user_id, key, "delete", account_id, calendar_id)
-        self.store.audit(
-            "bridge",
-            "event.deleted",
-            app_user_id=app_user_id,
-            account_id=account_id,
-            detail={"key": key},
-        )
-        self.store.delete_ids(key)
-
-    async def _resolve(
-        self, app_user_id: str, key: str, *, around: dt.datetime | None = None
-    ) -> tuple[Decision, Provider, Session, str, str]:
-        decision = await self.aroute(app_user_id)
-        provider = self.runtime.provider(decision.provider)
-        session = await self.runtime.asession(decision.account_id)
-        entries = await offload(self.store.get_ids, key)
-        if not entries:
-            raise NotFound(f"no event was created under key {key!r}", provider=decision.provider)
-        mine = entries.get(decision.provider)
-        if mine is not None:
-            return decision, provider, session, mine.calendar_id, mine.event_id
-        primary_cal = await self._calendar_for(decision, "primary")
-        other = next(iter(entries.values()))
-        try:
-            cal = await self._calendar_for(decision, other.calendar_id)
-        except NotFound:
-            cal = primary_cal
-        event_id, _ = await resolve_event_id(
-            self.store,
-            key=key,
-            app_user_id=app_user_id,
-            provider=provider,
-            session=session,
-            account_id=decision.account_id,
-            calendar_id=cal,
-            around=around,
-        )
-        if event_id is None:
-            raise NotFound(
-                f"event {key!r} is not (yet) visible through {decision.provider}",
-                provider=decision.provider,
-            )
-        return decision, provider, session, cal, event_id
-
-    def _after_write(
-        self, app_user_id: str, key: str, action: str, account_id: str, calendar_id: str
-    ) -> None:
-        """Bring the cache up to date and, in ``dual``, verify the write at the target.
-
-        Providers do not always notify an app of its own writes (Cronofy never does), so
-        the written calendar gets a (coalesced) sync shortly after.
-        """
-        from .migration._jobs import VERIFY_ATTEMPTS, VERIFY_KIND
-        from .sync import calendar_key
-
-        self.runtime.queue.enqueue(
-            "sync",
-            {"account": account_id, "calendar": calendar_id},
-            coalesce_key=calendar_key(account_id, calendar_id),
-            run_at=self.runtime.clock() + WRITE_SETTLE_SECONDS,
-        )
-        if self.runtime.user_facts(app_user_id).phase is Phase.DUAL:
-            self.runtime.queue.enqueue(
-                VERIFY_KIND,
-                {"app_user_id": app_user_id, "key": key, "action": action},
-                run_at=self.runtime.clock() + 60,
-                max_attempts=VERIFY_ATTEMPTS,
-            )
+        await self._writer.delete(app_user_id, key)
 
     @traced("free_busy")
     async def free_busy(
@@ -523,7 +315,7 @@ class CalBridge:
         """Busy blocks of the user's calendars at the provider serving them."""
         decision = await self.aroute(app_user_id)
         provider = self.runtime.provider(decision.provider)
-        cals = [await self._calendar_for(decision, c) for c in calendar_ids]
+        cals = [await self._calendars.resolve(decision, c) for c in calendar_ids]
         session = await self.runtime.asession(decision.account_id)
         return await provider.free_busy(session, cals, window)
 
@@ -534,7 +326,6 @@ class CalBridge:
         """The change pipeline (:class:`calbridge.sync.SyncService`), built on first use."""
         if self._changes is None:
             from ._feed import AppFeed
-            from .migration._jobs import register_migration_handlers
             from .sync import SyncService
 
             service = SyncService(self.runtime)
@@ -625,19 +416,6 @@ class CalBridge:
         from ._forget import forget_user
 
         return await forget_user(self, app_user_id)
-
-
-@functools.cache
-def _converter() -> cattrs.Converter:
-    return make_converter()
-
-
-def _request_fingerprint(calendar_id: str, draft: EventDraft) -> str:
-    """SHA-256 (hex) of a create request in canonical JSON (sorted keys, the converter's
-    text for times): what an idempotency key is bound to."""
-    body = {"calendar_id": calendar_id, "draft": _converter().unstructure(draft)}
-    text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def worker_handlers(queue: Any) -> Any:

@@ -15,6 +15,7 @@ from ._guards import (
     force_set,
     record_initial_sync,
 )
+from ._jobs import MigrationActivity, register_migration_handlers
 from ._machine import (
     BulkResult,
     ConcurrentTransition,
@@ -39,6 +40,7 @@ __all__ = [
     "GuardFailed",
     "GuardKind",
     "InitialSyncReporter",
+    "MigrationActivity",
     "MigrationError",
     "Migrator",
     "Occurrence",
@@ -50,4 +52,5 @@ __all__ = [
     "force_set",
     "occurrences",
     "record_initial_sync",
+    "register_migration_handlers",
 ]

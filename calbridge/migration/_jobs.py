@@ -7,12 +7,13 @@ from typing import TYPE_CHECKING
 
 from ..jobs import HandlerRegistry, Job
 from ..models import TimeRange
+from ..router import Phase
 from ..store import offload
 
 if TYPE_CHECKING:
     from .._runtime import Runtime
 
-__all__ = ["COMPARE_KIND", "VERIFY_KIND", "register_migration_handlers"]
+__all__ = ["COMPARE_KIND", "VERIFY_KIND", "MigrationActivity", "register_migration_handlers"]
 
 COMPARE_KIND = "migration.compare"
 VERIFY_KIND = "migration.verify_write"
@@ -87,3 +88,39 @@ def register_migration_handlers(handlers: HandlerRegistry, runtime: Runtime) -> 
 
     handlers.add(COMPARE_KIND, compare)
     handlers.add(VERIFY_KIND, verify_write)
+
+
+class MigrationActivity:
+    """The migration's view of the app's reads and writes (an
+    :class:`calbridge._activity.ActivityObserver` the bridge tells, on a store thread):
+    in ``shadow`` a read is replayed against the target and compared in the background
+    (one coalesced compare job per user); in ``dual`` a write is verified visible through
+    the target a minute later."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+
+    def read(self, app_user_id: str, window: TimeRange) -> None:
+        if self.runtime.user_facts(app_user_id).phase is not Phase.SHADOW:
+            return
+        self.runtime.queue.enqueue(
+            COMPARE_KIND,
+            {
+                "app_user_id": app_user_id,
+                "start": window.start.isoformat(),
+                "end": window.end.isoformat(),
+            },
+            coalesce_key=f"compare:{app_user_id}",
+        )
+
+    def wrote(
+        self, app_user_id: str, key: str, action: str, account_id: str, calendar_id: str
+    ) -> None:
+        if self.runtime.user_facts(app_user_id).phase is not Phase.DUAL:
+            return
+        self.runtime.queue.enqueue(
+            VERIFY_KIND,
+            {"app_user_id": app_user_id, "key": key, "action": action},
+            run_at=self.runtime.clock() + 60,
+            max_attempts=VERIFY_ATTEMPTS,
+        )
