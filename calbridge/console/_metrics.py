@@ -104,23 +104,30 @@ class StoreCollector(Collector):
 
     @staticmethod
     def _jobs(jobs: list[q.JobStates], now: float) -> Iterator[GaugeMetricFamily]:
+        labels = ["queue", "kind", "state"]
         count = GaugeMetricFamily(
-            "calbridge_jobs", "Jobs by queue and state.", labels=["queue", "state"]
+            "calbridge_jobs", "Jobs by queue, kind (sync, deliver, ...) and state.", labels=labels
+        )
+        retrying = GaugeMetricFamily(
+            "calbridge_jobs_retrying",
+            "Queued jobs that were claimed before and did not finish (their last attempt "
+            "failed, was rate limited, or its worker died): by queue and kind.",
+            labels=["queue", "kind"],
         )
         age = GaugeMetricFamily(
             "calbridge_jobs_oldest_age_seconds",
-            "Seconds since the oldest job of the queue and state became runnable (queued: "
-            "how long work has waited; 0 when it is not due yet).",
-            labels=["queue", "state"],
+            "Seconds since the oldest job of the queue, kind and state became runnable "
+            "(queued: how long work has waited; 0 when it is not due yet).",
+            labels=labels,
         )
-        for row in sorted(jobs, key=lambda r: (r.queue, r.state)):
-            count.add_metric([row.queue, row.state], row.count)
+        for row in sorted(jobs, key=lambda r: (r.queue, r.kind, r.state)):
+            key = [row.queue, row.kind, row.state]
+            count.add_metric(key, row.count)
+            if row.state == "queued":
+                retrying.add_metric([row.queue, row.kind], row.retried)
             if row.state in ("queued", "running", "dead") and row.oldest_run_at_ms is not None:
-                age.add_metric(
-                    [row.queue, row.state], max(0.0, now - row.oldest_run_at_ms / 1000.0)
-                )
-        yield count
-        yield age
+                age.add_metric(key, max(0.0, now - row.oldest_run_at_ms / 1000.0))
+        yield from (count, retrying, age)
 
     @staticmethod
     def _inbox(inbox: list[q.InboxBacklog], now: float) -> Iterator[GaugeMetricFamily]:

@@ -155,28 +155,39 @@ def user_jobs(
 
 @attrs.frozen(kw_only=True)
 class JobStates:
-    """Jobs of one queue and state: how many, and the oldest ``run_at`` among them."""
+    """Jobs of one queue, kind and state: how many, how many of them were claimed before
+    (``retried``: a queued job claimed before failed, or its worker died), and the oldest
+    ``run_at`` among them."""
 
     queue: str
+    kind: str
     state: str
     count: int
+    retried: int
     oldest_run_at_ms: int | None
 
 
 def job_states(conn: sa.Connection) -> list[JobStates]:
-    """Job counts per queue and state, with each group's oldest ``run_at`` (epoch ms)."""
+    """Job counts per queue, kind and state, with each group's oldest ``run_at`` (ms)."""
     j = _jobs.c
-    query = sa.select(j.queue, j.state, sa.func.count(), sa.func.min(j.run_at_ms)).group_by(
-        j.queue, j.state
-    )
+    query = sa.select(
+        j.queue,
+        j.kind,
+        j.state,
+        sa.func.count(),
+        sa.func.sum(sa.case((j.attempts > 0, 1), else_=0)),
+        sa.func.min(j.run_at_ms),
+    ).group_by(j.queue, j.kind, j.state)
     return [
         JobStates(
             queue=str(q),
+            kind=str(k),
             state=str(s),
             count=int(n),
+            retried=int(retried or 0),
             oldest_run_at_ms=None if oldest is None else int(oldest),
         )
-        for q, s, n, oldest in conn.execute(query)
+        for q, k, s, n, retried, oldest in conn.execute(query)
     ]
 
 

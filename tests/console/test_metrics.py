@@ -90,10 +90,24 @@ async def test_store_gauges_match_the_store(bridge: CalBridge, env: dict[str, st
             if (c.channel.provider, c.health) == (provider, state)
         )
         assert _value(m, "calbridge_channels", provider=provider, state=state) == count
-    for queue, states in bridge.runtime.queue.stats().items():
-        for state, count in states.items():
-            assert _value(m, "calbridge_jobs", queue=queue, state=state) == count
-    assert _value(m, "calbridge_jobs_oldest_age_seconds", queue="default", state="queued") >= 0
+    per_state: dict[tuple[str, str], float] = {}
+    for (name, labels), value in m.items():
+        if name == "calbridge_jobs":
+            got = dict(labels)
+            key = (got["queue"], got["state"])
+            per_state[key] = per_state.get(key, 0) + value
+    expected = {
+        (queue, state): count
+        for queue, states in bridge.runtime.queue.stats().items()
+        for state, count in states.items()
+    }
+    assert per_state == expected
+    assert _value(m, "calbridge_jobs", queue="default", kind="sync", state="queued") >= 1
+    assert _value(m, "calbridge_jobs_retrying", queue="default", kind="sync") == 0
+    age = _value(
+        m, "calbridge_jobs_oldest_age_seconds", queue="default", kind="sync", state="queued"
+    )
+    assert age >= 0
 
     assert _value(m, "calbridge_webhook_inbox_pending", provider="google") == 1
     lag = _value(m, "calbridge_webhook_inbox_lag_seconds", provider="google")

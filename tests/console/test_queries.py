@@ -61,8 +61,22 @@ async def test_phases_users_and_jobs_of_one_user(bridge: CalBridge) -> None:
         states = q.job_states(conn)
     assert sorted(j.id for j in jobs) == sorted(mine)
     assert all(j.state == "queued" for j in jobs)
-    assert [(s.queue, s.state, s.count) for s in states] == [("default", "queued", 4)]
-    assert states[0].oldest_run_at_ms is not None
+    counts = sorted((s.queue, s.kind, s.state, s.count, s.retried) for s in states)
+    assert counts == [
+        ("default", "deliver", "queued", 1, 0),
+        ("default", "migration.compare", "queued", 2, 0),
+        ("default", "sync", "queued", 1, 0),
+    ]
+    assert all(s.oldest_run_at_ms is not None for s in states)
+
+    claimed = queue.claim(owner="test", kinds=["sync"], lease=30)
+    assert claimed is not None
+    assert queue.fail(claimed, error="provider said 500", retry_in=60) == "queued"
+    with read(bridge.runtime.engine) as conn:
+        sync = [s for s in q.job_states(conn) if s.kind == "sync"]
+        still_mine = q.user_jobs(conn, "ann", [ann.id])
+    assert [(s.state, s.count, s.retried) for s in sync] == [("queued", 1, 1)]
+    assert [j.attempts for j in still_mine if j.kind == "sync"] == [1]
 
 
 async def test_inbox_channels_accounts_and_budget_rows(bridge: CalBridge) -> None:
