@@ -49,6 +49,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "calbridge_outlook",
     "calbridge_outlook.sandbox",
     "calbridge_polling",
+    "calbridge_caldav",
 )
 
 _NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,31}$")

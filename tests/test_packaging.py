@@ -82,7 +82,7 @@ def test_extras_keep_servers_and_cli_out_of_the_library() -> None:
     assert {_name(r) for r in extras["otel"]} == {"opentelemetry-api"}
     assert "opentelemetry-api" not in core  # spans are a no-op without it
     assert {_name(r) for r in extras["console"]} >= {"jinja2", "itsdangerous", "prometheus-client"}
-    assert extras["all"] == ["calbridge[cli,server,sandbox,postgres,testing,otel,console]"]
+    assert extras["all"] == ["calbridge[cli,server,sandbox,postgres,testing,otel,console,caldav]"]
     assert '-e ".[all]"' in (ROOT / "Makefile").read_text(encoding="utf-8")
 
 

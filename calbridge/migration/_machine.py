@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import attrs
 
 from .._budget import background_calls
-from ..errors import CalbridgeError, NotFound, RateLimited
+from ..errors import CalbridgeError, NotFound, NotSupported, RateLimited
 from ..models import AccountStatus, Event, EventTime, TimeRange
 from ..router import Phase, cohort_bucket
 from ..store import Connection, StaleWriteError, Store, offload
@@ -881,11 +881,13 @@ class Migrator:
         provider = rt.provider(account.provider)
         session = rt.session(account)
         for record in await offload(rt.store.list_channels, account_id=account.id):
-            with contextlib.suppress(NotFound):
-                await provider.unsubscribe(session, record.channel)
+            if record.health != "polling":  # the polling pseudo-channel is not the provider's
+                with contextlib.suppress(NotFound, NotSupported):
+                    await provider.unsubscribe(session, record.channel)
             await offload(rt.store.delete_channel, record.channel.provider, record.channel.id)
         tokens = await session.access_token()
-        await provider.revoke_tokens(tokens)
+        with contextlib.suppress(NotSupported):  # e.g. an app password: nothing to revoke
+            await provider.revoke_tokens(tokens)
         changed = await offload(
             rt.store.set_account_status, account.id, AccountStatus.REVOKED, reason="retired"
         )

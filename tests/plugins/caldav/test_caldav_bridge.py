@@ -67,7 +67,7 @@ async def bridge_rig(radicale: RadicaleServer, tmp_path: Path) -> AsyncIterator[
     )
     clock = Clock()
     statuses = StatusHookRecorder()
-    host = fresh_plugin_host(calbridge_caldav, statuses)
+    host = fresh_plugin_host(statuses)
     bridge = CalBridge(config, host=host, clock=clock)
     rig = Rig(bridge=bridge, clock=clock, db=db, statuses=statuses)
 

@@ -120,7 +120,7 @@ async def rig(radicale: RadicaleServer, tmp_path: Path) -> AsyncIterator[Rig]:
     )
     world.add_application(CRONOFY_ID, CRONOFY_SECRET)
     world.add_user(EMAIL)
-    host = fresh_plugin_host(calbridge_caldav)
+    host = fresh_plugin_host()
     sandbox = httpx.ASGITransport(app=build_app(world, dict(host.sandbox_factories())))
     transport = _Split(sandbox)
     base = f"http://{SANDBOX}/cronofy"
