@@ -185,18 +185,23 @@ class _Console:
         if phase not in (*PHASES, q.NOT_UNDER_MIGRATION):
             phase = q.NOT_UNDER_MIGRATION
 
-        def load() -> tuple[dict[str, int], list[Any], list[Any]]:
+        next_action = _NEXT.get(phase)
+        to = TRANSITIONS[next_action][0] if next_action else None
+
+        def load() -> tuple[dict[str, int], list[Any], list[Any], list[list[str]]]:
             with read(self.runtime.engine) as conn:
                 counts = q.phase_counts(conn)
                 users = q.users_in_phase(conn, phase, search=search, limit=200)
             plans = self.migrator.plan(users)
             states = [self.migrator.status(u) for u in users]
-            return counts, plans, states
+            # why the next step would be refused, from the store alone (no provider call)
+            blocked = [self.migrator.blockers(u, to) if to else [] for u in users]
+            return counts, plans, states, blocked
 
-        counts, plans, states = await offload(load)
+        counts, plans, states, blocked = await offload(load)
         rows = [
-            {"plan": p, "parity": s.last_parity, "legacy": s.legacy_provider}
-            for p, s in zip(plans, states, strict=True)
+            {"plan": p, "parity": s.last_parity, "legacy": s.legacy_provider, "blocked": b}
+            for p, s, b in zip(plans, states, blocked, strict=True)
         ]
         return self.page(
             request,
@@ -208,7 +213,7 @@ class _Console:
             search=search,
             rows=rows,
             unmigrated=q.NOT_UNDER_MIGRATION,
-            next_action=_NEXT.get(phase),
+            next_action=next_action,
         )
 
     async def user(self, request: Request, session: dict[str, Any]) -> Response:
