@@ -22,6 +22,7 @@ from typing import Final, ParamSpec, TypeVar
 
 import attrs
 
+from .._tracing import SpanKind, span
 from ..errors import RateLimited, Unavailable
 from ..store import is_postgres, offload
 from ..store.jobs import DEAD as DEAD_STATE
@@ -454,7 +455,12 @@ class Worker:
         handler = self.handlers[job.kind]
 
         async def call() -> object:
-            return await handler(job)
+            attributes: dict[str, str | int] = {
+                "calbridge.job.kind": job.kind,
+                "calbridge.job.attempt": job.attempts,
+            }
+            with span(f"calbridge.job {job.kind}", kind=SpanKind.CONSUMER, **attributes):
+                return await handler(job)
 
         task: asyncio.Task[object] = asyncio.create_task(call())
         run = _Running(job, task)

@@ -31,6 +31,7 @@ import attrs
 
 from .. import jobs
 from .._serialization import make_converter
+from .._tracing import OPERATION, PROVIDER, annotate, span
 from ..errors import SyncCursorExpired
 from ..models import AccountStatus, Change, ChangeKind, Event, TimeRange
 from ..store import Connection, DatabaseError, Store, is_locked, offload, write
@@ -214,7 +215,41 @@ class SyncEngine:
         job: jobs.Job | None,
         window: TimeRange | None = None,
     ) -> SyncResult:
-        """Read from ``cursor`` (a full read of ``window`` when given), then commit."""
+        """Read from ``cursor`` (a full read of ``window`` when given), then commit (one
+        OpenTelemetry span, ``calbridge.sync_round``, with the provider and what changed)."""
+        attributes = {PROVIDER: account.provider, OPERATION: "sync_round"}
+        with span("calbridge.sync_round", **attributes):
+            result = await self._spooled_round(
+                provider,
+                session,
+                account,
+                calendar_id,
+                cursor=cursor,
+                start=start,
+                job=job,
+                window=window,
+            )
+            annotate(
+                **{
+                    "calbridge.sync.full": result.full,
+                    "calbridge.sync.pages": result.pages,
+                    "calbridge.sync.changed": result.changed,
+                }
+            )
+            return result
+
+    async def _spooled_round(
+        self,
+        provider: Any,
+        session: Any,
+        account: Any,
+        calendar_id: str,
+        *,
+        start: str | None,
+        cursor: str | None,
+        job: jobs.Job | None,
+        window: TimeRange | None,
+    ) -> SyncResult:
         with ChangeSpool(hold=self.hold) as spool:
             new_cursor, pages, was_full = await self._read(
                 provider, session, calendar_id, cursor, window, spool=spool

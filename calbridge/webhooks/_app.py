@@ -46,6 +46,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from .._asgi import SecureApp
+from .._tracing import PROVIDER, SpanKind, span
 from ..errors import NotificationRejected, ProviderNotFoundError, StoreError
 from ..jobs import enqueue_coalesced
 from ..models import AccountStatus, Channel
@@ -221,8 +222,18 @@ class WebhookReceiver:
             await asyncio.gather(self._checkpointer, return_exceptions=True)
 
     async def endpoint(self, request: Request) -> Response:
-        """Handle one delivery."""
+        """Handle one delivery (an OpenTelemetry server span, ``calbridge.webhook``, with
+        the provider and the answer's status)."""
         name = str(request.path_params["provider"])
+        with span("calbridge.webhook", kind=SpanKind.SERVER, **{PROVIDER: name}) as current:
+            response = await self._endpoint(request, name)
+            if current is not None and current.is_recording():
+                current.set_attribute("http.response.status_code", response.status_code)
+                if response.status_code >= 400:
+                    current.set_attribute("error.type", str(response.status_code))
+            return response
+
+    async def _endpoint(self, request: Request, name: str) -> Response:
         try:
             provider = self.runtime.provider(name)
         except ProviderNotFoundError:

@@ -115,3 +115,49 @@ async def test_failures_say_their_type_and_status(
     assert {"error.type": "404"}.items() <= next(
         a for a in answered if a["http.response.status_code"] == 404
     ).items()
+
+
+@pytest.mark.parametrize("push", [True], ids=["push"], indirect=True)
+async def test_a_notification_its_job_and_its_sync_round_are_spans(
+    rig: BridgeRig, spans: InMemorySpanExporter
+) -> None:
+    """A native change: the webhook delivery is a server span; the sync job a consumer
+    span whose child is the sync round, whose children are the provider's HTTP calls."""
+    await rig.connect("cy", "google", "cy@example.com")
+    await rig.work()
+    start = (rig.world.clock.now() + dt.timedelta(hours=30)).replace(minute=0, second=0)
+    rig.world.insert_event(
+        rig.world.primary_calendar("cy@example.com").id,
+        start=EventTime.zoned(start, "UTC"),
+        end=EventTime.zoned(start + dt.timedelta(hours=1), "UTC"),
+        summary="Secret offsite",
+    )
+    spans.clear()
+    await rig.settle(1)  # the sandbox delivers the notification
+    await rig.work()  # the sync job runs
+    found = spans.get_finished_spans()
+
+    hooks = _named(found, "calbridge.webhook")
+    assert hooks, [s.name for s in found]
+    hook = dict(hooks[0].attributes or {})
+    assert hooks[0].kind is trace.SpanKind.SERVER
+    assert hook["calbridge.provider"] == "google"
+    assert 200 <= int(str(hook["http.response.status_code"])) < 300
+
+    jobs = _named(found, "calbridge.job sync")
+    assert jobs, [s.name for s in found]
+    assert jobs[0].kind is trace.SpanKind.CONSUMER
+    assert dict(jobs[0].attributes or {})["calbridge.job.kind"] == "sync"
+    rounds = [s for s in _named(found, "calbridge.sync_round") if s.parent is not None]
+    changed = [r for r in rounds if int(str(dict(r.attributes or {})["calbridge.sync.changed"]))]
+    assert changed, [dict(r.attributes or {}) for r in rounds]
+    (one, *_) = changed
+    assert dict(one.attributes or {})["calbridge.provider"] == "google"
+    assert one.parent is not None
+    assert one.parent.span_id in {j.context.span_id for j in jobs}
+    calls = [s for s in found if s.parent is not None and s.parent.span_id == one.context.span_id]
+    assert any(s.kind is trace.SpanKind.CLIENT for s in calls)
+    for s in found:
+        for value in (s.attributes or {}).values():
+            assert "Secret offsite" not in str(value)
+            assert "cy@example.com" not in str(value)
