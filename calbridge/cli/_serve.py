@@ -349,9 +349,8 @@ async def _serve(
     runtime = bridge.runtime
     app: Any = make_webhook_app(runtime, debounce=debounce)
     if options.extras:
-        app = Starlette(
-            routes=[*_extra_routes(bridge, options.extras), Mount("/" + path.strip("/"), app=app)]
-        )
+        routes, receiver = _extra_routes(bridge, options.extras, app)
+        app = Starlette(routes=[*routes, Mount("/" + path.strip("/"), app=receiver)])
     elif path.strip("/"):
         app = Starlette(routes=[Mount("/" + path.strip("/"), app=app)])
     from .._asgi import harden, uvicorn_options
@@ -402,18 +401,27 @@ async def _serve(
         await bridge.aclose()
 
 
-def _extra_routes(bridge: Any, extras: Mapping[str, str]) -> list[Any]:
-    """Routes for ``--metrics-path`` and ``--console-path`` (before the receiver's mount)."""
+def _extra_routes(bridge: Any, extras: Mapping[str, str], receiver: Any) -> tuple[list[Any], Any]:
+    """Routes for ``--metrics-path`` and ``--console-path`` (before the receiver's mount),
+    and the receiver to mount (counted per provider and status with the metrics)."""
     from starlette.routing import Mount, Route
 
-    from ..console import ConsoleSettings, make_console_app, make_registry, metrics_endpoint
+    from ..console import (
+        ConsoleSettings,
+        WebhookCounter,
+        make_console_app,
+        make_registry,
+        metrics_endpoint,
+    )
 
     routes: list[Any] = []
     if "metrics" in extras:
         token = os.environ.get("CALBRIDGE_METRICS_TOKEN") or None
         registry = make_registry(bridge.runtime.engine, clock=bridge.runtime.clock)
         routes.append(Route(extras["metrics"], metrics_endpoint(registry, token=token)))
+        counter = WebhookCounter(registry, bridge.runtime.host.provider_names())
+        receiver = counter.wrap(receiver)
     if "console" in extras:
         app = make_console_app(bridge, ConsoleSettings.from_env())
         routes.append(Mount(extras["console"], app=app))
-    return routes
+    return routes, receiver

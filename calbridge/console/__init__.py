@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from ._app import CONSOLE_CSP, make_console_app
 from ._auth import ENV_PASSWORD, ENV_SESSION_KEY, ConsoleSettings, hash_password, verify_password
-from ._metrics import StoreCollector, make_registry, metrics_endpoint
+from ._metrics import StoreCollector, WebhookCounter, make_registry, metrics_endpoint
 
 __all__ = [
     "CONSOLE_CSP",
@@ -20,6 +20,7 @@ __all__ = [
     "ENV_SESSION_KEY",
     "ConsoleSettings",
     "StoreCollector",
+    "WebhookCounter",
     "hash_password",
     "make_console_app",
     "make_registry",

@@ -9,7 +9,7 @@ this process (console logins and actions) are added to the same registry.
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, generate_latest
@@ -23,6 +23,7 @@ __all__ = [
     "CONTENT_TYPE",
     "ConsoleCounters",
     "StoreCollector",
+    "WebhookCounter",
     "make_registry",
     "metrics_endpoint",
     "render",
@@ -203,6 +204,46 @@ class ConsoleCounters:
             "POSTs refused for a missing or wrong CSRF token (or a foreign Origin).",
             registry=registry,
         )
+
+
+class WebhookCounter:
+    """Counts the webhook receiver's answers in the process that receives them
+    (``calbridge serve --metrics-path``): by provider (the first path segment under the
+    receiver's mount; ``other`` when it names no installed provider, so a scanner cannot
+    grow the label set) and status code."""
+
+    def __init__(self, registry: CollectorRegistry, providers: Iterable[str]) -> None:
+        self._providers = frozenset(providers)
+        self.requests = Counter(
+            "calbridge_webhook_requests",
+            "Requests answered by the webhook receiver, by provider and status code "
+            "(2xx: stored or already seen; 4xx: rejected; 5xx/503: failed, redelivered).",
+            ["provider", "code"],
+            registry=registry,
+        )
+
+    def wrap(self, app: Any) -> Callable[[Any, Any, Any], Awaitable[None]]:
+        """``app`` (the receiver, as mounted) with its answers counted."""
+
+        async def counted(scope: Any, receive: Any, send: Any) -> None:
+            if scope["type"] != "http":
+                await app(scope, receive, send)
+                return
+            path = str(scope.get("path", ""))
+            root = str(scope.get("root_path", ""))
+            if root and path.startswith(root):
+                path = path[len(root) :]
+            first = path.lstrip("/").partition("/")[0]
+            provider = first if first in self._providers else "other"
+
+            async def counting_send(message: Any) -> None:
+                if message["type"] == "http.response.start":
+                    self.requests.labels(provider, str(message["status"])).inc()
+                await send(message)
+
+            await app(scope, receive, counting_send)
+
+        return counted
 
 
 def make_registry(engine: Any, *, clock: Callable[[], float] = time.time) -> CollectorRegistry:

@@ -195,6 +195,12 @@ def test_serve_mounts_metrics_and_console_beside_the_receiver(served: str) -> No
     assert receiver.status_code not in (404, 405)
     assert httpx.get(served + "/nothing-here").status_code == 404
 
+    # the receiver's answers are counted per provider and status; unknown paths as other
+    counted = _samples(httpx.get(served + "/metrics").text)
+    code = str(receiver.status_code)
+    assert _value(counted, "calbridge_webhook_requests_total", provider="google", code=code) == 1
+    assert _value(counted, "calbridge_webhook_requests_total", provider="other", code="404") == 1
+
 
 def test_console_command_refuses_without_a_password_and_no_login_off_loopback(
     env: dict[str, str], tmp_path: Path
