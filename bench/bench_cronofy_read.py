@@ -12,8 +12,7 @@ What it does:
 3. Measures calbridge's own work per event on the recorded pages, with no network:
    ``json.loads`` + conversion to ``calbridge.Event``, and the whole client path through
    ``list_events`` over an ``httpx.MockTransport`` serving those pages.
-   calbridge sends through its default ``AiohttpTransport``; a few rounds repeat the plain
-   HTTP comparison with httpx's own transport.
+   calbridge sends through its default transport (httpx's own, pooled).
 4. Streams 10,000 and 100,000 events through ``list_events`` under ``tracemalloc`` and
    reports the peak: flat memory means the peak does not grow with the number of events.
 
@@ -198,7 +197,7 @@ def compare(
     calbridge's read was split into sub-windows (more than one query with a ``from``).
 
     calbridge keeps one HTTP client for all rounds, as a bridge does (through ``transport()``
-    when given, else its default ``AiohttpTransport``); pycronofy makes a new connection per
+    when given, else its default: httpx's own, pooled); pycronofy makes a new connection per
     request, as it always does.
     """
     expected = USERS["bench10k@example.com"]
@@ -548,10 +547,6 @@ def main() -> int:
         ours, theirs = compare(
             base, s10, cal10, tok10, args.rounds, cpu=plain_cpu, splits=plain_split
         )
-        # the same with httpx's own transport (httpcore + h11) under the same client
-        h_ours, h_theirs = compare(
-            base, s10, cal10, tok10, max(3, args.rounds // 3), transport=httpx.AsyncHTTPTransport
-        )
         pages = record_pages(base, tok10, cal10)
         sandbox_eps = max(floor(base, tok10, pages) for _ in range(3))
         # CPU time still moves with the host's other tenants (for minutes at a time): the best
@@ -640,11 +635,6 @@ def main() -> int:
             f"{lat_ratio:.2f}x",
         ),
         (
-            "with httpx's own transport instead of AiohttpTransport: "
-            "calbridge / pycronofy events/s, best (ratio, median of paired rounds)",
-            f"{max(h_ours):,.0f} / {max(h_theirs):,.0f} ({paired(h_ours, h_theirs):.2f}x)",
-        ),
-        (
             "client CPU per page, plain HTTP (median of rounds): calbridge / pycronofy",
             f"{statistics.median(c for c, _ in plain_cpu) * 1e3:.2f} / "
             f"{statistics.median(c for _, c in plain_cpu) * 1e3:.2f} ms",
@@ -721,9 +711,9 @@ def main() -> int:
                 f"({cost['decode']:.1f} µs) and builds typed, validated `calbridge.Event` "
                 f"values ({cost['convert']:.1f} µs), keeping each event's JSON text as its "
                 "lazily decoded `raw`; pycronofy runs `json.loads` and hands out dicts, "
-                "leaving that work to the application. calbridge sends through "
-                "`calbridge.AiohttpTransport` (httpx's API over aiohttp's pool and C "
-                "parser); the row with httpx's own transport shows what that is worth. "
+                "leaving that work to the application. calbridge sends through httpx's "
+                "own transport with pooled connections (bench_realistic.py shows why not "
+                "aiohttp's any more). "
                 f"The sandbox itself is cheap ({sandbox_eps:,.0f} events/s fetched with no "
                 "decoding), so on plain HTTP both clients are bound by their own CPU on this "
                 "machine: calbridge overlaps its work with the sandbox's (page N+1 is on the "

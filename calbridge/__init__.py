@@ -34,7 +34,6 @@ from ._manager import DEFAULT_PLUGINS, PluginHost, ProviderInfo, get_plugin_host
 from ._paging import prefetched_pages
 from ._payload import RawPayload
 from ._serialization import make_converter
-from ._transport import AiohttpTransport
 from .hookspecs import ChangeSource, ProviderRegistrar, hookimpl
 from .models import (
     Account,
@@ -95,7 +94,6 @@ __all__ = [
     "DEFAULT_PLUGINS",
     "Account",
     "AccountStatus",
-    "AiohttpTransport",
     "Attendee",
     "AuthorizationRequest",
     "BreakerPolicy",

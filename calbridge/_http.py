@@ -30,7 +30,7 @@ import tenacity
 from ._breaker import BreakerPolicy, CircuitBreaker, circuit_breaker
 from ._budget import RateBudget, rate_budget
 from ._tracing import PROVIDER, SpanKind, span
-from ._transport import AiohttpTransport
+from ._transport import LoopLocalTransport
 from ._version import __version__
 from .errors import ProviderResponseError, RateLimited, Unavailable
 
@@ -112,25 +112,25 @@ def make_http_client(
     user's response set (a load balancer's affinity, a session) must not ride along on
     another user's requests.
 
-    Requests go through :class:`calbridge.AiohttpTransport` (aiohttp's pool and C parser:
-    a fraction of the CPU per request of httpx's own transport) unless ``transport`` is
-    given: ``httpx.AsyncHTTPTransport(...)`` for httpx's own (HTTP/2, custom sockets), a
-    ``MockTransport`` or ``ASGITransport`` in tests. ``max_keepalive`` bounds httpx's own
-    pool only; ``AiohttpTransport`` keeps up to ``max_connections`` idle connections, each
-    closed after 5 idle seconds.
+    Requests go through httpx's own transport (one pool per event loop, so one client may
+    serve successive loops; idle connections close after 5 s) unless ``transport`` is
+    given: e.g. ``httpx.AsyncHTTPTransport(http2=True)``, a ``MockTransport`` or an
+    ``ASGITransport`` in tests. ``max_connections`` and ``max_keepalive`` bound the pool.
 
     ``breaker`` sets when a provider's circuit opens (by default after 5 calls failed in a
     row, for 30 seconds; see :class:`calbridge.BreakerPolicy`); None turns breakers off.
     """
+    limits = httpx.Limits(
+        max_connections=max_connections,
+        max_keepalive_connections=max_keepalive,
+        keepalive_expiry=5.0,
+    )
     if transport is None:
-        transport = AiohttpTransport(verify=verify, max_connections=max_connections)
+        transport = LoopLocalTransport(verify=verify, limits=limits)
     return _SharedClient(
         breaker=breaker,
-        verify=verify,
         timeout=httpx.Timeout(timeout, connect=connect_timeout),
-        limits=httpx.Limits(
-            max_connections=max_connections, max_keepalive_connections=max_keepalive
-        ),
+        limits=limits,
         headers={"User-Agent": user_agent or f"calbridge/{__version__}"},
         transport=transport,
         follow_redirects=False,
@@ -402,7 +402,7 @@ async def _send(  # noqa: PLR0917 - send's arguments, passed on
 
 
 #: ``trace`` extension events after which a request is on the wire (or will not be):
-#: httpcore's names, which calbridge.AiohttpTransport reports too
+#: httpcore's names
 _SENT_EVENTS: Final = frozenset(
     {
         "http11.send_request_body.complete",
