@@ -164,6 +164,7 @@ class Cluster:
                     *("--handlers", "calbridge.bridge:worker_handlers"),
                     *("--concurrency", str(concurrency), "--log-level", "warning"),
                     *("--poll-interval", "0.5"),
+                    *("--nice", "10"),  # as `calbridge serve` starts its own: acks first
                 ],
                 CALBRIDGE_CONFIG=str(self.config),
             )

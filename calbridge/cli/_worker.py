@@ -74,6 +74,16 @@ def _split(values: Sequence[str]) -> list[str]:
     "passes its own id).",
 )
 @click.option(
+    "--nice",
+    "niceness",
+    type=click.IntRange(0, 19),
+    default=0,
+    show_default=True,
+    help="Lower this process's CPU priority by N (os.nice): on a host that also receives "
+    "webhooks, acknowledgements then go before background syncs (`calbridge serve` "
+    "starts its workers with --nice 10).",
+)
+@click.option(
     "--log-level",
     type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
     default="INFO",
@@ -93,6 +103,7 @@ def worker(
     dead_retention: float | None,
     once: bool,
     parent_pid: int | None,
+    niceness: int,
     log_level: str,
 ) -> None:
     """Run job handlers until SIGTERM or SIGINT.
@@ -108,6 +119,9 @@ def worker(
     ``calbridge.bridge:worker_handlers``, see the same file.
     """
     from ..jobs import JobQueue, Worker, load_handlers
+
+    if niceness:
+        os.nice(niceness)
 
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"

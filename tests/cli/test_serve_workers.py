@@ -53,6 +53,11 @@ def workers_of(serve_pid: int) -> set[int]:
     return out
 
 
+def niceness(pid: int) -> int:
+    """The process's nice value (field 19 of /proc/<pid>/stat)."""
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[16])
+
+
 def alive(pid: int) -> bool:
     """True while ``pid`` exists and is not a zombie."""
     try:
@@ -119,6 +124,14 @@ def test_serve_supervises_worker_processes(
     queue = JobQueue(engine)
     wait_for(lambda: len(children(serve.pid)) == 2, timeout=30, what="two worker processes")
     first = children(serve.pid)
+
+    # in serve's session (one scheduler autogroup: their lower priority counts against
+    # serve's), in a process group of their own (a terminal's Ctrl-C reaches serve only)
+    for pid in first:
+        assert os.getsid(pid) == os.getsid(serve.pid)
+        assert os.getpgid(pid) != os.getpgid(serve.pid)
+    lower = min(19, niceness(serve.pid) + 10)  # a worker lowers its priority as it starts
+    wait_for(lambda: {niceness(pid) for pid in first} == {lower}, timeout=30, what="nice 10")
 
     # the children, not serve, run the jobs
     assert run_whoami(queue, tmp_path / "a") in first
