@@ -13,11 +13,12 @@ from typing import Any, Final
 import attrs
 import sqlalchemy as sa
 
+from ..errors import DecryptionError
 from . import schema as t
 from ._base import Repository
 from ._engine import read, write
 from ._records import RotationReport
-from .vault import Vault, row_aad
+from .vault import ENV_KEYS, Vault, row_aad
 
 __all__ = ["KeyRotation"]
 
@@ -62,16 +63,39 @@ class KeyRotation(Repository):
                 )
         return total
 
+    def missing_key_ids(self) -> set[str]:
+        """Key ids that stored secrets are under but the key ring does not hold."""
+        known = set(self.vault.keys.key_ids)
+        found: set[str] = set()
+        with read(self.engine) as conn:
+            for spec in _SPECS:
+                kid = spec.table.c.key_id
+                found.update(
+                    str(k)
+                    for k in conn.execute(
+                        sa.select(kid).where(kid.is_not(None)).distinct()
+                    ).scalars()
+                )
+        return found - known
+
     def rotate_keys(
         self, *, batch_size: int = 100, max_batches: int | None = None
     ) -> RotationReport:
         """Re-encrypt secrets under the current key, ``batch_size`` rows per transaction.
 
         ``max_batches`` stops early (the rest is left for the next run). Restartable.
-        Raises :class:`~calbridge.errors.DecryptionError` when a row's old key is missing.
+        Raises :class:`~calbridge.errors.DecryptionError`, before re-encrypting anything,
+        when rows are under a key the key ring lacks (an old key removed too early).
         """
         vault = self.vault
         current = vault.current_key_id
+        missing = self.missing_key_ids()
+        if missing:
+            raise DecryptionError(
+                f"secrets are stored under key(s) {', '.join(sorted(missing))}, which "
+                f"{ENV_KEYS} lacks (configured: {', '.join(vault.keys.key_ids)}); add them "
+                "back and run the rotation again: nothing was re-encrypted"
+            )
         rotated = 0
         batches = 0
         for spec in _SPECS:

@@ -161,6 +161,25 @@ def test_rotation_interrupted_and_restarted(engine: sa.Engine, key_a: str, key_b
     assert new_only.count_unrotated() == 0
 
 
+def test_rotation_without_an_old_key_refuses_before_writing(
+    engine: sa.Engine, key_a: str, key_b: str
+) -> None:
+    """The operator dropped the old key too early: the rotation names the missing key and
+    re-encrypts nothing (not even the rows it could read), so adding the key back and
+    running it again finishes the job."""
+    old = Store(engine, Vault(KeyRing.of([("ka", key_a)])))
+    ids = _fill(old, 4)
+    new_only = Store(engine, Vault(KeyRing.of([("kb", key_b)])))
+    new_only.save_tokens(ids[0], TokenSet(access_token=f"{CANARY_AT}-new", refresh_token="rt"))
+    before = new_only.count_unrotated()
+    with pytest.raises(DecryptionError, match=r"key\(s\) ka, .*nothing was re-encrypted"):
+        new_only.rotate_keys(batch_size=1)
+    assert new_only.count_unrotated() == before
+    both = Store(engine, Vault(KeyRing.of([("kb", key_b), ("ka", key_a)])))
+    assert both.rotate_keys().remaining == 0
+    assert new_only.get_tokens(ids[1]) is not None
+
+
 def _raw_bytes(engine: sa.Engine, tmp_path: Path) -> bytes:
     if is_sqlite(engine):
         with engine.connect() as conn:
