@@ -76,9 +76,7 @@ class WorkerSupervisor:
         delay = RESTART_DELAY
         while not self._stopping.is_set():
             started = loop.time()
-            proc = await asyncio.create_subprocess_exec(
-                *self.argv, env=self.env, process_group=0
-            )
+            proc = await asyncio.create_subprocess_exec(*self.argv, env=self.env, process_group=0)
             self.procs[index] = proc
             if self._stopping.is_set():  # stop() ran while it was starting
                 proc.send_signal(signal.SIGTERM)
