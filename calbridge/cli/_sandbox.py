@@ -104,6 +104,9 @@ def serve(
             f"cannot listen on {host}:{port}: {exc.strerror or exc}; "
             "pick another --port (0 picks a free one) or --host"
         ) from None
+    # listening before the URLs are printed: a client that reads them and connects at once
+    # waits in the backlog until uvicorn accepts, instead of being refused
+    sock.listen(128)
     bound = sock.getsockname()[1]
     shown = f"[{host}]" if ":" in host else host
     tls = make_tls_files(tls_dir, hosts=[host]) if tls_dir else None
