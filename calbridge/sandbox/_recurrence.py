@@ -5,13 +5,16 @@ from __future__ import annotations
 import datetime as dt
 import functools
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 import attrs
 from dateutil import rrule
 
 from .._occurrences import wall_clock
 from ..models import EventStatus, EventTime, TimeKind
-from ._model import NativeEvent
+
+if TYPE_CHECKING:  # _model imports this module to build an event's single occurrence
+    from ._model import NativeEvent
 
 __all__ = ["Occurrence", "expand"]
 
