@@ -53,13 +53,33 @@ def _text(driver: Any, css: str) -> str:
 def _click(driver: Any, css: str) -> None:
     """Click a link or button and wait until the next page has replaced this one (every
     click of this test navigates: reading an element sooner could read the old page)."""
+    from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions
     from selenium.webdriver.support.ui import WebDriverWait
 
+    wait = WebDriverWait(driver, 30)
     page = driver.find_element(By.TAG_NAME, "html")
-    driver.find_element(By.CSS_SELECTOR, css).click()
-    WebDriverWait(driver, 30).until(expected_conditions.staleness_of(page))
+
+    def gone(_driver: Any) -> bool:
+        """The page was replaced (Chromium reports a node of a replaced document either as
+        stale or as one that "does not belong to the document")."""
+        try:
+            return bool(expected_conditions.staleness_of(page)(driver))
+        except WebDriverException:
+            return True
+
+    for attempt in range(3):
+        try:  # the element of the document as it is now (not one being replaced)
+            wait.until(expected_conditions.element_to_be_clickable((By.CSS_SELECTOR, css))).click()
+            break
+        except (StaleElementReferenceException, WebDriverException):
+            if gone(driver):
+                break  # the click did navigate: the error came from the page going away
+            if attempt == 2:
+                raise
+    wait.until(gone)
+    wait.until(lambda d: d.execute_script("return document.readyState") == "complete")
 
 
 def _log_in(driver: Any, console: Console, name: str, password: str) -> None:
