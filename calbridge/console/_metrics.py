@@ -13,11 +13,12 @@ from collections.abc import Awaitable, Callable, Iterable, Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from .._tally import SYNC_ROUNDS, THROTTLED
+from ..store import CountRows, CountTotal, read
 from ..store import _console_queries as q
-from ..store import read
 
 __all__ = [
     "CONTENT_TYPE",
@@ -42,7 +43,7 @@ class StoreCollector(Collector):
         self._engine = engine
         self._clock = clock
 
-    def collect(self) -> Iterator[GaugeMetricFamily]:
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         started = time.perf_counter()
         up = GaugeMetricFamily("calbridge_store_up", "1 when the last scrape read the store.")
         try:
@@ -53,6 +54,7 @@ class StoreCollector(Collector):
                 jobs = q.job_states(conn)
                 inbox = q.inbox_backlog(conn)
                 budgets = q.budget_windows(conn)
+                counts = CountRows(self._engine).totals(conn)
         except Exception:  # a scrape reports the store down, never a 500
             up.add_metric([], 0)
             yield up
@@ -76,6 +78,7 @@ class StoreCollector(Collector):
         yield from self._jobs(jobs, now)
         yield from self._inbox(inbox, now)
         yield from self._budgets(budgets, now)
+        yield from self._counts(counts)
         took = GaugeMetricFamily(
             "calbridge_store_scrape_seconds", "Seconds the last scrape spent reading the store."
         )
@@ -181,6 +184,28 @@ class StoreCollector(Collector):
             paused.add_metric(key, max(0.0, row.paused_until_ms / 1000.0 - now))
         yield grants
         yield paused
+
+    @staticmethod
+    def _counts(totals: list[CountTotal]) -> Iterator[CounterMetricFamily]:
+        rounds = CounterMetricFamily(
+            "calbridge_sync_rounds",
+            "Sync rounds by provider and outcome (ok, error, cursor_expired: the cursor was "
+            "refused and a full read followed), summed over every process.",
+            labels=["provider", "outcome"],
+        )
+        throttled = CounterMetricFamily(
+            "calbridge_provider_throttled",
+            "429 answers received from each provider (each pauses the shared rate budget), "
+            "summed over every process.",
+            labels=["provider"],
+        )
+        for total in totals:
+            if total.key.name == SYNC_ROUNDS:
+                rounds.add_metric([total.key.provider, total.key.outcome], total.value)
+            elif total.key.name == THROTTLED:
+                throttled.add_metric([total.key.provider], total.value)
+        yield rounds
+        yield throttled
 
 
 class ConsoleCounters:

@@ -19,6 +19,7 @@ from . import jobs, schema
 from ._accounts import AccountRepository
 from ._audit import AuditRepository
 from ._channels import ChannelRepository
+from ._counts import CountKey, CountRows, CountTotal
 from ._credentials import CredentialRepository
 from ._engine import (
     DEFAULT_URL,
@@ -83,6 +84,9 @@ __all__ = [
     "CircuitRow",
     "CircuitView",
     "Connection",
+    "CountKey",
+    "CountRows",
+    "CountTotal",
     "CredentialRecord",
     "CredentialRepository",
     "DatabaseError",

@@ -24,6 +24,7 @@ __all__ = [
     "id_map",
     "idempotency_keys",
     "metadata",
+    "metric_counts",
     "oauth_states",
     "provider_status",
     "rate_budget",
@@ -321,5 +322,24 @@ circuit_breaker = sa.Table(
     #: process died is given up then); NULL / 0 when none
     sa.Column("probe_id", sa.String(64), nullable=True),
     sa.Column("probe_until_ms", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("updated_ms", sa.BigInteger, nullable=False),
+)
+
+#: counts of what processes saw per provider (sync rounds by outcome, 429s answered ...),
+#: one row per counting process (``source``) so no two processes write the same row; a
+#: scrape sums them (see calbridge/_tally.py, docs/operations.md). Rows of processes gone
+#: for a day are folded into the source ``"retired"``, so the sums never go down.
+metric_counts = sa.Table(
+    "metric_counts",
+    metadata,
+    #: the counting process: ``host:pid:start`` (``"retired"``: folded rows)
+    sa.Column("source", sa.String(255), primary_key=True),
+    #: what is counted: ``sync_rounds``, ``throttled``
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("provider", _PROVIDER, primary_key=True),
+    #: the outcome counted (``ok``, ``error``; empty when the count has none)
+    sa.Column("outcome", sa.String(64), primary_key=True),
+    sa.Column("value", sa.BigInteger, nullable=False),
+    #: when the source last added to it (store clock, epoch ms)
     sa.Column("updated_ms", sa.BigInteger, nullable=False),
 )

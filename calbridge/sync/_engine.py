@@ -31,6 +31,7 @@ import attrs
 
 from .. import jobs
 from .._serialization import make_converter
+from .._tally import SYNC_ROUNDS
 from .._tracing import OPERATION, PROVIDER, annotate, span
 from ..errors import SyncCursorExpired
 from ..models import AccountStatus, Change, ChangeKind, Event, TimeRange
@@ -219,16 +220,25 @@ class SyncEngine:
         OpenTelemetry span, ``calbridge.sync_round``, with the provider and what changed)."""
         attributes = {PROVIDER: account.provider, OPERATION: "sync_round"}
         with span("calbridge.sync_round", **attributes):
-            result = await self._spooled_round(
-                provider,
-                session,
-                account,
-                calendar_id,
-                cursor=cursor,
-                start=start,
-                job=job,
-                window=window,
-            )
+            tally = self.runtime.tally
+            try:
+                result = await self._spooled_round(
+                    provider,
+                    session,
+                    account,
+                    calendar_id,
+                    cursor=cursor,
+                    start=start,
+                    job=job,
+                    window=window,
+                )
+            except SyncCursorExpired:  # the caller reads everything again
+                tally.add(SYNC_ROUNDS, account.provider, "cursor_expired")
+                raise
+            except Exception:
+                tally.add(SYNC_ROUNDS, account.provider, "error")
+                raise
+            tally.add(SYNC_ROUNDS, account.provider, "ok")
             annotate(
                 **{
                     "calbridge.sync.full": result.full,
