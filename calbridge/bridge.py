@@ -1,4 +1,5 @@
-"""The one API applications call: :class:`CalBridge` (async) and :class:`SyncCalBridge`.
+"""The one API applications call: :class:`CalBridge` (async; ``calbridge.SyncCalBridge``
+wraps it for blocking code).
 
 Every per-user call is routed (:mod:`calbridge.router`) to the provider that serves the
 user now — the legacy one, or Cronofy once the user has moved — and the application never
@@ -40,7 +41,7 @@ from .models import Account, Calendar, Event, EventDraft, FreeBusy, TimeRange
 from .router import Decision, NoRouteError
 from .store._offload import offload
 
-__all__ = ["BridgeConfig", "CalBridge", "ForgetReport", "SyncCalBridge", "worker_handlers"]
+__all__ = ["BridgeConfig", "CalBridge", "ForgetReport", "worker_handlers"]
 
 ChangeCallback = Callable[[Any], Awaitable[None]]
 
@@ -436,5 +437,3 @@ def worker_handlers(queue: Any) -> Any:
     bridge = CalBridge(attrs.evolve(config, database_url=url))
     return bridge.changes.handlers
 
-
-from ._blocking import SyncCalBridge  # noqa: E402 - re-exported; it wraps CalBridge

@@ -375,10 +375,6 @@ def test_client_toolkit_import_is_caught() -> None:
 #: graph, by its modules) and why each is still there. Shrink it: break a cycle, then drop
 #: its line (the test fails on a line that no longer matches a cycle).
 ALLOWED_CYCLES: dict[frozenset[str], str] = {
-    frozenset({"calbridge.bridge", "calbridge._blocking"}): (
-        "bridge re-exports SyncCalBridge (calbridge.bridge.SyncCalBridge), which builds a "
-        "CalBridge on its loop thread (import inside _make); drop the re-export to break it"
-    ),
     frozenset({"calbridge.store._engine", "calbridge.store._migrate"}): (
         "create_engine(upgrade=True) runs the Alembic upgrade, which opens its transactions "
         "with the engine module's read/write; the store is being split into repositories"

@@ -10,7 +10,7 @@ import httpx
 
 from calbridge import EventDraft, EventTime, ProviderSettings, TimeRange
 from calbridge._config import BridgeConfig
-from calbridge.bridge import SyncCalBridge
+from calbridge import SyncCalBridge
 from calbridge.sandbox import World, build_app
 from calbridge.store.vault import generate_key
 from calbridge.testing import fresh_plugin_host
