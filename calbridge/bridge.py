@@ -436,4 +436,3 @@ def worker_handlers(queue: Any) -> Any:
     url = engine_url(queue.engine, with_password=True)  # str(engine.url) hides it as ***
     bridge = CalBridge(attrs.evolve(config, database_url=url))
     return bridge.changes.handlers
-

@@ -39,7 +39,7 @@ TRANSITIONS: Final = {
     "rollback": (Phase.LEGACY, "any phase → legacy"),
 }
 #: every action of the user page
-ACTIONS: Final = (*TRANSITIONS, "pin", "unpin", "parity")
+ACTIONS: Final = (*TRANSITIONS, "pin", "unpin", "parity", "retry")
 PHASES: Final = ("legacy", "shadow", "dual", "cutover", "retired")
 #: largest form body accepted
 _MAX_FORM: Final = 16 * 1024
@@ -301,6 +301,13 @@ class _Console:
             if not any(a.provider == provider and a.active for a in facts.accounts):
                 reason = f"{user} has no active {provider} account to pin to"
                 return {"ok": False, "reasons": [reason]}
+        if action == "retry":
+            dead = await self.dead_jobs(user)
+            if not dead:
+                return {"ok": False, "reasons": [f"{user} has no dead jobs"]}
+            kinds = ", ".join(sorted({j.kind for j in dead}))
+            what = f"{len(dead)} dead job(s) ({kinds}) queued again with a fresh attempt budget"
+            return {"ok": True, "reasons": [what]}
         if action not in TRANSITIONS:
             return {"ok": True, "reasons": []}
         try:
@@ -331,6 +338,8 @@ class _Console:
                 detail = {"provider": target}
                 await self.bridge.pin(user, target)
                 return "done", "", detail
+            if action == "retry":
+                return await self.retry_dead(user)
             report = await self.migrator.check_parity(user)
             self.reports[user] = {"at": time.time(), **report.as_dict()}
             self.reports.move_to_end(user)
@@ -346,6 +355,29 @@ class _Console:
             return "conflict", str(exc), detail
         except (CalbridgeError, LookupError) as exc:
             return "refused", str(exc), detail
+
+    async def dead_jobs(self, user: str) -> list[q.JobRow]:
+        """The user's dead jobs (their payload names the user or one of its accounts)."""
+        accounts = await self.bridge.accounts(user)
+        ids = [a.id for a in accounts if a.id is not None]
+
+        def load() -> list[q.JobRow]:
+            with read(self.runtime.engine) as conn:
+                return q.user_jobs(conn, user, ids, states=("dead",))
+
+        return await offload(load)
+
+    async def retry_dead(self, user: str) -> tuple[str, str, dict[str, Any]]:
+        """Queue the user's dead jobs again, as ``calbridge jobs --retry`` does for each
+        (a job whose coalesce key already has a queued job is left: that one does the work)."""
+        dead = await self.dead_jobs(user)
+        if not dead:
+            return "refused", f"{user} has no dead jobs", {}
+        queued = [j.id for j in dead if await offload(self.runtime.queue.retry_dead, j.id)]
+        left = [j.id for j in dead if j.id not in queued]
+        detail = {"requeued": queued, "left": left}
+        message = f"{len(left)} left: a job of the same work is already queued" if left else ""
+        return ("done" if queued else "already"), message, detail
 
     async def cohort(self, request: Request) -> Response:
         """A transition for every user of one phase (``Migrator.bulk``), confirmed first."""

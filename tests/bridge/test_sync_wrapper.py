@@ -8,9 +8,8 @@ from urllib.parse import parse_qsl, urlsplit
 
 import httpx
 
-from calbridge import EventDraft, EventTime, ProviderSettings, TimeRange
+from calbridge import EventDraft, EventTime, ProviderSettings, SyncCalBridge, TimeRange
 from calbridge._config import BridgeConfig
-from calbridge import SyncCalBridge
 from calbridge.sandbox import World, build_app
 from calbridge.store.vault import generate_key
 from calbridge.testing import fresh_plugin_host

@@ -251,3 +251,46 @@ async def test_no_login_console_and_required_password(bridge: CalBridge) -> None
         page = await client.get("/")
         assert page.status_code == 200
         assert '<strong id="operator">local</strong>' in page.text
+
+
+async def test_retry_dead_jobs_queues_them_again_and_audits(
+    http: httpx.AsyncClient, bridge: CalBridge
+) -> None:
+    """A job about erin that failed its last attempt is dead: the user page offers
+    'retry dead jobs', the confirmation says what will be queued, and confirming queues
+    it with a fresh attempt budget, audited with the operator; with none dead, refused."""
+    from calbridge.jobs import HandlerRegistry, Worker
+
+    [account] = await bridge.accounts("erin")
+    queue = bridge.runtime.queue
+    handlers = HandlerRegistry()
+
+    @handlers.handler("console.test.boom")
+    async def boom(job: Any) -> None:
+        raise RuntimeError("upstream refused")
+
+    job_id = queue.enqueue("console.test.boom", {"account": account.id}, max_attempts=1)
+    worker = Worker(queue, handlers, schedule_interval=None)
+    assert await worker.run_until_idle() == 1
+    dead = queue.get(job_id)
+    assert dead is not None
+    assert dead.state == "dead"
+
+    csrf = await _login(http, "olga")
+    page = await http.get("/users/erin")
+    assert 'id="action-retry"' in page.text
+    assert 'id="action-retry"' not in (await http.get("/users/ann")).text
+    confirm, done = await _act(http, csrf, "erin", action="retry")
+    assert "1 dead job(s) (console.test.boom) queued again" in confirm.text
+    assert "retry erin: done" in (await http.get(done.headers["location"])).text
+    again = queue.get(job_id)
+    assert again is not None
+    assert (again.state, again.attempts) == ("queued", 0)
+    [entry] = _audit(bridge, "erin", "console.retry")
+    assert entry.actor == "console:olga"
+    assert entry.detail == {"operator": "olga", "outcome": "done", "requeued": [job_id], "left": []}
+
+    confirm, _ = await _act(http, csrf, "erin", action="retry")
+    assert "erin has no dead jobs" in confirm.text
+    outcomes = [e.detail["outcome"] for e in _audit(bridge, "erin", "console.retry")]
+    assert outcomes == ["refused", "done"]  # newest first
