@@ -21,26 +21,7 @@ from ._audit import AuditRepository
 from ._channels import ChannelRepository
 from ._counts import CountKey, CountRows, CountTotal
 from ._credentials import CredentialRepository
-from ._engine import (
-    DEFAULT_URL,
-    ENV_URL,
-    PG_NOW_SQL,
-    Connection,
-    DatabaseError,
-    Engine,
-    checkpoint_wal,
-    create_engine,
-    database_now,
-    defer_wal_checkpoint,
-    dialect_insert,
-    engine_url,
-    is_locked,
-    is_postgres,
-    is_sqlite,
-    read,
-    resolve_url,
-    write,
-)
+from ._engine import DEFAULT_URL, ENV_URL, create_engine, engine_url, resolve_url
 from ._events import EventRepository, event_bounds
 from ._feed import FeedRecord, FeedRepository
 from ._limits import BudgetChange, BudgetRows, BudgetWindowRow, CircuitRow, CircuitView
@@ -62,6 +43,21 @@ from ._records import (
 from ._rotate import KeyRotation
 from ._routing import RoutingRepository, StaleWriteError
 from ._store import Store, StoreRuntime
+from ._tx import (
+    PG_NOW_SQL,
+    Connection,
+    DatabaseError,
+    Engine,
+    checkpoint_wal,
+    database_now,
+    defer_wal_checkpoint,
+    dialect_insert,
+    is_locked,
+    is_postgres,
+    is_sqlite,
+    read,
+    write,
+)
 from .schema import metadata
 from .vault import ENV_KEYS, KeyRing, Vault, generate_key, row_aad
 

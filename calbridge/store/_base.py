@@ -14,7 +14,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from ._engine import dialect_insert, read, write
+from ._tx import dialect_insert, read, write
 from .vault import Vault
 
 __all__ = ["Clock", "RepoBase", "Repository"]

@@ -1,14 +1,10 @@
-"""Engines and transactions: one code path for SQLite (embedded) and PostgreSQL.
+"""Opening a calbridge database: SQLite (embedded) or PostgreSQL, one URL either way.
 
-``create_engine(url)`` accepts ``sqlite:///path`` (default ``./calbridge.db``) and
-``postgresql+psycopg://user@host/db``. Every unit of work runs in :func:`write` or
-:func:`read`::
-
-    engine = create_engine("sqlite:///calbridge.db")
-    with write(engine) as conn:          # SQLite: BEGIN IMMEDIATE (one writer, no deadlock)
-        conn.execute(table.insert().values(...))
-    with read(engine) as conn:           # SQLite: BEGIN (deferred; a consistent snapshot)
-        rows = conn.execute(sa.select(table)).all()
+``create_engine(url)`` accepts ``sqlite:///path`` (default ``./calbridge.db``, or
+``$CALBRIDGE_DATABASE_URL``) and ``postgresql+psycopg://user@host/db``, and migrates an
+embedded SQLite file to the newest schema on open (:mod:`calbridge.store._migrate`).
+Units of work on the engine run in :func:`calbridge.store.write` / :func:`~calbridge.store.read`
+(:mod:`calbridge.store._tx`).
 
 SQLite connections run in WAL mode with ``synchronous=FULL`` (a committed row survives a
 power loss, so a 2xx promised to a webhook sender holds), ``foreign_keys=ON`` and a busy
@@ -21,10 +17,7 @@ transactions; take row locks with ``SELECT ... FOR UPDATE`` where needed.
 from __future__ import annotations
 
 import os
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from typing import Any, Final, TypeAlias
+from typing import Any, Final
 
 import sqlalchemy as sa
 from sqlalchemy import event
@@ -32,23 +25,17 @@ from sqlalchemy.engine import make_url
 
 from calbridge.errors import ConfigurationError, StoreError
 
+from ._migrate import upgrade as run_upgrade
+from ._tx import WRITE_OPTION, Engine
+
 __all__ = [
     "DEFAULT_URL",
     "ENV_URL",
     "SQLITE_BUSY_TIMEOUT_MS",
-    "Connection",
-    "DatabaseError",
-    "Engine",
-    "checkpoint_wal",
     "create_engine",
-    "defer_wal_checkpoint",
-    "is_locked",
-    "is_postgres",
-    "is_sqlite",
-    "read",
+    "engine_url",
     "require_existing",
     "resolve_url",
-    "write",
 ]
 
 #: the embedded default: one SQLite file in the working directory
@@ -57,8 +44,6 @@ DEFAULT_URL: Final = "sqlite:///./calbridge.db"
 ENV_URL: Final = "CALBRIDGE_DATABASE_URL"
 #: how long a SQLite writer waits for the write lock before failing
 SQLITE_BUSY_TIMEOUT_MS: Final = 30_000
-
-_WRITE_OPTION: Final = "calbridge_write"
 
 
 def resolve_url(url: str | None = None) -> str:
@@ -87,38 +72,6 @@ def require_existing(url: str | None = None) -> None:
         f"(--database-url, {ENV_URL} or database_url in the --config file); "
         "`calbridge db upgrade` creates a new one"
     )
-
-
-def is_sqlite(engine: sa.Engine | sa.Connection) -> bool:
-    """True for a SQLite engine or connection."""
-    return engine.dialect.name == "sqlite"
-
-
-def is_postgres(engine: sa.Engine | sa.Connection) -> bool:
-    """True for a PostgreSQL engine or connection."""
-    return engine.dialect.name == "postgresql"
-
-
-#: the database's clock on PostgreSQL, epoch seconds (``clock_timestamp()``: read when the
-#: statement runs, not when the transaction began)
-PG_NOW_SQL: Final = "extract(epoch from clock_timestamp())"
-
-
-def database_now(conn: sa.Connection) -> float:
-    """Epoch seconds by the database's clock on PostgreSQL (processes on hosts with skewed
-    clocks agree on it), by the system clock on SQLite (one host)."""
-    if is_postgres(conn):
-        return float(conn.execute(sa.text(f"SELECT {PG_NOW_SQL}")).scalar_one())
-    return time.time()
-
-
-def dialect_insert(conn: sa.Connection, table: sa.Table) -> Any:
-    """An INSERT of ``conn``'s dialect, with ``on_conflict_do_nothing/_do_update``."""
-    from sqlalchemy.dialects import postgresql, sqlite
-
-    if is_postgres(conn):
-        return postgresql.insert(table)
-    return sqlite.insert(table)
 
 
 def create_engine(
@@ -178,8 +131,6 @@ def create_engine(
     if upgrade is None:
         upgrade = backend == "sqlite"
     if upgrade:
-        from ._migrate import upgrade as run_upgrade
-
         run_upgrade(engine)
     return engine
 
@@ -217,69 +168,12 @@ def _sqlite_engine(parsed: sa.URL, *, echo: bool) -> sa.Engine:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: sa.Connection) -> None:
-        if conn.get_execution_options().get(_WRITE_OPTION):
+        if conn.get_execution_options().get(WRITE_OPTION):
             conn.exec_driver_sql("BEGIN IMMEDIATE")
         else:
             conn.exec_driver_sql("BEGIN")
 
     return engine
-
-
-@contextmanager
-def write(engine: sa.Engine) -> Iterator[sa.Connection]:
-    """A write transaction: committed on success, rolled back on an exception.
-
-    On SQLite it starts with ``BEGIN IMMEDIATE`` (waits up to the busy timeout for the
-    single write lock). Keep it short: never await network I/O inside.
-    """
-    with engine.connect() as raw:
-        conn = raw.execution_options(**{_WRITE_OPTION: True})
-        with conn.begin():
-            yield conn
-
-
-@contextmanager
-def read(engine: sa.Engine) -> Iterator[sa.Connection]:
-    """A read-only transaction (a consistent snapshot on SQLite WAL); always rolled back."""
-    with engine.connect() as conn:
-        trans = conn.begin()
-        try:
-            yield conn
-        finally:
-            trans.rollback()
-
-
-#: a connection in a :func:`read` or :func:`write` transaction, for code outside the
-#: store that passes one on to repository methods (``conn=``) without speaking SQL
-Connection: TypeAlias = sa.Connection
-#: an engine from :func:`create_engine`
-Engine: TypeAlias = sa.Engine
-#: any error the database or its driver raised (SQLAlchemy wraps the driver's)
-DatabaseError: TypeAlias = sa.exc.SQLAlchemyError
-
-
-def is_locked(exc: BaseException) -> bool:
-    """True for SQLite's "database is locked" (a writer waited out the busy timeout under
-    heavy load: retrying the transaction may succeed)."""
-    return isinstance(exc, sa.exc.OperationalError) and "locked" in str(exc.orig).lower()
-
-
-def defer_wal_checkpoint(conn: sa.Connection, pages: int) -> bool:
-    """SQLite: let the WAL grow to ``pages`` before a commit checkpoints it, for this
-    connection (a process then checkpoints with :func:`checkpoint_wal` off the request
-    path). True on SQLite; PostgreSQL has nothing to do (False)."""
-    if not is_sqlite(conn):
-        return False
-    conn.exec_driver_sql(f"PRAGMA wal_autocheckpoint = {int(pages)}")
-    return True
-
-
-def checkpoint_wal(engine: sa.Engine) -> None:
-    """SQLite: copy the WAL back into the database, PASSIVE-ly (never blocking writers)."""
-    if not is_sqlite(engine):
-        return
-    with engine.connect() as conn:
-        conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)")
 
 
 def engine_url(engine: Engine, *, with_password: bool = False) -> str:

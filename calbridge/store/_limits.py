@@ -20,7 +20,7 @@ import attrs
 import sqlalchemy as sa
 
 from . import schema as t
-from ._engine import database_now, dialect_insert, read, write
+from ._tx import database_now, dialect_insert, read, write
 
 __all__ = ["BudgetChange", "BudgetRows", "BudgetWindowRow", "CircuitRow", "CircuitView"]
 

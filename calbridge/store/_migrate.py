@@ -18,7 +18,7 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
-from ._engine import is_postgres, read, write
+from ._tx import is_postgres, read, write
 
 __all__ = ["MIGRATIONS_DIR", "alembic_config", "current_revisions", "head_revisions", "upgrade"]
 

@@ -16,8 +16,8 @@ import sqlalchemy as sa
 from ..errors import DecryptionError
 from . import schema as t
 from ._base import Repository
-from ._engine import read, write
 from ._records import RotationReport
+from ._tx import read, write
 from .vault import ENV_KEYS, Vault, row_aad
 
 __all__ = ["KeyRotation"]

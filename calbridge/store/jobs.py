@@ -36,7 +36,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from calbridge.errors import CalbridgeError
 
-from ._engine import PG_NOW_SQL, database_now, dialect_insert, is_postgres
+from ._tx import PG_NOW_SQL, database_now, dialect_insert, is_postgres
 from .schema import metadata
 
 __all__ = [

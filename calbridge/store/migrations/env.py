@@ -8,7 +8,7 @@ import importlib
 import sqlalchemy as sa
 from alembic import context
 
-from calbridge.store import _engine
+from calbridge.store import create_engine, resolve_url, write
 from calbridge.store.schema import metadata
 
 config = context.config
@@ -33,7 +33,7 @@ def _run(connection: sa.Connection) -> None:
 
 if context.is_offline_mode():
     context.configure(
-        url=_engine.resolve_url(config.get_main_option("sqlalchemy.url")),
+        url=resolve_url(config.get_main_option("sqlalchemy.url")),
         target_metadata=metadata,
         literal_binds=True,
         render_as_batch=True,
@@ -45,9 +45,9 @@ else:
     if given is not None:
         _run(given)
     else:
-        engine = _engine.create_engine(config.get_main_option("sqlalchemy.url"), upgrade=False)
+        engine = create_engine(config.get_main_option("sqlalchemy.url"), upgrade=False)
         try:
-            with _engine.write(engine) as conn:
+            with write(engine) as conn:
                 _run(conn)
         finally:
             engine.dispose()
