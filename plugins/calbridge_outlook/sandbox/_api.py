@@ -14,8 +14,8 @@ from starlette.responses import JSONResponse, Response
 from calbridge import EventStatus
 from calbridge.sandbox import NativeEvent, User, expand
 
+from .._tz import parse_graph_datetime, to_iana
 from ._core import PROVIDER, Found, GraphError, GraphView, not_found
-from ._graphtime import parse_graph_datetime, to_iana
 from ._render import BadBody, calendar_json, change_key, fields_from_body
 from ._subs import create_subscription, delete_subscription, renew_subscription
 from ._views import calendar_view, delta, parse_window

@@ -27,8 +27,8 @@ from calbridge import (
 )
 from calbridge.sandbox import NativeCalendar, NativeEvent, Occurrence, User
 
-from ._graphtime import format_graph_datetime, parse_graph_datetime, to_iana, to_windows, zone
-from ._patterns import UnsupportedRecurrence, pattern_from_rrule, rrule_from_pattern
+from .._recurrence import UnsupportedRecurrence, pattern_from_rrule, rrule_from_pattern
+from .._tz import format_graph_datetime, parse_graph_datetime, to_iana, to_windows, zone
 from ._state import Overlay
 
 __all__ = [

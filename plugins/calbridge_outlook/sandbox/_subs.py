@@ -23,8 +23,8 @@ import httpx
 from calbridge import Secret
 from calbridge.sandbox import DeliveryPolicy, NativeChange, User
 
+from .._tz import parse_graph_datetime
 from ._core import PROVIDER, GraphError, GraphView, not_found
-from ._graphtime import parse_graph_datetime
 from ._render import change_key
 from ._state import SandboxSubscription
 

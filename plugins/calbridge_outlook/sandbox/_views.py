@@ -21,8 +21,8 @@ from starlette.requests import Request
 
 from calbridge.sandbox import Occurrence, User
 
+from .._tz import parse_graph_datetime
 from ._core import GraphError, GraphView
-from ._graphtime import parse_graph_datetime
 from ._state import DeltaRound, DeltaState
 
 __all__ = ["calendar_view", "delta", "parse_window"]
