@@ -1,17 +1,13 @@
 """Time values of the domain model: :class:`EventTime` (all-day, floating or zoned) and
 :class:`TimeRange`.
 
-Re-exported by :mod:`calbridge.models` and :mod:`calbridge`. Providers build one or two
-:class:`EventTime` per event read, so its factories set the slots directly (see
-:func:`_slot_setters`) instead of going through the generic ``__init__``.
+Re-exported by :mod:`calbridge.models` and :mod:`calbridge`.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import enum
-from collections.abc import Callable
-from typing import Any
 
 import attrs
 
@@ -81,14 +77,14 @@ class EventTime:
         """An all-day date (end dates are exclusive)."""
         if not isinstance(date, dt.date) or isinstance(date, dt.datetime):
             raise ValueError("an all-day EventTime takes a date, not a datetime")
-        return _new_time(cls, _DATE, date, None, None)
+        return cls(kind=_DATE, date=date)
 
     @classmethod
     def floating(cls, local: dt.datetime) -> EventTime:
         """A wall-clock time with no zone."""
         if not isinstance(local, dt.datetime) or local.tzinfo is not None:
             raise ValueError("a floating EventTime takes a naive datetime")
-        return _new_time(cls, _FLOATING, None, local, None)
+        return cls(kind=_FLOATING, datetime=local)
 
     @classmethod
     def zoned(cls, instant: dt.datetime, tzid: str | None = None) -> EventTime:
@@ -99,13 +95,7 @@ class EventTime:
             tzid = getattr(instant.tzinfo, "key", None) or "UTC"
         elif not tzid:
             raise ValueError("a zoned EventTime has an aware datetime and a tzid")
-        # _new_time written out: providers build one or two of these per event read
-        out = object.__new__(cls)
-        _t_kind(out, _ZONED)
-        _t_date(out, None)
-        _t_datetime(out, instant)
-        _t_tzid(out, tzid)
-        return out
+        return cls(kind=_ZONED, datetime=instant, tzid=tzid)
 
     @property
     def is_all_day(self) -> bool:
@@ -145,29 +135,3 @@ class TimeRange:
     def contains(self, instant: dt.datetime) -> bool:
         """True when ``instant`` is inside ``[start, end)``."""
         return self.start <= instant < self.end
-
-
-def _slot_setters(cls: type, *names: str) -> tuple[Callable[[Any, Any], None], ...]:
-    """Each named slot's descriptor ``__set__`` (frozen classes refuse ``setattr``)."""
-    return tuple(cls.__dict__[name].__set__ for name in names)
-
-
-(_t_kind, _t_date, _t_datetime, _t_tzid) = _slot_setters(
-    EventTime, "kind", "date", "datetime", "tzid"
-)
-
-
-def _new_time(
-    cls: type[EventTime],
-    kind: TimeKind,
-    date: dt.date | None,
-    datetime: dt.datetime | None,
-    tzid: str | None,
-) -> EventTime:
-    # the factories' checked values, without the generic __init__'s re-checking
-    out = object.__new__(cls)
-    _t_kind(out, kind)
-    _t_date(out, date)
-    _t_datetime(out, datetime)
-    _t_tzid(out, tzid)
-    return out

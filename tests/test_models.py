@@ -373,12 +373,8 @@ def test_event_and_draft_validation() -> None:
 
 
 def test_event_from_fields_is_the_keyword_constructor_positionally() -> None:
-    """Event.from_fields takes every field, positional-only, in declaration order, and
-    builds the same event with the same checks as Event(...)."""
-    params = list(inspect.signature(Event.from_fields).parameters.values())
-    assert [p.name for p in params] == [f.name for f in attrs.fields(Event)]
-    assert all(p.kind is inspect.Parameter.POSITIONAL_ONLY for p in params)
-    assert all(p.default is inspect.Parameter.empty for p in params)
+    """Event.from_fields (deprecated) takes every field positionally, in declaration
+    order, and builds the same event with the same checks as Event(...)."""
     start = EventTime.zoned(dt.datetime(2026, 1, 1, 9, tzinfo=dt.UTC), "Europe/Paris")
     end = EventTime.zoned(dt.datetime(2026, 1, 1, 10, tzinfo=dt.UTC), "Europe/Paris")
     values: dict[str, Any] = {
@@ -448,27 +444,28 @@ def test_event_from_fields_is_the_keyword_constructor_positionally() -> None:
     with pytest.raises(TypeError):
         Event.from_fields(*{**values, "properties": {"k": 1}}.values())
     with pytest.raises(TypeError):
-        Event.from_fields(*values.values(), None)  # type: ignore[call-arg]
+        Event.from_fields(*values.values(), None)
     with pytest.raises(attrs.exceptions.FrozenInstanceError):
         fast.summary = "changed"  # type: ignore[misc]
 
 
 def test_event_init_matches_its_fields() -> None:
-    """Event's hand-written __init__ takes exactly its fields, in order, with their defaults."""
+    """Event's __init__ takes exactly its fields, keyword-only, in order; ``None`` for
+    ``properties`` or ``raw`` is an empty mapping, and every event gets its own."""
     params = list(inspect.signature(Event.__init__).parameters.values())[1:]
     fields: list[attrs.Attribute[Any]] = list(attrs.fields(Event))
     assert [p.name for p in params] == [f.name for f in fields]
     assert all(p.kind is inspect.Parameter.KEYWORD_ONLY for p in params)
     for p, f in zip(params, fields, strict=True):
-        if f.default is attrs.NOTHING:
-            assert p.default is inspect.Parameter.empty, f.name
-        elif isinstance(f.default, attrs.Factory):  # type: ignore[arg-type]  # a class at runtime
-            assert p.default is None, f.name
-        else:
-            assert p.default == f.default, f.name
+        required = f.default is attrs.NOTHING
+        assert (p.default is inspect.Parameter.empty) is required, f.name
     timed = EventTime.zoned(dt.datetime(2026, 1, 1, 9, tzinfo=dt.UTC))
     ev = Event(id="e", calendar_id="c", provider="p", start=timed, end=timed)
     assert ev.raw == {} and ev.properties == {} and ev.recurrence == ()  # noqa: PT018
+    nones = Event(
+        id="e", calendar_id="c", provider="p", start=timed, end=timed, properties=None, raw=None
+    )
+    assert nones == ev and nones.raw == {} and nones.properties == {}  # noqa: PT018
     assert ev.raw is not Event(id="e", calendar_id="c", provider="p", start=timed, end=timed).raw
     # converters still copy and check what the caller passes
     props = {"k": "v"}
