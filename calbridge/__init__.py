@@ -21,6 +21,7 @@ from ._budget import (
     rate_budget,
 )
 from ._http import (
+    ProviderCall,
     RateLimiter,
     RetryPolicy,
     make_http_client,
@@ -120,6 +121,7 @@ __all__ = [
     "Person",
     "PluginHost",
     "Provider",
+    "ProviderCall",
     "ProviderInfo",
     "ProviderRegistrar",
     "ProviderSettings",

@@ -414,9 +414,12 @@ class CircuitBreaker:
 _create_lock = threading.Lock()
 
 
-def circuit_breaker(client: httpx.AsyncClient, provider: str) -> CircuitBreaker | None:
-    """The breaker of ``provider`` on this shared client (None when the client has none:
-    clients not made by :func:`calbridge.make_http_client`, or made with ``breaker=None``).
+def circuit_breaker(
+    client: httpx.AsyncClient | httpx.AsyncBaseTransport, provider: str
+) -> CircuitBreaker | None:
+    """The breaker of ``provider`` on this shared client, or on its transport (None when
+    the client has none: clients not made by :func:`calbridge.make_http_client`, or made
+    with ``breaker=None``).
     """
     breakers: dict[str, CircuitBreaker] | None = getattr(client, "breakers", None)
     if breakers is None:

@@ -609,8 +609,10 @@ class RateBudget:
 
 
 def install_rate_budget(client: httpx.AsyncClient, budget: RateBudget) -> None:
-    """Make :func:`calbridge.send` on ``client`` take ``budget.provider``'s calls from
-    ``budget`` (and pause it on a 429)."""
+    """Make ``client`` take ``budget.provider``'s calls from ``budget`` (and pause it on a
+    429): on the shared client, every request marked as a call to that provider
+    (:class:`calbridge.ProviderCall`, :func:`calbridge.send`); on another client, the
+    calls :func:`calbridge.send` makes."""
     budgets: dict[str, RateBudget] | None = getattr(client, "rate_budgets", None)
     if budgets is None:
         budgets = {}
@@ -618,7 +620,10 @@ def install_rate_budget(client: httpx.AsyncClient, budget: RateBudget) -> None:
     budgets[budget.provider] = budget
 
 
-def rate_budget(client: httpx.AsyncClient, provider: str) -> RateBudget | None:
-    """The budget installed on ``client`` for ``provider``, if any."""
+def rate_budget(
+    client: httpx.AsyncClient | httpx.AsyncBaseTransport, provider: str
+) -> RateBudget | None:
+    """The budget installed on ``client`` (or on the shared client's transport) for
+    ``provider``, if any."""
     budgets: dict[str, RateBudget] | None = getattr(client, "rate_budgets", None)
     return budgets.get(provider) if budgets else None

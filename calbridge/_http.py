@@ -1,21 +1,17 @@
-"""The shared HTTP layer: one ``httpx.AsyncClient`` per bridge, retries, rate limits.
+"""The shared HTTP layer: one ``httpx.AsyncClient`` per bridge, and :func:`send`.
 
-Providers never build clients; they receive one and send through :func:`send`, which
-retries idempotent requests on connection errors, timeouts, 429, 502, 503 and 504 with
-exponential backoff and full jitter (tenacity), honours ``Retry-After`` (delay-seconds,
-fractional too, or an HTTP-date), and surfaces a wait longer than the policy allows as a
-typed error carrying the delay, so a job can be rescheduled instead of sleeping.
+Providers never build clients; they receive the one :func:`make_http_client` made, whose
+transport (:class:`calbridge._resilience.ResilientTransport`) retries provider calls,
+drives the providers' circuit breakers and takes their grants from the shared rate
+budgets. :func:`send` marks a request as a call to a provider and sends it; a plugin may
+do the same with :class:`calbridge.ProviderCall` and ``client.send``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime as dt
-import email.utils
 import http.cookiejar
-import logging
-import math
 import random
 import ssl
 import time
@@ -25,16 +21,27 @@ from typing import Any, Final
 
 import attrs
 import httpx
-import tenacity
 
 from ._breaker import BreakerPolicy, CircuitBreaker, circuit_breaker
 from ._budget import RateBudget, rate_budget
-from ._tracing import PROVIDER, SpanKind, span
+from ._resilience import (
+    IDEMPOTENT_METHODS,
+    RETRY_STATUSES,
+    ProviderCall,
+    ResilientTransport,
+    RetryPolicy,
+    mark_streamed,
+    parse_retry_after,
+    redact_url,
+)
 from ._transport import LoopLocalTransport
 from ._version import __version__
-from .errors import ProviderResponseError, RateLimited, Unavailable
+from .errors import ProviderResponseError
 
 __all__ = [
+    "IDEMPOTENT_METHODS",
+    "RETRY_STATUSES",
+    "ProviderCall",
     "RateLimiter",
     "RetryPolicy",
     "make_http_client",
@@ -42,13 +49,10 @@ __all__ = [
     "read_json",
     "redact_url",
     "send",
+    "signal_when_sent",
 ]
 
 _DEFAULT_BREAKER = BreakerPolicy()
-log = logging.getLogger("calbridge.http")
-
-IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
-RETRY_STATUSES = frozenset({429, 502, 503, 504})
 
 
 #: a cookie policy that accepts no cookie from any domain
@@ -70,17 +74,34 @@ class _NoCookies(httpx.Cookies):
 
 
 class _SharedClient(httpx.AsyncClient):
-    """The shared client: an :class:`httpx.AsyncClient` whose cookie jar stays empty, and
-    which carries one circuit breaker per provider (see :func:`calbridge.circuit_breaker`).
+    """The shared client: an :class:`httpx.AsyncClient` whose cookie jar stays empty, sending
+    through a :class:`~calbridge._resilience.ResilientTransport` (which holds one circuit
+    breaker per provider, see :func:`calbridge.circuit_breaker`, and the rate budgets,
+    see :func:`calbridge.install_rate_budget`).
+
+    Its :meth:`send` tells the transport whether the caller streams the answer, and
+    unlinks a read answer from its stream (see :func:`_unlinked`).
     """
 
-    def __init__(self, *, breaker: BreakerPolicy | None, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
+    def __init__(
+        self, *, transport: httpx.AsyncBaseTransport, breaker: BreakerPolicy | None, **kwargs: Any
+    ) -> None:
+        self.resilience = ResilientTransport(transport, breaker=breaker)
+        super().__init__(transport=self.resilience, **kwargs)
         self._jar = _NoCookies()
-        self.breaker_policy = breaker
-        self.breakers: dict[str, CircuitBreaker] | None = {} if breaker is not None else None
-        #: the application-wide budgets calls are taken from (see calbridge.install_rate_budget)
-        self.rate_budgets: dict[str, RateBudget] = {}
+
+    @property
+    def breaker_policy(self) -> BreakerPolicy | None:
+        return self.resilience.breaker_policy
+
+    @property
+    def breakers(self) -> dict[str, CircuitBreaker] | None:
+        return self.resilience.breakers
+
+    @property
+    def rate_budgets(self) -> dict[str, RateBudget]:
+        """The application-wide budgets calls are taken from (see install_rate_budget)."""
+        return self.resilience.rate_budgets
 
     @property
     def cookies(self) -> httpx.Cookies:
@@ -89,6 +110,14 @@ class _SharedClient(httpx.AsyncClient):
     @cookies.setter
     def cookies(self, cookies: Any) -> None:
         raise TypeError("the shared client keeps no cookies (pass them per request)")
+
+    async def send(
+        self, request: httpx.Request, *, stream: bool = False, **kwargs: Any
+    ) -> httpx.Response:
+        if ProviderCall.of(request) is not None:
+            mark_streamed(request, stream)
+        response = await super().send(request, stream=stream, **kwargs)
+        return response if stream else _unlinked(response)
 
 
 def make_http_client(
@@ -116,6 +145,11 @@ def make_http_client(
     serve successive loops; idle connections close after 5 s) unless ``transport`` is
     given: e.g. ``httpx.AsyncHTTPTransport(http2=True)``, a ``MockTransport`` or an
     ``ASGITransport`` in tests. ``max_connections`` and ``max_keepalive`` bound the pool.
+
+    Whatever the transport, it is wrapped in one that makes provider calls (requests
+    marked with a :class:`calbridge.ProviderCall`, as :func:`send` marks them) resilient:
+    retries, ``Retry-After``, the provider's circuit breaker and rate budget, a client
+    span (see :mod:`calbridge._resilience`). Other requests pass straight through.
 
     ``breaker`` sets when a provider's circuit opens (by default after 5 calls failed in a
     row, for 30 seconds; see :class:`calbridge.BreakerPolicy`); None turns breakers off.
@@ -147,69 +181,6 @@ def read_json(response: httpx.Response, *, provider: str, what: str = "the answe
         ) from None
 
 
-def redact_url(url: httpx.URL | str) -> str:
-    """The URL without its query string (queries may carry codes or tokens)."""
-    u = httpx.URL(str(url))
-    return str(u.copy_with(query=None, fragment=None))
-
-
-def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
-    """Seconds to wait from a ``Retry-After`` header, or None when absent or garbage.
-
-    Accepts delay-seconds (``"120"``, ``"1.5"`` as Graph sends) and HTTP-dates.
-    Negative or past values become 0.
-    """
-    if value is None:
-        return None
-    text = value.strip()
-    if not text:
-        return None
-    try:
-        seconds = float(text)
-    except ValueError:
-        pass
-    else:
-        if math.isnan(seconds) or math.isinf(seconds):
-            return None
-        return max(0.0, seconds)
-    try:
-        when = email.utils.parsedate_to_datetime(text)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when is None:
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=dt.UTC)
-    current = time.time() if now is None else now
-    return max(0.0, when.timestamp() - current)
-
-
-@attrs.frozen(kw_only=True)
-class RetryPolicy:
-    """How :func:`send` retries.
-
-    ``max_wait`` caps any single wait: a ``Retry-After`` beyond it raises
-    :class:`~calbridge.errors.RateLimited` (429) or :class:`~calbridge.errors.Unavailable`
-    carrying ``retry_after`` rather than sleeping.
-    """
-
-    attempts: int = 4
-    initial_backoff: float = 0.25
-    max_backoff: float = 8.0
-    max_wait: float = 30.0
-
-    def backoff(self, attempt: int, rng: Callable[[], float] = random.random) -> float:
-        """Full jitter: uniform in ``[0, min(max_backoff, initial * 2**(attempt-1))]``."""
-        ceiling = min(self.max_backoff, self.initial_backoff * 2.0 ** max(0, attempt - 1))
-        return float(rng()) * ceiling
-
-
-class _RetryableStatus(Exception):
-    def __init__(self, response: httpx.Response) -> None:
-        super().__init__(response.status_code)
-        self.response = response
-
-
 async def send(
     client: httpx.AsyncClient,
     request: httpx.Request,
@@ -221,7 +192,8 @@ async def send(
     rng: Callable[[], float] = random.random,
     clock: Callable[[], float] = time.time,
 ) -> httpx.Response:
-    """Send ``request`` with retries; return the final response (any status).
+    """Send ``request`` as a call to ``provider`` with retries; return the final response
+    (any status).
 
     Args:
         idempotent: whether the request may be repeated. Defaults to the method's nature
@@ -229,6 +201,13 @@ async def send(
             an idempotency key. Non-idempotent requests are retried only when the request
             surely did not reach the server (connect errors) or was refused with 429.
         sleep, rng, clock: injectable for tests (fake clock).
+
+    It marks the request with a :class:`calbridge.ProviderCall` of these arguments and
+    sends it with ``client.send``: on the shared client (:func:`make_http_client`) its
+    transport does the rest, as it does for any request so marked. Any other client (a
+    test's ``httpx.AsyncClient`` over a ``MockTransport``) gets the same retries,
+    ``Retry-After`` handling, span and rate budget (one installed on it) around its
+    ``send``; such a client has no circuit breaker.
 
     The call goes through the provider's circuit breaker when the client has one (the
     shared client does: see :class:`calbridge.BreakerPolicy`): an open circuit raises at
@@ -252,153 +231,26 @@ async def send(
         RateLimited: a 429 asked to wait longer than ``policy.max_wait``, or the shared
             budget is paused for longer than that.
     """
-    attributes = {
-        PROVIDER: provider,
-        "http.request.method": request.method,
-        "server.address": request.url.host,  # never the path or query: ids, emails, tokens
-    }
-    with span(request.method, kind=SpanKind.CLIENT, **attributes) as current:
-        response = await _guarded(client, request, provider, policy, idempotent, sleep, rng, clock)
-        if current is not None and current.is_recording():
-            current.set_attribute("http.response.status_code", response.status_code)
-            if response.status_code >= 400:
-                current.set_attribute("error.type", str(response.status_code))
-        return response
-
-
-async def _guarded(  # noqa: PLR0917 - send's arguments, passed on
-    client: httpx.AsyncClient,
-    request: httpx.Request,
-    provider: str,
-    policy: RetryPolicy | None,
-    idempotent: bool | None,
-    sleep: Callable[[float], Awaitable[None]],
-    rng: Callable[[], float],
-    clock: Callable[[], float],
-) -> httpx.Response:
-    """:func:`send` through the provider's circuit breaker, when the client has one."""
-    breaker = circuit_breaker(client, provider)
-    if breaker is None:
-        return await _send(client, request, provider, policy, idempotent, sleep, rng, clock)
-    probe = await breaker.aenter()
-    try:
-        response = await _send(client, request, provider, policy, idempotent, sleep, rng, clock)
-    except Unavailable:
-        await breaker.afailed(probe)
-        raise
-    except BaseException:
-        breaker.released_soon(probe)
-        raise
-    status = response.status_code
-    if status >= 500:
-        await breaker.afailed(probe)
-    elif status == 429:
-        await breaker.areleased(probe)
-    else:
-        await breaker.asucceeded(probe)
-    return response
-
-
-async def _send(  # noqa: PLR0917 - send's arguments, passed on
-    client: httpx.AsyncClient,
-    request: httpx.Request,
-    provider: str,
-    policy: RetryPolicy | None,
-    idempotent: bool | None,
-    sleep: Callable[[float], Awaitable[None]],
-    rng: Callable[[], float],
-    clock: Callable[[], float],
-) -> httpx.Response:
-    policy = policy or RetryPolicy()
-    may_repeat = request.method in IDEMPOTENT_METHODS if idempotent is None else idempotent
-
-    def should_retry(state: tenacity.RetryCallState) -> bool:
-        exc = state.outcome.exception() if state.outcome else None
-        if exc is None:
-            return False
-        if isinstance(exc, _RetryableStatus):
-            return may_repeat or exc.response.status_code == 429
-        if isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)):
-            return True
-        if isinstance(exc, (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError)):
-            return may_repeat
-        return False
-
-    def wait(state: tenacity.RetryCallState) -> float:
-        exc = state.outcome.exception() if state.outcome else None
-        if isinstance(exc, _RetryableStatus):
-            hinted = parse_retry_after(exc.response.headers.get("retry-after"), now=clock())
-            if hinted is not None:
-                if hinted > policy.max_wait:
-                    raise _too_long(exc.response, hinted, provider)
-                return hinted
-        return float(policy.backoff(state.attempt_number, rng))
-
-    # Each attempt takes a grant from the application's shared budget (when the client has
-    # one and the provider counts the call); a 429 pauses that budget for every process.
-    budget = rate_budget(client, provider)
-    if budget is not None and not budget.counts(request):
-        budget = None
-
-    async def attempt() -> httpx.Response:
-        if budget is None:
-            return _unlinked(await client.send(request))
-        await budget.acquire(max_wait=policy.max_wait)
-        response = _unlinked(await client.send(request))
-        if response.status_code == 429:
-            hinted = parse_retry_after(response.headers.get("retry-after"), now=clock())
-            await budget.apause(hinted)
-        return response
-
-    # The happy path needs no retry machinery (it costs more than building the request):
-    # the first attempt is made plainly, and only a failure enters the retry loop, whose
-    # attempt 1 then replays that outcome, so waits and attempt counts are unchanged.
-    first: list[Exception] = []
-    try:
-        response = await attempt()
-    except Exception as exc:  # replayed below, for should_retry to judge
-        first.append(exc)
-    else:
-        if response.status_code not in RETRY_STATUSES:
-            return response
-        first.append(_RetryableStatus(response))
-
-    async def once() -> httpx.Response:
-        if first:
-            raise first.pop()
-        response = await attempt()
-        if response.status_code in RETRY_STATUSES:
-            raise _RetryableStatus(response)
-        return response
-
-    retrying = tenacity.AsyncRetrying(
-        stop=tenacity.stop_after_attempt(policy.attempts),
-        wait=wait,
-        retry=should_retry,
+    call = ProviderCall(
+        provider=provider,
+        policy=policy or RetryPolicy(),
+        idempotent=idempotent,
         sleep=sleep,
-        reraise=True,
-        before_sleep=lambda s: log.info(
-            "%s %s retry %d", request.method, redact_url(request.url), s.attempt_number
-        ),
+        rng=rng,
+        clock=clock,
     )
-    try:
-        return await retrying(once)
-    except _RetryableStatus as exc:
-        response = exc.response
-        hinted = parse_retry_after(response.headers.get("retry-after"), now=clock())
-        if hinted is not None and hinted > policy.max_wait:
-            raise _too_long(response, hinted, provider) from None
-        return response
-    except httpx.TimeoutException as exc:
-        raise Unavailable(
-            f"{request.method} {redact_url(request.url)} timed out ({type(exc).__name__})",
-            provider=provider,
-        ) from None
-    except (httpx.NetworkError, httpx.RemoteProtocolError) as exc:
-        raise Unavailable(
-            f"{request.method} {redact_url(request.url)} failed: {type(exc).__name__}",
-            provider=provider,
-        ) from None
+    if isinstance(client, _SharedClient):  # its transport makes the call
+        return await client.send(call.apply(request))
+
+    async def attempt(request: httpx.Request) -> httpx.Response:
+        return _unlinked(await client.send(request))
+
+    return await call.run(
+        request,
+        attempt,
+        breaker=circuit_breaker(client, provider),
+        budget=rate_budget(client, provider),
+    )
 
 
 #: ``trace`` extension events after which a request is on the wire (or will not be):
@@ -447,19 +299,6 @@ def _unlinked(response: httpx.Response) -> httpx.Response:
         with contextlib.suppress(httpx.ResponseNotRead):  # closed unread: leave it be
             response.stream = httpx.ByteStream(response.content)
     return response
-
-
-def _too_long(response: httpx.Response, seconds: float, provider: str) -> Exception:
-    if response.status_code == 429:
-        return RateLimited(
-            "the provider throttled this call", provider=provider, retry_after=seconds
-        )
-    return Unavailable(
-        f"the provider is unavailable; retry after {seconds:g} s",
-        provider=provider,
-        status=response.status_code,
-        retry_after=seconds,
-    )
 
 
 @attrs.define

@@ -23,6 +23,7 @@ import pytest
 
 import calbridge
 import calbridge.sandbox
+from calbridge._resilience import ResilientTransport
 from calbridge._transport import LoopLocalTransport
 from calbridge.errors import Unavailable
 
@@ -87,7 +88,9 @@ def answer(
 
 def client(**kwargs: Any) -> httpx.AsyncClient:
     made = calbridge.make_http_client(**kwargs)
-    assert isinstance(made._transport, LoopLocalTransport)  # the default
+    wrapper = made._transport  # provider calls are made resilient around the default
+    assert isinstance(wrapper, ResilientTransport)
+    assert isinstance(wrapper.inner, LoopLocalTransport)
     return made
 
 
