@@ -1,7 +1,8 @@
 """Circuit breakers: a provider that keeps failing is left alone for a while.
 
 During a provider's outage every sync job, token refresh and app call would go on sending
-requests, each retried with backoff by :func:`calbridge.send`: load on a service that is
+requests, each retried with backoff by the shared client's transport
+(:mod:`calbridge._resilience`, for every provider call): load on a service that is
 already down, workers busy waiting, and jobs failing one by one. A breaker per provider
 (per shared HTTP client) counts the calls that failed in a row: a 5xx answer after the
 retries, a timeout or a lost connection. After ``threshold`` of them the circuit
@@ -30,8 +31,9 @@ after the cooldown exactly one probe goes out across all of them (a probe whose 
 died is given up after ``probe_timeout``). Each state change is one short write
 transaction (a failure; the first success after failures; a probe claimed or ended); a
 closed, healthy circuit writes nothing and reads the row at most once per ``refresh``
-seconds (the other processes learn of an opening within that time). Calls from async
-code (:func:`calbridge.send`) go through :meth:`CircuitBreaker.aenter` and friends, which
+seconds (the other processes learn of an opening within that time). Provider calls (the
+shared client's transport, :mod:`calbridge._resilience`) go through
+:meth:`CircuitBreaker.aenter` and friends, which
 reach the database only through :func:`calbridge.store.offload`, never on the event loop.
 On PostgreSQL the database's clock is used, so processes on several hosts agree on the
 cooldown. (A provider-wide *pause* stored in the database is something else: it is for
@@ -97,7 +99,8 @@ class BreakerPolicy:
 
 
 class CircuitBreaker:
-    """One provider's circuit (see the module docstring); :func:`calbridge.send` drives it.
+    """One provider's circuit (see the module docstring); provider calls drive it
+    (:class:`calbridge._resilience.ResilientTransport`, :func:`calbridge.send`).
 
     :meth:`enter` before a call (raises :class:`~calbridge.errors.Unavailable` when the
     circuit is open), then exactly one of :meth:`succeeded`, :meth:`failed` or

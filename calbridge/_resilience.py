@@ -287,9 +287,27 @@ class _Exchange:
         return response
 
     async def _retried(self) -> httpx.Response:
+        # The happy path needs no retry machinery (it costs more than building the request):
+        # the first attempt is made plainly, and only a failure enters the retry loop, whose
+        # attempt 1 then replays that outcome, so waits and attempt counts are unchanged.
+        failed: Exception
+        try:
+            response = await self._attempt()
+        except Exception as exc:  # replayed by the retry loop, for should_retry to judge
+            failed = exc
+        else:
+            if response.status_code not in RETRY_STATUSES:
+                return response
+            self.pending = response
+            failed = _RetryableStatus(response)
+        return await self._retry(failed)
+
+    async def _retry(self, outcome: Exception) -> httpx.Response:
+        """The retry loop after a first attempt that ended in ``outcome``."""
         call, request = self.call, self.request
         policy = call.policy
         may_repeat = call.may_repeat(request)
+        first = [outcome]
 
         def should_retry(state: tenacity.RetryCallState) -> bool:
             exc = state.outcome.exception() if state.outcome else None
@@ -316,20 +334,6 @@ class _Exchange:
                         raise _too_long(exc.response, hinted, call.provider)
                     return hinted
             return float(policy.backoff(state.attempt_number, call.rng))
-
-        # The happy path needs no retry machinery (it costs more than building the request):
-        # the first attempt is made plainly, and only a failure enters the retry loop, whose
-        # attempt 1 then replays that outcome, so waits and attempt counts are unchanged.
-        first: list[Exception] = []
-        try:
-            response = await self._attempt()
-        except Exception as exc:  # replayed below, for should_retry to judge
-            first.append(exc)
-        else:
-            if response.status_code not in RETRY_STATUSES:
-                return response
-            first.append(_RetryableStatus(response))
-            self.pending = response
 
         async def once() -> httpx.Response:
             if first:

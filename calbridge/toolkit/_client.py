@@ -69,8 +69,8 @@ class Limiter(Protocol):
     """A client-side pace taken before every request is sent (the rate-budget hook).
 
     :class:`calbridge.RateLimiter` is one. The application-wide budget shared through
-    the store (:func:`calbridge.install_rate_budget`) needs no limiter: :func:`calbridge.send`
-    takes its grants by the client's provider name.
+    the store (:func:`calbridge.install_rate_budget`) needs no limiter: the shared client's
+    transport takes its grants for every call marked with the client's provider name.
     """
 
     async def acquire(self) -> None:
@@ -118,9 +118,10 @@ class AuthorizedClient:
         self.api = AuthorizedClient(http=http, provider=self.name, errors=error_for)
         data = await self.api.call_json(session, "GET", f"{base}/calendars", what="list")
 
-    Every request goes through :func:`calbridge.send` under ``provider`` (retries with
-    ``policy``, ``Retry-After``, the circuit breaker, the shared rate budget), after each
-    of ``limiters`` granted it. Authorised requests carry the session's access token as
+    Every request goes through :func:`calbridge.send` under ``provider``: marked as the
+    provider's call (:class:`calbridge.ProviderCall`), it gets the shared client's retries
+    with ``policy``, ``Retry-After``, the circuit breaker and the shared rate budget, after
+    each of ``limiters`` granted it. Authorised requests carry the session's access token as
     a bearer token; a 401 makes the session refresh its tokens exactly once (single-flight
     in core) and the request is sent again with the new token.
 
