@@ -431,19 +431,14 @@ class ResilientTransport(httpx.AsyncBaseTransport):
     async def _read_attempt(self, request: httpx.Request) -> httpx.Response:
         """One attempt, its answer's body read (raw: the client decodes it) and closed."""
         response = await self.inner.handle_async_request(request)
+        stream = response.stream
+        assert isinstance(stream, httpx.AsyncByteStream)
         try:
-            stream = response.stream
-            assert isinstance(stream, httpx.AsyncByteStream)
             body = b"".join([chunk async for chunk in stream])
         finally:
-            await response.aclose()
-        return httpx.Response(
-            response.status_code,
-            headers=response.headers,
-            stream=httpx.ByteStream(body),
-            extensions=response.extensions,
-            request=request,
-        )
+            await stream.aclose()
+        response.stream = httpx.ByteStream(body)  # the client reads it as if from the wire
+        return response
 
     async def aclose(self) -> None:
         await self.inner.aclose()

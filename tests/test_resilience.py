@@ -6,7 +6,9 @@ retried attempt is closed before the next attempt."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+import gc
+import weakref
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -219,23 +221,20 @@ async def test_send_marks_the_request_and_the_client_does_the_rest() -> None:
 
 
 @pytest.fixture
-def client_spans() -> Iterator[Any]:
-    """An exporter of the spans ended during the test (an SDK provider, installed once)."""
+def client_spans(monkeypatch: pytest.MonkeyPatch) -> Any:
+    """An exporter of calbridge's spans in this test (a tracer provider of its own: the
+    global one is left to tests/bridge/test_tracing.py)."""
     pytest.importorskip("opentelemetry.sdk", reason="the otel extra and the SDK (make test)")
     from opentelemetry import trace
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import SimpleSpanProcessor
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-    provider = trace.get_tracer_provider()
-    if not isinstance(provider, TracerProvider):
-        provider = TracerProvider()
-        trace.set_tracer_provider(provider)
+    provider = TracerProvider()
     exporter = InMemorySpanExporter()
-    processor = SimpleSpanProcessor(exporter)
-    provider.add_span_processor(processor)
-    yield exporter
-    processor.shutdown()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    monkeypatch.setattr(trace, "get_tracer", provider.get_tracer)
+    return exporter
 
 
 async def test_a_plain_send_is_a_client_span(client_spans: Any) -> None:
@@ -255,3 +254,25 @@ async def test_a_plain_send_is_a_client_span(client_spans: Any) -> None:
         "error.type": "404",
     }
     assert {k: only.attributes[k] for k in expected} == expected
+
+
+async def test_read_answers_are_freed_without_the_garbage_collector() -> None:
+    """The shared client unlinks every read answer from httpx's self-referencing stream,
+    however it was sent (see ``_unlinked``)."""
+    clock = FakeClock()
+    async with calbridge.make_http_client(transport=Scripted(503, 200, 200)) as http:
+        gc.collect()
+        gc.disable()
+        try:
+            marked = call(clock).apply(http.build_request("GET", "https://api.acme.test/v1/x"))
+            for marked_too in (True, False):
+                if marked_too:
+                    response = await http.send(marked)
+                else:
+                    response = await http.get("https://a.test/")
+                assert response.json() == {"ok": True}
+                ref = weakref.ref(response)
+                del response
+                assert ref() is None
+        finally:
+            gc.enable()
