@@ -389,7 +389,7 @@ def floor(base: str, token: str, pages: list[tuple[str, bytes]]) -> float:
 def own_cost(pages: list[tuple[str, bytes]]) -> dict[str, float]:
     """CPU µs per event: JSON decode, conversion, and the whole client path (no network)."""
     from calbridge_cronofy._convert import PROVIDER, event_from_read
-    from calbridge_cronofy._wire_read import decode_event, decode_page
+    from calbridge_cronofy._wire import decode_event, decode_page
 
     bodies = [b for _, b in pages]
     total = sum(len(json.loads(b)["events"]) for b in bodies)

@@ -31,6 +31,12 @@ client calbridge passes in, and writes only what is its own: the URLs, an
 * :class:`OAuthClient`: the authorization URL (PKCE ``S256``, or ``plain`` where the
   provider takes it), the code exchange, the refresh and the revocation, with
   :class:`TokenErrors` (RFC 6749 §5.2) mapping refusals.
+* :class:`WireStruct`: the base of the provider's wire models (msgspec structs), one set
+  per API for reads and writes; :func:`decode_wire` reads JSON text or decoded JSON into
+  them (unreadable input is a :class:`calbridge.errors.ProviderResponseError`),
+  :func:`wire_dict` / :func:`encode_wire` write request bodies, ``None`` and default
+  fields left out. :class:`calbridge.Secret` fields are read as secrets and written only
+  with ``reveal_secrets=True``.
 
 The guide is ``docs/plugins/writing-a-provider.md``.
 """
@@ -58,6 +64,7 @@ from ._oauth import (
     pkce_challenge,
     read_token_set,
 )
+from ._wire import WireStruct, decode_wire, encode_wire, wire_dict
 
 __all__ = [
     "AuthorizedClient",
@@ -72,9 +79,13 @@ __all__ = [
     "TokenErrorMapper",
     "TokenErrors",
     "TokenReader",
+    "WireStruct",
+    "decode_wire",
     "describe",
     "encode_params",
+    "encode_wire",
     "oauth_error_code",
     "pkce_challenge",
     "read_token_set",
+    "wire_dict",
 ]

@@ -1,8 +1,8 @@
 """Conversion between Cronofy's wire model and calbridge's domain model.
 
 Reads: :func:`event_from_read` is the hot path (every event of every page goes through it):
-it converts a :class:`ReadEvent`, decoded by msgspec straight from the page's bytes (see
-``_wire_read``), and interns the values that repeat; :func:`events_from_page` does a whole
+it converts a :class:`CronofyEvent`, decoded by msgspec straight from the page's bytes (see
+``_wire``), and interns the values that repeat; :func:`events_from_page` does a whole
 page, keeping each event's JSON text as its lazily decoded ``raw``. Writes:
 :func:`upsert_body` turns an :class:`calbridge.EventDraft` into Cronofy's upsert body.
 
@@ -23,18 +23,22 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import calbridge
 from calbridge import RawPayload
 from calbridge.errors import InvalidRequest, ProviderResponseError
+from calbridge.toolkit import wire_dict
 
 from ._wire import (
-    WIRE,
     ChannelWire,
     CronofyCalendar,
+    CronofyEvent,
+    EventsPage,
     EventUpsert,
     LocalizedTime,
     Location,
+    Person,
     TokenResponse,
     WireTime,
+    decode_event,
+    event_struct,
 )
-from ._wire_read import EventsPage, ReadEvent, ReadPerson, ReadTime, decode_event, event_struct
 
 __all__ = [
     "UID_PREFIX",
@@ -112,11 +116,11 @@ def format_instant(value: dt.datetime) -> str:
 #: full, so memory stays flat however many events stream past.
 _INTERN_MAX = 4096
 _dates: dict[str, calbridge.EventTime] = {}
-_attendees: dict[ReadPerson, calbridge.Attendee] = {}
+_attendees: dict[Person, calbridge.Attendee] = {}
 #: whole attendee lists: the instances of a recurring meeting, and the meetings of one team,
 #: repeat the same list
-_attendee_lists: dict[tuple[ReadPerson, ...], tuple[calbridge.Attendee, ...]] = {}
-_people: dict[ReadPerson, calbridge.Person] = {}
+_attendee_lists: dict[tuple[Person, ...], tuple[calbridge.Attendee, ...]] = {}
+_people: dict[Person, calbridge.Person] = {}
 _instants: dict[str, dt.datetime] = {}
 #: the last timed start/end built, as ``[(text, tzid, time)]``: timed values rarely repeat
 #: across a calendar (interning them all costs more than it saves), except back to back,
@@ -124,9 +128,9 @@ _instants: dict[str, dt.datetime] = {}
 _last_timed: list[tuple[str, str, calbridge.EventTime | None]] = [("", "", None)]
 
 
-def _time(value: str | ReadTime) -> calbridge.EventTime:
-    # the hot path: a start/end as decoded, a str or a ReadTime
-    if value.__class__ is ReadTime:
+def _time(value: WireTime) -> calbridge.EventTime:
+    # the hot path: a start/end as decoded, a str or a LocalizedTime
+    if value.__class__ is LocalizedTime:
         text = value.time
         tzid = value.tzid or "UTC"
     else:
@@ -165,10 +169,8 @@ def _instant(text: str) -> dt.datetime:
 def time_from_wire(value: WireTime) -> calbridge.EventTime:
     """A domain :class:`calbridge.EventTime` from a Cronofy start/end."""
     try:
-        if isinstance(value, LocalizedTime):
-            return _time(ReadTime(value.time, value.tzid))
         if isinstance(value, Mapping):  # {"time": ..., "tzid": ...} already decoded
-            return _time(ReadTime(value["time"], value.get("tzid")))
+            return _time(LocalizedTime(time=value["time"], tzid=value.get("tzid")))
         return _time(value)
     except (ValueError, TypeError, KeyError):
         raise ProviderResponseError(f"unreadable event time {value!r}", provider=PROVIDER) from None
@@ -206,7 +208,7 @@ def _zone(tzid: str | None) -> str:
 # --------------------------------------------------------------------------- events
 
 
-def read_event_id(wire: ReadEvent) -> str:
+def read_event_id(wire: CronofyEvent) -> str:
     """The domain id of a read event: the app's ``event_id`` for its own single events,
     else ``event_uid`` (every occurrence of a series has its own ``event_uid``, while a
     managed series' occurrences all share the series' ``event_id``)."""
@@ -215,7 +217,7 @@ def read_event_id(wire: ReadEvent) -> str:
     return wire.event_uid
 
 
-def event_from_read(wire: ReadEvent, raw: Mapping[str, Any]) -> calbridge.Event:
+def event_from_read(wire: CronofyEvent, raw: Mapping[str, Any]) -> calbridge.Event:
     """A domain event from one Cronofy event (the read hot path); ``raw`` becomes ``Event.raw``."""
     try:
         series = wire.series_identifier
@@ -282,7 +284,7 @@ def events_from_page(
     return out
 
 
-def _attendee_list(wires: tuple[ReadPerson, ...]) -> tuple[calbridge.Attendee, ...]:
+def _attendee_list(wires: tuple[Person, ...]) -> tuple[calbridge.Attendee, ...]:
     found = _attendee_lists.get(wires)
     if found is None:
         found = tuple(map(_attendee, wires))
@@ -292,7 +294,7 @@ def _attendee_list(wires: tuple[ReadPerson, ...]) -> tuple[calbridge.Attendee, .
     return found
 
 
-def _attendee(wire: ReadPerson) -> calbridge.Attendee:
+def _attendee(wire: Person) -> calbridge.Attendee:
     found = _attendees.get(wire)
     if found is None:
         found = calbridge.Attendee(
@@ -306,7 +308,7 @@ def _attendee(wire: ReadPerson) -> calbridge.Attendee:
     return found
 
 
-def _person(wire: ReadPerson) -> calbridge.Person | None:
+def _person(wire: Person) -> calbridge.Person | None:
     found = _people.get(wire)
     if found is None:
         if wire.email is None and wire.display_name is None:
@@ -400,8 +402,7 @@ def upsert_body(
         attendees={"invite": invite} if invite else None,
         recurrence=_recurrence(draft.recurrence) if draft.recurrence else None,
     )
-    out: dict[str, Any] = WIRE.unstructure(body)
-    return out
+    return wire_dict(body)
 
 
 def event_from_draft(

@@ -1,15 +1,22 @@
-"""Cronofy's JSON as attrs classes (the wire model), apart from calbridge's domain model.
+"""Cronofy's JSON as msgspec structs: one wire model for reads and writes.
 
-Read Events pages, the hot path, have their own msgspec model in ``_wire_read``.
+Every object calbridge reads from or sends to Cronofy is a :class:`calbridge.toolkit.WireStruct`
+here, read with :func:`calbridge.toolkit.decode_wire` and written with
+:func:`calbridge.toolkit.wire_dict`; the domain model is ``_convert``'s business.
 
-Cronofy's keys are already snake_case, so field names are the JSON names; the few dotted
-keys of ``/v1/userinfo`` (``cronofy.type``, ``cronofy.data``) are renamed in the converter.
-Unknown keys are ignored (Cronofy adds fields over time); ``None`` fields are omitted on
-output. :data:`WIRE` is derived from :func:`calbridge.make_converter`, never cattrs' global
-converter. Shapes follow docs.cronofy.com and the official SDKs' fixtures.
+* Field names are Cronofy's JSON keys (already snake_case); the dotted keys of
+  ``/v1/userinfo`` (``cronofy.type``, ``cronofy.data``) are given as the fields' ``name``.
+* Unknown keys are ignored (Cronofy adds fields over time; they stay in ``raw``); ``None``
+  and default fields are left out of request bodies.
+* Token fields are :class:`calbridge.Secret` from the moment they are read.
+* Read Events pages are the hot path: :func:`decode_page` reads ``pages`` and keeps each
+  event as its own JSON text (``msgspec.Raw``), so the next page can be requested before
+  any event is converted; :func:`decode_event` then reads one :class:`CronofyEvent`, and the
+  text becomes :attr:`calbridge.Event.raw` (a :class:`calbridge.RawPayload`, decoded only
+  if the application looks). The structs read there are ``gc=False`` and list only the
+  fields the conversion reads: each one costs decoding time on every event.
 
-Token fields are :class:`calbridge.Secret` from the moment they are parsed, so no wire
-value ever prints a token.
+Shapes follow docs.cronofy.com and the official SDKs' fixtures.
 """
 
 from __future__ import annotations
@@ -17,45 +24,49 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, TypeVar
 
-import attrs
-import cattrs
-from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
+import msgspec
+from msgspec import field
 
 import calbridge
-from calbridge.errors import ProviderResponseError
+from calbridge.toolkit import WireStruct, decode_wire
 
 __all__ = [
-    "WIRE",
     "Authorization",
     "ChannelFilters",
     "ChannelWire",
     "CronofyCalendar",
+    "CronofyEvent",
     "ErrorDetail",
     "EventUpsert",
+    "EventsPage",
     "FreeBusyBlock",
     "LinkingProfile",
     "LocalizedTime",
     "Location",
     "NotificationBody",
     "NotificationEnvelope",
+    "PagesInfo",
+    "Person",
     "Profile",
     "TokenResponse",
     "UserInfo",
     "UserInfoData",
     "WireTime",
-    "parse",
+    "decode_event",
+    "decode_page",
+    "event_struct",
+    "read",
 ]
 
-T = TypeVar("T")
-
 PROVIDER = "cronofy"
+
+T = TypeVar("T")
 
 
 # --------------------------------------------------------------------------- OAuth
 
 
-@attrs.frozen(kw_only=True)
-class LinkingProfile:
+class LinkingProfile(WireStruct, frozen=True, gc=False):
     """``linking_profile`` of a code exchange: the calendar profile the user linked."""
 
     provider_name: str | None = None
@@ -63,8 +74,7 @@ class LinkingProfile:
     profile_name: str | None = None
 
 
-@attrs.frozen(kw_only=True)
-class TokenResponse:
+class TokenResponse(WireStruct, frozen=True):
     """``POST /oauth/token`` answer (code exchange, refresh, Enterprise Connect)."""
 
     access_token: calbridge.Secret
@@ -83,8 +93,7 @@ class TokenResponse:
 # --------------------------------------------------------------------------- identity
 
 
-@attrs.frozen(kw_only=True)
-class CronofyCalendar:
+class CronofyCalendar(WireStruct, frozen=True, gc=False):
     """One entry of ``GET /v1/calendars`` (and ``POST /v1/calendars``' ``calendar``)."""
 
     calendar_id: str
@@ -100,8 +109,7 @@ class CronofyCalendar:
     permission_level: str | None = None
 
 
-@attrs.frozen(kw_only=True)
-class Profile:
+class Profile(WireStruct, frozen=True):
     """A calendar profile (one linked Google/Microsoft/Apple ... account)."""
 
     profile_id: str
@@ -114,32 +122,29 @@ class Profile:
     profile_calendars: tuple[CronofyCalendar, ...] = ()
 
 
-@attrs.frozen(kw_only=True)
-class Authorization:
+class Authorization(WireStruct, frozen=True, gc=False):
     """``cronofy.data.authorization`` of userinfo."""
 
     scope: str = ""
     status: str | None = None
 
 
-@attrs.frozen(kw_only=True)
-class UserInfoData:
+class UserInfoData(WireStruct, frozen=True):
     """``cronofy.data`` of userinfo."""
 
     authorization: Authorization | None = None
     profiles: tuple[Profile, ...] = ()
 
 
-@attrs.frozen(kw_only=True)
-class UserInfo:
+class UserInfo(WireStruct, frozen=True):
     """``GET /v1/userinfo`` (OpenID-style)."""
 
     sub: str
     email: str | None = None
     name: str | None = None
     zoneinfo: str | None = None
-    cronofy_type: str | None = None
-    cronofy_data: UserInfoData | None = None
+    cronofy_type: str | None = field(default=None, name="cronofy.type")
+    cronofy_data: UserInfoData | None = field(default=None, name="cronofy.data")
 
     @property
     def initial_sync_required(self) -> bool | None:
@@ -156,8 +161,7 @@ class UserInfo:
 # --------------------------------------------------------------------------- events
 
 
-@attrs.frozen(kw_only=True)
-class LocalizedTime:
+class LocalizedTime(WireStruct, frozen=True, gc=False):
     """A start/end with its zone: ``{"time": "2014-09-13T20:00:00+01:00", "tzid": ...}``."""
 
     time: str
@@ -168,17 +172,69 @@ class LocalizedTime:
 WireTime = str | LocalizedTime
 
 
-@attrs.frozen(kw_only=True)
-class Location:
-    """``location``."""
+class Location(WireStruct, frozen=True, gc=False):
+    """``location`` (its ``lat``/``long`` stay in ``raw``: calbridge neither reads nor
+    writes them)."""
 
     description: str | None = None
-    lat: str | None = None
-    long: str | None = None
 
 
-@attrs.frozen(kw_only=True)
-class FreeBusyBlock:
+class Person(WireStruct, frozen=True, gc=False):
+    """``organizer`` or one of ``attendees`` as read (organizers have no ``status``)."""
+
+    email: str | None = None
+    display_name: str | None = None
+    status: str | None = None
+
+
+class CronofyEvent(WireStruct, frozen=True, gc=False):
+    """One event of ``GET /v1/events``.
+
+    ``event_uid`` is on every event; ``event_id`` only on the app's own (managed) events.
+    ``start``/``end`` are ``"YYYY-MM-DD"`` (all-day), UTC text, or a :class:`LocalizedTime`.
+    Only the fields the conversion reads are listed: each one listed costs decoding time
+    on every event (``participation_status``, ``google_event_id`` and the rest stay in
+    ``raw``).
+    """
+
+    calendar_id: str
+    event_uid: str
+    start: WireTime
+    end: WireTime
+    event_id: str | None = None
+    summary: str | None = None
+    description: str | None = None
+    deleted: bool | None = None
+    created: str | None = None
+    updated: str | None = None
+    location: Location | None = None
+    #: a tuple, so a whole list can key the conversion's interning
+    attendees: tuple[Person, ...] | None = None
+    organizer: Person | None = None
+    transparency: str | None = None
+    status: str | None = None
+    recurring: bool | None = None
+    series_identifier: str | None = None
+    event_private: bool | None = None
+    ical_uid: str | None = None
+
+
+class PagesInfo(WireStruct, frozen=True, gc=False):
+    """``pages``: ``next_page`` is absolute, and absent or empty on the last page."""
+
+    current: int = 1
+    total: int = 1
+    next_page: str | None = None
+
+
+class EventsPage(WireStruct, frozen=True):
+    """A Read Events page: ``pages`` plus each event's JSON text, not yet decoded."""
+
+    events: list[msgspec.Raw]
+    pages: PagesInfo = PagesInfo()
+
+
+class FreeBusyBlock(WireStruct, frozen=True, gc=False):
     """One of ``free_busy``."""
 
     calendar_id: str
@@ -187,8 +243,7 @@ class FreeBusyBlock:
     free_busy_status: str = "busy"
 
 
-@attrs.frozen(kw_only=True)
-class EventUpsert:
+class EventUpsert(WireStruct, frozen=True):
     """Body of ``POST /v1/calendars/{calendar_id}/events`` (upsert)."""
 
     summary: str
@@ -208,103 +263,61 @@ class EventUpsert:
 # --------------------------------------------------------------------------- channels and push
 
 
-@attrs.frozen(kw_only=True)
-class ChannelFilters:
+class ChannelFilters(WireStruct, frozen=True):
     """``filters`` of a channel (only non-default filters are echoed)."""
 
     calendar_ids: tuple[str, ...] | None = None
     only_managed: bool | None = None
 
 
-@attrs.frozen(kw_only=True)
-class ChannelWire:
+class ChannelWire(WireStruct, frozen=True):
     """A notification channel."""
 
     channel_id: str
     callback_url: str = ""
-    filters: ChannelFilters = attrs.field(factory=ChannelFilters)
+    filters: ChannelFilters = ChannelFilters()
 
 
-@attrs.frozen(kw_only=True)
-class NotificationBody:
+class NotificationBody(WireStruct, frozen=True, gc=False):
     """``notification``: ``changes_since`` only on ``change``."""
 
     type: str
     changes_since: str | None = None
 
 
-@attrs.frozen(kw_only=True)
-class NotificationEnvelope:
+class NotificationEnvelope(WireStruct, frozen=True):
     """A push notification's body."""
 
     notification: NotificationBody
     channel: ChannelWire
 
 
-@attrs.frozen(kw_only=True)
-class ErrorDetail:
+class ErrorDetail(WireStruct, frozen=True, gc=False):
     """One entry of a 422 body ``{"errors": {field: [{key, description}]}}``."""
 
     key: str | None = None
     description: str | None = None
 
 
-# --------------------------------------------------------------------------- the converter
+# --------------------------------------------------------------------------- reading
 
 
-def _time_structure(value: Any, _t: Any) -> WireTime:
-    if isinstance(value, str):
-        return value
-    if isinstance(value, Mapping) and isinstance(value.get("time"), str):
-        tzid = value.get("tzid")
-        return LocalizedTime(time=value["time"], tzid=tzid if isinstance(tzid, str) else None)
-    raise ValueError(f"not a Cronofy time: {type(value).__name__}")
+def read(data: Any, cls: type[T], *, what: str | None = None) -> T:
+    """``data`` (JSON text or decoded JSON) as ``cls``; unreadable input raises
+    :class:`~calbridge.errors.ProviderResponseError`."""
+    return decode_wire(data, cls, provider=PROVIDER, what=what)
 
 
-def _time_unstructure(value: WireTime) -> Any:
-    if isinstance(value, LocalizedTime):
-        out = {"time": value.time}
-        if value.tzid:
-            out["tzid"] = value.tzid
-        return out
-    return value
+def decode_page(content: bytes) -> EventsPage:
+    """One Read Events page from its bytes; anything else raises ProviderResponseError."""
+    return decode_wire(content, EventsPage, provider=PROVIDER, what="events page")
 
 
-def _make_converter() -> cattrs.Converter:
-    conv = calbridge.make_converter(reveal_secrets=True)
-    conv.register_structure_hook(WireTime, _time_structure)
-    conv.register_unstructure_hook(WireTime, _time_unstructure)
-    conv.register_unstructure_hook(LocalizedTime, _time_unstructure)
-    conv.register_structure_hook(
-        UserInfo,
-        make_dict_structure_fn(
-            UserInfo,
-            conv,
-            cronofy_type=override(rename="cronofy.type"),
-            cronofy_data=override(rename="cronofy.data"),
-        ),
-    )
-    for cls in (Location, ChannelFilters, EventUpsert):  # inner classes first
-        conv.register_unstructure_hook(
-            cls, make_dict_unstructure_fn(cls, conv, _cattrs_omit_if_default=True)
-        )
-    return conv
+def decode_event(text: msgspec.Raw | bytes) -> CronofyEvent:
+    """One event from its JSON text; unreadable input raises ProviderResponseError."""
+    return decode_wire(text, CronofyEvent, provider=PROVIDER, what="event")
 
 
-#: the converter for Cronofy's JSON (it writes secrets' real text: wire bodies are sent)
-WIRE: cattrs.Converter = _make_converter()
-
-
-def parse(data: Any, cls: type[T]) -> T:
-    """Structure ``data`` as ``cls``; unreadable input raises ProviderResponseError."""
-    try:
-        return WIRE.structure(data, cls)
-    except (cattrs.BaseValidationError, ValueError, TypeError, KeyError, AttributeError) as exc:
-        detail = (
-            "; ".join(cattrs.transform_error(exc))
-            if isinstance(exc, cattrs.BaseValidationError)
-            else type(exc).__name__
-        )
-        raise ProviderResponseError(
-            f"unexpected {cls.__name__} payload: {detail}", provider=PROVIDER
-        ) from None
+def event_struct(data: Any) -> CronofyEvent:
+    """A :class:`CronofyEvent` from already-decoded JSON (a dict), with the same checks."""
+    return decode_wire(data, CronofyEvent, provider=PROVIDER, what="event")

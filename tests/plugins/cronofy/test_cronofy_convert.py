@@ -9,8 +9,7 @@ import pickle
 import attrs
 import pytest
 from calbridge_cronofy import _convert as convert
-from calbridge_cronofy._wire import LocalizedTime
-from calbridge_cronofy._wire_read import ReadTime, decode_event, decode_page
+from calbridge_cronofy._wire import LocalizedTime, decode_event, decode_page
 from calbridge_cronofy.testing import event_json
 
 import calbridge
@@ -35,7 +34,7 @@ def test_page_path_and_dict_path_agree() -> None:
     page = decode_page(_page(raw, next_page="https://api.cronofy.com/v1/events/pages/x"))
     assert page.pages.next_page == "https://api.cronofy.com/v1/events/pages/x"
     wire = decode_event(page.events[0])
-    assert isinstance(wire.start, ReadTime)
+    assert isinstance(wire.start, LocalizedTime)
     assert wire.start.tzid == "Europe/Paris"
     assert wire.attendees is not None
     assert wire.attendees[0].email == "example@cronofy.com"
@@ -128,8 +127,8 @@ def test_raw_payload_is_a_lazy_read_only_mapping() -> None:
             calbridge.EventTime.zoned(dt.datetime(2026, 1, 6, 9, tzinfo=dt.UTC), "UTC"),
         ),
         (
-            ReadTime(time="2026-01-06T09:00:00Z"),
-            calbridge.EventTime.zoned(dt.datetime(2026, 1, 6, 9, tzinfo=dt.UTC), "UTC"),
+            LocalizedTime(time="2026-01-06T10:00:00+01:00", tzid="Europe/Paris"),
+            calbridge.EventTime.zoned(dt.datetime(2026, 1, 6, 9, tzinfo=dt.UTC), "Europe/Paris"),
         ),
     ],
 )
