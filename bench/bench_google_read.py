@@ -196,7 +196,7 @@ def record_pages(base: str, token: str) -> tuple[list[bytes], float]:
 def own_cost(pages: list[bytes]) -> float:
     """CPU µs per event: JSON decode, read-model check and conversion, no network."""
     from calbridge_google._convert import event_from_wire
-    from calbridge_google._wire_read import event_struct
+    from calbridge_google._wire import event_struct
 
     total = sum(len(json.loads(p)["items"]) for p in pages)
     best = float("inf")

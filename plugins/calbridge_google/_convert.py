@@ -35,16 +35,15 @@ from calbridge import (
     Visibility,
 )
 from calbridge.errors import ProviderResponseError
+from calbridge.toolkit import wire_dict
 
 from ._wire import (
-    WIRE,
     CalendarListEntry,
     EventDateTime,
     ExtendedProperties,
     GAttendee,
     GEvent,
 )
-from ._wire_read import ReadAttendee, ReadDateTime, ReadEvent
 
 __all__ = [
     "calendar_from_wire",
@@ -101,7 +100,7 @@ def _zone(name: str | None) -> ZoneInfo | None:
         return None
 
 
-def time_from_wire(value: ReadDateTime) -> EventTime:
+def time_from_wire(value: EventDateTime) -> EventTime:
     """A wire ``EventDateTime`` as a domain :class:`EventTime`."""
     if value.date:
         return EventTime.all_day(dt.date.fromisoformat(value.date))
@@ -124,19 +123,19 @@ def time_to_wire(value: EventTime, *, default_tz: str = "UTC") -> EventDateTime:
     assert value.datetime is not None
     if value.kind is TimeKind.FLOATING:
         return EventDateTime(
-            dateTime=value.datetime.isoformat(timespec="seconds"), timeZone=default_tz
+            date_time=value.datetime.isoformat(timespec="seconds"), time_zone=default_tz
         )
     tzid = value.tzid if _zone(value.tzid) is not None else default_tz
-    return EventDateTime(dateTime=format_datetime(value.datetime), timeZone=tzid)
+    return EventDateTime(date_time=format_datetime(value.datetime), time_zone=tzid)
 
 
-def is_tombstone(event: ReadEvent) -> bool:
+def is_tombstone(event: GEvent) -> bool:
     """True for a cancelled event that is a deletion (not a cancelled exception)."""
     return event.status == "cancelled" and not event.recurring_event_id
 
 
 def _role(
-    event: ReadEvent, start: EventTime, original: EventTime | None, expanded: bool
+    event: GEvent, start: EventTime, original: EventTime | None, expanded: bool
 ) -> SeriesRole:
     if event.recurrence:
         return SeriesRole.MASTER
@@ -160,7 +159,7 @@ def _stamp(text: str | None) -> dt.datetime | None:
 
 
 def event_from_wire(
-    event: ReadEvent, calendar_id: str, raw: dict[str, Any], *, expanded: bool = True
+    event: GEvent, calendar_id: str, raw: dict[str, Any], *, expanded: bool = True
 ) -> Event:
     """A live event or a cancelled exception as a domain :class:`Event`.
 
@@ -222,7 +221,7 @@ _STATUSES = {s.value for s in EventStatus}
 _VIS = {v.value for v in Visibility}
 
 
-def _attendee(a: ReadAttendee) -> Attendee:
+def _attendee(a: GAttendee) -> Attendee:
     assert a.email is not None
     return Attendee(
         email=a.email,
@@ -246,8 +245,8 @@ def event_to_wire(
     end = time_to_wire(draft.end, default_tz=default_tz)
     if draft.recurrence:
         zone = start.time_zone or default_tz
-        start = EventDateTime(date=start.date, dateTime=start.date_time, timeZone=zone)
-        end = EventDateTime(date=end.date, dateTime=end.date_time, timeZone=end.time_zone or zone)
+        start = EventDateTime(date=start.date, date_time=start.date_time, time_zone=zone)
+        end = EventDateTime(date=end.date, date_time=end.date_time, time_zone=end.time_zone or zone)
     body = GEvent(
         id=event_id,
         status=draft.status.value,
@@ -262,20 +261,19 @@ def event_to_wire(
         attendees=[
             GAttendee(
                 email=a.email,
-                displayName=a.name,
+                display_name=a.name,
                 optional=a.optional or None,
                 resource=a.resource or None,
-                responseStatus=_RESPONSES_OUT.get(a.response, "needsAction"),
+                response_status=_RESPONSES_OUT.get(a.response, "needsAction"),
             )
             for a in draft.attendees
         ]
         or None,
-        extendedProperties=(
+        extended_properties=(
             ExtendedProperties(private=dict(draft.properties)) if draft.properties else None
         ),
     )
-    data: dict[str, Any] = WIRE.unstructure(body)
-    return data
+    return wire_dict(body)
 
 
 def calendar_from_wire(entry: CalendarListEntry, raw: dict[str, Any]) -> Calendar:

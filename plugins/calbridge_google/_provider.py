@@ -72,8 +72,7 @@ from ._convert import (
 )
 from ._errors import error_for, should_retry, sync_error_for
 from ._oauth import AUTHORIZATION_PARAMS, claims_of, grant, make_oauth
-from ._wire import CalendarListEntry, parse
-from ._wire_read import event_struct
+from ._wire import CalendarListEntry, event_struct, read
 
 __all__ = ["GoogleProvider"]
 
@@ -213,7 +212,7 @@ class GoogleProvider(Provider):
                 what="calendarList.list",
             )
             for item in data.get("items", []):
-                entry = parse(item, CalendarListEntry)
+                entry = read(item, CalendarListEntry)
                 if not entry.deleted:
                     out.append(calendar_from_wire(entry, dict(item)))
             page_token = data.get("nextPageToken")

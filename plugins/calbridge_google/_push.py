@@ -24,8 +24,9 @@ from calbridge import (
     WebhookRequest,
 )
 from calbridge.errors import NotificationRejected
+from calbridge.toolkit import wire_dict
 
-from ._wire import WIRE, GChannel
+from ._wire import GChannel, read
 
 __all__ = [
     "MAX_TTL",
@@ -63,13 +64,15 @@ def watch_body(
 ) -> dict[str, Any]:
     """The events.watch request body (expiration in epoch milliseconds, capped at 7 days)."""
     ttl = min(MAX_TTL, ttl_seconds or DEFAULT_TTL)
-    return {
-        "id": channel_id,
-        "type": "web_hook",
-        "address": address,
-        "token": token.reveal(),
-        "expiration": str(int((now + ttl) * 1000)),
-    }
+    channel = GChannel(
+        id=channel_id,
+        type="web_hook",
+        address=address,
+        token=token,
+        expiration=str(int((now + ttl) * 1000)),
+    )
+    # the token goes to Google, which echoes it on every notification
+    return wire_dict(channel, reveal_secrets=True)
 
 
 def channel_from_wire(
@@ -82,7 +85,7 @@ def channel_from_wire(
     filters: dict[str, str],
 ) -> Channel:
     """The domain :class:`Channel` for an events.watch response (the token never in ``raw``)."""
-    wire = WIRE.structure(body, GChannel)
+    wire = read(body, GChannel, what="channel")
     raw = {k: v for k, v in dict(body).items() if k != "token"}
     expires = int(int(wire.expiration) / 1000) if wire.expiration else None
     return Channel(

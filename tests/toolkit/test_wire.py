@@ -24,7 +24,7 @@ class Token(WireStruct, frozen=True):
     access_token: Secret
     refresh_token: Secret | None = None
     expires_in: int | None = None
-    token_type: str = "bearer"  # noqa: S105 - the token type, not a secret
+    token_type: str = "bearer"
 
 
 class Item(WireStruct, frozen=True, rename="camel"):
