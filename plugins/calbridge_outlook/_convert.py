@@ -37,10 +37,21 @@ from calbridge import (
     Visibility,
 )
 from calbridge.errors import InvalidRequest, ProviderResponseError
+from calbridge.toolkit import wire_dict
 
 from ._recurrence import UnsupportedRecurrence, pattern_from_rrule, rrule_from_pattern
 from ._tz import format_graph_datetime, parse_graph_datetime, to_iana, to_windows, zone
-from ._wire_read import ReadAttendee, ReadDateTime, event_struct
+from ._wire import (
+    GraphAttendee,
+    GraphBody,
+    GraphDateTime,
+    GraphEmail,
+    GraphEvent,
+    GraphExtendedProperty,
+    GraphLocation,
+    GraphResponse,
+    event_struct,
+)
 
 __all__ = [
     "PROPERTY_SET",
@@ -105,7 +116,7 @@ def calendar_from_wire(data: dict[str, Any]) -> Calendar:
         raise ProviderResponseError("a calendar has no id", provider=PROVIDER) from None
 
 
-def time_from_wire(value: ReadDateTime, *, all_day: bool, display_tz: str) -> EventTime:
+def time_from_wire(value: GraphDateTime, *, all_day: bool, display_tz: str) -> EventTime:
     """A ``dateTimeTimeZone`` as an :class:`EventTime` shown in ``display_tz`` (IANA)."""
     if all_day:
         return EventTime.all_day(dt.date.fromisoformat(value.date_time[:10]))
@@ -113,22 +124,24 @@ def time_from_wire(value: ReadDateTime, *, all_day: bool, display_tz: str) -> Ev
     return EventTime.zoned(instant.astimezone(zone(display_tz)), display_tz)
 
 
-def time_to_wire(value: EventTime, *, default_tz: str) -> dict[str, str]:
+def time_to_wire(value: EventTime, *, default_tz: str) -> GraphDateTime:
     """An :class:`EventTime` as a ``dateTimeTimeZone`` (Windows zone name, 7 digits)."""
     if value.kind is TimeKind.DATE:
         assert value.date is not None
         midnight = dt.datetime.combine(value.date, dt.time())
-        return {"dateTime": format_graph_datetime(midnight), "timeZone": to_windows(default_tz)}
+        return GraphDateTime(
+            date_time=format_graph_datetime(midnight), time_zone=to_windows(default_tz)
+        )
     assert value.datetime is not None
     if value.kind is TimeKind.FLOATING:
         windows = to_windows(default_tz)
-        return {"dateTime": format_graph_datetime(value.datetime), "timeZone": windows}
+        return GraphDateTime(date_time=format_graph_datetime(value.datetime), time_zone=windows)
     windows = to_windows(value.tzid)
     local = value.datetime.astimezone(zone(windows))
-    return {"dateTime": format_graph_datetime(local), "timeZone": windows}
+    return GraphDateTime(date_time=format_graph_datetime(local), time_zone=windows)
 
 
-def _attendee(a: ReadAttendee) -> Attendee | None:
+def _attendee(a: GraphAttendee) -> Attendee | None:
     email = a.email_address.address if a.email_address else None
     if not email:
         return None
@@ -154,18 +167,19 @@ def _stamp(text: str | None) -> dt.datetime | None:
         return None
 
 
-def _properties(data: dict[str, Any]) -> dict[str, str]:
+def _properties(props: list[GraphExtendedProperty] | None) -> dict[str, str]:
     out: dict[str, str] = {}
-    for prop in data.get("singleValueExtendedProperties") or []:
-        pid = str(prop.get("id", ""))
-        if pid.lower().startswith(_PROP_PREFIX.lower()) and isinstance(prop.get("value"), str):
-            out[pid[len(_PROP_PREFIX) :]] = prop["value"]
+    for prop in props or ():
+        if prop.id.lower().startswith(_PROP_PREFIX.lower()) and prop.value is not None:
+            out[prop.id[len(_PROP_PREFIX) :]] = prop.value
     return out
 
 
 def event_from_wire(data: dict[str, Any], calendar_id: str) -> Event:
     """A Graph ``event`` (asked for in UTC) as a domain :class:`Event`."""
     w = event_struct(data)
+    event_id = w.id
+    assert event_id is not None  # event_struct refuses an event without one
     if w.start is None or w.end is None:
         raise ProviderResponseError(f"event {w.id!r} has no start or end", provider=PROVIDER)
     display = to_iana(w.original_start_time_zone)
@@ -214,7 +228,7 @@ def event_from_wire(data: dict[str, Any], calendar_id: str) -> Event:
             email=w.organizer.email_address.address, name=w.organizer.email_address.name
         )
     return Event(
-        id=w.id,
+        id=event_id,
         calendar_id=calendar_id,
         provider=PROVIDER,
         start=start,
@@ -235,7 +249,7 @@ def event_from_wire(data: dict[str, Any], calendar_id: str) -> Event:
         created=_stamp(w.created_date_time),
         updated=_stamp(w.last_modified_date_time),
         etag=w.change_key,
-        properties=_properties(data),
+        properties=_properties(w.single_value_extended_properties),
         raw=dict(data),
     )
 
@@ -248,32 +262,9 @@ def event_to_wire(
     A draft without recurrence leaves an existing series recurring; end a series by
     deleting it.
     """
-    all_day = draft.start.is_all_day
-    body: dict[str, Any] = {
-        "subject": draft.summary or "",
-        "body": {"contentType": "text", "content": draft.description or ""},
-        "start": time_to_wire(draft.start, default_tz=default_tz),
-        "end": time_to_wire(draft.end, default_tz=default_tz),
-        "isAllDay": all_day,
-        "location": {"displayName": draft.location or ""},
-        "showAs": "free"
-        if draft.transparency is Transparency.TRANSPARENT
-        else ("tentative" if draft.status is EventStatus.TENTATIVE else "busy"),
-        "sensitivity": {
-            Visibility.PRIVATE: "private",
-            Visibility.CONFIDENTIAL: "confidential",
-        }.get(draft.visibility, "normal"),
-        "attendees": [
-            {
-                "emailAddress": {"address": a.email, "name": a.name or a.email},
-                "type": "resource" if a.resource else ("optional" if a.optional else "required"),
-                "status": {"response": _RESPONSES_OUT[a.response]},
-            }
-            for a in draft.attendees
-        ],
-    }
     # no ``recurrence: null`` for a draft without one: Graph refuses recurrence on an
     # occurrence or exception, and the provider cannot tell those apart without a read
+    recurrence: dict[str, Any] | None = None
     if draft.recurrence:
         tzid = draft.start.tzid if draft.start.kind is TimeKind.ZONED else default_tz
         windows = to_windows(tzid)
@@ -291,11 +282,36 @@ def event_to_wire(
                 "occurrences",
                 provider=PROVIDER,
             )
-        body["recurrence"] = pattern
-    if draft.properties:
-        body["singleValueExtendedProperties"] = [
-            {"id": _PROP_PREFIX + key, "value": value} for key, value in draft.properties.items()
+        recurrence = pattern
+    body = GraphEvent(
+        subject=draft.summary or "",
+        body=GraphBody(content_type="text", content=draft.description or ""),
+        start=time_to_wire(draft.start, default_tz=default_tz),
+        end=time_to_wire(draft.end, default_tz=default_tz),
+        is_all_day=draft.start.is_all_day,
+        location=GraphLocation(display_name=draft.location or ""),
+        show_as="free"
+        if draft.transparency is Transparency.TRANSPARENT
+        else ("tentative" if draft.status is EventStatus.TENTATIVE else "busy"),
+        sensitivity={
+            Visibility.PRIVATE: "private",
+            Visibility.CONFIDENTIAL: "confidential",
+        }.get(draft.visibility, "normal"),
+        # every attendee, an empty list included: a PATCH replaces the list
+        attendees=[
+            GraphAttendee(
+                email_address=GraphEmail(address=a.email, name=a.name or a.email),
+                type="resource" if a.resource else ("optional" if a.optional else "required"),
+                status=GraphResponse(response=_RESPONSES_OUT[a.response]),
+            )
+            for a in draft.attendees
+        ],
+        recurrence=recurrence,
+        single_value_extended_properties=[
+            GraphExtendedProperty(id=_PROP_PREFIX + key, value=value)
+            for key, value in draft.properties.items()
         ]
-    if transaction:
-        body["transactionId"] = transaction
-    return body
+        or None,
+        transaction_id=transaction or None,
+    )
+    return wire_dict(body)

@@ -60,7 +60,7 @@ from calbridge import (
     WebhookRequest,
 )
 from calbridge.errors import InvalidRequest, NotFound, ProviderResponseError
-from calbridge.toolkit import AuthorizedClient
+from calbridge.toolkit import AuthorizedClient, wire_dict
 
 from . import _push
 from ._convert import (
@@ -74,6 +74,7 @@ from ._cursor import Cursor, id_hash
 from ._errors import error_for
 from ._oauth import AUTHORIZATION_PARAMS, make_oauth
 from ._tz import parse_graph_datetime
+from ._wire import Subscription
 
 __all__ = ["MAILBOX_CONCURRENCY", "PREFER", "OutlookProvider"]
 
@@ -517,19 +518,21 @@ class OutlookProvider(Provider):
             else "/me/events"
         )
         secret = request.secret or _push.new_client_state()
-        body = {
-            "changeType": "created,updated,deleted",
-            "notificationUrl": request.callback_url,
-            "lifecycleNotificationUrl": str(
+        subscription = Subscription(
+            change_type="created,updated,deleted",
+            notification_url=request.callback_url,
+            lifecycle_notification_url=str(
                 self.settings.option("lifecycle_url") or request.callback_url
             ),
-            "resource": resource,
-            "expirationDateTime": _push.expiration(
+            resource=resource,
+            expiration_date_time=_push.expiration(
                 self.clock(), request.ttl_seconds, self.max_minutes
             ),
-            "clientState": secret.reveal(),
-            "latestSupportedTlsVersion": "v1_2",
-        }
+            client_state=secret,
+            latest_supported_tls_version="v1_2",
+        )
+        # Graph echoes clientState on every notification: the secret goes in deliberately
+        body = wire_dict(subscription, reveal_secrets=True)
         data = await self._ok(
             session, "POST", self._url("subscriptions"), json=body, what="create subscription"
         )
@@ -547,7 +550,8 @@ class OutlookProvider(Provider):
         expires = _push.expiration(self.clock(), None, self.max_minutes)
         data = await self._ok(
             session, "PATCH", self._url("subscriptions", channel.id),
-            json={"expirationDateTime": expires}, what="renew subscription",
+            json=wire_dict(Subscription(expiration_date_time=expires)),
+            what="renew subscription",
         )  # fmt: skip
         when = data.get("expirationDateTime") if isinstance(data, dict) else None
         stamp = parse_graph_datetime(str(when or expires), "UTC")

@@ -32,10 +32,10 @@ from calbridge import (
     WebhookReply,
     WebhookRequest,
 )
-from calbridge.errors import NotificationRejected
+from calbridge.errors import NotificationRejected, ProviderResponseError
 
 from ._tz import parse_graph_datetime
-from ._wire import Subscription, parse
+from ._wire import Subscription, read
 
 __all__ = [
     "MAX_MINUTES",
@@ -82,7 +82,9 @@ def channel_from_wire(
     filters: dict[str, str],
 ) -> Channel:
     """The domain :class:`Channel` of a subscription (``clientState`` never in ``raw``)."""
-    sub = parse(body, Subscription)
+    sub = read(body, Subscription)
+    if sub.id is None:
+        raise ProviderResponseError("the subscription Graph answered has no id", provider=PROVIDER)
     expires = (
         int(parse_graph_datetime(sub.expiration_date_time, "UTC").timestamp())
         if sub.expiration_date_time

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 from calbridge_outlook._convert import event_from_wire
-from calbridge_outlook._wire_read import event_struct
+from calbridge_outlook._wire import event_struct
 
 from calbridge import EventStatus, ResponseStatus, SeriesRole, TimeKind, Transparency, Visibility
 from calbridge.errors import ProviderResponseError
