@@ -6,10 +6,14 @@ that one class to read answers and to write request bodies::
     class Calendar(WireStruct, frozen=True, rename="camel"):
         id: str
         summary_override: str | None = None  # "summaryOverride"
-        access_token: calbridge.Secret | None = None  # a Secret from the moment it is read
+
+    class Channel(WireStruct, frozen=True, rename="camel"):
+        id: str
+        client_state: calbridge.Secret | None = None  # a Secret from the moment it is read
 
     cal = decode_wire(response.content, Calendar, provider="example", what="calendar")
     body = wire_dict(Calendar(id="c1"))  # {"id": "c1"}: None and default fields left out
+    body = wire_dict(Channel(id="ch", client_state=secret), reveal_secrets=True)
 
 * :func:`decode_wire` reads JSON text (``bytes``, ``str``, :class:`msgspec.Raw`) with a
   decoder cached per type, or already-decoded JSON (a dict) with :func:`msgspec.convert`;
@@ -100,7 +104,7 @@ def decode_wire(data: Any, cls: type[T], *, provider: str, what: str | None = No
         return msgspec.convert(data, cls, dec_hook=_dec_hook)
     except (msgspec.ValidationError, msgspec.DecodeError) as exc:
         raise ProviderResponseError(
-            f"unreadable {what or getattr(cls, '__name__', 'value')} from {provider}: {exc}",
+            f"unreadable {what or getattr(cls, '__name__', 'value')}: {exc}",
             provider=provider,
         ) from None
 

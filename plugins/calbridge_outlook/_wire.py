@@ -158,7 +158,5 @@ def event_struct(data: Any) -> GraphEvent:
     without an ``id`` too) raises :class:`~calbridge.errors.ProviderResponseError`."""
     event = decode_wire(data, GraphEvent, provider=PROVIDER, what="event")
     if event.id is None:
-        raise ProviderResponseError(
-            "unreadable event from outlook: it has no id", provider=PROVIDER
-        )
+        raise ProviderResponseError("unreadable event: it has no id", provider=PROVIDER)
     return event

@@ -106,7 +106,7 @@ def test_the_page_keeps_items_as_text() -> None:
     ],
 )
 def test_unreadable_input_is_a_typed_error(data: Any, where: str) -> None:
-    with pytest.raises(ProviderResponseError, match="unreadable calendar item from example") as e:
+    with pytest.raises(ProviderResponseError, match=r"\[example\] unreadable calendar item: ") as e:
         decode_wire(data, Item, provider="example", what="calendar item")
     assert e.value.provider == "example"
     assert where in str(e.value)
@@ -114,7 +114,7 @@ def test_unreadable_input_is_a_typed_error(data: Any, where: str) -> None:
 
 
 def test_what_defaults_to_the_class_name() -> None:
-    with pytest.raises(ProviderResponseError, match="unreadable Item from example"):
+    with pytest.raises(ProviderResponseError, match=r"\[example\] unreadable Item: "):
         decode_wire(b"[]", Item, provider="example")
 
 
