@@ -199,15 +199,6 @@ class Event:
         factory=dict, converter=_optional_raw, hash=False, repr=False
     )
 
-    @classmethod
-    def from_fields(cls, *values: Any) -> Event:
-        """Deprecated: ``Event(**fields)``. Every field positionally, in declaration order
-        (kept until the Cronofy conversion builds events by keyword)."""
-        names = [f.name for f in attrs.fields(cls)]
-        if len(values) != len(names):
-            raise TypeError(f"Event.from_fields takes {len(names)} values, got {len(values)}")
-        return cls(**dict(zip(names, values, strict=True)))
-
     def __attrs_post_init__(self) -> None:
         _event_times("Event", self.start, self.end)
         if self.start.is_all_day != self.end.is_all_day:

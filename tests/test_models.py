@@ -372,9 +372,10 @@ def test_event_and_draft_validation() -> None:
         EventDraft(start=day, end=EventTime.all_day(dt.date(2026, 1, 2)), properties={"a": 1})  # type: ignore[dict-item]
 
 
-def test_event_from_fields_is_the_keyword_constructor_positionally() -> None:
-    """Event.from_fields (deprecated) takes every field positionally, in declaration
-    order, and builds the same event with the same checks as Event(...)."""
+def test_event_takes_every_field_and_checks_them() -> None:
+    """Event(...) with every field set keeps them (recurrence lines trimmed, properties
+    copied) and refuses mixed all-day/timed times, an instance without its series, a
+    DTSTART in a recurrence line and non-str properties; events are frozen."""
     start = EventTime.zoned(dt.datetime(2026, 1, 1, 9, tzinfo=dt.UTC), "Europe/Paris")
     end = EventTime.zoned(dt.datetime(2026, 1, 1, 10, tzinfo=dt.UTC), "Europe/Paris")
     values: dict[str, Any] = {
@@ -402,49 +403,21 @@ def test_event_from_fields_is_the_keyword_constructor_positionally() -> None:
         "properties": {"k": "v"},
         "raw": {"id": "e1"},
     }
-    fast = Event.from_fields(*values.values())
-    assert fast == Event(**values)
-    assert attrs.asdict(fast, recurse=False) == attrs.asdict(Event(**values), recurse=False)
-    assert fast.recurrence == ("RRULE:FREQ=DAILY",)
+    fast = Event(**values)
+    assert attrs.asdict(fast, recurse=False) == {
+        **values,
+        "recurrence": ("RRULE:FREQ=DAILY",),
+    }
     assert fast.properties == {"k": "v"} and fast.properties is not values["properties"]  # noqa: PT018
-    empty = Event.from_fields(
-        "e",
-        "c",
-        "p",
-        start,
-        end,
-        None,
-        None,
-        None,
-        None,
-        EventStatus.CONFIRMED,
-        Transparency.OPAQUE,
-        Visibility.DEFAULT,
-        None,
-        (),
-        (),
-        SeriesRole.SINGLE,
-        None,
-        None,
-        None,
-        None,
-        None,
-        None,
-        None,
-    )
-    assert empty == Event(id="e", calendar_id="c", provider="p", start=start, end=end)
-    assert empty.raw == {} and empty.properties == {}  # noqa: PT018
     day = EventTime.all_day(dt.date(2026, 1, 1))
     with pytest.raises(ValueError, match="both be all-day"):
-        Event.from_fields(*{**values, "end": day}.values())
+        Event(**{**values, "end": day})
     with pytest.raises(ValueError, match="recurring_event_id"):
-        Event.from_fields(*{**values, "recurring_event_id": None}.values())
+        Event(**{**values, "recurring_event_id": None})
     with pytest.raises(ValueError, match="DTSTART"):
-        Event.from_fields(*{**values, "recurrence": ["RRULE;DTSTART=1:FREQ=DAILY"]}.values())
+        Event(**{**values, "recurrence": ["RRULE;DTSTART=1:FREQ=DAILY"]})
     with pytest.raises(TypeError):
-        Event.from_fields(*{**values, "properties": {"k": 1}}.values())
-    with pytest.raises(TypeError):
-        Event.from_fields(*values.values(), None)
+        Event(**{**values, "properties": {"k": 1}})
     with pytest.raises(attrs.exceptions.FrozenInstanceError):
         fast.summary = "changed"  # type: ignore[misc]
 

@@ -2,8 +2,8 @@
 
 Reads: :func:`event_from_read` is the hot path (every event of every page goes through it):
 it converts a :class:`CronofyEvent`, decoded by msgspec straight from the page's bytes (see
-``_wire``), and interns the values that repeat; :func:`events_from_page` does a whole
-page, keeping each event's JSON text as its lazily decoded ``raw``. Writes:
+``_wire``); :func:`events_from_page` does a whole page, keeping each event's JSON text as
+its lazily decoded ``raw``. Writes:
 :func:`upsert_body` turns an :class:`calbridge.EventDraft` into Cronofy's upsert body.
 
 Identity: an event's calbridge ``id`` is its ``event_id`` when the app manages it (the
@@ -63,11 +63,6 @@ UID_PREFIX = "evt_"
 _ZONED = calbridge.TimeKind.ZONED
 _DATE = calbridge.TimeKind.DATE
 _UTC = dt.UTC
-_all_day = calbridge.EventTime.all_day
-_zoned = calbridge.EventTime.zoned
-_event = calbridge.Event.from_fields
-_fromisoformat = dt.datetime.fromisoformat
-_date_fromisoformat = dt.date.fromisoformat
 
 _STATUS = {
     "confirmed": calbridge.EventStatus.CONFIRMED,
@@ -100,7 +95,7 @@ def id_field(event_id: str) -> str:
 
 def parse_instant(text: str) -> dt.datetime:
     """An aware datetime from Cronofy's ISO text (``Z`` or an offset)."""
-    value = _fromisoformat(text)
+    value = dt.datetime.fromisoformat(text)
     if value.tzinfo is None:
         return value.replace(tzinfo=_UTC)
     return value
@@ -111,59 +106,15 @@ def format_instant(value: dt.datetime) -> str:
     return value.astimezone(_UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-#: interned values: people and dates repeat across a calendar's events (the same
-#: colleagues, all-day dates); immutable, so one object serves all. Bounded: cleared when
-#: full, so memory stays flat however many events stream past.
-_INTERN_MAX = 4096
-_dates: dict[str, calbridge.EventTime] = {}
-_attendees: dict[Person, calbridge.Attendee] = {}
-#: whole attendee lists: the instances of a recurring meeting, and the meetings of one team,
-#: repeat the same list
-_attendee_lists: dict[tuple[Person, ...], tuple[calbridge.Attendee, ...]] = {}
-_people: dict[Person, calbridge.Person] = {}
-_instants: dict[str, dt.datetime] = {}
-#: the last timed start/end built, as ``[(text, tzid, time)]``: timed values rarely repeat
-#: across a calendar (interning them all costs more than it saves), except back to back,
-#: where one event ends as the next in the page starts
-_last_timed: list[tuple[str, str, calbridge.EventTime | None]] = [("", "", None)]
-
-
 def _time(value: WireTime) -> calbridge.EventTime:
-    # the hot path: a start/end as decoded, a str or a LocalizedTime
-    if value.__class__ is LocalizedTime:
-        text = value.time
-        tzid = value.tzid or "UTC"
+    # a start/end as decoded: a date or UTC text, or a LocalizedTime
+    if isinstance(value, LocalizedTime):
+        text, tzid = value.time, value.tzid or "UTC"
     else:
-        text = value  # type: ignore[assignment]
-        tzid = "UTC"
+        text, tzid = value, "UTC"
     if len(text) == 10:
-        found = _dates.get(text)
-        if found is None:
-            found = _all_day(_date_fromisoformat(text))
-            if len(_dates) >= _INTERN_MAX:
-                _dates.clear()
-            _dates[text] = found
-        return found
-    last_text, last_tzid, last = _last_timed[0]
-    if last is not None and text == last_text and tzid == last_tzid:
-        return last
-    instant = _fromisoformat(text)
-    if instant.tzinfo is None:
-        instant = instant.replace(tzinfo=_UTC)
-    found = _zoned(instant, tzid)
-    _last_timed[0] = (text, tzid, found)
-    return found
-
-
-def _instant(text: str) -> dt.datetime:
-    # created/updated: one value often serves many events (and an event's two fields)
-    found = _instants.get(text)
-    if found is None:
-        found = parse_instant(text)
-        if len(_instants) >= _INTERN_MAX:
-            _instants.clear()
-        _instants[text] = found
-    return found
+        return calbridge.EventTime.all_day(dt.date.fromisoformat(text))
+    return calbridge.EventTime.zoned(parse_instant(text), tzid)
 
 
 def time_from_wire(value: WireTime) -> calbridge.EventTime:
@@ -224,34 +175,27 @@ def event_from_read(wire: CronofyEvent, raw: Mapping[str, Any]) -> calbridge.Eve
         recurring = bool(wire.recurring) and bool(series)
         location = wire.location
         organizer = wire.organizer
-        attendees = wire.attendees
-        created = wire.created
-        updated = wire.updated
-        # every field in declaration order (Event.from_fields: no keyword matching)
-        return _event(
-            read_event_id(wire),  # id
-            wire.calendar_id,
-            PROVIDER,
-            _time(wire.start),
-            _time(wire.end),
-            wire.summary,
-            wire.description,
-            location.description if location is not None else None,
-            wire.ical_uid,
-            _STATUS.get(wire.status or "", _CONFIRMED),
-            _TRANSPARENT if wire.transparency == "transparent" else _OPAQUE,
-            _PRIVATE if wire.event_private else _DEFAULT_VIS,
-            _person(organizer) if organizer is not None else None,
-            _attendee_list(attendees) if attendees else (),
-            (),  # recurrence: Cronofy reads instances, never the series master
-            _INSTANCE if recurring else _SINGLE,
-            series if recurring else None,  # recurring_event_id
-            None,  # original_start
-            _instant(created) if created else None,
-            _instant(updated) if updated else None,
-            None,  # etag
-            None,  # properties
-            raw,
+        return calbridge.Event(
+            id=read_event_id(wire),
+            calendar_id=wire.calendar_id,
+            provider=PROVIDER,
+            start=_time(wire.start),
+            end=_time(wire.end),
+            summary=wire.summary,
+            description=wire.description,
+            location=location.description if location is not None else None,
+            ical_uid=wire.ical_uid,
+            status=_STATUS.get(wire.status or "", _CONFIRMED),
+            transparency=_TRANSPARENT if wire.transparency == "transparent" else _OPAQUE,
+            visibility=_PRIVATE if wire.event_private else _DEFAULT_VIS,
+            organizer=_person(organizer) if organizer is not None else None,
+            attendees=tuple(_attendee(a) for a in wire.attendees or ()),
+            # no recurrence: Cronofy reads instances, never the series master
+            series_role=_INSTANCE if recurring else _SINGLE,
+            recurring_event_id=series if recurring else None,
+            created=parse_instant(wire.created) if wire.created else None,
+            updated=parse_instant(wire.updated) if wire.updated else None,
+            raw=raw,
         )
     except (ValueError, TypeError) as exc:
         raise ProviderResponseError(
@@ -284,40 +228,18 @@ def events_from_page(
     return out
 
 
-def _attendee_list(wires: tuple[Person, ...]) -> tuple[calbridge.Attendee, ...]:
-    found = _attendee_lists.get(wires)
-    if found is None:
-        found = tuple(map(_attendee, wires))
-        if len(_attendee_lists) >= _INTERN_MAX:
-            _attendee_lists.clear()
-        _attendee_lists[wires] = found
-    return found
-
-
 def _attendee(wire: Person) -> calbridge.Attendee:
-    found = _attendees.get(wire)
-    if found is None:
-        found = calbridge.Attendee(
-            email=wire.email or "",
-            name=wire.display_name,
-            response=_RESPONSE.get(wire.status or "", _UNKNOWN),
-        )
-        if len(_attendees) >= _INTERN_MAX:
-            _attendees.clear()
-        _attendees[wire] = found
-    return found
+    return calbridge.Attendee(
+        email=wire.email or "",
+        name=wire.display_name,
+        response=_RESPONSE.get(wire.status or "", _UNKNOWN),
+    )
 
 
 def _person(wire: Person) -> calbridge.Person | None:
-    found = _people.get(wire)
-    if found is None:
-        if wire.email is None and wire.display_name is None:
-            return None
-        found = calbridge.Person(email=wire.email, name=wire.display_name)
-        if len(_people) >= _INTERN_MAX:
-            _people.clear()
-        _people[wire] = found
-    return found
+    if wire.email is None and wire.display_name is None:
+        return None
+    return calbridge.Person(email=wire.email, name=wire.display_name)
 
 
 # --------------------------------------------------------------------------- writes
