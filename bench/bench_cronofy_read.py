@@ -252,13 +252,9 @@ def make_provider(
     http: httpx.AsyncClient,
     *,
     read_concurrency: int = 4,
-    shard_min_wait: float | None = None,
 ) -> Any:
-    """The plugin as an application configures it (the default split rule unless
-    ``shard_min_wait`` is given)."""
+    """The plugin as an application configures it (``read_concurrency=1``: one chain)."""
     from calbridge_cronofy import CronofyProvider
-
-    split = {} if shard_min_wait is None else {"shard_min_wait": shard_min_wait}
 
     return CronofyProvider(
         http=http,
@@ -271,7 +267,6 @@ def make_provider(
                 "rate_limit_per_minute": 0,
                 "google_event_ids": False,  # pycronofy cannot ask for them: same request
                 "read_concurrency": read_concurrency,
-                **split,
             },
         ),
     )
@@ -463,7 +458,7 @@ def peak_memory(
     chain of pages or (``split``) always as four concurrent sub-window reads: the highest
     peak of ``runs`` reads (how many pages are in memory at once depends on timing, and
     a long read has more chances to meet its worst moment than a short one)."""
-    options = {"read_concurrency": 4, "shard_min_wait": 0.0} if split else {"read_concurrency": 1}
+    options = {"read_concurrency": 4 if split else 1}
     n, highest = 0, 0
     for _ in range(runs):
         tracemalloc.start()
@@ -717,9 +712,9 @@ def main() -> int:
                 f"The sandbox itself is cheap ({sandbox_eps:,.0f} events/s fetched with no "
                 "decoding), so on plain HTTP both clients are bound by their own CPU on this "
                 "machine: calbridge overlaps its work with the sandbox's (page N+1 is on the "
-                "wire before page N is converted; a long read runs as four concurrent "
-                "sub-window chains only when, page by page, the answers still leave the "
-                "process idle, which a fast sandbox on loopback does not: see the split "
+                "wire before page N is converted; a read of at least four pages runs as "
+                "four concurrent sub-window chains, which gains nothing when the sandbox "
+                "answers within the time a page converts, as on loopback: see the split "
                 "row), so its rate is bounded by its own CPU per page, while pycronofy's "
                 "is bounded by its CPU plus the sandbox's time per page, in turn. "
                 "calbridge's client CPU per page (pooled request, decode and typed "
@@ -732,7 +727,7 @@ def main() -> int:
                 "takes time to answer, as every real one does, the concurrent sub-window "
                 "reads hide the waiting while pycronofy waits for each page in turn. "
                 "Memory does not grow with the number of events: one chain holds at most "
-                "two pages (four while a long read decides whether to split); split "
+                "two pages; split "
                 "reads hold up to about three encoded pages per sub-window, however long "
                 "the window."
             )

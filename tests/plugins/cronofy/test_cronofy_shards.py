@@ -7,7 +7,6 @@ import collections
 import datetime as dt
 import itertools
 import random
-import time
 from collections.abc import AsyncIterator
 
 import attrs
@@ -139,12 +138,7 @@ def _seed(world: object, calendar_id: str) -> None:
 
 @pytest.mark.parametrize("loopback", [False, True], ids=["in-process", "loopback"])
 async def test_sharded_reads_return_every_event_exactly_once(loopback: bool) -> None:
-    async with sandbox_rig(
-        loopback=loopback,
-        page_size=3,
-        sandbox_rate_limits=(),
-        options={"shard_min_wait": 0},  # split every long read, however fast the sandbox
-    ) as rig:
+    async with sandbox_rig(loopback=loopback, page_size=3, sandbox_rate_limits=()) as rig:
         _seed(rig.world, rig.native_calendar_id)
         await rig.settle()  # Cronofy picks native changes up on its own schedule
         sequential = CronofyProvider(
@@ -189,14 +183,16 @@ async def test_sharded_reads_return_every_event_exactly_once(loopback: bool) -> 
                 assert len({f for f in froms if f}) >= 2, window
 
 
-async def test_a_read_is_split_only_when_the_provider_is_slow_to_answer() -> None:
+async def test_long_reads_split_and_short_ones_and_read_concurrency_1_do_not() -> None:
+    """A read of at least ``shard_min_pages`` pages is split however fast the provider
+    answers (a deterministic rule: no timing decides it); a shorter one, or any read with
+    ``read_concurrency=1``, is one chain of pages."""
     async with sandbox_rig(loopback=False, page_size=3, sandbox_rate_limits=()) as rig:
         _seed(rig.world, rig.native_calendar_id)
         await rig.settle()
-        window = calbridge.TimeRange(start=BASE, end=BASE + dt.timedelta(days=10))
         froms = record_froms(rig.provider)
 
-        async def read(provider: CronofyProvider) -> list[str]:
+        async def read(provider: CronofyProvider, window: calbridge.TimeRange) -> list[str]:
             froms.clear()
             return [
                 e.id
@@ -204,66 +200,30 @@ async def test_a_read_is_split_only_when_the_provider_is_slow_to_answer() -> Non
                 for e in page
             ]
 
-        patient = CronofyProvider(
+        chained = CronofyProvider(
             http=rig.provider.http,
             settings=attrs.evolve(
                 rig.provider.settings,
-                options={**rig.provider.settings.options, "shard_min_wait": 3600},
+                options={**rig.provider.settings.options, "read_concurrency": 1},
             ),
         )
-        expected = await read(patient)
-        assert [f for f in froms if f] == [froms[0]]  # answered at once: one chain
-        rig.world.faults.set_latency("cronofy", 0.03)  # every answer now takes 30 ms
-        got = await read(rig.provider)
+        long = calbridge.TimeRange(start=BASE, end=BASE + dt.timedelta(days=10))
+        expected = await read(chained, long)
+        assert len(expected) >= 4 * 3  # shard_min_pages pages of 3
+        assert [f for f in froms if f] == [froms[0]]  # one chain
+        got = await read(rig.provider, long)
         assert len({f for f in froms if f}) >= 3  # split: sub-window queries
         assert sorted(got) == sorted(expected)
         assert len(got) == len(set(got))
 
-
-async def test_a_provider_answering_while_a_page_converts_is_read_as_one_chain(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    # the next page is on the wire while the current one converts: a provider that answers
-    # within that time leaves the process no idle wait, and one chain is already the
-    # fastest read (more chains would only add requests)
-    from calbridge_cronofy import _convert
-
-    convert_page = _convert.events_from_page
-
-    def slow_convert(*args: object, **kwargs: object) -> list[calbridge.Event]:
-        until = time.process_time() + 0.08  # 80 ms of CPU per page
-        while time.process_time() < until:
-            pass
-        return convert_page(*args, **kwargs)  # type: ignore[arg-type]
-
-    async with sandbox_rig(loopback=True, page_size=3, sandbox_rate_limits=()) as rig:
-        _seed(rig.world, rig.native_calendar_id)
-        await rig.settle()
-        window = calbridge.TimeRange(start=BASE, end=BASE + dt.timedelta(days=10))
-        froms = record_froms(rig.provider)
-        rig.world.faults.set_latency("cronofy", 0.03)  # every answer takes 30 ms
-
-        async def read() -> list[str]:
-            froms.clear()
-            return [
-                e.id
-                async for page in rig.provider.list_events(rig.session, rig.calendar_id, window)
-                for e in page
-            ]
-
-        split = await read()
-        assert len({f for f in froms if f}) >= 3  # 30 ms idle per page: split
-        monkeypatch.setattr(_convert, "events_from_page", slow_convert)
-        chained = await read()
-        assert [f for f in froms if f] == [froms[0]]  # answered while converting: one chain
-        assert sorted(chained) == sorted(split)
-        assert len(chained) == len(set(chained))
+        short = calbridge.TimeRange(start=BASE, end=BASE + dt.timedelta(hours=2))
+        few = await read(rig.provider, short)
+        assert 0 < len(few) < 4 * 3
+        assert [f for f in froms if f] == [froms[0]]  # too short to split
 
 
 async def test_a_full_change_read_is_split_like_list_events() -> None:
-    async with sandbox_rig(
-        loopback=False, page_size=3, sandbox_rate_limits=(), options={"shard_min_wait": 0}
-    ) as rig:
+    async with sandbox_rig(loopback=False, page_size=3, sandbox_rate_limits=()) as rig:
         _seed(rig.world, rig.native_calendar_id)
         await rig.settle()
         window = calbridge.TimeRange(start=BASE, end=BASE + dt.timedelta(days=10))
@@ -289,10 +249,13 @@ async def test_a_full_change_read_is_split_like_list_events() -> None:
         assert [p.cursor is not None for p in pages] == [False] * (len(pages) - 1) + [True]
 
 
-@pytest.mark.parametrize("min_wait", [0, 3600], ids=["split", "one-chain"])
-async def test_stopping_a_read_early_leaves_no_request_running(min_wait: float) -> None:
+@pytest.mark.parametrize("concurrency", [4, 1], ids=["split", "one-chain"])
+async def test_stopping_a_read_early_leaves_no_request_running(concurrency: int) -> None:
     async with sandbox_rig(
-        loopback=False, page_size=3, sandbox_rate_limits=(), options={"shard_min_wait": min_wait}
+        loopback=False,
+        page_size=3,
+        sandbox_rate_limits=(),
+        options={"read_concurrency": concurrency},
     ) as rig:
         _seed(rig.world, rig.native_calendar_id)
         await rig.settle()
