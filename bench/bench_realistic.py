@@ -7,8 +7,8 @@ latency fault); calbridge reads one calendar of 10,000 events (100 pages) throug
 with pycronofy against the same sandbox:
 
 * ``default``: pooled connections (httpx's transport), the next page requested while the
-  current one is converted (prefetch), long reads split into four concurrent sub-window
-  chains when the answers leave the process idle;
+  current one is converted (prefetch), reads of at least four pages split into four
+  concurrent sub-window chains;
 * ``no prefetch``: one page at a time; ``no sub-windows``: one chain
   (``read_concurrency=1``); and both;
 * ``no pooling``: a new (TLS) connection per request, as pycronofy does.
