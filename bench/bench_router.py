@@ -34,15 +34,15 @@ def populate(rt: Runtime, users: int) -> list[str]:
     for i in range(users):
         user = f"user-{i:05d}"
         for provider in ("google", "cronofy"):
-            acct = rt.store.upsert_account(
+            acct = rt.store.accounts.upsert_account(
                 app_user_id=user,
                 provider=provider,
                 provider_account_id=f"{provider}-{i}",
                 email=f"{user}@example.com",
             )
-            rt.store.save_tokens(acct.id, TokenSet(access_token="t", expires_at=0))
+            rt.store.credentials.save_tokens(acct.id, TokenSet(access_token="t", expires_at=0))
             if provider == "cronofy" and i % 7 == 0:
-                rt.store.set_account_status(acct.id, AccountStatus.NEEDS_REAUTH)
+                rt.store.accounts.set_account_status(acct.id, AccountStatus.NEEDS_REAUTH)
         if i % 3 == 0:
             rt.update_routing(user, phase="cutover", data={"legacy_provider": "google"})
         ids.append(user)

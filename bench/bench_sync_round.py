@@ -104,14 +104,14 @@ def child(total: int, hold: int) -> None:
             providers={"memory": calbridge.ProviderSettings(options={"backend": backend})},
         )
         runtime = Runtime.open(config, host=fresh_plugin_host(memory_plugin))
-        account = runtime.store.upsert_account(
+        account = runtime.store.accounts.upsert_account(
             app_user_id="bench", provider="memory", provider_account_id="bench"
         )
 
         async def main() -> Any:
             provider = runtime.provider("memory")
             grant = await provider.exchange_code(code="user:bench", redirect_uri="memory://cb")
-            runtime.store.save_tokens(account.id, grant.tokens)
+            runtime.store.credentials.save_tokens(account.id, grant.tokens)
             engine = SyncEngine(runtime, hold=hold)
             before = _rss()
             began = time.perf_counter()

@@ -80,11 +80,13 @@ def serve(db: str, port: int, spec_path: str) -> None:
     )
     runtime = Runtime.open(config, host=fresh_plugin_host(memory_plugin, MemoryPush()))
     store = runtime.store
-    cronofy = store.upsert_account(
+    cronofy = store.accounts.upsert_account(
         app_user_id="bench", provider="cronofy", provider_account_id="acc_bench"
     )
     # its syncs are skipped cheaply: this phase measures ingest, not Cronofy reads
-    store.set_account_status(cronofy.id, calbridge.AccountStatus.NEEDS_REAUTH, reason="bench")
+    store.accounts.set_account_status(
+        cronofy.id, calbridge.AccountStatus.NEEDS_REAUTH, reason="bench"
+    )
     spec: dict[str, Any] = {"cronofy": []}
     for i in range(CHANNELS):
         channel = calbridge.Channel(
@@ -94,19 +96,19 @@ def serve(db: str, port: int, spec_path: str) -> None:
             account_id=cronofy.id,
             calendar_ids=(f"cal_bench_{i:03d}",),
         )
-        store.save_channel(channel, health="active")
+        store.channels.save_channel(channel, health="active")
         spec["cronofy"].append([channel.id, channel.calendar_ids[0]])
 
     async def main() -> None:
         service = SyncService(runtime)
         provider = runtime.provider("memory")
         grant = await provider.exchange_code(code="user:bench", redirect_uri="memory://cb")
-        account = store.upsert_account(
+        account = store.accounts.upsert_account(
             app_user_id="bench", provider="memory", provider_account_id="bench"
         )
-        store.save_tokens(account.id, grant.tokens)
+        store.credentials.save_tokens(account.id, grant.tokens)
         await service.channels.on_account_connected(account.id, ["work"])
-        [rec] = list(store.list_channels(account_id=account.id))
+        [rec] = list(store.channels.list_channels(account_id=account.id))
         assert rec.channel.secret is not None
         spec["memory"] = [rec.channel.id, rec.channel.secret.reveal()]
         await asyncio.to_thread(Path(spec_path).write_text, json.dumps(spec))

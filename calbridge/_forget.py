@@ -38,7 +38,7 @@ async def forget_user(bridge: CalBridge, app_user_id: str) -> ForgetReport:
         assert account.id is not None
         provider = bridge.runtime.provider(account.provider)
         session = bridge.runtime.session(account)
-        stopped += len(await offload(bridge.store.list_channels, account_id=account.id))
+        stopped += len(await offload(bridge.store.channels.list_channels, account_id=account.id))
         try:  # closes provider channels, drops their rows and every job schedule
             await channels.on_account_disconnected(account.id)
         except Exception as exc:  # keep erasing; report what failed
@@ -75,4 +75,4 @@ def _erase(
     """The local erasure, in one write transaction, then its audit line (a store thread)."""
     bridge.store.erase_user(app_user_id, account_ids)
     bridge.runtime.router.invalidate(app_user_id)
-    bridge.store.audit("bridge", "user.forgotten", app_user_id=app_user_id, detail=audit)
+    bridge.store.audit_log.audit("bridge", "user.forgotten", app_user_id=app_user_id, detail=audit)

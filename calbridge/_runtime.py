@@ -171,7 +171,7 @@ class Runtime:
 
     def account(self, account_id: str) -> Account:
         """A stored account, or NotFound."""
-        account = self.store.get_account(account_id)
+        account = self.store.accounts.get_account(account_id)
         if account is None:
             raise NotFound(f"account {account_id!r} is not connected", provider="calbridge")
         assert isinstance(account, Account)
@@ -274,7 +274,7 @@ class Runtime:
         )
 
     def _audit_route_change(self, decision: Any, previous: str | None) -> None:
-        self.store.audit(
+        self.store.audit_log.audit(
             actor="router",
             action="route.changed",
             app_user_id=decision.app_user_id,
@@ -307,7 +307,7 @@ class Runtime:
         from .store import RoutingState, StaleWriteError
 
         for _ in range(20):
-            current = self.store.get_routing(app_user_id)
+            current = self.store.routing.get_routing(app_user_id)
             merged = dict(current.data) if current is not None else {}
             merged.update(data or {})
             for key in drop:
@@ -320,7 +320,7 @@ class Runtime:
                 data=merged,
             )
             try:
-                stored = self.store.set_routing(
+                stored = self.store.routing.set_routing(
                     state, expected_version=current.version if current else 0
                 )
             except StaleWriteError:

@@ -113,7 +113,7 @@ class EventWriter:
             around=draft.start.as_utc(),
         )
         if existing is not None:
-            cached = await offload(self.store.get_event, decision.account_id, cal, existing)
+            cached = await offload(self.store.events.get_event, decision.account_id, cal, existing)
             if isinstance(cached, Event):
                 return cached
         if existing is None and entries:
@@ -147,7 +147,7 @@ class EventWriter:
 
     def _after_delete(self, app_user_id: str, key: str, account_id: str, calendar_id: str) -> None:
         self._wrote(app_user_id, key, "delete", account_id, calendar_id)
-        self.store.audit(
+        self.store.audit_log.audit(
             "bridge",
             "event.deleted",
             app_user_id=app_user_id,

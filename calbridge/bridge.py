@@ -150,7 +150,9 @@ class CalBridge:
             self.runtime.update_routing(app_user_id, drop=("pin",))
         else:
             self.runtime.update_routing(app_user_id, data={"pin": provider})
-        self.store.audit("cli", "route.pin", app_user_id=app_user_id, detail={"provider": provider})
+        self.store.audit_log.audit(
+            "cli", "route.pin", app_user_id=app_user_id, detail={"provider": provider}
+        )
 
     async def set_tenant(self, app_user_id: str, tenant: str | None) -> None:
         """Record the user's tenant (for tenant routing rules and cohorts)."""
@@ -163,7 +165,9 @@ class CalBridge:
 
     async def accounts(self, app_user_id: str | None = None) -> list[Account]:
         """Connected accounts (of one user, or all)."""
-        found: list[Account] = await offload(self.store.list_accounts, app_user_id=app_user_id)
+        found: list[Account] = await offload(
+            self.store.accounts.list_accounts, app_user_id=app_user_id
+        )
         return found
 
     async def account_status(self, app_user_id: str) -> dict[str, Any]:
@@ -250,10 +254,12 @@ class CalBridge:
         """
         decision = await self.aroute(app_user_id)
         cal = await self._calendars.resolve(decision, calendar_id)
-        cursor = None if live else await offload(self.store.get_cursor, decision.account_id, cal)
+        cursor = (
+            None if live else await offload(self.store.events.get_cursor, decision.account_id, cal)
+        )
         if cursor is not None:
             cached: list[Event] = await offload(
-                self.store.list_events, decision.account_id, cal, window
+                self.store.events.list_events, decision.account_id, cal, window
             )
             for event in cached:
                 if window.overlaps(event.start.as_utc(), event.end.as_utc()) or event.recurrence:
@@ -345,7 +351,7 @@ class CalBridge:
             return
         removed = self.changes.channels.park_account(account.id)
         self.runtime.router.invalidate(account.app_user_id)
-        self.store.audit(
+        self.store.audit_log.audit(
             "bridge",
             "account.parked",
             app_user_id=account.app_user_id,

@@ -163,10 +163,10 @@ async def memory_bridge(url: str, **config: Any) -> AsyncIterator[tuple[CalBridg
     try:
         provider = bridge.runtime.provider("memory")
         grant = await provider.exchange_code(code="user:alice", redirect_uri="memory://cb")
-        account = bridge.store.upsert_account(
+        account = bridge.store.accounts.upsert_account(
             app_user_id="alice", provider="memory", provider_account_id="alice"
         )
-        bridge.store.save_tokens(account.id, grant.tokens)
+        bridge.store.credentials.save_tokens(account.id, grant.tokens)
         await bridge.changes.channels.on_account_connected(account.id)
         await drain(bridge.worker(concurrency=1, poll_interval=0.01))
         yield bridge, account.id
@@ -215,7 +215,7 @@ async def test_webhook_post_waits_off_the_loop(migrated_url: str) -> None:
     async with memory_bridge(migrated_url) as (bridge, account_id):
         (record,) = [
             r
-            for r in bridge.store.list_channels(account_id=account_id)
+            for r in bridge.store.channels.list_channels(account_id=account_id)
             if not r.channel.id.startswith(("poll:", "pending:"))
         ]
         provider = bridge.runtime.provider("memory")
@@ -233,7 +233,7 @@ async def test_webhook_post_waits_off_the_loop(migrated_url: str) -> None:
 
             response = await while_locked(bridge, lambda: post(2))
             assert response.status_code == 202
-            assert len(bridge.store.inbox_pending()) == 2
+            assert len(bridge.store.channels.inbox_pending()) == 2
         await app.state.receiver.aclose()
 
 
@@ -245,7 +245,7 @@ async def test_sync_round_waits_off_the_loop(migrated_url: str) -> None:
 
         result = await while_locked(bridge, lambda: engine.sync(account_id, "work"))
         assert result.skipped is None
-        cached = {e.id: e.summary for e in bridge.store.list_events(account_id, "work")}
+        cached = {e.id: e.summary for e in bridge.store.events.list_events(account_id, "work")}
         assert cached == {"e1": "one", "e2": "two"}
 
 
@@ -310,7 +310,7 @@ def test_the_scan_finds_what_it_should(tmp_path: Path) -> None:
         "from calbridge.store import offload, read\n"
         "class C:\n"
         "    def _helper(self):\n"
-        "        self.store.audit('x')\n"
+        "        self.store.audit_log.audit('x')\n"
         "    def _outer(self):\n"
         "        self._helper()\n"
         "    async def bad(self, account_id):\n"
@@ -329,8 +329,8 @@ def test_the_scan_finds_what_it_should(tmp_path: Path) -> None:
         "        await self._db(self.queue.release, 1)\n"
         "        self.runtime.session(account)\n"
         "        await queue.put(1)\n"
-        "        def later(): self.store.audit('y')\n"
-        "        await offload(lambda: self.store.audit('z'))\n"
+        "        def later(): self.store.audit_log.audit('y')\n"
+        "        await offload(lambda: self.store.audit_log.audit('z'))\n"
     )
     lines = [line for _, line, _ in scan_file(source)]
     assert lines == [8, 9, 10, 11, 12, 13, 14, 15]

@@ -60,11 +60,13 @@ def _seed_secrets(db_url: str, spec: str, count: int = 3) -> None:
     try:
         store = Store(engine, Vault(KeyRing.parse(spec)))
         for i in range(count):
-            acc = store.upsert_account(
+            acc = store.accounts.upsert_account(
                 app_user_id=f"u{i}", provider="p", provider_account_id=str(i)
             )
             assert acc.id is not None
-            store.save_tokens(acc.id, TokenSet(access_token=f"a{i}", refresh_token=f"r{i}"))
+            store.credentials.save_tokens(
+                acc.id, TokenSet(access_token=f"a{i}", refresh_token=f"r{i}")
+            )
     finally:
         engine.dispose()
 

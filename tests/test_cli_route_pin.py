@@ -36,9 +36,13 @@ async def test_a_refused_pin_changes_nothing(
     assert routed["provider"] == "google"
     assert routed["source"] != "pin"
     bridge = CalBridge(BridgeConfig.from_file(env["CALBRIDGE_CONFIG"]))
-    routing = bridge.store.get_routing("bob")
+    routing = bridge.store.routing.get_routing("bob")
     assert routing is None or "pin" not in routing.data
-    assert not [e for e in bridge.store.audit_entries(app_user_id="bob") if e.action == "route.pin"]
+    assert not [
+        e
+        for e in bridge.store.audit_log.audit_entries(app_user_id="bob")
+        if e.action == "route.pin"
+    ]
     await bridge.aclose()
 
     # a pin to a provider the user is connected to is taken

@@ -58,7 +58,7 @@ async def runtime(engine: sa.Engine, db_url: str) -> AsyncIterator[Runtime]:
         BridgeConfig(database_url=db_url, keys=f"k1:{generate_key()}"), host=fresh_plugin_host()
     )
     for provider in ("google", "cronofy"):
-        rt.store.upsert_account(
+        rt.store.accounts.upsert_account(
             app_user_id="ann",
             provider=provider,
             provider_account_id=f"{provider}-ann",
@@ -89,7 +89,7 @@ def race(*calls: Callable[[], Coroutine[Any, Any, bool]]) -> list[bool | BaseExc
 
 
 def audits(rt: Runtime, action: str) -> int:
-    return len(rt.store.audit_entries(app_user_id="ann", action=action))
+    return len(rt.store.audit_log.audit_entries(app_user_id="ann", action=action))
 
 
 def migrators(rt: Runtime) -> tuple[Racing, Racing]:
@@ -108,7 +108,7 @@ async def test_two_runs_same_step_one_moves(runtime: Runtime) -> None:
     assert (lost.expected, lost.found, lost.settled) == (Phase.LEGACY, Phase.SHADOW, True)
     assert a.status("ann").phase is Phase.SHADOW
     assert audits(runtime, "migration.shadow") == 1
-    row = runtime.store.get_routing("ann")
+    row = runtime.store.routing.get_routing("ann")
     assert row is not None
     assert row.version == 1
 
@@ -118,7 +118,7 @@ async def test_conflicting_steps_one_wins_loser_writes_nothing(runtime: Runtime)
     loser's error says the user moved away from where its guards were checked."""
     plain = Migrator(runtime)
     assert await plain.move("ann", Phase.SHADOW)
-    version = runtime.store.get_routing("ann").version
+    version = runtime.store.routing.get_routing("ann").version
     a, b = migrators(runtime)
     results = race(lambda: a.move("ann", Phase.DUAL), lambda: b.rollback("ann"))
     assert results.count(True) == 1, results
@@ -130,7 +130,7 @@ async def test_conflicting_steps_one_wins_loser_writes_nothing(runtime: Runtime)
     assert final is lost.found
     assert final in (Phase.DUAL, Phase.LEGACY)
     assert audits(runtime, "migration.dual") + audits(runtime, "migration.legacy") == 1
-    assert runtime.store.get_routing("ann").version == version + 1
+    assert runtime.store.routing.get_routing("ann").version == version + 1
 
 
 async def test_a_write_that_keeps_the_phase_means_check_again(runtime: Runtime) -> None:
@@ -139,7 +139,7 @@ async def test_a_write_that_keeps_the_phase_means_check_again(runtime: Runtime) 
     m = Racing(runtime, clean_period=0)
     m.on_checked = lambda: runtime.update_routing("ann", data={"last_provider": "google"})
     assert await m.move("ann", Phase.SHADOW)
-    row = runtime.store.get_routing("ann")
+    row = runtime.store.routing.get_routing("ann")
     assert row is not None
     assert (row.phase, row.data["last_provider"]) == ("shadow", "google")
     assert audits(runtime, "migration.shadow") == 1

@@ -73,7 +73,7 @@ def test_initial_sync_observations_keep_the_newest(tmp_path: Path) -> None:
     """A slow userinfo read cannot undo a newer completion notification."""
     engine = create_engine(f"sqlite:///{tmp_path / 'db.sqlite'}")
     store = Store(engine, None)
-    account = store.upsert_account(
+    account = store.accounts.upsert_account(
         app_user_id="ann", provider="cronofy", provider_account_id="acc_1", details={"sub": "s"}
     )
     assert account.id is not None
@@ -87,7 +87,7 @@ def test_initial_sync_observations_keep_the_newest(tmp_path: Path) -> None:
         assert not record_initial_sync(
             store, "missing", required=True, source="userinfo", at=30, conn=conn
         )
-    details = store.account_details(account.id)
+    details = store.accounts.account_details(account.id)
     assert details == {
         "sub": "s",
         "initial_sync_required": False,
@@ -98,5 +98,5 @@ def test_initial_sync_observations_keep_the_newest(tmp_path: Path) -> None:
         assert record_initial_sync(
             store, account.id, required=True, source="userinfo", at=30, conn=conn
         )
-    assert store.account_details(account.id)["initial_sync_required"] is True
+    assert store.accounts.account_details(account.id)["initial_sync_required"] is True
     engine.dispose()

@@ -146,7 +146,7 @@ class OAuthFlow:
         chosen = tuple(scopes if scopes is not None else instance.default_scopes)
         expires_at = int(self.clock()) + self.state_ttl
         await offload(
-            self.store.put_oauth_state,
+            self.store.credentials.put_oauth_state,
             state_hash=state_hash(state),
             app_user_id=app_user_id,
             provider=provider,
@@ -184,7 +184,7 @@ class OAuthFlow:
         state = params.get("state") or ""
         if not state:
             raise InvalidStateError("the callback carries no state; start the connection again")
-        record = await offload(self.store.consume_oauth_state, state_hash(state))
+        record = await offload(self.store.credentials.consume_oauth_state, state_hash(state))
         if record is None:
             raise InvalidStateError(
                 "the state is unknown, already used or expired; start the connection again"
@@ -229,7 +229,7 @@ class OAuthFlow:
     def _store_grant(self, provider: str, record: OAuthStateRecord, grant: TokenGrant) -> Account:
         details: dict[str, Any] = dict(grant.details)
         with write(self.store.engine) as conn:
-            account = self.store.upsert_account(
+            account = self.store.accounts.upsert_account(
                 app_user_id=record.app_user_id,
                 provider=provider,
                 provider_account_id=grant.provider_account_id,
@@ -238,13 +238,13 @@ class OAuthFlow:
                 conn=conn,
             )
             assert account.id is not None
-            self.store.save_tokens(account.id, grant.tokens, conn=conn)
+            self.store.credentials.save_tokens(account.id, grant.tokens, conn=conn)
             changed = None
             if account.status is not AccountStatus.ACTIVE:
-                changed = self.store.set_account_status(
+                changed = self.store.accounts.set_account_status(
                     account.id, AccountStatus.ACTIVE, reason="reconnected", conn=conn
                 )
-            self.store.audit(
+            self.store.audit_log.audit(
                 "auth",
                 "connected",
                 app_user_id=record.app_user_id,

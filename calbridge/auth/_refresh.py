@@ -86,9 +86,11 @@ def mark_needs_reauth(
 def _set_needs_reauth(
     store: Store, account_id: str, reason: str
 ) -> tuple[Account, AccountStatus] | None:
-    changed = store.set_account_status(account_id, AccountStatus.NEEDS_REAUTH, reason=reason)
+    changed = store.accounts.set_account_status(
+        account_id, AccountStatus.NEEDS_REAUTH, reason=reason
+    )
     if changed is not None:
-        store.audit(
+        store.audit_log.audit(
             "auth",
             "needs_reauth",
             app_user_id=changed[0].app_user_id,
@@ -184,8 +186,8 @@ class StoreTokenSource:
         return force or self._expired(current)
 
     async def _read(self) -> CredentialRecord:
-        record = await offload(self.store.get_tokens, self.account_id)
-        account = await offload(self.store.get_account, self.account_id)
+        record = await offload(self.store.credentials.get_tokens, self.account_id)
+        account = await offload(self.store.accounts.get_account, self.account_id)
         if record is None or account is None:
             raise ReauthRequired("the account has no stored tokens", provider=self.provider.name)
         if account.status is not AccountStatus.ACTIVE:
@@ -195,7 +197,7 @@ class StoreTokenSource:
         return record
 
     async def _check_paused(self) -> None:
-        status = await offload(self.store.provider_status, self.provider.name)
+        status = await offload(self.store.accounts.provider_status, self.provider.name)
         if status is not None and status.paused:
             raise ProviderPaused(self.provider.name, status.reason or "paused")
 
@@ -212,12 +214,17 @@ class StoreTokenSource:
                     return record.tokens
                 return await self._refresh_locked(record)
             finally:
-                await offload(self.store.release_refresh_lease, self.account_id, self.owner)
+                await offload(
+                    self.store.credentials.release_refresh_lease, self.account_id, self.owner
+                )
 
     async def _acquire_lease(self) -> None:
         deadline = time.monotonic() + self.wait_timeout
         while not await offload(
-            self.store.acquire_refresh_lease, self.account_id, self.owner, ttl_ms=self.lease_ms
+            self.store.credentials.acquire_refresh_lease,
+            self.account_id,
+            self.owner,
+            ttl_ms=self.lease_ms,
         ):
             if time.monotonic() > deadline:
                 raise Unavailable(
@@ -232,7 +239,7 @@ class StoreTokenSource:
         try:
             new = await self.provider.refresh_tokens(record.tokens)
         except ReauthRequired:
-            latest = await offload(self.store.get_tokens, self.account_id)
+            latest = await offload(self.store.credentials.get_tokens, self.account_id)
             if latest is not None and (
                 latest.generation != record.generation
                 or latest.tokens.refresh_token != record.tokens.refresh_token
@@ -248,13 +255,13 @@ class StoreTokenSource:
         except ConfigurationError as exc:
             if isinstance(exc, ProviderPaused):
                 raise
-            await offload(self.store.pause_provider, provider, reason="invalid_client")
+            await offload(self.store.accounts.pause_provider, provider, reason="invalid_client")
             await offload(
-                self.store.audit, "auth", "provider_paused", detail={"provider": provider}
+                self.store.audit_log.audit, "auth", "provider_paused", detail={"provider": provider}
             )
             raise ProviderPaused(provider, "invalid_client") from exc
         saved = await offload(
-            self.store.swap_tokens,
+            self.store.credentials.swap_tokens,
             self.account_id,
             expected_generation=record.generation,
             expected_refresh_token=record.tokens.refresh_token,

@@ -20,7 +20,7 @@ def _iso(epoch: int | None) -> str | None:
 def channel_rows(store: Any) -> list[dict[str, Any]]:
     """The channels as secret-free dictionaries (what ``--json`` prints)."""
     rows = []
-    for rec in store.list_channels():
+    for rec in store.channels.list_channels():
         ch = rec.channel
         rows.append(
             {

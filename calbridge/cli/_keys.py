@@ -66,7 +66,7 @@ def rotate(
     """
     with _store(config_path, database_url) as store:
         try:
-            report = store.rotate_keys(batch_size=batch_size, max_batches=max_batches)
+            report = store.keys.rotate_keys(batch_size=batch_size, max_batches=max_batches)
         except CalbridgeError as exc:
             raise click.ClickException(str(exc)) from None
     data = {
@@ -91,7 +91,7 @@ def rotate(
 def check(*, config_path: str | None, database_url: str | None, as_json: bool) -> None:
     """Count secrets not yet under the current key (exit status 1 when any remain)."""
     with _store(config_path, database_url) as store:
-        remaining = store.count_unrotated()
+        remaining = store.keys.count_unrotated()
         kid = store.vault.current_key_id
     if as_json:
         print_json({"remaining": remaining, "current_key_id": kid})

@@ -170,7 +170,7 @@ class _Console:
         return session, form
 
     def audit(self, operator: str, action: str, user: str | None, detail: dict[str, Any]) -> None:
-        self.runtime.store.audit(
+        self.runtime.store.audit_log.audit(
             f"console:{operator}"[:64],
             f"console.{action}",
             app_user_id=user,
@@ -220,7 +220,7 @@ class _Console:
         user = request.path_params["user"]
         rt = self.runtime
         accounts = await self.bridge.accounts(user)
-        if not accounts and await offload(rt.store.get_routing, user) is None:
+        if not accounts and await offload(rt.store.routing.get_routing, user) is None:
             return self.page(request, "missing.html", session, code=404, user=user)
         try:
             decision: Any = await rt.router.aexplain(user, record=False)
@@ -231,8 +231,8 @@ class _Console:
 
         def load() -> tuple[Any, list[Any], list[Any], list[Any]]:
             status = self.migrator.status(user)
-            audit = rt.store.audit_entries(app_user_id=user, limit=100)
-            channels = [c for a in ids for c in rt.store.list_channels(account_id=a)]
+            audit = rt.store.audit_log.audit_entries(app_user_id=user, limit=100)
+            channels = [c for a in ids for c in rt.store.channels.list_channels(account_id=a)]
             with read(rt.engine) as conn:
                 jobs = q.user_jobs(conn, user, ids)
             return status, audit, channels, jobs

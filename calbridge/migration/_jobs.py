@@ -68,7 +68,7 @@ def register_migration_handlers(handlers: HandlerRegistry, runtime: Runtime) -> 
                 # a plain failure counts the attempt; the queue backs off between attempts
                 raise MigrationError(f"{key} not yet visible through {account.provider}")
             await offload(
-                runtime.store.audit,
+                runtime.store.audit_log.audit,
                 "migration",
                 "migration.write_unverified",
                 app_user_id=user,
@@ -77,7 +77,7 @@ def register_migration_handlers(handlers: HandlerRegistry, runtime: Runtime) -> 
             )
             return "unverified"
         await offload(
-            runtime.store.audit,
+            runtime.store.audit_log.audit,
             "migration",
             "migration.write_verified",
             app_user_id=user,

@@ -361,7 +361,7 @@ class Migrator:
 
     def _snapshot(self, app_user_id: str) -> _Snapshot:
         """The routing row (phase, version: what a step compares and sets) and the facts."""
-        routing = self.runtime.store.get_routing(app_user_id)
+        routing = self.runtime.store.routing.get_routing(app_user_id)
         facts = self.runtime.user_facts(app_user_id)
         data = dict(routing.data) if routing is not None else {}
         legacy = data.get("legacy_account_id")
@@ -391,7 +391,11 @@ class Migrator:
     def users(self) -> list[str]:
         """Every app user that holds a legacy (non-target) account."""
         return sorted(
-            {a.app_user_id for a in self.runtime.store.list_accounts() if a.provider != self.target}
+            {
+                a.app_user_id
+                for a in self.runtime.store.accounts.list_accounts()
+                if a.provider != self.target
+            }
         )
 
     def cohort(
@@ -563,7 +567,7 @@ class Migrator:
     def _stored_initial_sync_guard(self, account_id: str) -> Guard | None:
         """The initial-sync guard from the account's details (and, for providers that do
         not report their initial sync, from whether calbridge has synced the account)."""
-        required = initial_sync_required(self.runtime.store.account_details(account_id))
+        required = initial_sync_required(self.runtime.store.accounts.account_details(account_id))
         if required is False:
             return None
         if required is True:
@@ -575,7 +579,7 @@ class Migrator:
     async def _initial_sync_guard(self, account_id: str, *, record: bool) -> Guard | None:
         """Stored completion holds; else ask a reporting provider (and store its answer)."""
         rt = self.runtime
-        details = await offload(rt.store.account_details, account_id)
+        details = await offload(rt.store.accounts.account_details, account_id)
         if initial_sync_required(details) is False:
             return None
         provider = rt.provider(self.target)
@@ -735,7 +739,7 @@ class Migrator:
             }
         with write(rt.engine) as conn:
             self._set_routing(row, snap.version, conn)
-            rt.store.audit(
+            rt.store.audit_log.audit(
                 "migration",
                 action,
                 app_user_id=state.app_user_id,
@@ -744,7 +748,7 @@ class Migrator:
                 conn=conn,
             )
             if to is Phase.LEGACY and state.phase is Phase.RETIRED:
-                rt.store.audit(
+                rt.store.audit_log.audit(
                     "migration",
                     "migration.legacy_reauth_required",
                     app_user_id=state.app_user_id,
@@ -757,7 +761,7 @@ class Migrator:
     def _set_routing(self, row: Any, expected_version: int, conn: Connection) -> None:
         """The routing row's compare-and-set; a concurrent first insert also loses
         (:class:`StaleWriteError`)."""
-        self.runtime.store.set_routing(row, expected_version=expected_version, conn=conn)
+        self.runtime.store.routing.set_routing(row, expected_version=expected_version, conn=conn)
 
     def _write_claim(self, snap: _Snapshot, claim: dict[str, Any] | None) -> Any:
         """Set (or, with None, clear) the retirement claim, compare-and-set on ``snap``."""
@@ -875,21 +879,26 @@ class Migrator:
         if state.legacy_account_id is None:
             return
         rt = self.runtime
-        account = await offload(rt.store.get_account, state.legacy_account_id)
+        account = await offload(rt.store.accounts.get_account, state.legacy_account_id)
         if account is None or account.status is AccountStatus.REVOKED:
             return
         provider = rt.provider(account.provider)
         session = rt.session(account)
-        for record in await offload(rt.store.list_channels, account_id=account.id):
+        for record in await offload(rt.store.channels.list_channels, account_id=account.id):
             if record.health != "polling":  # the polling pseudo-channel is not the provider's
                 with contextlib.suppress(NotFound, NotSupported):
                     await provider.unsubscribe(session, record.channel)
-            await offload(rt.store.delete_channel, record.channel.provider, record.channel.id)
+            await offload(
+                rt.store.channels.delete_channel, record.channel.provider, record.channel.id
+            )
         tokens = await session.access_token()
         with contextlib.suppress(NotSupported):  # e.g. an app password: nothing to revoke
             await provider.revoke_tokens(tokens)
         changed = await offload(
-            rt.store.set_account_status, account.id, AccountStatus.REVOKED, reason="retired"
+            rt.store.accounts.set_account_status,
+            account.id,
+            AccountStatus.REVOKED,
+            reason="retired",
         )
         if changed is not None:
             rt.host.notify_account_status_changed(changed[0], changed[1], "retired")
@@ -1054,7 +1063,7 @@ class Migrator:
         """Original starts sync gave the target's occurrences (see calbridge._occurrences)."""
         out: dict[str, EventTime] = {}
         for calendar_id in sorted(calendars):
-            for event in self.runtime.store.list_events(account_id, calendar_id, window):
+            for event in self.runtime.store.events.list_events(account_id, calendar_id, window):
                 if event.original_start is not None:
                     out[event.id] = event.original_start
         return out
@@ -1107,7 +1116,7 @@ class Migrator:
         self.runtime.update_routing(
             app_user_id, data={"parity_clean_since": since, "last_parity": summary}
         )
-        self.runtime.store.audit(
+        self.runtime.store.audit_log.audit(
             "migration", "migration.parity", app_user_id=app_user_id, detail=summary
         )
 

@@ -6,9 +6,16 @@ Engine and transactions (see ``docs/store.md``)::
 
     engine = create_engine()                  # ./calbridge.db, migrated on open
     store = Store(engine, Vault.from_env())   # keys from CALBRIDGE_KEYS
-    account = store.upsert_account(app_user_id="u1", provider="google", provider_account_id="g1")
+    account = store.accounts.upsert_account(
+        app_user_id="u1", provider="google", provider_account_id="g1"
+    )
     with write(engine) as conn:               # BEGIN IMMEDIATE on SQLite
-        store.audit("router", "route", app_user_id="u1", conn=conn)
+        store.audit_log.audit("router", "route", app_user_id="u1", conn=conn)
+
+The store holds one repository per responsibility (``store.accounts``, ``store.credentials``,
+``store.routing``, ``store.events``, ``store.channels``, ``store.audit_log``,
+``store.feed``, ``store.keys``); callers name the repository whose table they read or
+write.
 
 All tables live on :data:`metadata`; migrations are in ``calbridge/store/migrations``.
 """

@@ -72,7 +72,7 @@ async def offload(fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R
 
     ::
 
-        account = await offload(store.get_account, account_id)
+        account = await offload(store.accounts.get_account, account_id)
     """
     loop = asyncio.get_running_loop()
     ctx = contextvars.copy_context()

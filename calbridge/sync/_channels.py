@@ -126,7 +126,7 @@ class ChannelManager:
             known = set(self.store.events.calendar_ids(account.id, conn=conn))
             for cal in cals:
                 if cal not in known:
-                    self.store.set_cursor(account.id, cal, None, conn=conn)
+                    self.store.events.set_cursor(account.id, cal, None, conn=conn)
                 jobs.enqueue(
                     conn,
                     "sync",
@@ -184,8 +184,8 @@ class ChannelManager:
     async def on_account_disconnected(self, account_id: str) -> None:
         """Close the account's channels at the provider and stop every job schedule."""
         rt = self.runtime
-        records = await self._db(self.store.list_channels, account_id=account_id)
-        account = await self._db(self.store.get_account, account_id)
+        records = await self._db(self.store.channels.list_channels, account_id=account_id)
+        account = await self._db(self.store.accounts.get_account, account_id)
         for rec in records:
             ch: Channel = rec.channel
             if account is not None and not ch.id.startswith((POLL_PREFIX, PENDING_PREFIX)):
@@ -193,7 +193,7 @@ class ChannelManager:
                     await rt.provider(ch.provider).unsubscribe(rt.session(account), ch)
                 except CalbridgeError as exc:
                     log.warning("closing channel %s failed: %s", ch.id, type(exc).__name__)
-            await self._db(self.store.delete_channel, ch.provider, ch.id)
+            await self._db(self.store.channels.delete_channel, ch.provider, ch.id)
         await self._db(self._drop_schedules, account_id, None)
 
     def park_account(self, account_id: str) -> int:
@@ -221,7 +221,7 @@ class ChannelManager:
         callback = rt.config.callback_url(provider.name)
         if not callback:
             return False
-        existing = await self._db(self.store.list_channels, account_id=account.id)
+        existing = await self._db(self.store.channels.list_channels, account_id=account.id)
         covered = {
             c
             for rec in existing
@@ -239,7 +239,7 @@ class ChannelManager:
                 account_id=account.id,
                 calendar_ids=(cal,),
             )
-            await self._db(self.store.save_channel, pending, health="pending")
+            await self._db(self.store.channels.save_channel, pending, health="pending")
             try:
                 channel = await provider.subscribe(
                     rt.session(account), ChannelRequest(callback_url=callback, calendar_ids=(cal,))
@@ -247,7 +247,7 @@ class ChannelManager:
             except CalbridgeError as exc:
                 log.warning("subscribing %s/%s failed: %s", account.id, cal, exc)
                 await self._db(
-                    self.store.set_channel_health,
+                    self.store.channels.set_channel_health,
                     provider.name,
                     pending.id,
                     "pending",
@@ -264,28 +264,30 @@ class ChannelManager:
 
     def _replace(self, old: Channel, new: Channel, health: str = "active") -> None:
         with write(self.store.engine) as conn:
-            self.store.save_channel(new, health=health, conn=conn)
+            self.store.channels.save_channel(new, health=health, conn=conn)
             if old.id != new.id:
-                self.store.delete_channel(old.provider, old.id, conn=conn)
+                self.store.channels.delete_channel(old.provider, old.id, conn=conn)
 
     async def renew_channel(
         self, provider_name: str, channel_id: str, *, recreate: bool = False
     ) -> bool:
         """Renew (or recreate) one channel; True when a live channel results."""
         rt = self.runtime
-        rec = await self._db(self.store.get_channel, provider_name, channel_id)
+        rec = await self._db(self.store.channels.get_channel, provider_name, channel_id)
         if rec is None:
             return False
         channel: Channel = rec.channel
-        account = await self._db(self.store.get_account, channel.account_id or "")
+        account = await self._db(self.store.accounts.get_account, channel.account_id or "")
         if account is None:
-            await self._db(self.store.delete_channel, provider_name, channel_id)
+            await self._db(self.store.channels.delete_channel, provider_name, channel_id)
             return False
         if channel.id.startswith(PENDING_PREFIX):
             return await self.open_push(account, channel.calendar_ids)
         provider = rt.provider(provider_name)
         session = rt.session(account)
-        await self._db(self.store.set_channel_health, provider_name, channel_id, "renewing")
+        await self._db(
+            self.store.channels.set_channel_health, provider_name, channel_id, "renewing"
+        )
         try:
             if recreate:
                 fresh = await provider.subscribe(
@@ -314,7 +316,7 @@ class ChannelManager:
             health = "closed" if expired else "failing"
             log.warning("renewing channel %s failed (%s): %s", channel_id, health, exc)
             await self._db(
-                self.store.set_channel_health,
+                self.store.channels.set_channel_health,
                 provider_name,
                 channel_id,
                 health,
@@ -350,7 +352,7 @@ class ChannelManager:
         """The periodic job: renew expiring channels, repair unhealthy ones, retry pending."""
         now = self._now()
         counts = {"renewed": 0, "failed": 0}
-        records = await self._db(self.store.list_channels)
+        records = await self._db(self.store.channels.list_channels)
         for rec in records:
             ch: Channel = rec.channel
             if rec.health == "polling" or ch.id.startswith(POLL_PREFIX):
@@ -368,7 +370,7 @@ class ChannelManager:
         if changed <= 0:
             return
         now = self._now()
-        for rec in await self._db(self.store.list_channels, account_id=account_id):
+        for rec in await self._db(self.store.channels.list_channels, account_id=account_id):
             ch: Channel = rec.channel
             if rec.health != "active" or calendar_id not in ch.calendar_ids:
                 continue
@@ -377,14 +379,14 @@ class ChannelManager:
                 continue
             log.warning("channel %s silent while reconciliation found changes", ch.id)
             await self._db(
-                self.store.set_channel_health,
+                self.store.channels.set_channel_health,
                 ch.provider,
                 ch.id,
                 "failing",
                 reason="silent while reconciliation found changes",
                 failed=True,
             )
-            account = await self._db(self.store.get_account, account_id)
+            account = await self._db(self.store.accounts.get_account, account_id)
             if account is not None:
                 await self._db(self.start_polling, account, ch.calendar_ids, None, "channel silent")
 
@@ -403,7 +405,7 @@ class ChannelManager:
         now = self._now()
         pseudo_id = POLL_PREFIX + account.id
         with write(self.store.engine) as conn:
-            current = self.store.get_channel(account.provider, pseudo_id, conn=conn)
+            current = self.store.channels.get_channel(account.provider, pseudo_id, conn=conn)
             polled = set(current.channel.calendar_ids) if current is not None else set()
             polled.update(cals)
             pseudo = Channel(
@@ -413,7 +415,9 @@ class ChannelManager:
                 account_id=account.id,
                 calendar_ids=tuple(sorted(polled)),
             )
-            self.store.save_channel(pseudo, health="polling", health_reason=reason, conn=conn)
+            self.store.channels.save_channel(
+                pseudo, health="polling", health_reason=reason, conn=conn
+            )
             for cal in cals:
                 jobs.ensure_schedule(
                     conn,
@@ -429,11 +433,11 @@ class ChannelManager:
         """Stop polling the account (its channels push again)."""
         assert account.id is not None
         self._drop_schedules(account.id, "poll")
-        self.store.delete_channel(account.provider, POLL_PREFIX + account.id)
+        self.store.channels.delete_channel(account.provider, POLL_PREFIX + account.id)
 
     def _maybe_stop_polling(self, account: Account) -> None:
         assert account.id is not None
-        records = self.store.list_channels(account_id=account.id)
+        records = self.store.channels.list_channels(account_id=account.id)
         if all(r.health == "active" for r in records if not r.channel.id.startswith(POLL_PREFIX)):
             self.stop_polling(account)
 

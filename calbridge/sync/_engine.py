@@ -156,12 +156,12 @@ class SyncEngine:
     ) -> SyncResult:
         """One incremental round (or a full one with ``full=True``) of one calendar."""
         rt = self.runtime
-        account = await offload(self.store.get_account, account_id)
+        account = await offload(self.store.accounts.get_account, account_id)
         if account is None or account.status is not AccountStatus.ACTIVE:
             why = "account is gone" if account is None else f"account is {account.status}"
             return SyncResult(account_id=account_id, calendar_id=calendar_id, skipped=why)
         await self._check_paused(account.provider)
-        start = await offload(self.store.get_cursor, account_id, calendar_id)
+        start = await offload(self.store.events.get_cursor, account_id, calendar_id)
         provider = rt.provider(account.provider)
         session = rt.session(account)
         self.rounds += 1
@@ -186,11 +186,11 @@ class SyncEngine:
     ) -> SyncResult:
         """A full read of ``window`` only (e.g. Cronofy's far edge); the cursor is kept."""
         rt = self.runtime
-        account = await offload(self.store.get_account, account_id)
+        account = await offload(self.store.accounts.get_account, account_id)
         if account is None or account.status is not AccountStatus.ACTIVE:
             return SyncResult(account_id=account_id, calendar_id=calendar_id, skipped="inactive")
         await self._check_paused(account.provider)
-        start = await offload(self.store.get_cursor, account_id, calendar_id)
+        start = await offload(self.store.events.get_cursor, account_id, calendar_id)
         provider = rt.provider(account.provider)
         self.rounds += 1
         return await self._round(
@@ -280,7 +280,7 @@ class SyncEngine:
         return result
 
     async def _check_paused(self, provider: str) -> None:
-        status = await offload(self.store.provider_status, provider)
+        status = await offload(self.store.accounts.provider_status, provider)
         if status is not None and status.paused:
             now = self.runtime.clock()
             delay = 300.0 if status.paused_until is None else max(1.0, status.paused_until - now)
@@ -327,7 +327,7 @@ class SyncEngine:
         now = self.runtime.clock()
         if job is not None:
             jobs.assert_lease(conn, job, now=now)
-        current = store.get_cursor(rnd.account_id, rnd.calendar_id, conn=conn)
+        current = store.events.get_cursor(rnd.account_id, rnd.calendar_id, conn=conn)
         if current != rnd.start_cursor:
             raise CursorMoved(f"{rnd.account_id}/{rnd.calendar_id}")
         batches = _Batches(self, conn, rnd, now)
@@ -363,7 +363,7 @@ class SyncEngine:
                 else:
                     unchanged += 1
             if upserts or refresh:
-                store.upsert_events(rnd.account_id, [*upserts, *refresh], conn=conn)
+                store.events.upsert_events(rnd.account_id, [*upserts, *refresh], conn=conn)
             ids.map(conn, upserts)
             batches.add(view.upserted(upserts, cached))
             upserted += len(upserts)
@@ -373,10 +373,10 @@ class SyncEngine:
         for i in range(0, len(deleted), _CHUNK):
             gone = deleted[i : i + _CHUNK]
             before = self._cached(conn, rnd, gone)
-            store.delete_events(rnd.account_id, rnd.calendar_id, gone, conn=conn)
+            store.events.delete_events(rnd.account_id, rnd.calendar_id, gone, conn=conn)
             batches.add(view.deleted(gone, before))
         if rnd.window is None:
-            store.set_cursor(
+            store.events.set_cursor(
                 rnd.account_id, rnd.calendar_id, rnd.cursor, full_sync=rnd.full, conn=conn
             )
         batch_ids = batches.finish()

@@ -240,7 +240,7 @@ def build_handlers(service: SyncService) -> jobs.HandlerRegistry:
             return None
         try:
             if far:
-                acct = await offload(rt.store.get_account, account)
+                acct = await offload(rt.store.accounts.get_account, account)
                 window = None if acct is None else service.channels.far_edge_window(acct.provider)
                 if window is None:
                     return None
@@ -280,7 +280,7 @@ def build_handlers(service: SyncService) -> jobs.HandlerRegistry:
         purged = 0
         while True:
             went = await offload(
-                rt.store.inbox_purge, received_before=before, limit=PURGE_INBOX_BATCH
+                rt.store.channels.inbox_purge, received_before=before, limit=PURGE_INBOX_BATCH
             )
             purged += went
             if went < PURGE_INBOX_BATCH:

@@ -374,7 +374,7 @@ class WebhookReceiver:
             return hit[1]
         self.store_lookups += 1
         try:
-            rec = await offload(self.runtime.store.get_channel, provider, channel_id)
+            rec = await offload(self.runtime.store.channels.get_channel, provider, channel_id)
         except _DB_ERRORS as exc:
             log.warning("channel lookup failed: %s", type(exc).__name__)
             raise _StoreDown from None
@@ -493,7 +493,7 @@ class WebhookReceiver:
                     continue
                 _plan(work, pending.provider, n)
                 if n.kind is NotificationKind.PROFILE_DISCONNECTED:
-                    changed = store.set_account_status(
+                    changed = store.accounts.set_account_status(
                         n.account_id,
                         AccountStatus.NEEDS_REAUTH,
                         reason="profile_disconnected",

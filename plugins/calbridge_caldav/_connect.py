@@ -88,7 +88,7 @@ def _store(
 ) -> Account:
     store = bridge.store
     with write(store.engine) as conn:
-        account: Account = store.upsert_account(
+        account: Account = store.accounts.upsert_account(
             app_user_id=app_user_id,
             provider="caldav",
             provider_account_id=provider_account_id,
@@ -97,14 +97,14 @@ def _store(
             conn=conn,
         )
         assert account.id is not None
-        store.save_tokens(account.id, tokens, conn=conn)
+        store.credentials.save_tokens(account.id, tokens, conn=conn)
         if account.status is not AccountStatus.ACTIVE:
-            changed = store.set_account_status(
+            changed = store.accounts.set_account_status(
                 account.id, AccountStatus.ACTIVE, reason="reconnected", conn=conn
             )
             if changed is not None:
                 account = changed[0]
-        store.audit(
+        store.audit_log.audit(
             "auth",
             "connected",
             app_user_id=app_user_id,

@@ -54,7 +54,8 @@ async def main(db_url: str, account_id: str, token_url: str, n: int, crash: bool
             StoreTokenSource(store, provider, account_id, poll_interval=0.01, lease_ms=lease_ms)
             for _ in range(4)
         ]
-        await asyncio.to_thread(store.get_tokens, account_id)  # warm the pool and the vault
+        # warm the pool and the vault
+        await asyncio.to_thread(store.credentials.get_tokens, account_id)
         print("ready", flush=True)
         await asyncio.to_thread(sys.stdin.readline)
         results = await asyncio.gather(*(sources[i % 4].get() for i in range(n)))

@@ -79,10 +79,10 @@ async def test_connect_happy_path(
     )
     assert sent["redirect_uri"] == f"{BASE}/loopback"
     assert account.id is not None
-    stored = store.get_tokens(account.id)
+    stored = store.credentials.get_tokens(account.id)
     assert stored is not None
     assert stored.tokens.refresh_token is not None
-    assert [e.action for e in store.audit_entries(app_user_id="u1")] == ["connected"]
+    assert [e.action for e in store.audit_log.audit_entries(app_user_id="u1")] == ["connected"]
     assert CALLBACK_HEADERS["Referrer-Policy"] == "no-referrer"
 
 
@@ -225,13 +225,13 @@ async def test_reconnect_reactivates_and_notifies(
     state, code = await _start(flow, endpoint)
     first = await flow.complete("loopback", {"code": code, "state": state})
     assert first.id is not None
-    store.set_account_status(first.id, AccountStatus.NEEDS_REAUTH)
+    store.accounts.set_account_status(first.id, AccountStatus.NEEDS_REAUTH)
     state, code = await _start(flow, endpoint)
     again = await flow.complete("loopback", {"code": code, "state": state})
     assert again.id == first.id
     assert again.status is AccountStatus.ACTIVE
     assert [(c[1], c[2]) for c in recorder.calls] == [(AccountStatus.NEEDS_REAUTH, "reconnected")]
-    stored = store.get_tokens(first.id)
+    stored = store.credentials.get_tokens(first.id)
     assert stored is not None
     assert isinstance(stored.tokens, TokenSet)
 

@@ -26,11 +26,13 @@ WORKER = Path(__file__).with_name("refresh_worker.py")
 
 def _account(store: Store, endpoint: TokenEndpoint, *, expired: bool = True) -> tuple[str, str]:
     """An account holding (expired) tokens minted by the endpoint; returns (id, access)."""
-    account = store.upsert_account(app_user_id="u1", provider="loopback", provider_account_id="r1")
+    account = store.accounts.upsert_account(
+        app_user_id="u1", provider="loopback", provider_account_id="r1"
+    )
     assert account.id is not None
     access, refresh = endpoint.grant("r1")
     expires = int(time.time()) + (-10 if expired else 3600)
-    store.save_tokens(
+    store.credentials.save_tokens(
         account.id, TokenSet(access_token=access, refresh_token=refresh, expires_at=expires)
     )
     return account.id, access
@@ -46,7 +48,7 @@ async def test_single_flight_in_process(
     assert endpoint.refresh_calls == 1
     assert len({t.access_token for t in results}) == 1
     assert results[0].access_token != Secret(old)
-    stored = store.get_tokens(account_id)
+    stored = store.credentials.get_tokens(account_id)
     assert stored is not None
     assert stored.tokens.access_token == results[0].access_token
     # the stored refresh token is the one from the response (strict rotation)
@@ -103,7 +105,7 @@ def test_single_flight_across_processes(
     tokens = {t for o in outputs for t in o["tokens"]}
     assert len(tokens) == 1
     assert tokens != {old}
-    stored = store.get_tokens(account_id)
+    stored = store.credentials.get_tokens(account_id)
     assert stored is not None
     assert stored.tokens.access_token.reveal() in tokens
     assert stored.tokens.refresh_token is not None
@@ -115,10 +117,10 @@ async def test_response_without_refresh_token_keeps_the_stored_one(
 ) -> None:
     endpoint.omit_refresh_token = True
     account_id, _ = _account(store, endpoint)
-    before = store.get_tokens(account_id)
+    before = store.credentials.get_tokens(account_id)
     assert before is not None
     await StoreTokenSource(store, provider, account_id).get()
-    after = store.get_tokens(account_id)
+    after = store.credentials.get_tokens(account_id)
     assert after is not None
     assert after.tokens.refresh_token is not None
     assert after.tokens.refresh_token == before.tokens.refresh_token
@@ -140,7 +142,7 @@ async def test_forced_refresh_after_401_happens_once(
 ) -> None:
     account_id, _ = _account(store, endpoint, expired=False)
     source = StoreTokenSource(store, provider, account_id)
-    session = Session(account=store.get_account(account_id), tokens=source)  # type: ignore[arg-type]
+    session = Session(account=store.accounts.get_account(account_id), tokens=source)  # type: ignore[arg-type]
     stale = await session.access_token()
     results = await asyncio.gather(*(session.refresh(stale) for _ in range(10)))
     assert endpoint.refresh_calls == 1
@@ -153,10 +155,12 @@ async def test_forced_refresh_after_401_happens_once(
 async def test_missing_expires_at_still_refreshes_proactively(
     store: Store, provider: LoopbackOAuthProvider, endpoint: TokenEndpoint
 ) -> None:
-    account = store.upsert_account(app_user_id="u1", provider="loopback", provider_account_id="r1")
+    account = store.accounts.upsert_account(
+        app_user_id="u1", provider="loopback", provider_account_id="r1"
+    )
     assert account.id is not None
     access, refresh = endpoint.grant("r1")
-    store.save_tokens(account.id, TokenSet(access_token=access, refresh_token=refresh))
+    store.credentials.save_tokens(account.id, TokenSet(access_token=access, refresh_token=refresh))
     now = [time.time()]
     source = StoreTokenSource(
         store, provider, account.id, assumed_lifetime=3600, clock=lambda: now[0]
@@ -185,14 +189,16 @@ async def test_invalid_grant_marks_needs_reauth_once(
     )
     assert all(isinstance(r, ReauthRequired) for r in results)
     assert endpoint.refresh_calls == 1
-    account = store.get_account(account_id)
+    account = store.accounts.get_account(account_id)
     assert account is not None
     assert account.status is AccountStatus.NEEDS_REAUTH
     assert [(c[1], c[2]) for c in recorder.calls] == [(AccountStatus.ACTIVE, "invalid_grant")]
     with pytest.raises(ReauthRequired):
         await sources[0].get()
     assert endpoint.refresh_calls == 1
-    assert [e.action for e in store.audit_entries(account_id=account_id)] == ["needs_reauth"]
+    assert [e.action for e in store.audit_log.audit_entries(account_id=account_id)] == [
+        "needs_reauth"
+    ]
 
 
 async def test_lost_race_is_not_a_failure(
@@ -250,7 +256,7 @@ async def test_lost_race_is_not_a_failure(
     token_b = await task_b
     assert calls == ["A", "B"]
     assert token_b.access_token == token_a.access_token
-    account = store.get_account(account_id)
+    account = store.accounts.get_account(account_id)
     assert account is not None
     assert account.status is AccountStatus.ACTIVE
     assert recorder.calls == []
@@ -272,10 +278,10 @@ async def test_invalid_client_pauses_the_provider_not_the_user(
         await source.get()
     assert endpoint.refresh_calls == 0  # refused before the grant was looked at
     assert len(endpoint.requests) == 1
-    status = store.provider_status("loopback")
+    status = store.accounts.provider_status("loopback")
     assert status is not None
     assert status.paused
-    account = store.get_account(account_id)
+    account = store.accounts.get_account(account_id)
     assert account is not None
     assert account.status is AccountStatus.ACTIVE
     assert recorder.calls == []
@@ -300,7 +306,7 @@ async def test_crash_after_token_response_before_commit(
     host, recorder = hooks
     endpoint.rotate = rotate
     account_id, old = _account(store, endpoint)
-    before = store.get_tokens(account_id)
+    before = store.credentials.get_tokens(account_id)
     assert before is not None
     env = {
         **os.environ,
@@ -324,7 +330,7 @@ async def test_crash_after_token_response_before_commit(
     _out, err = await asyncio.wait_for(proc.communicate(b"go\n"), 120)
     assert proc.returncode == 137, err
     assert endpoint.refresh_calls == 1
-    after_crash = store.get_tokens(account_id)
+    after_crash = store.credentials.get_tokens(account_id)
     assert after_crash is not None
     assert after_crash.generation == before.generation  # nothing half-written
     assert after_crash.tokens == before.tokens
@@ -335,7 +341,7 @@ async def test_crash_after_token_response_before_commit(
     if rotate:
         with pytest.raises(ReauthRequired):
             await source.get()  # waits out the dead lease, then invalid_grant
-        account = store.get_account(account_id)
+        account = store.accounts.get_account(account_id)
         assert account is not None
         assert account.status is AccountStatus.NEEDS_REAUTH
         assert len(recorder.calls) == 1

@@ -34,13 +34,13 @@ async def test_no_secret_in_logs_reprs_or_errors(
     code = endpoint.issue_code("r1", q["code_challenge"])
     account = await flow.complete("loopback", {"code": code, "state": q["state"]})
     assert account.id is not None
-    first = store.get_tokens(account.id)
+    first = store.credentials.get_tokens(account.id)
     assert first is not None
     shown += [repr(account), repr(first), repr(first.tokens)]
     shown.append(str(calbridge.make_converter().unstructure(first)))
 
     # a refresh (expire the token first)
-    store.save_tokens(
+    store.credentials.save_tokens(
         account.id,
         TokenSet(
             access_token=first.tokens.access_token,
@@ -53,7 +53,7 @@ async def test_no_secret_in_logs_reprs_or_errors(
     shown += [repr(source), repr(second)]
 
     # failures: invalid_grant, then invalid_client
-    store.save_tokens(
+    store.credentials.save_tokens(
         account.id,
         TokenSet(
             access_token=second.access_token,
@@ -64,10 +64,14 @@ async def test_no_secret_in_logs_reprs_or_errors(
     with pytest.raises(ReauthRequired) as reauth:
         await source.get()
     shown += [str(reauth.value), repr(reauth.value)]
-    other = store.upsert_account(app_user_id="u2", provider="loopback", provider_account_id="r2")
+    other = store.accounts.upsert_account(
+        app_user_id="u2", provider="loopback", provider_account_id="r2"
+    )
     assert other.id is not None
     at2, rt2 = endpoint.grant("r2")
-    store.save_tokens(other.id, TokenSet(access_token=at2, refresh_token=rt2, expires_at=1))
+    store.credentials.save_tokens(
+        other.id, TokenSet(access_token=at2, refresh_token=rt2, expires_at=1)
+    )
     real_secret = endpoint.client_secret
     endpoint.client_secret = "changed-by-an-operator"
     with pytest.raises(ProviderPaused) as paused:

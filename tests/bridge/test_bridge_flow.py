@@ -85,7 +85,7 @@ async def test_routing_prefers_cronofy_once_authorised_and_audits(rig: BridgeRig
     await rig.connect("bob", "cronofy", "bob@example.com")
     d = b.explain_route("bob")
     assert (d.provider, d.source) == ("cronofy", "policy:prefer-when-authorized")
-    changes = b.store.audit_entries(app_user_id="bob", action="route.changed")
+    changes = b.store.audit_log.audit_entries(app_user_id="bob", action="route.changed")
     assert [e.detail["to"] for e in reversed(changes)] == ["google", "cronofy"]
     await b.pin("bob", "google")
     assert b.route("bob").provider == "google"
@@ -123,7 +123,7 @@ async def test_forget_user_revokes_and_purges(rig: BridgeRig) -> None:
     assert b.store.get_ids("dee-1") == {}
     with pytest.raises(LookupError):
         b.route("dee")
-    assert b.store.audit_entries(app_user_id="dee", action="user.forgotten")
+    assert b.store.audit_log.audit_entries(app_user_id="dee", action="user.forgotten")
     from calbridge.store import read, schema
 
     with read(b.runtime.engine) as conn:

@@ -41,5 +41,7 @@ async def test_bulk_move_interrupted_then_rerun_moves_everyone_once(rig: BridgeR
     assert sorted(again.already) == users[:2]
     assert sorted(again.moved) == users[2:]
     for user in users:
-        entries = rig.bridge.store.audit_entries(app_user_id=user, action="migration.shadow")
+        entries = rig.bridge.store.audit_log.audit_entries(
+            app_user_id=user, action="migration.shadow"
+        )
         assert len(entries) == 1

@@ -62,7 +62,7 @@ async def test_cutover_waits_for_the_initial_sync_completed_notification(
 
     assert not (await migrator.check_parity("ann")).clean  # Cronofy's view is still empty
     assert await refused(migrator, "ann") == {GuardKind.INITIAL_SYNC, GuardKind.PARITY}
-    details = store.account_details(cronofy)
+    details = store.accounts.account_details(cronofy)
     assert details["initial_sync_required"] is True
     assert details["initial_sync_source"] == "userinfo"
     # force skips only what it names
@@ -77,7 +77,7 @@ async def test_cutover_waits_for_the_initial_sync_completed_notification(
     delivered = rig.forward.delivered
     await rig.settle(SYNC_DELAY)  # Cronofy finishes and pushes profile_initial_sync_completed
     assert rig.forward.delivered > delivered
-    details = store.account_details(cronofy)
+    details = store.accounts.account_details(cronofy)
     assert details["initial_sync_required"] is False
     assert details["initial_sync_source"] == "notification"
     await rig.work()
@@ -87,7 +87,7 @@ async def test_cutover_waits_for_the_initial_sync_completed_notification(
     rig.world.faults.fail_next("cronofy", 500, times=50, path_prefix="/v1/userinfo")
     assert await migrator.move("ann", Phase.CUTOVER)
     assert rig.bridge.route("ann").provider == "cronofy"
-    [entry] = store.audit_entries(app_user_id="ann", action="migration.cutover")
+    [entry] = store.audit_log.audit_entries(app_user_id="ann", action="migration.cutover")
     assert entry.detail["forced"] is False
     assert entry.detail["skipped_guards"] == []
 
@@ -98,12 +98,12 @@ async def test_without_push_a_later_userinfo_read_allows_the_cutover(rig: Bridge
     passes once Cronofy stops reporting profile_initial_sync_required."""
     migrator, cronofy = await dual_user_syncing(rig, "bob")
     assert GuardKind.INITIAL_SYNC in await refused(migrator, "bob")
-    assert rig.bridge.store.account_details(cronofy)["initial_sync_required"] is True
+    assert rig.bridge.store.accounts.account_details(cronofy)["initial_sync_required"] is True
 
     await rig.settle(SYNC_DELAY)
     assert (await migrator.check_parity("bob")).clean
     assert await migrator.move("bob", Phase.CUTOVER)
-    details = rig.bridge.store.account_details(cronofy)
+    details = rig.bridge.store.accounts.account_details(cronofy)
     assert (details["initial_sync_required"], details["initial_sync_source"]) == (
         False,
         "userinfo",
@@ -119,7 +119,7 @@ async def test_forced_cutover_records_what_was_skipped(rig: BridgeRig) -> None:
     assert result.moved == ("cy",)
     assert {g.kind for g in result.forced["cy"]} == {GuardKind.INITIAL_SYNC, GuardKind.PARITY}
     assert result.as_dict()["forced"]["cy"][0].keys() == {"kind", "message"}
-    [entry] = rig.bridge.store.audit_entries(app_user_id="cy", action="migration.cutover")
+    [entry] = rig.bridge.store.audit_log.audit_entries(app_user_id="cy", action="migration.cutover")
     assert entry.detail["forced"] is True
     assert sorted(entry.detail["skipped_guards"]) == ["initial-sync", "parity"]
 

@@ -26,7 +26,9 @@ async def at_cutover(rig: BridgeRig, user: str) -> Migrator:
 
 def legacy_status(rig: BridgeRig, user: str) -> AccountStatus:
     [google] = [
-        a for a in rig.bridge.store.list_accounts(app_user_id=user) if a.provider == "google"
+        a
+        for a in rig.bridge.store.accounts.list_accounts(app_user_id=user)
+        if a.provider == "google"
     ]
     return AccountStatus(google.status)
 
@@ -44,8 +46,8 @@ async def test_two_concurrent_retirements_revoke_once(rig: BridgeRig) -> None:
     assert first.status("ann").phase is Phase.RETIRED
     assert legacy_status(rig, "ann") is AccountStatus.REVOKED
     store = rig.bridge.store
-    assert len(store.audit_entries(app_user_id="ann", action="migration.retired")) == 1
-    assert "transition" not in store.get_routing("ann").data
+    assert len(store.audit_log.audit_entries(app_user_id="ann", action="migration.retired")) == 1
+    assert "transition" not in store.routing.get_routing("ann").data
     # and a rerun is idempotent
     assert await second.move("ann", Phase.RETIRED) is False
 
@@ -64,7 +66,7 @@ async def test_a_failed_retirement_releases_its_claim(
         await migrator.move("bob", Phase.RETIRED)
     monkeypatch.undo()
     assert migrator.status("bob").phase is Phase.CUTOVER
-    assert "transition" not in rig.bridge.store.get_routing("bob").data
+    assert "transition" not in rig.bridge.store.routing.get_routing("bob").data
     assert await migrator.move("bob", Phase.RETIRED)  # no need to wait for the claim to expire
 
 
@@ -81,4 +83,4 @@ async def test_a_crashed_runs_claim_expires(rig: BridgeRig) -> None:
         await migrator.rollback("cy")  # nor does rollback race a running retirement
     now[0] += migrator.claim_ttl + 1
     assert await migrator.move("cy", Phase.RETIRED)
-    assert "transition" not in rig.bridge.store.get_routing("cy").data
+    assert "transition" not in rig.bridge.store.routing.get_routing("cy").data

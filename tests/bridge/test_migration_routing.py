@@ -27,7 +27,9 @@ async def test_a_refused_start_holds_the_user_on_legacy_through_reauthorisation(
     result = await migrator.bulk(["ann"], Phase.SHADOW)
     assert [g.kind for g in result.guards["ann"]] == [GuardKind.NO_AUTHORIZATION]
     assert migrator.status("ann").under_migration
-    [entry] = rig.bridge.store.audit_entries(app_user_id="ann", action="migration.enrolled")
+    [entry] = rig.bridge.store.audit_log.audit_entries(
+        app_user_id="ann", action="migration.enrolled"
+    )
     assert entry.detail["by"] == "start"
 
     await rig.connect("ann", "cronofy", "ann@example.com")
@@ -69,7 +71,12 @@ async def test_enroll_takes_a_user_out_of_the_policy_rules(rig: BridgeRig) -> No
     assert (row.phase, row.readiness, row.detail) == (Phase.LEGACY, "ready", "")
     again = await migrator.enroll_many(["bob"])
     assert again.already == ("bob",)
-    assert len(rig.bridge.store.audit_entries(app_user_id="bob", action="migration.enrolled")) == 1
+    assert (
+        len(
+            rig.bridge.store.audit_log.audit_entries(app_user_id="bob", action="migration.enrolled")
+        )
+        == 1
+    )
 
 
 async def test_rollback_holds_a_user_the_migration_never_touched(rig: BridgeRig) -> None:

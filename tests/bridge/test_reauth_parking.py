@@ -51,7 +51,9 @@ async def test_invalid_grant_parks_the_account_until_it_reconnects(rig: BridgeRi
         for _ in range(2):
             with contextlib.suppress(errors.ReauthRequired):
                 await rig.bridge.calendars("ann")
-        assert rig.bridge.store.get_account(account_id).status is AccountStatus.NEEDS_REAUTH
+        assert (
+            rig.bridge.store.accounts.get_account(account_id).status is AccountStatus.NEEDS_REAUTH
+        )
         assert fired == [("needs_reauth", "invalid_grant")]
         assert scheduled(rig, account_id) == 0
         with read(rig.bridge.runtime.engine) as conn:
@@ -63,7 +65,7 @@ async def test_invalid_grant_parks_the_account_until_it_reconnects(rig: BridgeRi
         assert len(parked) == 1
 
         await rig.connect("ann", "google", "ann@example.com")  # the user comes back
-        assert rig.bridge.store.get_account(account_id).status is AccountStatus.ACTIVE
+        assert rig.bridge.store.accounts.get_account(account_id).status is AccountStatus.ACTIVE
         assert scheduled(rig, account_id) > 0
         assert await rig.bridge.calendars("ann")
     finally:

@@ -95,7 +95,7 @@ async def _state(env: dict[str, str], user: str) -> tuple[Phase, list[Any]]:
     bridge = CalBridge(BridgeConfig.from_file(env["CALBRIDGE_CONFIG"]))
     try:
         status = Migrator(bridge.runtime).status(user)
-        return status.phase, bridge.store.audit_entries(app_user_id=user)
+        return status.phase, bridge.store.audit_log.audit_entries(app_user_id=user)
     finally:
         await bridge.aclose()
 

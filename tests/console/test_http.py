@@ -85,7 +85,7 @@ async def _act(
 
 
 def _audit(bridge: CalBridge, user: str | None, action: str) -> list[Any]:
-    return [e for e in bridge.store.audit_entries(app_user_id=user) if e.action == action]
+    return [e for e in bridge.store.audit_log.audit_entries(app_user_id=user) if e.action == action]
 
 
 async def test_wrong_password_and_bad_names_are_refused(http: httpx.AsyncClient) -> None:
@@ -111,7 +111,7 @@ async def test_every_post_needs_the_sessions_csrf_token(
     """Without the token, with another session's, or from another origin: 403 and
     nothing written (the phase and the audit log are unchanged)."""
     csrf = await _login(http)
-    before = len(bridge.store.audit_entries(limit=1000))
+    before = len(bridge.store.audit_log.audit_entries(limit=1000))
     form = {"action": "rollback", "confirm": "yes"}
     async with _client(app) as other:
         stranger = _csrf(await other.get("/login"))  # a real token, of another session
@@ -125,7 +125,7 @@ async def test_every_post_needs_the_sessions_csrf_token(
     login_forged = await http.post("/login", data={"operator": "x", "password": PASSWORD})
     assert login_forged.status_code == 403
     assert Migrator(bridge.runtime).status("ann").phase is Phase.SHADOW
-    assert len(bridge.store.audit_entries(limit=1000)) == before
+    assert len(bridge.store.audit_log.audit_entries(limit=1000)) == before
     # the same form with the token goes through to the confirmation page
     assert (await http.post("/actions/ann", data={"csrf": csrf, "action": "rollback"})).is_success
 
@@ -151,7 +151,7 @@ async def test_headers_cookie_and_no_secret_on_any_page(
     secrets = [SESSION_KEY, env["CALBRIDGE_KEYS"].partition(":")[2], "pbkdf2_sha256"]
     for account in await bridge.accounts():
         assert account.id is not None
-        record = bridge.store.get_tokens(account.id)
+        record = bridge.store.credentials.get_tokens(account.id)
         assert record is not None
         secrets.append(record.tokens.access_token.reveal())
         if record.tokens.refresh_token is not None:

@@ -51,7 +51,7 @@ async def test_store_gauges_match_the_store(bridge: CalBridge, env: dict[str, st
     as the store holds them; the console's login counter counts this process's logins."""
     config = BridgeConfig.from_file(env["CALBRIDGE_CONFIG"])
     async with CalBridge(config, clock=lambda: time.time() - 120) as earlier:
-        assert earlier.store.inbox_insert(
+        assert earlier.store.channels.inbox_insert(
             provider="google", delivery_key="msg-1", kind="sync", payload={"n": 1}
         )
     settings = ConsoleSettings(
@@ -81,12 +81,12 @@ async def test_store_gauges_match_the_store(bridge: CalBridge, env: dict[str, st
     assert _value(m, "calbridge_accounts", provider="google", status="active") == 4
     assert _value(m, "calbridge_accounts", provider="cronofy", status="active") == 2
     channels = {
-        (c.channel.provider, c.health) for c in bridge.store.list_channels()
+        (c.channel.provider, c.health) for c in bridge.store.channels.list_channels()
     }  # the sandboxes have no public callback: every account is polled
     for provider, state in channels:
         count = sum(
             1
-            for c in bridge.store.list_channels()
+            for c in bridge.store.channels.list_channels()
             if (c.channel.provider, c.health) == (provider, state)
         )
         assert _value(m, "calbridge_channels", provider=provider, state=state) == count

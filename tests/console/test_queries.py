@@ -32,10 +32,14 @@ async def test_phases_users_and_jobs_of_one_user(bridge: CalBridge) -> None:
     search whose LIKE wildcards are literal; a user's jobs are those whose payload names
     the user or one of their accounts, not a user whose id merely contains theirs."""
     store = bridge.store
-    ann = store.upsert_account(app_user_id="ann", provider="google", provider_account_id="g-ann")
-    store.upsert_account(app_user_id="annabel", provider="google", provider_account_id="g-annabel")
-    store.upsert_account(app_user_id="a_b%", provider="google", provider_account_id="g-x")
-    store.upsert_account(app_user_id="axb", provider="google", provider_account_id="g-y")
+    ann = store.accounts.upsert_account(
+        app_user_id="ann", provider="google", provider_account_id="g-ann"
+    )
+    store.accounts.upsert_account(
+        app_user_id="annabel", provider="google", provider_account_id="g-annabel"
+    )
+    store.accounts.upsert_account(app_user_id="a_b%", provider="google", provider_account_id="g-x")
+    store.accounts.upsert_account(app_user_id="axb", provider="google", provider_account_id="g-y")
     migrator = Migrator(bridge.runtime)
     assert await migrator.enroll("ann")
     assert await migrator.enroll("a_b%")
@@ -83,12 +87,14 @@ async def test_inbox_channels_accounts_and_budget_rows(bridge: CalBridge) -> Non
     """The inbox per provider (pending, processed, oldest pending, newest), account
     states, and no channel or budget row when none exists."""
     store = bridge.store
-    store.upsert_account(app_user_id="ann", provider="google", provider_account_id="g-ann")
-    first = store.inbox_insert(provider="google", delivery_key="1", kind="sync", payload={})
-    store.inbox_insert(provider="google", delivery_key="2", kind="sync", payload={})
-    store.inbox_insert(provider="cronofy", delivery_key="1", kind="sync", payload={})
+    store.accounts.upsert_account(app_user_id="ann", provider="google", provider_account_id="g-ann")
+    first = store.channels.inbox_insert(
+        provider="google", delivery_key="1", kind="sync", payload={}
+    )
+    store.channels.inbox_insert(provider="google", delivery_key="2", kind="sync", payload={})
+    store.channels.inbox_insert(provider="cronofy", delivery_key="1", kind="sync", payload={})
     assert first is not None
-    store.inbox_mark_processed(first)
+    store.channels.inbox_mark_processed(first)
     with read(bridge.runtime.engine) as conn:
         inbox = {row.provider: row for row in q.inbox_backlog(conn)}
         accounts = q.account_states(conn)

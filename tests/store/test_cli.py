@@ -55,9 +55,11 @@ def test_keys_rotate_restartable(db_url: str) -> None:
     engine = create_engine(db_url, upgrade=True)
     store = Store(engine, Vault(KeyRing.parse(old)))
     for i in range(5):
-        acc = store.upsert_account(app_user_id=f"u{i}", provider="p", provider_account_id=str(i))
+        acc = store.accounts.upsert_account(
+            app_user_id=f"u{i}", provider="p", provider_account_id=str(i)
+        )
         assert acc.id is not None
-        store.save_tokens(acc.id, TokenSet(access_token=f"a{i}", refresh_token=f"r{i}"))
+        store.credentials.save_tokens(acc.id, TokenSet(access_token=f"a{i}", refresh_token=f"r{i}"))
     env = {"CALBRIDGE_KEYS": f"{new},{old}"}
     code, out = _run(["keys", "check", "--database-url", db_url, "--json"], env)
     assert (code, json.loads(out)["remaining"]) == (1, 5)
@@ -75,11 +77,11 @@ def test_keys_rotate_restartable(db_url: str) -> None:
     code, _ = _run(["keys", "check", "--database-url", db_url], {"CALBRIDGE_KEYS": new})
     assert code == 0
     only_new = Store(engine, Vault(KeyRing.parse(new)))
-    accounts = only_new.list_accounts()
+    accounts = only_new.accounts.list_accounts()
     assert len(accounts) == 5
     for acc in accounts:
         assert acc.id is not None
-        rec = only_new.get_tokens(acc.id)
+        rec = only_new.credentials.get_tokens(acc.id)
         assert rec is not None
         assert rec.tokens.refresh_token is not None
         assert rec.tokens.refresh_token.reveal() == f"r{acc.provider_account_id}"

@@ -35,49 +35,56 @@ def _event(eid: str, day: int, *, hour: int = 9, cal: str = "c1", uid: str | Non
 
 
 def test_one_app_user_holds_several_accounts(store: Store) -> None:
-    g = store.upsert_account(app_user_id="u1", provider="google", provider_account_id="g-1")
-    c = store.upsert_account(
+    g = store.accounts.upsert_account(
+        app_user_id="u1", provider="google", provider_account_id="g-1"
+    )
+    c = store.accounts.upsert_account(
         app_user_id="u1", provider="cronofy", provider_account_id="acc_1", email="a@example.com"
     )
-    again = store.upsert_account(
+    again = store.accounts.upsert_account(
         app_user_id="u1", provider="google", provider_account_id="g-1", email="new@example.com"
     )
     assert again.id == g.id
     assert again.email == "new@example.com"
-    assert {a.provider for a in store.list_accounts(app_user_id="u1")} == {"google", "cronofy"}
-    assert store.list_accounts(provider="cronofy") == [c]
-    assert store.list_accounts(app_user_id="other") == []
+    assert {a.provider for a in store.accounts.list_accounts(app_user_id="u1")} == {
+        "google",
+        "cronofy",
+    }
+    assert store.accounts.list_accounts(provider="cronofy") == [c]
+    assert store.accounts.list_accounts(app_user_id="other") == []
     assert g.id is not None
-    assert store.delete_account(g.id)
-    assert store.get_account(g.id) is None
+    assert store.accounts.delete_account(g.id)
+    assert store.accounts.get_account(g.id) is None
 
 
 def test_account_status_changes_once(store: Store) -> None:
-    a = store.upsert_account(app_user_id="u1", provider="google", provider_account_id="g")
+    a = store.accounts.upsert_account(app_user_id="u1", provider="google", provider_account_id="g")
     assert a.id is not None
-    changed = store.set_account_status(a.id, AccountStatus.NEEDS_REAUTH, reason="invalid_grant")
+    changed = store.accounts.set_account_status(
+        a.id, AccountStatus.NEEDS_REAUTH, reason="invalid_grant"
+    )
     assert changed is not None
     account, old = changed
     assert (account.status, old) == (AccountStatus.NEEDS_REAUTH, AccountStatus.ACTIVE)
-    assert store.set_account_status(a.id, AccountStatus.NEEDS_REAUTH) is None
-    assert store.list_accounts(status=AccountStatus.NEEDS_REAUTH) == [account]
+    assert store.accounts.set_account_status(a.id, AccountStatus.NEEDS_REAUTH) is None
+    assert store.accounts.list_accounts(status=AccountStatus.NEEDS_REAUTH) == [account]
 
 
 def test_tokens_round_trip_and_compare_and_swap(store: Store) -> None:
-    a = store.upsert_account(app_user_id="u1", provider="google", provider_account_id="g")
+    a = store.accounts.upsert_account(app_user_id="u1", provider="google", provider_account_id="g")
     assert a.id is not None
     tokens = TokenSet(
         access_token="at1", refresh_token="rt1", expires_at=1_700_000_000, scope=("a", "b")
     )
-    rec = store.save_tokens(a.id, tokens)
+    rec = store.credentials.save_tokens(a.id, tokens)
     assert rec.tokens == tokens
     assert isinstance(rec.tokens.expires_at, int)
-    got = store.get_tokens(a.id)
+    got = store.credentials.get_tokens(a.id)
     assert got is not None
     assert got.tokens.access_token.reveal() == "at1"
     # a stale guard loses
     assert (
-        store.swap_tokens(
+        store.credentials.swap_tokens(
             a.id,
             expected_generation=rec.generation,
             expected_refresh_token=Secret("other"),
@@ -86,7 +93,7 @@ def test_tokens_round_trip_and_compare_and_swap(store: Store) -> None:
         is None
     )
     # a response without refresh_token keeps the stored one
-    swapped = store.swap_tokens(
+    swapped = store.credentials.swap_tokens(
         a.id,
         expected_generation=rec.generation,
         expected_refresh_token=Secret("rt1"),
@@ -98,7 +105,7 @@ def test_tokens_round_trip_and_compare_and_swap(store: Store) -> None:
     assert swapped.tokens.access_token == Secret("at2")
     # the old generation cannot be swapped again
     assert (
-        store.swap_tokens(
+        store.credentials.swap_tokens(
             a.id,
             expected_generation=rec.generation,
             expected_refresh_token=Secret("rt1"),
@@ -107,50 +114,54 @@ def test_tokens_round_trip_and_compare_and_swap(store: Store) -> None:
         is None
     )
     with pytest.raises(StoreError):
-        store.save_tokens("missing", tokens)
+        store.credentials.save_tokens("missing", tokens)
 
 
 def test_refresh_lease(store: Store) -> None:
     now = [1000.0]
     store.clock = lambda: now[0]
-    a = store.upsert_account(app_user_id="u1", provider="google", provider_account_id="g")
+    a = store.accounts.upsert_account(app_user_id="u1", provider="google", provider_account_id="g")
     assert a.id is not None
-    store.save_tokens(a.id, TokenSet(access_token="at", refresh_token="rt"))
-    assert store.acquire_refresh_lease(a.id, "w1", ttl_ms=5000)
-    assert not store.acquire_refresh_lease(a.id, "w2", ttl_ms=5000)
+    store.credentials.save_tokens(a.id, TokenSet(access_token="at", refresh_token="rt"))
+    assert store.credentials.acquire_refresh_lease(a.id, "w1", ttl_ms=5000)
+    assert not store.credentials.acquire_refresh_lease(a.id, "w2", ttl_ms=5000)
     now[0] += 6  # lease expired: another owner may take it
-    assert store.acquire_refresh_lease(a.id, "w2", ttl_ms=5000)
-    store.release_refresh_lease(a.id, "w1")  # not the holder: no effect
-    assert not store.acquire_refresh_lease(a.id, "w3", ttl_ms=5000)
-    store.release_refresh_lease(a.id, "w2")
-    assert store.acquire_refresh_lease(a.id, "w3", ttl_ms=5000)
+    assert store.credentials.acquire_refresh_lease(a.id, "w2", ttl_ms=5000)
+    store.credentials.release_refresh_lease(a.id, "w1")  # not the holder: no effect
+    assert not store.credentials.acquire_refresh_lease(a.id, "w3", ttl_ms=5000)
+    store.credentials.release_refresh_lease(a.id, "w2")
+    assert store.credentials.acquire_refresh_lease(a.id, "w3", ttl_ms=5000)
 
 
 def test_routing_state_compare_and_set(store: Store) -> None:
-    first = store.set_routing(RoutingState(app_user_id="u1", phase="legacy"), expected_version=0)
+    first = store.routing.set_routing(
+        RoutingState(app_user_id="u1", phase="legacy"), expected_version=0
+    )
     assert first.version == 1
-    second = store.set_routing(
+    second = store.routing.set_routing(
         RoutingState(app_user_id="u1", phase="dual_write", data={"since": 5}), expected_version=1
     )
     assert (second.phase, second.version, dict(second.data)) == ("dual_write", 2, {"since": 5})
     with pytest.raises(StaleWriteError):
-        store.set_routing(RoutingState(app_user_id="u1", phase="cronofy"), expected_version=1)
-    assert store.get_routing("u1") == second
-    assert store.get_routing("nobody") is None
+        store.routing.set_routing(
+            RoutingState(app_user_id="u1", phase="cronofy"), expected_version=1
+        )
+    assert store.routing.get_routing("u1") == second
+    assert store.routing.get_routing("nobody") is None
 
 
 def test_provider_pause(store: Store) -> None:
-    assert store.provider_status("google") is None
-    store.pause_provider("google", reason="invalid_client")
-    status = store.provider_status("google")
+    assert store.accounts.provider_status("google") is None
+    store.accounts.pause_provider("google", reason="invalid_client")
+    status = store.accounts.provider_status("google")
     assert status is not None
     assert status.paused
-    store.resume_provider("google")
-    assert store.provider_status("google") is None
+    store.accounts.resume_provider("google")
+    assert store.accounts.provider_status("google") is None
 
 
 def test_channels_with_encrypted_secret(store: Store) -> None:
-    a = store.upsert_account(app_user_id="u1", provider="google", provider_account_id="g")
+    a = store.accounts.upsert_account(app_user_id="u1", provider="google", provider_account_id="g")
     ch = Channel(
         provider="google",
         id="chan-1",
@@ -161,33 +172,37 @@ def test_channels_with_encrypted_secret(store: Store) -> None:
         secret="s3cret",
         resource_id="res",
     )
-    store.save_channel(ch)
-    rec = store.get_channel("google", "chan-1")
+    store.channels.save_channel(ch)
+    rec = store.channels.get_channel("google", "chan-1")
     assert rec is not None
     assert rec.channel == ch
     assert rec.health == "healthy"
-    assert store.set_channel_health("google", "chan-1", "degraded", reason="5xx", failed=True)
-    assert store.list_channels(expiring_before=2001)[0].failures == 1
-    assert store.list_channels(expiring_before=1999) == []
-    assert store.delete_channel("google", "chan-1")
-    assert store.get_channel("google", "chan-1") is None
+    assert store.channels.set_channel_health(
+        "google", "chan-1", "degraded", reason="5xx", failed=True
+    )
+    assert store.channels.list_channels(expiring_before=2001)[0].failures == 1
+    assert store.channels.list_channels(expiring_before=1999) == []
+    assert store.channels.delete_channel("google", "chan-1")
+    assert store.channels.get_channel("google", "chan-1") is None
 
 
 def test_cursors_and_event_cache(store: Store) -> None:
-    a = store.upsert_account(app_user_id="u1", provider="google", provider_account_id="g")
+    a = store.accounts.upsert_account(app_user_id="u1", provider="google", provider_account_id="g")
     assert a.id is not None
-    assert store.get_cursor(a.id, "c1") is None
-    store.set_cursor(a.id, "c1", "tok-1", full_sync=True)
-    assert store.get_cursor(a.id, "c1") == "tok-1"
+    assert store.events.get_cursor(a.id, "c1") is None
+    store.events.set_cursor(a.id, "c1", "tok-1", full_sync=True)
+    assert store.events.get_cursor(a.id, "c1") == "tok-1"
     events = [_event("e1", 1), _event("e2", 2), _event("e3", 5)]
-    assert store.upsert_events(a.id, events) == 3
+    assert store.events.upsert_events(a.id, events) == 3
     # one statement for all rows: a repeated id in it is written twice, the last one wins
-    assert store.upsert_events(a.id, [_event("e1", 1, hour=11), _event("e1", 1, hour=10)]) == 2
-    assert store.upsert_events(a.id, []) == 0
+    assert (
+        store.events.upsert_events(a.id, [_event("e1", 1, hour=11), _event("e1", 1, hour=10)]) == 2
+    )
+    assert store.events.upsert_events(a.id, []) == 0
     window = TimeRange(
         start=dt.datetime(2026, 3, 1, tzinfo=UTC), end=dt.datetime(2026, 3, 3, tzinfo=UTC)
     )
-    got = store.list_events(a.id, "c1", window)
+    got = store.events.list_events(a.id, "c1", window)
     assert [e.id for e in got] == ["e1", "e2"]
     assert got[0].start.as_utc().hour == 10
     assert got[1] == events[1]
@@ -198,21 +213,21 @@ def test_cursors_and_event_cache(store: Store) -> None:
         start=EventTime.all_day(dt.date(2026, 3, 10)),
         end=EventTime.all_day(dt.date(2026, 3, 11)),
     )
-    store.upsert_events(a.id, [all_day])
+    store.events.upsert_events(a.id, [all_day])
     near = TimeRange(
         start=dt.datetime(2026, 3, 10, 20, tzinfo=UTC), end=dt.datetime(2026, 3, 10, 21, tzinfo=UTC)
     )
-    assert [e.id for e in store.list_events(a.id, "c1", near)] == ["d1"]
-    assert store.get_event(a.id, "c1", "d1") == all_day
-    assert store.delete_events(a.id, "c1", ["e2", "nope"]) == 1
-    assert store.wipe_calendar(a.id, "c1") == 3
-    assert store.list_events(a.id, "c1") == []
-    assert store.get_cursor(a.id, "c1") is None
+    assert [e.id for e in store.events.list_events(a.id, "c1", near)] == ["d1"]
+    assert store.events.get_event(a.id, "c1", "d1") == all_day
+    assert store.events.delete_events(a.id, "c1", ["e2", "nope"]) == 1
+    assert store.events.wipe_calendar(a.id, "c1") == 3
+    assert store.events.list_events(a.id, "c1") == []
+    assert store.events.get_cursor(a.id, "c1") is None
 
 
 def test_id_map(store: Store) -> None:
-    g = store.upsert_account(app_user_id="u1", provider="google", provider_account_id="g")
-    c = store.upsert_account(app_user_id="u1", provider="cronofy", provider_account_id="c")
+    g = store.accounts.upsert_account(app_user_id="u1", provider="google", provider_account_id="g")
+    c = store.accounts.upsert_account(app_user_id="u1", provider="cronofy", provider_account_id="c")
     store.put_id(
         IdMapEntry(
             key="k1",
@@ -247,32 +262,35 @@ def test_id_map(store: Store) -> None:
 
 
 def test_inbox_dedupes_and_shares_the_transaction(store: Store) -> None:
-    first = store.inbox_insert(
+    first = store.channels.inbox_insert(
         provider="cronofy", delivery_key="d1", kind="change", payload={"a": 1}
     )
     assert first is not None
     assert (
-        store.inbox_insert(provider="cronofy", delivery_key="d1", kind="change", payload={}) is None
+        store.channels.inbox_insert(
+            provider="cronofy", delivery_key="d1", kind="change", payload={}
+        )
+        is None
     )
     assert (
-        store.inbox_insert(provider="google", delivery_key="d1", kind="change", payload={})
+        store.channels.inbox_insert(provider="google", delivery_key="d1", kind="change", payload={})
         is not None
     )
 
     def rolled_back() -> None:
         with write(store.engine) as conn:
-            assert store.inbox_insert(
+            assert store.channels.inbox_insert(
                 provider="cronofy", delivery_key="d2", kind="change", payload={}, conn=conn
             )
             raise RuntimeError("enqueue failed")
 
     with pytest.raises(RuntimeError):
         rolled_back()
-    pending = store.inbox_pending()
+    pending = store.channels.inbox_pending()
     assert [(i.provider, i.delivery_key) for i in pending] == [("cronofy", "d1"), ("google", "d1")]
-    store.inbox_mark_processed(first)
-    assert len(store.inbox_pending()) == 1
-    assert store.inbox_purge(processed_before=store.now() + 1) == 1
+    store.channels.inbox_mark_processed(first)
+    assert len(store.channels.inbox_pending()) == 1
+    assert store.channels.inbox_purge(processed_before=store.now() + 1) == 1
 
 
 def test_inbox_purge_by_age_keeps_recent_rows(store: Store) -> None:
@@ -281,42 +299,46 @@ def test_inbox_purge_by_age_keeps_recent_rows(store: Store) -> None:
     now = [1_000_000.0]
     store.clock = lambda: now[0]
     for key in ("old-1", "old-2"):
-        store.inbox_insert(provider="cronofy", delivery_key=key, kind="change", payload={})
+        store.channels.inbox_insert(provider="cronofy", delivery_key=key, kind="change", payload={})
         now[0] += 1
     now[0] += 3600
-    store.inbox_insert(provider="cronofy", delivery_key="new", kind="change", payload={})
-    assert store.inbox_purge() == 0  # no cut given: nothing goes
+    store.channels.inbox_insert(provider="cronofy", delivery_key="new", kind="change", payload={})
+    assert store.channels.inbox_purge() == 0  # no cut given: nothing goes
     cut = int(now[0])
-    assert store.inbox_purge(received_before=cut, limit=1) == 1
-    assert [i.delivery_key for i in store.inbox_pending()] == ["old-2", "new"]
-    assert store.inbox_purge(received_before=cut, limit=5) == 1
-    assert store.inbox_purge(received_before=cut, limit=5) == 0
-    assert [i.delivery_key for i in store.inbox_pending()] == ["new"]
+    assert store.channels.inbox_purge(received_before=cut, limit=1) == 1
+    assert [i.delivery_key for i in store.channels.inbox_pending()] == ["old-2", "new"]
+    assert store.channels.inbox_purge(received_before=cut, limit=5) == 1
+    assert store.channels.inbox_purge(received_before=cut, limit=5) == 0
+    assert [i.delivery_key for i in store.channels.inbox_pending()] == ["new"]
     assert (
-        store.inbox_insert(provider="cronofy", delivery_key="new", kind="change", payload={})
+        store.channels.inbox_insert(
+            provider="cronofy", delivery_key="new", kind="change", payload={}
+        )
         is None
     )
     # a purged key is new again: a redelivery after the retention is recorded once more
     assert (
-        store.inbox_insert(provider="cronofy", delivery_key="old-1", kind="change", payload={})
+        store.channels.inbox_insert(
+            provider="cronofy", delivery_key="old-1", kind="change", payload={}
+        )
         is not None
     )
 
 
 def test_audit_log(store: Store) -> None:
-    store.audit("router", "route", app_user_id="u1", detail={"to": "google"})
-    store.audit("migration", "phase", app_user_id="u1", detail={"to": "dual_write"})
-    store.audit("router", "route", app_user_id="u2")
-    entries = store.audit_entries(app_user_id="u1")
+    store.audit_log.audit("router", "route", app_user_id="u1", detail={"to": "google"})
+    store.audit_log.audit("migration", "phase", app_user_id="u1", detail={"to": "dual_write"})
+    store.audit_log.audit("router", "route", app_user_id="u2")
+    entries = store.audit_log.audit_entries(app_user_id="u1")
     assert [e.action for e in entries] == ["phase", "route"]
     assert dict(entries[0].detail) == {"to": "dual_write"}
-    assert len(store.audit_entries(action="route")) == 2
+    assert len(store.audit_log.audit_entries(action="route")) == 2
 
 
 def test_oauth_state_is_one_time(store: Store) -> None:
     now = [1000.0]
     store.clock = lambda: now[0]
-    store.put_oauth_state(
+    store.credentials.put_oauth_state(
         state_hash="h1",
         app_user_id="u1",
         provider="google",
@@ -325,7 +347,7 @@ def test_oauth_state_is_one_time(store: Store) -> None:
         scopes=("s1",),
         expires_at=1600,
     )
-    store.put_oauth_state(
+    store.credentials.put_oauth_state(
         state_hash="h2",
         app_user_id="u1",
         provider="google",
@@ -334,15 +356,15 @@ def test_oauth_state_is_one_time(store: Store) -> None:
         scopes=(),
         expires_at=1600,
     )
-    rec = store.consume_oauth_state("h1")
+    rec = store.credentials.consume_oauth_state("h1")
     assert rec is not None
     assert rec.code_verifier == Secret("v" * 50)
     assert rec.scopes == ("s1",)
-    assert store.consume_oauth_state("h1") is None  # reused
-    assert store.consume_oauth_state("nope") is None
+    assert store.credentials.consume_oauth_state("h1") is None  # reused
+    assert store.credentials.consume_oauth_state("nope") is None
     now[0] = 1600  # expired
-    assert store.consume_oauth_state("h2") is None
-    assert store.purge_oauth_states(older_than=1601) == 2
+    assert store.credentials.consume_oauth_state("h2") is None
+    assert store.credentials.purge_oauth_states(older_than=1601) == 2
 
 
 def test_concurrent_connects_of_one_account_make_one_row(store: Store) -> None:
@@ -353,7 +375,7 @@ def test_concurrent_connects_of_one_account_make_one_row(store: Store) -> None:
 
     def connect(i: int) -> str | None:
         barrier.wait()
-        acc = store.upsert_account(
+        acc = store.accounts.upsert_account(
             app_user_id="u1", provider="google", provider_account_id="g", email=f"{i}@x.test"
         )
         return acc.id
@@ -361,4 +383,4 @@ def test_concurrent_connects_of_one_account_make_one_row(store: Store) -> None:
     with ThreadPoolExecutor(6) as pool:
         ids = set(pool.map(connect, range(6)))
     assert len(ids) == 1
-    assert len(store.list_accounts(app_user_id="u1")) == 1
+    assert len(store.accounts.list_accounts(app_user_id="u1")) == 1

@@ -83,19 +83,21 @@ def test_keys_from_env(key_a: str, key_b: str) -> None:
 
 def test_store_without_vault_fails_closed(engine: sa.Engine) -> None:
     store = Store(engine)
-    account = store.upsert_account(app_user_id="u", provider="google", provider_account_id="g")
+    account = store.accounts.upsert_account(
+        app_user_id="u", provider="google", provider_account_id="g"
+    )
     assert account.id is not None
     with pytest.raises(ConfigurationError):
-        store.save_tokens(account.id, TokenSet(access_token="x"))
+        store.credentials.save_tokens(account.id, TokenSet(access_token="x"))
 
 
 def test_copied_row_fails_to_decrypt(store: Store) -> None:
-    a = store.upsert_account(app_user_id="u1", provider="google", provider_account_id="ga")
-    b = store.upsert_account(app_user_id="u2", provider="google", provider_account_id="gb")
+    a = store.accounts.upsert_account(app_user_id="u1", provider="google", provider_account_id="ga")
+    b = store.accounts.upsert_account(app_user_id="u2", provider="google", provider_account_id="gb")
     assert a.id is not None
     assert b.id is not None
-    store.save_tokens(a.id, TokenSet(access_token="at-a", refresh_token="rt-a"))
-    store.save_tokens(b.id, TokenSet(access_token="at-b", refresh_token="rt-b"))
+    store.credentials.save_tokens(a.id, TokenSet(access_token="at-a", refresh_token="rt-a"))
+    store.credentials.save_tokens(b.id, TokenSet(access_token="at-b", refresh_token="rt-b"))
     cr = schema.credentials
     with write(store.engine) as conn:
         row = conn.execute(sa.select(cr).where(cr.c.account_id == a.id)).one()
@@ -103,20 +105,20 @@ def test_copied_row_fails_to_decrypt(store: Store) -> None:
             cr.update().where(cr.c.account_id == b.id).values(access_token=row.access_token)
         )
     with pytest.raises(DecryptionError):
-        store.get_tokens(b.id)
+        store.credentials.get_tokens(b.id)
 
 
 def _fill(store: Store, n: int) -> list[str]:
     ids = []
     for i in range(n):
-        acc = store.upsert_account(
+        acc = store.accounts.upsert_account(
             app_user_id=f"u{i}", provider="google", provider_account_id=f"g{i}"
         )
         assert acc.id is not None
-        store.save_tokens(
+        store.credentials.save_tokens(
             acc.id, TokenSet(access_token=f"{CANARY_AT}-{i}", refresh_token=f"{CANARY_RT}-{i}")
         )
-        store.save_channel(
+        store.channels.save_channel(
             Channel(
                 provider="google",
                 id=f"ch{i}",
@@ -133,32 +135,34 @@ def test_rotation_interrupted_and_restarted(engine: sa.Engine, key_a: str, key_b
     old = Store(engine, Vault(KeyRing.of([("ka", key_a)])))
     ids = _fill(old, 7)
     both = Store(engine, Vault(KeyRing.of([("kb", key_b), ("ka", key_a)])))
-    assert both.count_unrotated() == 14
-    first = both.rotate_keys(batch_size=3, max_batches=2)  # interrupted half-way
+    assert both.keys.count_unrotated() == 14
+    first = both.keys.rotate_keys(batch_size=3, max_batches=2)  # interrupted half-way
     assert first.rotated == 6
     assert first.remaining == 8
     new_only = Store(engine, Vault(KeyRing.of([("kb", key_b)])))
 
     def read_all() -> None:
         for account_id in ids:
-            new_only.get_tokens(account_id)
+            new_only.credentials.get_tokens(account_id)
 
     with pytest.raises(DecryptionError):
         read_all()
     # a token refreshed meanwhile is written with the new key and stays readable
-    both.save_tokens(ids[-1], TokenSet(access_token=f"{CANARY_AT}-new", refresh_token="rt"))
-    second = both.rotate_keys(batch_size=3)  # restarted
+    both.credentials.save_tokens(
+        ids[-1], TokenSet(access_token=f"{CANARY_AT}-new", refresh_token="rt")
+    )
+    second = both.keys.rotate_keys(batch_size=3)  # restarted
     assert second.remaining == 0
-    assert both.rotate_keys().rotated == 0  # idempotent
+    assert both.keys.rotate_keys().rotated == 0  # idempotent
     for i, account_id in enumerate(ids):
-        rec = new_only.get_tokens(account_id)
+        rec = new_only.credentials.get_tokens(account_id)
         assert rec is not None
         expected = f"{CANARY_AT}-new" if i == len(ids) - 1 else f"{CANARY_AT}-{i}"
         assert rec.tokens.access_token.reveal() == expected
-        channel = new_only.get_channel("google", f"ch{i}")
+        channel = new_only.channels.get_channel("google", f"ch{i}")
         assert channel is not None
         assert channel.channel.secret == Secret(f"{CANARY_CH}-{i}")
-    assert new_only.count_unrotated() == 0
+    assert new_only.keys.count_unrotated() == 0
 
 
 def test_rotation_without_an_old_key_refuses_before_writing(
@@ -170,14 +174,16 @@ def test_rotation_without_an_old_key_refuses_before_writing(
     old = Store(engine, Vault(KeyRing.of([("ka", key_a)])))
     ids = _fill(old, 4)
     new_only = Store(engine, Vault(KeyRing.of([("kb", key_b)])))
-    new_only.save_tokens(ids[0], TokenSet(access_token=f"{CANARY_AT}-new", refresh_token="rt"))
-    before = new_only.count_unrotated()
+    new_only.credentials.save_tokens(
+        ids[0], TokenSet(access_token=f"{CANARY_AT}-new", refresh_token="rt")
+    )
+    before = new_only.keys.count_unrotated()
     with pytest.raises(DecryptionError, match=r"key\(s\) ka, .*nothing was re-encrypted"):
-        new_only.rotate_keys(batch_size=1)
-    assert new_only.count_unrotated() == before
+        new_only.keys.rotate_keys(batch_size=1)
+    assert new_only.keys.count_unrotated() == before
     both = Store(engine, Vault(KeyRing.of([("kb", key_b), ("ka", key_a)])))
-    assert both.rotate_keys().remaining == 0
-    assert new_only.get_tokens(ids[1]) is not None
+    assert both.keys.rotate_keys().remaining == 0
+    assert new_only.credentials.get_tokens(ids[1]) is not None
 
 
 def _raw_bytes(engine: sa.Engine, tmp_path: Path) -> bytes:
@@ -201,7 +207,7 @@ def _raw_bytes(engine: sa.Engine, tmp_path: Path) -> bytes:
 
 def test_canary_absent_at_rest(store: Store, tmp_path: Path) -> None:
     _fill(store, 3)
-    store.put_oauth_state(
+    store.credentials.put_oauth_state(
         state_hash="h",
         app_user_id="u",
         provider="google",

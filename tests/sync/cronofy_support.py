@@ -61,7 +61,7 @@ class CronofyEnv:
         assert self.account.id is not None
         return [
             rec.channel.calendar_ids[0]
-            for rec in self.runtime.store.list_channels(account_id=self.account.id)
+            for rec in self.runtime.store.channels.list_channels(account_id=self.account.id)
             if rec.channel.calendar_ids
         ]
 
@@ -69,7 +69,9 @@ class CronofyEnv:
         assert self.account.id is not None
         out: list[str | None] = []
         for cal in self.cronofy_calendars():
-            out.extend(e.summary for e in self.runtime.store.list_events(self.account.id, cal))
+            out.extend(
+                e.summary for e in self.runtime.store.events.list_events(self.account.id, cal)
+            )
         return sorted(out, key=str)
 
     def mirror_view(self) -> list[str | None]:
@@ -148,13 +150,13 @@ async def cronofy_env(db_url: str, *, push: bool = True) -> AsyncIterator[Cronof
             code = eng.issue_code(CLIENT_ID, REDIRECT, acct.sub, "")
             provider = runtime.provider("cronofy")
             grant = await provider.exchange_code(code=code, redirect_uri=REDIRECT)
-            account = runtime.store.upsert_account(
+            account = runtime.store.accounts.upsert_account(
                 app_user_id="alice",
                 provider="cronofy",
                 provider_account_id=grant.provider_account_id,
             )
             assert account.id is not None
-            runtime.store.save_tokens(account.id, grant.tokens)
+            runtime.store.credentials.save_tokens(account.id, grant.tokens)
             env = CronofyEnv(
                 world, sandbox, receiver, runtime, service, worker, account, mirror, acct.sub
             )

@@ -109,7 +109,8 @@ class Env:
     def cache(self, calendar_id: str) -> dict[str, str | None]:
         assert self.account.id is not None
         return {
-            e.id: e.summary for e in self.runtime.store.list_events(self.account.id, calendar_id)
+            e.id: e.summary
+            for e in self.runtime.store.events.list_events(self.account.id, calendar_id)
         }
 
     def remote(self, calendar_id: str) -> dict[str, str | None]:
@@ -119,7 +120,7 @@ class Env:
         return await self.http.post("/memory", content=request.body, headers=dict(request.headers))
 
     def channels(self) -> list[Any]:
-        return list(self.runtime.store.list_channels())
+        return list(self.runtime.store.channels.list_channels())
 
     def push_channel(self, calendar_id: str = "work") -> calbridge.Channel:
         for rec in self.channels():
@@ -171,10 +172,10 @@ async def memory_env(
     provider = runtime.provider("memory")
     assert isinstance(provider, MemoryProvider)
     grant = await provider.exchange_code(code="user:alice", redirect_uri="memory://cb")
-    account = runtime.store.upsert_account(
+    account = runtime.store.accounts.upsert_account(
         app_user_id="alice", provider="memory", provider_account_id="alice"
     )
-    runtime.store.save_tokens(account.id, grant.tokens)
+    runtime.store.credentials.save_tokens(account.id, grant.tokens)
     app = make_webhook_app(runtime)
     http = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://hooks.test")
     env = Env(runtime, backend, service, worker, clock, account, app, http, mirror)

@@ -44,17 +44,17 @@ async def test_the_inbox_purge_job_deletes_rows_past_the_retention(
         assert (await env.post(env.provider.notification_for(ch, seq=1))).status_code < 300
         await env.drain()
         store = env.runtime.store
-        assert len(store.inbox_pending()) == 1
+        assert len(store.channels.inbox_pending()) == 1
         retention = env.runtime.config.inbox_retention
         env.clock.advance(retention - 60)
         for seq in (2, 3):
             assert (await env.post(env.provider.notification_for(ch, seq=seq))).status_code < 300
         env.clock.advance(3600 + 120)  # the first row is past the retention, the others not
         await env.drain()
-        assert len(store.inbox_pending()) == 2
+        assert len(store.channels.inbox_pending()) == 2
         env.clock.advance(retention)
         await env.drain()  # two rows past it, one per batch
-        assert store.inbox_pending() == []
+        assert store.channels.inbox_pending() == []
 
 
 async def test_without_callback_url_the_account_is_polled_like_push(sqlite_url: str) -> None:
@@ -148,11 +148,11 @@ async def test_far_edge_reconciliation_reads_only_its_window(sqlite_url: str) ->
         assert window is not None
         assert (window.end - window.start).days == 7
         assert env.service.channels.far_edge_window("memory") is None
-        cursor = env.runtime.store.get_cursor(env.account.id, "work")
+        cursor = env.runtime.store.events.get_cursor(env.account.id, "work")
         env.backend.put(draft_event("work", "edge", "entered the window"))
         result = await env.service.engine.reconcile_window(env.account.id, "work", window)
         assert result.upserted == 1
-        assert env.runtime.store.get_cursor(env.account.id, "work") == cursor
+        assert env.runtime.store.events.get_cursor(env.account.id, "work") == cursor
 
 
 async def test_disconnect_closes_channels_and_schedules(sqlite_url: str) -> None:

@@ -50,7 +50,7 @@ async def test_rounds_are_counted_by_outcome_and_scraped_from_every_process(
             await env.service.engine.sync(env.account.id, "work")
         monkeypatch.setattr(type(env.provider), "changes", original)
 
-        env.runtime.store.set_cursor(env.account.id, "work", "not-a-cursor")
+        env.runtime.store.events.set_cursor(env.account.id, "work", "not-a-cursor")
         result = await env.service.engine.sync(env.account.id, "work")
         assert result.full  # the refused cursor, then the full read
         assert tally.pending() == {

@@ -21,13 +21,13 @@ def _sign(body: bytes, secret: str = CLIENT_SECRET) -> str:
 async def test_native_change_is_pushed_synced_and_delivered(migrated_url: str) -> None:
     async with cronofy_env(migrated_url) as env:
         (cal,) = env.calendar_ids()
-        (rec,) = [r for r in env.runtime.store.list_channels() if r.health == "active"]
+        (rec,) = [r for r in env.runtime.store.channels.list_channels() if r.health == "active"]
         assert rec.channel.id.startswith("chn_")
         env.insert("dentist")
         await env.advance(5)  # Cronofy syncs the native change and POSTs to the receiver
         await env.drain()
         assert env.cache() == env.mirror_view() == env.remote() == ["dentist"]
-        rec = env.runtime.store.get_channel("cronofy", rec.channel.id)
+        rec = env.runtime.store.channels.get_channel("cronofy", rec.channel.id)
         assert rec.last_notification_at is not None
         assert cal in env.cronofy_calendars()
 
@@ -36,7 +36,7 @@ async def test_cronofy_signatures_over_the_wire(sqlite_url: str) -> None:
     """W5: a genuine notification verifies alone and inside a comma list; the same JSON
     re-serialised does not (raw bytes are what is signed); an unknown channel is 4xx."""
     async with cronofy_env(sqlite_url) as env:
-        (rec,) = [r for r in env.runtime.store.list_channels() if r.health == "active"]
+        (rec,) = [r for r in env.runtime.store.channels.list_channels() if r.health == "active"]
         body = json.dumps(
             {
                 "notification": {"type": "change", "changes_since": "2026-01-01T00:00:00Z"},
@@ -70,7 +70,7 @@ async def test_cronofy_signatures_over_the_wire(sqlite_url: str) -> None:
         assert bad.status_code == 401
         assert forged.status_code == 401
         assert unknown.status_code == 404
-        assert len(env.runtime.store.inbox_pending()) == 1
+        assert len(env.runtime.store.channels.inbox_pending()) == 1
 
 
 async def test_profile_disconnected_marks_the_account(sqlite_url: str) -> None:
@@ -90,7 +90,7 @@ async def test_profile_disconnected_marks_the_account(sqlite_url: str) -> None:
         engine_for(env.world).disconnect_profile("alice@example.com")
         await env.advance(2)
         assert env.account.id is not None
-        account = env.runtime.store.get_account(env.account.id)
+        account = env.runtime.store.accounts.get_account(env.account.id)
         assert account.status is AccountStatus.NEEDS_REAUTH
         assert seen == ["profile_disconnected"]
 
@@ -99,7 +99,7 @@ async def test_closed_channel_is_recreated_and_polling_covers_the_gap(sqlite_url
     """Cronofy closes a channel after 24 h of failed deliveries: the silent channel is
     found by reconciliation, polled meanwhile, and recreated."""
     async with cronofy_env(sqlite_url) as env:
-        (rec,) = [r for r in env.runtime.store.list_channels() if r.health == "active"]
+        (rec,) = [r for r in env.runtime.store.channels.list_channels() if r.health == "active"]
         engine_for(env.world).channels[rec.channel.id].closed = True
         env.insert("missed")
         await env.advance(3600 * 2)
@@ -110,11 +110,11 @@ async def test_closed_channel_is_recreated_and_polling_covers_the_gap(sqlite_url
         )
         await env.drain()
         assert env.cache() == env.mirror_view() == ["missed"]
-        health = {r.channel.id: r.health for r in env.runtime.store.list_channels()}
+        health = {r.channel.id: r.health for r in env.runtime.store.channels.list_channels()}
         assert health[rec.channel.id] == "failing"
         assert health[f"poll:{env.account.id}"] == "polling"
         await env.service.channels.maintain()
-        health = {r.channel.id: r.health for r in env.runtime.store.list_channels()}
+        health = {r.channel.id: r.health for r in env.runtime.store.channels.list_channels()}
         assert list(health.values()) == ["active"]
         env.insert("after repair")
         await env.advance(5)

@@ -63,12 +63,12 @@ async def test_crash_mid_round_loses_and_duplicates_nothing(
     async with memory_env(migrated_url) as env:
         assert env.account.id is not None
         env.service.engine.page_size = 5
-        cursor_before = env.runtime.store.get_cursor(env.account.id, "work")
+        cursor_before = env.runtime.store.events.get_cursor(env.account.id, "work")
         _seed(env, 23)
         _crash_after(env, 2, monkeypatch)
         with pytest.raises(errors.Unavailable):
             await env.service.engine.sync(env.account.id, "work")
-        assert env.runtime.store.get_cursor(env.account.id, "work") == cursor_before
+        assert env.runtime.store.events.get_cursor(env.account.id, "work") == cursor_before
         assert env.cache("work") == {}
         monkeypatch.undo()
         result = await env.service.engine.sync(env.account.id, "work")
@@ -87,7 +87,7 @@ async def test_expired_cursor_means_full_resync_with_deletions(migrated_url: str
         await env.service.engine.sync(env.account.id, "work")
         env.backend.remove("work", "e001")
         env.backend.put(draft_event("work", "e002", "changed"))
-        env.runtime.store.set_cursor(env.account.id, "work", "not-a-cursor")
+        env.runtime.store.events.set_cursor(env.account.id, "work", "not-a-cursor")
         result = await env.service.engine.sync(env.account.id, "work")
         assert result.full
         assert result.deleted == 1
@@ -95,7 +95,7 @@ async def test_expired_cursor_means_full_resync_with_deletions(migrated_url: str
         assert result.unchanged == 3
         await env.drain()
         assert env.cache("work") == env.remote("work") == env.mirror.view("work")
-        assert env.runtime.store.get_cursor(env.account.id, "work").isdigit()
+        assert env.runtime.store.events.get_cursor(env.account.id, "work").isdigit()
 
 
 async def test_resync_without_remote_change_writes_nothing(
@@ -113,8 +113,8 @@ async def test_resync_without_remote_change_writes_nothing(
         def blow_up(*args: Any, **kwargs: Any) -> Any:
             raise AssertionError("no write expected")
 
-        monkeypatch.setattr(env.runtime.store, "upsert_events", blow_up)
-        monkeypatch.setattr(env.runtime.store, "delete_events", blow_up)
+        monkeypatch.setattr(env.runtime.store.events, "upsert_events", blow_up)
+        monkeypatch.setattr(env.runtime.store.events, "delete_events", blow_up)
         again = await env.service.engine.sync(env.account.id, "work")
         full = await env.service.engine.sync(env.account.id, "work", full=True)
         assert again.changed == 0
@@ -128,7 +128,7 @@ async def test_resync_without_remote_change_writes_nothing(
         assert flaky.changed == 0
         await env.drain()
         assert len(env.mirror.batch_ids) == delivered
-        cached = env.runtime.store.get_event(env.account.id, "work", "e000")
+        cached = env.runtime.store.events.get_event(env.account.id, "work", "e000")
         assert cached.etag == env.backend.events["work"]["e000"].event.etag
 
 
@@ -151,7 +151,7 @@ async def test_stale_lease_and_concurrent_round_write_nothing(migrated_url: str)
 
         async def racing(*args: Any, **kwargs: Any) -> Any:
             out = await original(*args, **kwargs)
-            env.runtime.store.set_cursor(env.account.id, "work", "999999")
+            env.runtime.store.events.set_cursor(env.account.id, "work", "999999")
             return out
 
         env.service.engine._read = racing  # type: ignore[method-assign]
@@ -222,7 +222,9 @@ async def test_paused_provider_reschedules(sqlite_url: str) -> None:
     """A paused provider (rate limit / refused credentials) reschedules instead of calling."""
     async with memory_env(sqlite_url) as env:
         assert env.account.id is not None
-        env.runtime.store.pause_provider("memory", reason="429", until=int(env.clock() + 30))
+        env.runtime.store.accounts.pause_provider(
+            "memory", reason="429", until=int(env.clock() + 30)
+        )
         with pytest.raises(RetryLater) as info:
             await env.service.engine.sync(env.account.id, "work")
         assert 1 <= info.value.delay <= 30
@@ -264,13 +266,13 @@ def _fresh_pages(
 
     monkeypatch.setattr(type(env.provider), "changes", pages)
     store = env.runtime.store
-    write = store.upsert_events
+    write = store.events.upsert_events
 
     def counting(*args: Any, **kwargs: Any) -> int:
         samples.append(_live_events())
         return int(write(*args, **kwargs))
 
-    monkeypatch.setattr(store, "upsert_events", counting)
+    monkeypatch.setattr(store.events, "upsert_events", counting)
     return samples
 
 

@@ -61,7 +61,7 @@ async def test_moved_and_cancelled_occurrences_through_cronofy(migrated_url: str
         assert not [e for b in batches for e in b.upserted]
         assert env.account.id is not None
         (cal,) = env.cronofy_calendars()
-        cached = env.runtime.store.list_events(env.account.id, cal)
+        cached = env.runtime.store.events.list_events(env.account.id, cal)
         assert sorted(stamp(e.original_start or e.start) for e in cached) == sorted(
             stamp(t) for t in (at[0], at[1], at[3])
         )
@@ -73,4 +73,4 @@ async def test_moved_and_cancelled_occurrences_through_cronofy(migrated_url: str
         await env.drain()
         deleted = sorted(b.identity(d) for b in batches for d in b.deleted)
         assert deleted == sorted(f"{uid}@{stamp(t)}" for t in (at[0], at[1], at[3]))
-        assert env.runtime.store.list_events(env.account.id, cal) == []
+        assert env.runtime.store.events.list_events(env.account.id, cal) == []

@@ -43,8 +43,8 @@ class CronofySyncMachine(SandboxSyncMachine):
     def cursor_invalidated(self) -> None:
         assert self.env.account.id is not None
         for cal in self.env.cronofy_calendars():
-            if self.env.runtime.store.get_cursor(self.env.account.id, cal) is not None:
-                self.env.runtime.store.set_cursor(self.env.account.id, cal, "garbage")
+            if self.env.runtime.store.events.get_cursor(self.env.account.id, cal) is not None:
+                self.env.runtime.store.events.set_cursor(self.env.account.id, cal, "garbage")
 
     @invariant()
     def batches_are_unique(self) -> None:

@@ -116,7 +116,8 @@ class GoogleEnv:
     def cache(self) -> dict[str, str | None]:
         assert self.account.id is not None
         return {
-            e.id: e.summary for e in self.runtime.store.list_events(self.account.id, self.calendar)
+            e.id: e.summary
+            for e in self.runtime.store.events.list_events(self.account.id, self.calendar)
         }
 
     def remote(self) -> dict[str, str | None]:
@@ -181,11 +182,11 @@ async def google_env(db_url: str) -> AsyncIterator[GoogleEnv]:
     worker = Worker(runtime.queue, service.handlers, lease=LEASE)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=sandbox_app)) as http:
         grant = await _connect(provider, http)
-    account = runtime.store.upsert_account(
+    account = runtime.store.accounts.upsert_account(
         app_user_id="alice", provider="google", provider_account_id=grant.provider_account_id
     )
     assert account.id is not None
-    runtime.store.save_tokens(account.id, grant.tokens)
+    runtime.store.credentials.save_tokens(account.id, grant.tokens)
     env = GoogleEnv(world, runtime, service, worker, account, mirror, hooks, app.state.receiver)
     try:
         assert await service.channels.on_account_connected(account.id) == "push"
@@ -234,8 +235,8 @@ class GoogleSyncMachine(SandboxSyncMachine):
     def cursor_invalidated(self) -> None:
         env = self.env
         assert env.account.id is not None
-        if env.runtime.store.get_cursor(env.account.id, env.calendar) is not None:
-            env.runtime.store.set_cursor(env.account.id, env.calendar, "garbage")
+        if env.runtime.store.events.get_cursor(env.account.id, env.calendar) is not None:
+            env.runtime.store.events.set_cursor(env.account.id, env.calendar, "garbage")
 
     # ------------------------------------------------------------ workers and time
 

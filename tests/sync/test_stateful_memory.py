@@ -129,8 +129,8 @@ class MemorySyncMachine(RuleBasedStateMachine):
     @rule(cal=st.sampled_from(CALENDARS))
     def cursor_invalidated(self, cal: str) -> None:
         assert self.env.account.id is not None
-        if self.env.runtime.store.get_cursor(self.env.account.id, cal) is not None:
-            self.env.runtime.store.set_cursor(self.env.account.id, cal, "expired")
+        if self.env.runtime.store.events.get_cursor(self.env.account.id, cal) is not None:
+            self.env.runtime.store.events.set_cursor(self.env.account.id, cal, "expired")
 
     # ------------------------------------------------------------ invariants
 

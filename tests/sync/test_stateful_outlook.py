@@ -84,7 +84,8 @@ class OutlookEnv:
     def cache(self) -> dict[str, str | None]:
         assert self.account.id is not None
         return {
-            e.id: e.summary for e in self.runtime.store.list_events(self.account.id, self.calendar)
+            e.id: e.summary
+            for e in self.runtime.store.events.list_events(self.account.id, self.calendar)
         }
 
     def mirror_view(self) -> dict[str, str | None]:
@@ -164,13 +165,13 @@ async def outlook_env(db_url: str) -> AsyncIterator[OutlookEnv]:
             worker = Worker(runtime.queue, service.handlers, lease=60.0)
             async with httpx.AsyncClient() as http:
                 grant = await _connect(provider, http)
-            account = runtime.store.upsert_account(
+            account = runtime.store.accounts.upsert_account(
                 app_user_id="megan",
                 provider="outlook",
                 provider_account_id=grant.provider_account_id,
             )
             assert account.id is not None
-            runtime.store.save_tokens(account.id, grant.tokens)
+            runtime.store.credentials.save_tokens(account.id, grant.tokens)
             env = OutlookEnv(
                 world, sandbox, runtime, service, worker, account, mirror, world.clock.now()
             )

@@ -32,10 +32,10 @@ async def test_google_channel_checks(migrated_url: str) -> None:
     config = BridgeConfig(database_url=migrated_url, keys=f"k1:{generate_key()}")
     runtime = Runtime.open(config, host=fresh_plugin_host())
     try:
-        account = runtime.store.upsert_account(
+        account = runtime.store.accounts.upsert_account(
             app_user_id="u", provider="google", provider_account_id="g"
         )
-        runtime.store.save_channel(
+        runtime.store.channels.save_channel(
             calbridge.Channel(
                 provider="google",
                 id="gch-1",

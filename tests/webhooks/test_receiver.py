@@ -44,10 +44,10 @@ async def test_genuine_notification_is_stored_queued_and_acknowledged(migrated_u
         assert response.status_code == 202
         assert _inbox(env) == 1
         assert _queued_syncs(env) == 1
-        (item,) = env.runtime.store.inbox_pending()
+        (item,) = env.runtime.store.channels.inbox_pending()
         assert ch.secret is not None
         assert ch.secret.reveal() not in json.dumps(dict(item.payload))
-        rec = env.runtime.store.get_channel("memory", ch.id)
+        rec = env.runtime.store.channels.get_channel("memory", ch.id)
         assert rec.last_notification_at is not None
         await env.drain()
         assert env.cache("work") == env.remote("work") == env.mirror.view("work") == {"e1": "one"}
@@ -187,7 +187,7 @@ async def test_store_unavailable_is_503_then_redelivery_processed_once(
         def lookup_down(*args: Any, **kwargs: Any) -> Any:
             raise sa.exc.OperationalError("SELECT", {}, Exception("unable to open database"))
 
-        monkeypatch.setattr(env.runtime.store, "get_channel", lookup_down)
+        monkeypatch.setattr(env.runtime.store.channels, "get_channel", lookup_down)
         env.app.state.receiver.forget_channels()
         other = env.provider.notification_for(ch, seq=4)
         assert (await env.post(other)).status_code == 503

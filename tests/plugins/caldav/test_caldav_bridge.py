@@ -112,7 +112,7 @@ async def test_a_caldav_account_is_polled_into_the_change_stream(
 
     assert await bridge.subscribe("carol") == {account.id: "poll"}
     assert bridge.route("carol").provider == "caldav"
-    stored = bridge.store.get_tokens(account.id)
+    stored = bridge.store.credentials.get_tokens(account.id)
     assert stored.tokens.extra["username"] == "carol"
     assert stored.tokens.access_token.reveal() == USERS["carol"]
     assert USERS["carol"].encode() not in rig.db.read_bytes(), "the password is sealed"
@@ -136,16 +136,16 @@ async def test_a_caldav_account_is_polled_into_the_change_stream(
     assert [c.name for c in calendars] == ["Home"]
 
     # the server forgets the token: SyncCursorExpired, then a full read of the calendar
-    cursor = bridge.store.get_cursor(account.id, home)
+    cursor = bridge.store.events.get_cursor(account.id, home)
     assert cursor
-    bridge.store.set_cursor(account.id, home, cursor[: cursor.rindex("/") + 1] + "0" * 64)
+    bridge.store.events.set_cursor(account.id, home, cursor[: cursor.rindex("/") + 1] + "0" * 64)
     radicale.put("carol", f"{home}phone-3.ics", _ics("phone-3", "after the reset", _soon(28)))
     await rig.next_poll()
 
     assert len(rig.upserts("after the reset")) == 1
     assert len(rig.upserts("from the phone")) == 1, "the full read told nothing twice"
     assert len(rig.upserts("weekly")) == 3
-    assert bridge.store.get_cursor(account.id, home) not in (None, cursor)
+    assert bridge.store.events.get_cursor(account.id, home) not in (None, cursor)
 
 
 async def test_connect_refuses_a_wrong_password_and_stores_nothing(bridge_rig: Rig) -> None:
@@ -175,7 +175,7 @@ async def test_a_revoked_app_password_needs_reauthorization(
     # credentials are re-checked an hour after they were stored, or on a 401
     await rig.next_poll()
 
-    assert bridge.store.get_account(account.id).status is AccountStatus.NEEDS_REAUTH
+    assert bridge.store.accounts.get_account(account.id).status is AccountStatus.NEEDS_REAUTH
     assert [(a.id, str(a.status), why) for a, _, why in rig.statuses.calls] == [
         (account.id, "needs_reauth", "invalid_grant")
     ]

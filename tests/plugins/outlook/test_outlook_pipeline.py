@@ -52,13 +52,14 @@ class Env:
         assert self.account.id is not None
         cal = self.world.primary_calendar(EMAIL).id
         return sorted(
-            (e.summary for e in self.runtime.store.list_events(self.account.id, cal)), key=str
+            (e.summary for e in self.runtime.store.events.list_events(self.account.id, cal)),
+            key=str,
         )
 
     def push_channels(self) -> list[calbridge.Channel]:
         return [
             r.channel
-            for r in self.runtime.store.list_channels()
+            for r in self.runtime.store.channels.list_channels()
             if r.health == "active" and not r.channel.id.startswith(("poll:", "pending:"))
         ]
 
@@ -111,13 +112,13 @@ async def outlook_env(tmp: Path) -> AsyncIterator[Env]:
             worker = Worker(runtime.queue, service.handlers, lease=60.0)
             async with httpx.AsyncClient() as http:
                 grant = await _connect(provider, http)
-            account = runtime.store.upsert_account(
+            account = runtime.store.accounts.upsert_account(
                 app_user_id="megan",
                 provider="outlook",
                 provider_account_id=grant.provider_account_id,
             )
             assert account.id is not None
-            runtime.store.save_tokens(account.id, grant.tokens)
+            runtime.store.credentials.save_tokens(account.id, grant.tokens)
             env = Env(world, sandbox, runtime, service, worker, account, mirror)
             try:
                 await service.channels.on_account_connected(account.id)
