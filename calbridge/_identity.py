@@ -11,7 +11,7 @@ and recorded, so it is updated or deleted, never created twice.
 from __future__ import annotations
 
 import datetime as dt
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from .models import Event, TimeRange
 from .provider import Provider, Session
@@ -73,7 +73,7 @@ async def resolve_event_id(
     """
     from .store import IdMapEntry, offload
 
-    entries: dict[str, Any] = await offload(store.get_ids, key)
+    entries = await offload(store.ids.get_ids, key)
     mine = entries.get(provider.name)
     if mine is not None:
         return str(mine.event_id), entries
@@ -84,7 +84,7 @@ async def resolve_event_id(
             found = await find_by_ical_uid(provider, session, calendar_id, uid, around=around)
         if found is not None:
             await offload(
-                store.put_id,
+                store.ids.put_id,
                 IdMapEntry(
                     key=key,
                     provider=provider.name,
@@ -95,5 +95,5 @@ async def resolve_event_id(
                     ical_uid=found.ical_uid or uid,
                 ),
             )
-            return found.id, await offload(store.get_ids, key)
+            return found.id, await offload(store.ids.get_ids, key)
     return None, entries

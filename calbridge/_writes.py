@@ -61,13 +61,13 @@ class EventWriter:
     ) -> Event:
         """See :meth:`calbridge.CalBridge.create_event`."""
         fingerprint = _request_fingerprint(calendar_id, draft)
-        claimed = await offload(self.store.claim_key, key, fingerprint, app_user_id=app_user_id)
+        claimed = await offload(self.store.ids.claim_key, key, fingerprint, app_user_id=app_user_id)
         if not claimed:
             raise IdempotencyConflict(key)
         try:
             target = await self._create_target(app_user_id, calendar_id, draft, key)
         except Exception:  # nothing reached the provider
-            await offload(self.store.release_key, key, fingerprint)
+            await offload(self.store.ids.release_key, key, fingerprint)
             raise
         if isinstance(target, Event):
             return target  # made earlier under this key
@@ -76,10 +76,10 @@ class EventWriter:
         try:
             event = await provider.create_event(session, cal, marked, idempotency_key=key)
         except (InvalidRequest, NotFound, NotSupported, ReauthRequired):
-            await offload(self.store.release_key, key, fingerprint)  # refused: nothing made
+            await offload(self.store.ids.release_key, key, fingerprint)  # refused: nothing made
             raise
         await offload(
-            self.store.put_id,
+            self.store.ids.put_id,
             IdMapEntry(
                 key=key,
                 provider=decision.provider,
@@ -139,7 +139,7 @@ class EventWriter:
 
     async def delete(self, app_user_id: str, key: str) -> None:
         """See :meth:`calbridge.CalBridge.delete_event`."""
-        if not await offload(self.store.get_ids, key):
+        if not await offload(self.store.ids.get_ids, key):
             return
         decision, provider, session, entry_cal, event_id = await self._resolve(app_user_id, key)
         await provider.delete_event(session, entry_cal, event_id)
@@ -154,7 +154,7 @@ class EventWriter:
             account_id=account_id,
             detail={"key": key},
         )
-        self.store.delete_ids(key)
+        self.store.ids.delete_ids(key)
 
     def _wrote(
         self, app_user_id: str, key: str, action: Write, account_id: str, calendar_id: str
@@ -168,7 +168,7 @@ class EventWriter:
         decision = await self.route(app_user_id)
         provider = self.runtime.provider(decision.provider)
         session = await self.runtime.asession(decision.account_id)
-        entries = await offload(self.store.get_ids, key)
+        entries = await offload(self.store.ids.get_ids, key)
         if not entries:
             raise NotFound(f"no event was created under key {key!r}", provider=decision.provider)
         mine = entries.get(decision.provider)

@@ -23,7 +23,8 @@ a database call by itself.
 Code inside a nested ``def`` or ``lambda`` is not on the loop when it is handed to
 ``offload`` and is judged as a synchronous function (it is flagged only where an async
 function calls it by name). Arguments of ``offload(fn, ...)`` are references, not calls,
-so ``offload(store.get_ids, key)`` passes while ``offload(store.get_ids(key))`` does not.
+so ``offload(store.ids.get_ids, key)`` passes while ``offload(store.ids.get_ids(key))``
+does not.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ DB_RECEIVERS = frozenset({"store", "_store", "queue"})
 PURE_METHODS = frozenset({"clock", "has_vault", "add_waker", "remove_waker"})
 #: the store's repositories: every method call on ``store.<repository>`` is a database call
 REPOSITORIES = frozenset(
-    {"accounts", "credentials", "routing", "events", "channels", "audit_log", "feed", "keys"}
+    {"accounts", "credentials", "routing", "events", "ids", "channels", "audit_log", "feed", "keys"}
 )
 #: module-level functions that open an engine transaction
 DB_FUNCTIONS = frozenset({"read", "write"})

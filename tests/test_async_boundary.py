@@ -206,7 +206,7 @@ async def test_bridge_write_waits_off_the_loop(migrated_url: str) -> None:
             bridge, lambda: bridge.create_event("alice", "work", _draft("two"), key="k1")
         )
         assert event.summary == "two"
-        assert bridge.store.get_ids("k1")["memory"].event_id == event.id
+        assert bridge.store.ids.get_ids("k1")["memory"].event_id == event.id
         again = await bridge.create_event("alice", "work", _draft("two"), key="k1")
         assert again.id == event.id  # the id map was written: no second event
 
@@ -314,16 +314,16 @@ def test_the_scan_finds_what_it_should(tmp_path: Path) -> None:
         "    def _outer(self):\n"
         "        self._helper()\n"
         "    async def bad(self, account_id):\n"
-        "        self.store.get_ids('k')\n"
+        "        self.store.ids.get_ids('k')\n"
         "        with read(self.engine) as conn: ...\n"
         "        self.runtime.queue.enqueue('sync', {})\n"
         "        self._outer()\n"
         "        self.runtime.session(account_id)\n"
-        "        await asyncio.to_thread(self.store.get_ids, 'k')\n"
+        "        await asyncio.to_thread(self.store.ids.get_ids, 'k')\n"
         "        self.runtime.router.route('u')\n"
         "        self.runtime.store.events.calendar_ids('a')\n"
         "    async def good(self, account):\n"
-        "        await offload(self.store.get_ids, 'k')\n"
+        "        await offload(self.store.ids.get_ids, 'k')\n"
         "        await offload(self.runtime.store.events.calendar_ids, 'a')\n"
         "        await offload(self._outer)\n"
         "        await self._db(self.queue.release, 1)\n"

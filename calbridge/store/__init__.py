@@ -12,10 +12,10 @@ Engine and transactions (see ``docs/store.md``)::
     with write(engine) as conn:               # BEGIN IMMEDIATE on SQLite
         store.audit_log.audit("router", "route", app_user_id="u1", conn=conn)
 
-The store holds one repository per responsibility (``store.accounts``, ``store.credentials``,
-``store.routing``, ``store.events``, ``store.channels``, ``store.audit_log``,
-``store.feed``, ``store.keys``); callers name the repository whose table they read or
-write.
+The store holds one repository per responsibility (``store.accounts``,
+``store.credentials``, ``store.routing``, ``store.events``, ``store.ids``,
+``store.channels``, ``store.audit_log``, ``store.feed``, ``store.keys``); callers name the
+repository whose tables they read or write.
 
 All tables live on :data:`metadata`; migrations are in ``calbridge/store/migrations``.
 """
@@ -31,6 +31,7 @@ from ._credentials import CredentialRepository
 from ._engine import DEFAULT_URL, ENV_URL, create_engine, engine_url, resolve_url
 from ._events import EventRepository, event_bounds
 from ._feed import FeedRecord, FeedRepository
+from ._idmap import IdMapRepository
 from ._limits import BudgetChange, BudgetRows, BudgetWindowRow, CircuitRow, CircuitView
 from ._migrate import MIGRATIONS_DIR, alembic_config, current_revisions, head_revisions, upgrade
 from ._offload import DB_THREADS_ENV, offload
@@ -98,6 +99,7 @@ __all__ = [
     "FeedRecord",
     "FeedRepository",
     "IdMapEntry",
+    "IdMapRepository",
     "InboxItem",
     "KeyRing",
     "KeyRotation",

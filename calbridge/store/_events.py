@@ -1,7 +1,8 @@
 """Sync data: cursors, the event cache, and what a sync round reads of them.
 
-Together with the id map (:mod:`calbridge.store._idmap`) this is the store's side of
-"events and identities": what each provider reported, and which app event it is.
+Together with the id map (``store.ids``, :mod:`calbridge.store._idmap`) this is the
+store's side of "events and identities": what each provider reported, and which app event
+it is.
 """
 
 from __future__ import annotations

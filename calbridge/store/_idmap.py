@@ -1,4 +1,8 @@
-"""The cross-provider id map: which provider event each app idempotency key became."""
+"""The cross-provider id map: which provider event each app idempotency key became.
+
+The SQL of the ``id_map`` and ``idempotency_keys`` tables (``store.ids``); the domain side,
+resolving an app key to the routed provider's event, is :mod:`calbridge._identity`.
+"""
 
 from __future__ import annotations
 
@@ -8,14 +12,15 @@ from typing import Any
 import sqlalchemy as sa
 
 from . import schema as t
-from ._base import RepoBase
+from ._base import Repository
 from ._records import IdMapEntry
 
-__all__ = ["IdMapMixin"]
+__all__ = ["IdMapRepository"]
 
 
-class IdMapMixin(RepoBase):
-    """Id map reads and writes of :class:`~calbridge.store.Store`."""
+class IdMapRepository(Repository):
+    """The ``id_map`` and ``idempotency_keys`` tables (``store.ids``): which provider
+    event each app key became, and the binding of a key to the create request using it."""
 
     def put_id(self, entry: IdMapEntry, *, conn: sa.Connection | None = None) -> None:
         """Record (or update) which provider event an app idempotency key became."""

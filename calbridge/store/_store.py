@@ -9,10 +9,10 @@ share one transaction::
             enqueue(conn, ...)
 
 The repositories (``store.accounts``, ``store.credentials``, ``store.routing``,
-``store.events``, ``store.channels``, ``store.audit_log``, ``store.feed``, ``store.keys``)
-own the SQL of their tables; callers name the repository (``store.accounts.get_account``).
-The store itself holds the engine, the vault and the clock they share, and what spans
-repositories (:meth:`Store.erase_user`).
+``store.events``, ``store.ids``, ``store.channels``, ``store.audit_log``, ``store.feed``,
+``store.keys``) own the SQL of their tables; callers name the repository
+(``store.accounts.get_account``). The store itself holds the engine, the vault and the
+clock they share, and what spans repositories (:meth:`Store.erase_user`).
 """
 
 from __future__ import annotations
@@ -26,12 +26,12 @@ import sqlalchemy as sa
 from . import schema as t
 from ._accounts import AccountRepository
 from ._audit import AuditRepository
-from ._base import Clock
+from ._base import Clock, RepoBase
 from ._channels import ChannelRepository
 from ._credentials import CredentialRepository
 from ._events import EventRepository
 from ._feed import FeedRepository
-from ._idmap import IdMapMixin
+from ._idmap import IdMapRepository
 from ._rotate import KeyRotation
 from ._routing import RoutingRepository, StaleWriteError
 from .vault import Vault
@@ -39,17 +39,13 @@ from .vault import Vault
 __all__ = ["StaleWriteError", "Store", "StoreRuntime"]
 
 
-class Store(IdMapMixin):
+class Store(RepoBase):
     """calbridge's state: one instance per process, shared by all coroutines.
 
     Args:
         engine: from :func:`calbridge.store.create_engine`.
         vault: the token vault (needed for tokens, channel secrets, OAuth states).
         clock: epoch-seconds clock (inject a fake in tests; every repository reads it).
-
-    The id map's and idempotency keys' methods (``put_id``, ``get_ids``, ``claim_key``,
-    ...) are still the store's own (:mod:`calbridge.store._idmap`, being reworked for the
-    atomic idempotent create); they are next to join :attr:`events`.
     """
 
     def __init__(self, engine: sa.Engine, vault: Vault | None = None, *, clock: Clock = time.time):
@@ -62,6 +58,8 @@ class Store(IdMapMixin):
         self.routing = RoutingRepository(self)
         #: sync cursors, the event cache, and a sync round's reads
         self.events = EventRepository(self)
+        #: the cross-provider id map and the idempotency keys' bindings
+        self.ids = IdMapRepository(self)
         #: push channels and the webhook inbox
         self.channels = ChannelRepository(self)
         #: the audit log

@@ -43,7 +43,7 @@ class IdMapper:
         uids = sorted(
             {e.ical_uid for e in events if e.ical_uid and e.series_role not in _IN_SERIES}
         )
-        known = self._store.find_ids_for_events(
+        known = self._store.ids.find_ids_for_events(
             self._provider, [e.id for e in events], uids, app_user_id=self._user, conn=conn
         )
         view = _View(known)
@@ -69,7 +69,7 @@ class IdMapper:
                 ical_uid=event.ical_uid or entry.ical_uid,
             )
             if updated != entry:
-                self._store.put_id(updated, conn=conn)
+                self._store.ids.put_id(updated, conn=conn)
                 view.replace(entry, updated)
                 written += 1
         return written

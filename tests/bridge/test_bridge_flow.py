@@ -67,7 +67,7 @@ async def test_legacy_event_updated_then_deleted_through_cronofy_after_cutover(
     natives = rig.world.events(native_cal)
     assert [e.summary for e in natives] == ["Dentist (moved)"]
     assert natives[0].start.as_utc() == updated.start.as_utc()
-    ids = b.store.get_ids("booking-1")
+    ids = b.store.ids.get_ids("booking-1")
     assert set(ids) == {"google", "cronofy"}
     assert ids["google"].ical_uid == ids["cronofy"].ical_uid
 
@@ -120,7 +120,7 @@ async def test_forget_user_revokes_and_purges(rig: BridgeRig) -> None:
     assert report.accounts == 1
     assert report.tokens_revoked == 1
     assert await b.accounts("dee") == []
-    assert b.store.get_ids("dee-1") == {}
+    assert b.store.ids.get_ids("dee-1") == {}
     with pytest.raises(LookupError):
         b.route("dee")
     assert b.store.audit_log.audit_entries(app_user_id="dee", action="user.forgotten")

@@ -69,7 +69,7 @@ async def test_key_reused_with_a_different_draft_is_a_conflict(rig: BridgeRig, c
     assert rig.world.events(native_cal) == before
     assert (await b.create_event("bo", "primary", original, key="bk-2")).id == first.id
     # the store keeps a fingerprint of the first request, never the draft
-    fingerprint = b.store.key_fingerprint("bk-2")
+    fingerprint = b.store.ids.key_fingerprint("bk-2")
     assert fingerprint is not None
     assert len(fingerprint) == 64
     assert int(fingerprint, 16) >= 0  # hex digest only
@@ -111,13 +111,13 @@ async def test_a_refused_create_releases_its_key(rig: BridgeRig) -> None:
     rig.world.faults.fail_next("google", 400, path_prefix="/calendar/v3/calendars/")
     with pytest.raises(errors.InvalidRequest):
         await b.create_event("ed", "primary", draft(rig, "Reveiw"), key="bk-7")
-    assert b.store.key_fingerprint("bk-7") is None
+    assert b.store.ids.key_fingerprint("bk-7") is None
     with pytest.raises(errors.NotFound):  # no such calendar: refused before the provider
         await b.create_event("ed", "no-such-calendar", good, key="bk-7")
-    assert b.store.key_fingerprint("bk-7") is None
+    assert b.store.ids.key_fingerprint("bk-7") is None
     made = await b.create_event("ed", "primary", good, key="bk-7")
     assert made.summary == "Review"
-    assert b.store.key_fingerprint("bk-7") is not None
+    assert b.store.ids.key_fingerprint("bk-7") is not None
 
     rig.world.faults.fail_next("google", 503, times=-1, path_prefix="/calendar/v3/calendars/")
     with pytest.raises(errors.Unavailable):
@@ -142,5 +142,5 @@ async def test_keys_without_a_claim_are_bound_by_their_next_create(rig: BridgeRi
     with pytest.raises(errors.IdempotencyConflict):
         await b.create_event("cy", "primary", draft(rig, "Dinner"), key="bk-3")
     await b.delete_event("cy", "bk-3")
-    assert b.store.key_fingerprint("bk-3") is None
+    assert b.store.ids.key_fingerprint("bk-3") is None
     assert (await b.create_event("cy", "primary", draft(rig, "Dinner"), key="bk-3")).id

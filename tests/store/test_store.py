@@ -228,7 +228,7 @@ def test_cursors_and_event_cache(store: Store) -> None:
 def test_id_map(store: Store) -> None:
     g = store.accounts.upsert_account(app_user_id="u1", provider="google", provider_account_id="g")
     c = store.accounts.upsert_account(app_user_id="u1", provider="cronofy", provider_account_id="c")
-    store.put_id(
+    store.ids.put_id(
         IdMapEntry(
             key="k1",
             provider="google",
@@ -239,7 +239,7 @@ def test_id_map(store: Store) -> None:
             ical_uid="uid-1",
         )
     )
-    store.put_id(
+    store.ids.put_id(
         IdMapEntry(
             key="k1",
             provider="cronofy",
@@ -250,15 +250,15 @@ def test_id_map(store: Store) -> None:
             ical_uid="uid-1",
         )
     )
-    ids = store.get_ids("k1")
+    ids = store.ids.get_ids("k1")
     assert set(ids) == {"google", "cronofy"}
     assert ids["google"].event_id == "gev"
-    assert [e.provider for e in store.find_ids_by_ical_uid("uid-1")] == ["cronofy", "google"]
-    assert store.find_ids_by_ical_uid("uid-1", app_user_id="u2") == []
-    found = store.find_id_by_event("google", "gev")
+    assert [e.provider for e in store.ids.find_ids_by_ical_uid("uid-1")] == ["cronofy", "google"]
+    assert store.ids.find_ids_by_ical_uid("uid-1", app_user_id="u2") == []
+    found = store.ids.find_id_by_event("google", "gev")
     assert found is not None
     assert found.key == "k1"
-    assert store.delete_ids("k1") == 2
+    assert store.ids.delete_ids("k1") == 2
 
 
 def test_inbox_dedupes_and_shares_the_transaction(store: Store) -> None:

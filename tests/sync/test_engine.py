@@ -27,7 +27,7 @@ def _put_key(
     env: Env, key: str, event_id: str, ical_uid: str | None, *, with_account: bool = True
 ) -> None:
     """An app idempotency key in the id map, as the app's create left it."""
-    env.runtime.store.put_id(
+    env.runtime.store.ids.put_id(
         IdMapEntry(
             key=key,
             provider="memory",
@@ -167,7 +167,7 @@ async def test_id_map_keeps_the_app_key_by_ical_uid(migrated_url: str) -> None:
         _put_key(env, "app-key-1", "tmp-id", "e001@memory")
         _seed(env, 3)
         await env.service.engine.sync(env.account.id, "work")
-        entry = env.runtime.store.get_ids("app-key-1")["memory"]
+        entry = env.runtime.store.ids.get_ids("app-key-1")["memory"]
         assert entry.event_id == "e001"
         assert entry.ical_uid == "e001@memory"
 
@@ -369,12 +369,12 @@ async def test_a_moved_occurrence_does_not_take_its_series_key(
             env.backend.put(event)
         result = await env.service.engine.sync(env.account.id, "work")
         assert result.upserted == 2
-        entry = store.get_ids("series-key")["memory"]
+        entry = store.ids.get_ids("series-key")["memory"]
         assert entry.event_id == "m1"
         # a later round that sees the occurrence alone leaves the key where it is
         env.backend.put(attrs.evolve(moved, summary="weekly, moved again"))
         await env.service.engine.sync(env.account.id, "work")
-        assert store.get_ids("series-key")["memory"].event_id == "m1"
+        assert store.ids.get_ids("series-key")["memory"].event_id == "m1"
 
 
 async def test_id_mapping_in_one_chunk_sees_the_writes_before_it(migrated_url: str) -> None:
@@ -391,7 +391,7 @@ async def test_id_mapping_in_one_chunk_sees_the_writes_before_it(migrated_url: s
             _put_key(env, key, event_id, uid, with_account=False)
         _seed(env, 4)
         await env.service.engine.sync(env.account.id, "work")
-        got = {k: store.get_ids(k)["memory"] for k in ("by-id", "by-uid", "ambiguous-1")}
+        got = {k: store.ids.get_ids(k)["memory"] for k in ("by-id", "by-uid", "ambiguous-1")}
         assert got["by-id"].event_id == "e000"
         assert got["by-id"].ical_uid == "e000@memory"  # learnt from the event
         assert got["by-id"].account_id == env.account.id
