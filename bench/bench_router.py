@@ -40,6 +40,7 @@ def populate(rt: Runtime, users: int) -> list[str]:
                 provider_account_id=f"{provider}-{i}",
                 email=f"{user}@example.com",
             )
+            assert acct.id is not None
             rt.store.credentials.save_tokens(acct.id, TokenSet(access_token="t", expires_at=0))
             if provider == "cronofy" and i % 7 == 0:
                 rt.store.accounts.set_account_status(acct.id, AccountStatus.NEEDS_REAUTH)

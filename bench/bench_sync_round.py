@@ -107,15 +107,17 @@ def child(total: int, hold: int) -> None:
         account = runtime.store.accounts.upsert_account(
             app_user_id="bench", provider="memory", provider_account_id="bench"
         )
+        account_id = account.id
+        assert account_id is not None
 
         async def main() -> Any:
             provider = runtime.provider("memory")
             grant = await provider.exchange_code(code="user:bench", redirect_uri="memory://cb")
-            runtime.store.credentials.save_tokens(account.id, grant.tokens)
+            runtime.store.credentials.save_tokens(account_id, grant.tokens)
             engine = SyncEngine(runtime, hold=hold)
             before = _rss()
             began = time.perf_counter()
-            result = await engine.sync(account.id, "work", full=True)
+            result = await engine.sync(account_id, "work", full=True)
             seconds = time.perf_counter() - began
             peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
             return result, seconds, peak - before

@@ -83,6 +83,7 @@ def serve(db: str, port: int, spec_path: str) -> None:
     cronofy = store.accounts.upsert_account(
         app_user_id="bench", provider="cronofy", provider_account_id="acc_bench"
     )
+    assert cronofy.id is not None
     # its syncs are skipped cheaply: this phase measures ingest, not Cronofy reads
     store.accounts.set_account_status(
         cronofy.id, calbridge.AccountStatus.NEEDS_REAUTH, reason="bench"
@@ -106,6 +107,7 @@ def serve(db: str, port: int, spec_path: str) -> None:
         account = store.accounts.upsert_account(
             app_user_id="bench", provider="memory", provider_account_id="bench"
         )
+        assert account.id is not None
         store.credentials.save_tokens(account.id, grant.tokens)
         await service.channels.on_account_connected(account.id, ["work"])
         [rec] = list(store.channels.list_channels(account_id=account.id))

@@ -23,6 +23,7 @@ from .router import Decision
 if TYPE_CHECKING:
     from .bridge import CalBridge, ForgetReport
     from .jobs import Worker
+    from .store import Store
 
 __all__ = ["SyncCalBridge"]
 
@@ -121,8 +122,8 @@ class SyncCalBridge:
         return self._bridge.config
 
     @property
-    def store(self) -> Any:
-        """The state store (:class:`calbridge.store.Store`)."""
+    def store(self) -> Store:
+        """The state store."""
         return self._bridge.store
 
     @property

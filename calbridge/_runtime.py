@@ -28,7 +28,7 @@ from .router import AccountFacts, Phase, Router, UserFacts
 
 if TYPE_CHECKING:
     from .jobs import JobQueue
-    from .store import Engine
+    from .store import Engine, RoutingState, Store
 
 __all__ = ["Runtime"]
 
@@ -44,11 +44,9 @@ class Runtime:
     host: PluginHost
     http: httpx.AsyncClient
     engine: Engine
-    #: the state, a :class:`calbridge.store.Store` (imported lazily: no import-time cost);
-    #: code handed the runtime reaches the database only through it. Typed ``Any`` here
-    #: until bench/ and the tests handle its Optional results; consumers type their view
-    #: of it (:class:`calbridge.store.StoreRuntime`, ``SyncEngine.store``)
-    store: Any
+    #: the state (imported lazily: no import-time cost); code handed the runtime reaches
+    #: the database only through it (:class:`calbridge.store.StoreRuntime`)
+    store: Store
     queue: JobQueue
     clock: Callable[[], float] = time.time
     router: Router = attrs.field(init=False)
@@ -174,7 +172,6 @@ class Runtime:
         account = self.store.accounts.get_account(account_id)
         if account is None:
             raise NotFound(f"account {account_id!r} is not connected", provider="calbridge")
-        assert isinstance(account, Account)
         return account
 
     async def aaccount(self, account_id: str) -> Account:
@@ -299,7 +296,7 @@ class Runtime:
         data: dict[str, Any] | None = None,
         drop: tuple[str, ...] = (),
         invalidate: bool = True,
-    ) -> Any:
+    ) -> RoutingState:
         """Change a user's routing row (compare-and-set, retried); returns the new state.
 
         ``phase=None`` keeps the phase (``""`` means: not in a migration).

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import httpx
@@ -40,6 +40,9 @@ from .migration import MigrationActivity, register_migration_handlers
 from .models import Account, Calendar, Event, EventDraft, FreeBusy, TimeRange
 from .router import Decision, NoRouteError
 from .store._offload import offload
+
+if TYPE_CHECKING:
+    from .store import Store
 
 __all__ = ["BridgeConfig", "CalBridge", "ForgetReport", "worker_handlers"]
 
@@ -103,8 +106,8 @@ class CalBridge:
         return self.runtime.config
 
     @property
-    def store(self) -> Any:
-        """The state store (:class:`calbridge.store.Store`)."""
+    def store(self) -> Store:
+        """The state store."""
         return self.runtime.store
 
     # -- routing -------------------------------------------------------------------------
@@ -165,10 +168,7 @@ class CalBridge:
 
     async def accounts(self, app_user_id: str | None = None) -> list[Account]:
         """Connected accounts (of one user, or all)."""
-        found: list[Account] = await offload(
-            self.store.accounts.list_accounts, app_user_id=app_user_id
-        )
-        return found
+        return await offload(self.store.accounts.list_accounts, app_user_id=app_user_id)
 
     async def account_status(self, app_user_id: str) -> dict[str, Any]:
         """The user's accounts, routing decision and migration phase, JSON-ready."""
@@ -258,9 +258,7 @@ class CalBridge:
             None if live else await offload(self.store.events.get_cursor, decision.account_id, cal)
         )
         if cursor is not None:
-            cached: list[Event] = await offload(
-                self.store.events.list_events, decision.account_id, cal, window
-            )
+            cached = await offload(self.store.events.list_events, decision.account_id, cal, window)
             for event in cached:
                 if window.overlaps(event.start.as_utc(), event.end.as_utc()) or event.recurrence:
                     yield event

@@ -166,6 +166,7 @@ async def memory_bridge(url: str, **config: Any) -> AsyncIterator[tuple[CalBridg
         account = bridge.store.accounts.upsert_account(
             app_user_id="alice", provider="memory", provider_account_id="alice"
         )
+        assert account.id is not None
         bridge.store.credentials.save_tokens(account.id, grant.tokens)
         await bridge.changes.channels.on_account_connected(account.id)
         await drain(bridge.worker(concurrency=1, poll_interval=0.01))

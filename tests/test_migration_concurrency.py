@@ -32,7 +32,7 @@ class Racing(Migrator):
     """A migrator that waits at ``barrier`` after checking the guards, before writing."""
 
     barrier: threading.Barrier | None = None
-    on_checked: Callable[[], None] | None = None
+    on_checked: Callable[[], object] | None = None
 
     async def _check(
         self,
@@ -118,7 +118,9 @@ async def test_conflicting_steps_one_wins_loser_writes_nothing(runtime: Runtime)
     loser's error says the user moved away from where its guards were checked."""
     plain = Migrator(runtime)
     assert await plain.move("ann", Phase.SHADOW)
-    version = runtime.store.routing.get_routing("ann").version
+    before = runtime.store.routing.get_routing("ann")
+    assert before is not None
+    version = before.version
     a, b = migrators(runtime)
     results = race(lambda: a.move("ann", Phase.DUAL), lambda: b.rollback("ann"))
     assert results.count(True) == 1, results
@@ -130,7 +132,9 @@ async def test_conflicting_steps_one_wins_loser_writes_nothing(runtime: Runtime)
     assert final is lost.found
     assert final in (Phase.DUAL, Phase.LEGACY)
     assert audits(runtime, "migration.dual") + audits(runtime, "migration.legacy") == 1
-    assert runtime.store.routing.get_routing("ann").version == version + 1
+    after = runtime.store.routing.get_routing("ann")
+    assert after is not None
+    assert after.version == version + 1
 
 
 async def test_a_write_that_keeps_the_phase_means_check_again(runtime: Runtime) -> None:

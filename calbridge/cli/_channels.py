@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from ._context import bridge_options, make_config, open_engine, open_vault
 from ._output import print_json, print_table
+
+if TYPE_CHECKING:
+    from ..store import Store
 
 
 def _iso(epoch: int | None) -> str | None:
@@ -17,7 +20,7 @@ def _iso(epoch: int | None) -> str | None:
     return dt.datetime.fromtimestamp(epoch, dt.UTC).isoformat().replace("+00:00", "Z")
 
 
-def channel_rows(store: Any) -> list[dict[str, Any]]:
+def channel_rows(store: Store) -> list[dict[str, Any]]:
     """The channels as secret-free dictionaries (what ``--json`` prints)."""
     rows = []
     for rec in store.channels.list_channels():

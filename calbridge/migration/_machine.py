@@ -43,8 +43,8 @@ import attrs
 from .._budget import background_calls
 from ..errors import CalbridgeError, NotFound, NotSupported, RateLimited
 from ..models import AccountStatus, Event, EventTime, TimeRange
-from ..router import Phase, cohort_bucket
-from ..store import Connection, StaleWriteError, Store, offload
+from ..router import Phase, UserFacts, cohort_bucket
+from ..store import Connection, RoutingState, StaleWriteError, offload
 from ._guards import (
     Guard,
     GuardKind,
@@ -289,14 +289,14 @@ class _Outcome:
 class _Snapshot:
     """One read of a user's routing row and facts; a step's write is conditional on it."""
 
-    routing: Any  # calbridge.store.RoutingState | None
-    facts: Any  # calbridge.router.UserFacts
+    routing: RoutingState | None
+    facts: UserFacts
     state: UserMigration
 
     @property
     def version(self) -> int:
         """The routing row's version (0: no row yet)."""
-        return int(self.routing.version) if self.routing is not None else 0
+        return self.routing.version if self.routing is not None else 0
 
     @property
     def data(self) -> dict[str, Any]:
@@ -605,8 +605,7 @@ class Migrator:
         )
 
     def _synced_once(self, account_id: str) -> bool:
-        store: Store = self.runtime.store
-        return store.events.synced_once(account_id)
+        return self.runtime.store.events.synced_once(account_id)
 
     # -- transitions ---------------------------------------------------------------------
 
@@ -876,10 +875,11 @@ class Migrator:
         return await self.move(app_user_id, Phase.LEGACY, dry_run=dry_run)
 
     async def _retire_legacy(self, state: UserMigration) -> None:
-        if state.legacy_account_id is None:
+        account_id = state.legacy_account_id
+        if account_id is None:
             return
         rt = self.runtime
-        account = await offload(rt.store.accounts.get_account, state.legacy_account_id)
+        account = await offload(rt.store.accounts.get_account, account_id)
         if account is None or account.status is AccountStatus.REVOKED:
             return
         provider = rt.provider(account.provider)
@@ -896,7 +896,7 @@ class Migrator:
             await provider.revoke_tokens(tokens)
         changed = await offload(
             rt.store.accounts.set_account_status,
-            account.id,
+            account_id,
             AccountStatus.REVOKED,
             reason="retired",
         )

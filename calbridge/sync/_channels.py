@@ -20,8 +20,8 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import random
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, Final
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Final, ParamSpec, TypeVar
 
 import attrs
 
@@ -41,6 +41,9 @@ __all__ = [
 ]
 
 log = logging.getLogger("calbridge.channels")
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
 
 HEALTH_STATES: Final = ("pending", "active", "renewing", "failing", "closed", "polling")
 #: read window of the far-edge reconciliation per provider (days ahead); a provider
@@ -82,13 +85,12 @@ class ChannelManager:
     @property
     def store(self) -> Store:
         """The runtime's store."""
-        store: Store = self.runtime.store
-        return store
+        return self.runtime.store
 
     def _now(self) -> float:
         return float(self.runtime.clock())
 
-    async def _db(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+    async def _db(self, fn: Callable[_P, _R], /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
         return await offload(fn, *args, **kwargs)
 
     # ------------------------------------------------------------ connect / disconnect

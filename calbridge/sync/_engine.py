@@ -141,8 +141,7 @@ class SyncEngine:
     @property
     def store(self) -> Store:
         """The runtime's store."""
-        store: Store = self.runtime.store
-        return store
+        return self.runtime.store
 
     # ------------------------------------------------------------ rounds
 

@@ -24,7 +24,7 @@ from .. import jobs
 from .._budget import background_calls
 from ..errors import ReauthRequired
 from ..models import Secret
-from ..store import Store, offload
+from ..store import offload
 from ._batch import ChangeBatch, batch_from_json, sign_standard_webhook
 from ._channels import PURGE_INBOX, PURGE_INBOX_BATCH, ChannelManager
 from ._engine import DELIVER_KIND, SEND_KIND, CursorMoved, SyncEngine, calendar_key
@@ -310,8 +310,7 @@ def build_handlers(service: SyncService) -> jobs.HandlerRegistry:
 
 
 def _calendars_of(rt: StoreRuntime, account_id: str) -> list[str]:
-    store: Store = rt.store
-    return store.events.calendar_ids(account_id)
+    return rt.store.events.calendar_ids(account_id)
 
 
 async def drain(worker: jobs.Worker, *, rounds: int = 50) -> int:

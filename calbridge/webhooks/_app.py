@@ -54,7 +54,6 @@ from ..provider import Notification, NotificationKind, WebhookReply, WebhookRequ
 from ..store import (
     Connection,
     DatabaseError,
-    Store,
     checkpoint_wal,
     defer_wal_checkpoint,
     is_sqlite,
@@ -359,7 +358,7 @@ class WebhookReceiver:
         return out
 
     def _read_channels(self, provider: str, ids: Sequence[str]) -> dict[str, Channel | None]:
-        store: Store = self.runtime.store
+        store = self.runtime.store
         return {
             rec.channel.id: rec.channel
             for rec in store.channels.channels_by_ids(provider, ids)
@@ -461,7 +460,7 @@ class WebhookReceiver:
         """Inbox rows for every notification of the group, then each distinct job once."""
         if defer_wal_checkpoint(conn, WAL_AUTOCHECKPOINT):
             self._dirty = True
-        store: Store = self.runtime.store
+        store = self.runtime.store
         now = self.runtime.clock()
         work: dict[str, tuple[str, dict[str, Any]]] = {}
         touched: set[tuple[str, str]] = set()

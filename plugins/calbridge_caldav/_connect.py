@@ -88,7 +88,7 @@ def _store(
 ) -> Account:
     store = bridge.store
     with write(store.engine) as conn:
-        account: Account = store.accounts.upsert_account(
+        account = store.accounts.upsert_account(
             app_user_id=app_user_id,
             provider="caldav",
             provider_account_id=provider_account_id,

@@ -5,6 +5,8 @@ run's claim expires."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
+from typing import Any
 
 import pytest
 
@@ -33,6 +35,12 @@ def legacy_status(rig: BridgeRig, user: str) -> AccountStatus:
     return AccountStatus(google.status)
 
 
+def routing_data(rig: BridgeRig, user: str) -> Mapping[str, Any]:
+    routing = rig.bridge.store.routing.get_routing(user)
+    assert routing is not None
+    return routing.data
+
+
 async def test_two_concurrent_retirements_revoke_once(rig: BridgeRig) -> None:
     first = await at_cutover(rig, "ann")
     second = Migrator(rig.bridge.runtime, clean_period=0)
@@ -47,7 +55,7 @@ async def test_two_concurrent_retirements_revoke_once(rig: BridgeRig) -> None:
     assert legacy_status(rig, "ann") is AccountStatus.REVOKED
     store = rig.bridge.store
     assert len(store.audit_log.audit_entries(app_user_id="ann", action="migration.retired")) == 1
-    assert "transition" not in store.routing.get_routing("ann").data
+    assert "transition" not in routing_data(rig, "ann")
     # and a rerun is idempotent
     assert await second.move("ann", Phase.RETIRED) is False
 
@@ -66,7 +74,7 @@ async def test_a_failed_retirement_releases_its_claim(
         await migrator.move("bob", Phase.RETIRED)
     monkeypatch.undo()
     assert migrator.status("bob").phase is Phase.CUTOVER
-    assert "transition" not in rig.bridge.store.routing.get_routing("bob").data
+    assert "transition" not in routing_data(rig, "bob")
     assert await migrator.move("bob", Phase.RETIRED)  # no need to wait for the claim to expire
 
 
@@ -83,4 +91,4 @@ async def test_a_crashed_runs_claim_expires(rig: BridgeRig) -> None:
         await migrator.rollback("cy")  # nor does rollback race a running retirement
     now[0] += migrator.claim_ttl + 1
     assert await migrator.move("cy", Phase.RETIRED)
-    assert "transition" not in rig.bridge.store.routing.get_routing("cy").data
+    assert "transition" not in routing_data(rig, "cy")

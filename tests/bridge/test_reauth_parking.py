@@ -31,6 +31,12 @@ def scheduled(rig: BridgeRig, account_id: str) -> int:
     return int(plans or 0) + int(queued or 0)
 
 
+def status(rig: BridgeRig, account_id: str) -> AccountStatus:
+    account = rig.bridge.store.accounts.get_account(account_id)
+    assert account is not None
+    return account.status
+
+
 async def test_invalid_grant_parks_the_account_until_it_reconnects(rig: BridgeRig) -> None:
     """Revoked at the provider: one refresh attempt, needs_reauth, hook once, jobs parked."""
     fired: list[tuple[str, str]] = []
@@ -51,9 +57,7 @@ async def test_invalid_grant_parks_the_account_until_it_reconnects(rig: BridgeRi
         for _ in range(2):
             with contextlib.suppress(errors.ReauthRequired):
                 await rig.bridge.calendars("ann")
-        assert (
-            rig.bridge.store.accounts.get_account(account_id).status is AccountStatus.NEEDS_REAUTH
-        )
+        assert status(rig, account_id) is AccountStatus.NEEDS_REAUTH
         assert fired == [("needs_reauth", "invalid_grant")]
         assert scheduled(rig, account_id) == 0
         with read(rig.bridge.runtime.engine) as conn:
@@ -65,7 +69,7 @@ async def test_invalid_grant_parks_the_account_until_it_reconnects(rig: BridgeRi
         assert len(parked) == 1
 
         await rig.connect("ann", "google", "ann@example.com")  # the user comes back
-        assert rig.bridge.store.accounts.get_account(account_id).status is AccountStatus.ACTIVE
+        assert status(rig, account_id) is AccountStatus.ACTIVE
         assert scheduled(rig, account_id) > 0
         assert await rig.bridge.calendars("ann")
     finally:

@@ -113,7 +113,9 @@ def test_sync_bridge_routes_pins_streams_and_closes(tmp_path: Path) -> None:
         assert status["accounts"] == []
         assert status["route"] is None
         bridge.set_tenant("nobody", "acme")
-        assert bridge.store.routing.get_routing("nobody").data["tenant"] == "acme"
+        routing = bridge.store.routing.get_routing("nobody")
+        assert routing is not None
+        assert routing.data["tenant"] == "acme"
         with pytest.raises(NoRouteError, match="nobody"):
             list(bridge.events("nobody", "primary", window))
         with pytest.raises(NoRouteError, match="nobody"):

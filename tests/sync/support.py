@@ -175,6 +175,7 @@ async def memory_env(
     account = runtime.store.accounts.upsert_account(
         app_user_id="alice", provider="memory", provider_account_id="alice"
     )
+    assert account.id is not None
     runtime.store.credentials.save_tokens(account.id, grant.tokens)
     app = make_webhook_app(runtime)
     http = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://hooks.test")

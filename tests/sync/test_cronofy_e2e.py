@@ -27,8 +27,9 @@ async def test_native_change_is_pushed_synced_and_delivered(migrated_url: str) -
         await env.advance(5)  # Cronofy syncs the native change and POSTs to the receiver
         await env.drain()
         assert env.cache() == env.mirror_view() == env.remote() == ["dentist"]
-        rec = env.runtime.store.channels.get_channel("cronofy", rec.channel.id)
-        assert rec.last_notification_at is not None
+        stored = env.runtime.store.channels.get_channel("cronofy", rec.channel.id)
+        assert stored is not None
+        assert stored.last_notification_at is not None
         assert cal in env.cronofy_calendars()
 
 
@@ -91,6 +92,7 @@ async def test_profile_disconnected_marks_the_account(sqlite_url: str) -> None:
         await env.advance(2)
         assert env.account.id is not None
         account = env.runtime.store.accounts.get_account(env.account.id)
+        assert account is not None
         assert account.status is AccountStatus.NEEDS_REAUTH
         assert seen == ["profile_disconnected"]
 

@@ -95,7 +95,9 @@ async def test_expired_cursor_means_full_resync_with_deletions(migrated_url: str
         assert result.unchanged == 3
         await env.drain()
         assert env.cache("work") == env.remote("work") == env.mirror.view("work")
-        assert env.runtime.store.events.get_cursor(env.account.id, "work").isdigit()
+        cursor = env.runtime.store.events.get_cursor(env.account.id, "work")
+        assert cursor is not None
+        assert cursor.isdigit()
 
 
 async def test_resync_without_remote_change_writes_nothing(
@@ -129,6 +131,7 @@ async def test_resync_without_remote_change_writes_nothing(
         await env.drain()
         assert len(env.mirror.batch_ids) == delivered
         cached = env.runtime.store.events.get_event(env.account.id, "work", "e000")
+        assert cached is not None
         assert cached.etag == env.backend.events["work"]["e000"].event.etag
 
 
@@ -149,9 +152,11 @@ async def test_stale_lease_and_concurrent_round_write_nothing(migrated_url: str)
 
         original = env.service.engine._read
 
+        account_id = env.account.id
+
         async def racing(*args: Any, **kwargs: Any) -> Any:
             out = await original(*args, **kwargs)
-            env.runtime.store.events.set_cursor(env.account.id, "work", "999999")
+            env.runtime.store.events.set_cursor(account_id, "work", "999999")
             return out
 
         env.service.engine._read = racing  # type: ignore[method-assign]

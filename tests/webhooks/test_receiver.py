@@ -48,6 +48,7 @@ async def test_genuine_notification_is_stored_queued_and_acknowledged(migrated_u
         assert ch.secret is not None
         assert ch.secret.reveal() not in json.dumps(dict(item.payload))
         rec = env.runtime.store.channels.get_channel("memory", ch.id)
+        assert rec is not None
         assert rec.last_notification_at is not None
         await env.drain()
         assert env.cache("work") == env.remote("work") == env.mirror.view("work") == {"e1": "one"}

@@ -113,6 +113,7 @@ async def test_a_caldav_account_is_polled_into_the_change_stream(
     assert await bridge.subscribe("carol") == {account.id: "poll"}
     assert bridge.route("carol").provider == "caldav"
     stored = bridge.store.credentials.get_tokens(account.id)
+    assert stored is not None
     assert stored.tokens.extra["username"] == "carol"
     assert stored.tokens.access_token.reveal() == USERS["carol"]
     assert USERS["carol"].encode() not in rig.db.read_bytes(), "the password is sealed"
@@ -175,7 +176,9 @@ async def test_a_revoked_app_password_needs_reauthorization(
     # credentials are re-checked an hour after they were stored, or on a 401
     await rig.next_poll()
 
-    assert bridge.store.accounts.get_account(account.id).status is AccountStatus.NEEDS_REAUTH
+    reloaded = bridge.store.accounts.get_account(account.id)
+    assert reloaded is not None
+    assert reloaded.status is AccountStatus.NEEDS_REAUTH
     assert [(a.id, str(a.status), why) for a, _, why in rig.statuses.calls] == [
         (account.id, "needs_reauth", "invalid_grant")
     ]
