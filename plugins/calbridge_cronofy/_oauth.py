@@ -21,7 +21,7 @@ from calbridge.toolkit import AuthorizedClient, OAuthClient, TokenAnswer
 from . import _convert as convert
 from ._errors import token_error_for
 from ._hosts import Hosts
-from ._wire import TokenResponse, read
+from ._wire import TokenResponse, parse
 
 __all__ = [
     "DEFAULT_SCOPES",
@@ -66,7 +66,7 @@ class ServiceAccountAuthorization(dict[str, str]):
 def _read_tokens(
     body: Mapping[str, Any], *, previous: calbridge.TokenSet | None
 ) -> calbridge.TokenSet:
-    return convert.token_set(read(body, TokenResponse, what="token answer"), previous=previous)
+    return convert.token_set(parse(body, TokenResponse, what="token answer"), previous=previous)
 
 
 def make_oauth(
@@ -94,7 +94,7 @@ def grant_from(answer: TokenAnswer) -> calbridge.TokenGrant:
     service account's id); ``sub``, ``account_id``, ``linking_profile``,
     ``service_account_id`` and ``scope`` are kept as details."""
     raw = answer.body
-    wire = read(raw, TokenResponse, what="token answer")
+    wire = parse(raw, TokenResponse, what="token answer")
     account = wire.sub or wire.account_id or wire.service_account_id
     if not account:
         raise ProviderResponseError("the token answer names no account (sub)", provider=PROVIDER)

@@ -77,7 +77,7 @@ from ._wire import (
     UserInfo,
     decode_event,
     decode_page,
-    read,
+    parse,
 )
 
 __all__ = ["CronofyProvider"]
@@ -255,7 +255,7 @@ class CronofyProvider(calbridge.Provider):
         (``GET /v1/userinfo``, ``profile_initial_sync_required``); the migration's
         initial-sync guard asks this until ``profile_initial_sync_completed`` arrives."""
         response = await self.cronofy.call(session, "GET", f"{self.hosts.api}/v1/userinfo")
-        return read(self._json(response), UserInfo).initial_sync_required
+        return parse(self._json(response), UserInfo).initial_sync_required
 
     # -- OAuth: Individual Connect ------------------------------------------------------
 
@@ -343,13 +343,13 @@ class CronofyProvider(calbridge.Provider):
     async def userinfo(self, session: calbridge.Session) -> UserInfo:
         """``GET /v1/userinfo``: the account, its authorization and profiles."""
         response = await self.cronofy.call(session, "GET", f"{self.hosts.api}/v1/userinfo")
-        return read(self._json(response), UserInfo)
+        return parse(self._json(response), UserInfo)
 
     async def list_profiles(self, session: calbridge.Session) -> list[Profile]:
         """``GET /v1/profiles``: linked calendar accounts, ``profile_connected`` and relink URL."""
         response = await self.cronofy.call(session, "GET", f"{self.hosts.api}/v1/profiles")
         data = self._json(response)
-        return [read(p, Profile) for p in data.get("profiles", [])]
+        return [parse(p, Profile) for p in data.get("profiles", [])]
 
     async def revoke_profile(self, session: calbridge.Session, profile_id: str) -> None:
         """Disconnect one profile (``POST /v1/profiles/{id}/revoke``)."""
@@ -364,7 +364,7 @@ class CronofyProvider(calbridge.Provider):
         response = await self.cronofy.call(session, "GET", f"{self.hosts.api}/v1/calendars")
         out = []
         for raw in self._json(response).get("calendars", []):
-            cal = read(raw, CronofyCalendar)
+            cal = parse(raw, CronofyCalendar)
             if not cal.calendar_deleted:
                 out.append(convert.calendar_from_wire(cal, raw))
         return out
@@ -380,7 +380,7 @@ class CronofyProvider(calbridge.Provider):
             json={"profile_id": profile_id, "name": name},
         )
         raw = self._json(response).get("calendar")
-        return convert.calendar_from_wire(read(raw, CronofyCalendar), raw)
+        return convert.calendar_from_wire(parse(raw, CronofyCalendar), raw)
 
     # -- reads --------------------------------------------------------------------------
 
@@ -749,13 +749,15 @@ class CronofyProvider(calbridge.Provider):
             session, "POST", f"{self.hosts.api}/v1/channels", json=body, idempotent=True
         )
         raw = self._json(response).get("channel")
-        return convert.channel_from_wire(read(raw, ChannelWire), raw, account_id=session.account.id)
+        return convert.channel_from_wire(
+            parse(raw, ChannelWire), raw, account_id=session.account.id
+        )
 
     async def list_channels(self, session: calbridge.Session) -> list[calbridge.Channel]:
         """The account's open channels."""
         response = await self.cronofy.call(session, "GET", f"{self.hosts.api}/v1/channels")
         return [
-            convert.channel_from_wire(read(raw, ChannelWire), raw, account_id=session.account.id)
+            convert.channel_from_wire(parse(raw, ChannelWire), raw, account_id=session.account.id)
             for raw in self._json(response).get("channels", [])
         ]
 

@@ -20,7 +20,7 @@ import attrs
 import calbridge
 from calbridge.errors import NotificationRejected
 
-from ._wire import NotificationEnvelope, read
+from ._wire import NotificationEnvelope, parse
 
 __all__ = [
     "HEADER",
@@ -91,7 +91,7 @@ async def verify(
             "the notification body is not JSON", provider=PROVIDER, status=400
         ) from None
     try:
-        envelope = read(data, NotificationEnvelope)
+        envelope = parse(data, NotificationEnvelope)
     except calbridge.errors.ProviderResponseError:
         raise NotificationRejected(
             "the notification body is not a Cronofy notification", provider=PROVIDER, status=400

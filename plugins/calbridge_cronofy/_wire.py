@@ -55,7 +55,7 @@ __all__ = [
     "decode_event",
     "decode_page",
     "event_struct",
-    "read",
+    "parse",
 ]
 
 PROVIDER = "cronofy"
@@ -302,7 +302,7 @@ class ErrorDetail(WireStruct, frozen=True, gc=False):
 # --------------------------------------------------------------------------- reading
 
 
-def read(data: Any, cls: type[T], *, what: str | None = None) -> T:
+def parse(data: Any, cls: type[T], *, what: str | None = None) -> T:
     """``data`` (JSON text or decoded JSON) as ``cls``; unreadable input raises
     :class:`~calbridge.errors.ProviderResponseError`."""
     return decode_wire(data, cls, provider=PROVIDER, what=what)

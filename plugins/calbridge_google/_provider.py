@@ -72,7 +72,7 @@ from ._convert import (
 )
 from ._errors import error_for, should_retry, sync_error_for
 from ._oauth import AUTHORIZATION_PARAMS, claims_of, grant, make_oauth
-from ._wire import CalendarListEntry, event_struct, read
+from ._wire import CalendarListEntry, event_struct, parse
 
 __all__ = ["GoogleProvider"]
 
@@ -212,7 +212,7 @@ class GoogleProvider(Provider):
                 what="calendarList.list",
             )
             for item in data.get("items", []):
-                entry = read(item, CalendarListEntry)
+                entry = parse(item, CalendarListEntry)
                 if not entry.deleted:
                     out.append(calendar_from_wire(entry, dict(item)))
             page_token = data.get("nextPageToken")

@@ -26,7 +26,7 @@ from calbridge import (
 from calbridge.errors import NotificationRejected
 from calbridge.toolkit import wire_dict
 
-from ._wire import GChannel, read
+from ._wire import GChannel, parse
 
 __all__ = [
     "MAX_TTL",
@@ -85,7 +85,7 @@ def channel_from_wire(
     filters: dict[str, str],
 ) -> Channel:
     """The domain :class:`Channel` for an events.watch response (the token never in ``raw``)."""
-    wire = read(body, GChannel, what="channel")
+    wire = parse(body, GChannel, what="channel")
     raw = {k: v for k, v in dict(body).items() if k != "token"}
     expires = int(int(wire.expiration) / 1000) if wire.expiration else None
     return Channel(

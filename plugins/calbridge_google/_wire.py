@@ -39,7 +39,7 @@ __all__ = [
     "GPerson",
     "error_items",
     "event_struct",
-    "read",
+    "parse",
 ]
 
 PROVIDER = "google"
@@ -140,7 +140,7 @@ class ErrorItem(WireStruct, frozen=True, gc=False):
     location_type: str | None = field(default=None, name="locationType")
 
 
-def read(data: Any, cls: type[T], *, what: str | None = None) -> T:
+def parse(data: Any, cls: type[T], *, what: str | None = None) -> T:
     """``data`` (JSON text or decoded JSON) as ``cls``; unreadable input raises
     :class:`~calbridge.errors.ProviderResponseError`."""
     return decode_wire(data, cls, provider=PROVIDER, what=what)

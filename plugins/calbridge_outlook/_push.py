@@ -35,7 +35,7 @@ from calbridge import (
 from calbridge.errors import NotificationRejected, ProviderResponseError
 
 from ._tz import parse_graph_datetime
-from ._wire import Subscription, read
+from ._wire import Subscription, parse
 
 __all__ = [
     "MAX_MINUTES",
@@ -82,7 +82,7 @@ def channel_from_wire(
     filters: dict[str, str],
 ) -> Channel:
     """The domain :class:`Channel` of a subscription (``clientState`` never in ``raw``)."""
-    sub = read(body, Subscription)
+    sub = parse(body, Subscription)
     if sub.id is None:
         raise ProviderResponseError("the subscription Graph answered has no id", provider=PROVIDER)
     expires = (

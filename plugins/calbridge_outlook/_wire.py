@@ -39,7 +39,7 @@ __all__ = [
     "GraphResponse",
     "Subscription",
     "event_struct",
-    "read",
+    "parse",
 ]
 
 PROVIDER = "outlook"
@@ -147,7 +147,7 @@ class Subscription(WireStruct, frozen=True, gc=False):
     latest_supported_tls_version: str | None = field(default=None, name="latestSupportedTlsVersion")
 
 
-def read(data: Any, cls: type[T], *, what: str | None = None) -> T:
+def parse(data: Any, cls: type[T], *, what: str | None = None) -> T:
     """``data`` (JSON text or decoded JSON) as ``cls``; unreadable input raises
     :class:`~calbridge.errors.ProviderResponseError`."""
     return decode_wire(data, cls, provider=PROVIDER, what=what)

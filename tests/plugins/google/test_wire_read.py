@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 from calbridge_google._convert import event_from_wire, is_tombstone
-from calbridge_google._wire import GEvent, event_struct, read
+from calbridge_google._wire import GEvent, event_struct, parse
 
 from calbridge import SeriesRole
 from calbridge.errors import ProviderResponseError
@@ -80,7 +80,7 @@ EVENTS: list[dict[str, Any]] = [
 def test_reads_text_and_decoded_json_alike(data: dict[str, Any], expanded: bool) -> None:
     """Every field the conversion reads comes out the same from a dict and from JSON text."""
     fast = event_from_wire(event_struct(data), "primary", dict(data), expanded=expanded)
-    text = read(json.dumps(data).encode(), GEvent)
+    text = parse(json.dumps(data).encode(), GEvent)
     assert text == event_struct(data)
     slow = event_from_wire(text, "primary", dict(data), expanded=expanded)
     assert fast == slow
