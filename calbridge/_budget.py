@@ -323,10 +323,18 @@ class _Accounts:
         self.waiting[account] = now
         return True
 
-    def grant(self, account: str, slot: int, granted: int) -> None:
+    def grant(
+        self, account: str, slot: int, granted: int, *, now: int, hold: int, span: int
+    ) -> None:
+        """Count ``granted`` grants of ``account`` in ``slot``; it stays marked waiting for
+        ``hold`` ms more (marks last ``span`` ms: the mark is dated back to expire then).
+
+        A served account usually asks again at once, and its next request takes a moment
+        to reach the store (a busy host, another process holding the write lock): without
+        the hold, accounts over their share would take the room in that moment."""
         slots = self.grants.setdefault(account, {})
         slots[slot] = slots.get(slot, 0) + granted
-        self.waiting.pop(account, None)
+        self.waiting[account] = now - span + hold
 
 
 def _slots(stored: Any, first: int) -> tuple[dict[int, int], dict[int, int]]:
@@ -385,6 +393,7 @@ class RateBudget:
         self._local_end = 0.0
         self._local_at = 0.0
         self._widths = {w.name: self._width_ms(w) for w in quota.windows}
+        self._spans = {w.name: self._span(w) for w in quota.windows}
         self._turns: dict[Priority, _Turns] = {"user": _Turns(), "background": _Turns()}
 
     def __repr__(self) -> str:
@@ -462,7 +471,14 @@ class RateBudget:
                     users[slot] = users.get(slot, 0) + granted
                 values: dict[str, Any] = {"slots": _dump_slots(kept, users), "updated_ms": now}
                 if accounts is not None:
-                    accounts.grant(account, slot, granted)
+                    accounts.grant(
+                        account,
+                        slot,
+                        granted,
+                        now=now,
+                        hold=self._widths[name],
+                        span=self._spans[name],
+                    )
                     values["accounts"] = accounts.dump()
                 tx.update(values, window=name)
             assert end_ms is not None

@@ -162,3 +162,27 @@ def test_an_account_alone_gets_the_whole_budget(url: str) -> None:
     assert len(granted) == 40
     # the first window holds the limit's grants, not a quarter of them
     assert sum(1 for g in granted if g < granted[0] + WINDOW.period) == WINDOW.limit
+
+
+def test_a_served_account_stays_counted_as_waiting_for_one_slot(tmp_path: Path) -> None:
+    """Between an account's grant and its next request reaching the store, an account over
+    its share does not take the room: the served one counts as waiting for one more slot
+    (50 ms here), then no longer holds the other back."""
+    engine = create_engine(f"sqlite:///{tmp_path}/b.db", upgrade=True)
+    now = [1_000_000.0]
+    budget = RateBudget(
+        engine, provider="cronofy", app="a", quota=quota(0.25), clock=lambda: now[0]
+    )
+
+    def take(account: str) -> bool:
+        return budget._take("background", 1, account).granted == 1
+
+    try:
+        assert [take("big") for _ in range(3)] == [True] * 3  # its share of 10: 3
+        assert take("small")
+        assert not take("big")  # small was just served: it may ask again at once
+        now[0] += 0.06  # one slot later small has not asked: big goes on
+        assert take("big")
+        assert take("big")
+    finally:
+        engine.dispose()
