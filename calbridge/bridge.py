@@ -42,6 +42,7 @@ from .router import Decision, NoRouteError
 from .store._offload import offload
 
 if TYPE_CHECKING:
+    from .provider import TokenGrant
     from .store import Store
 
 __all__ = ["BridgeConfig", "CalBridge", "ForgetReport", "worker_handlers"]
@@ -220,6 +221,35 @@ class CalBridge:
         annotate(**{PROVIDER: provider})
         account: Account = await self.runtime.oauth.complete(provider, params)
         self.runtime.router.invalidate(account.app_user_id)
+        await self._on_connected(account)
+        return account
+
+    async def connect_with_grant(
+        self, app_user_id: str, provider: str, grant: TokenGrant, *, method: str
+    ) -> Account:
+        """Connect an account whose credentials came another way than an OAuth redirect
+        (CalDAV's user name and app password, a service account ...), exactly as a
+        completed :meth:`complete_connect` does: the account stored (re-activated if it
+        was disconnected), ``grant.tokens`` sealed in the vault, an ``auth``/``connected``
+        audit entry naming ``method`` (e.g. ``"basic"``), the user's route recomputed and
+        the account observed at once (push channel or polling).
+
+        The caller checks the credentials with the provider first; a provider plugin
+        wraps this in its own connect function (``calbridge_caldav.connect``).
+
+        Raises:
+            ConfigurationError: the store has no vault keys.
+            ProviderNotFoundError: no installed provider is named ``provider``.
+        """
+        annotate(**{PROVIDER: provider})
+        self.runtime.require_vault()
+        self.runtime.provider(provider)  # an installed provider, or ProviderNotFoundError
+        account, old = await offload(
+            self.store.save_grant, app_user_id, provider, grant, method=method
+        )
+        if old is not None:
+            self.runtime.notify_status(account, old, "reconnected")
+        self.runtime.router.invalidate(app_user_id)
         await self._on_connected(account)
         return account
 

@@ -26,14 +26,14 @@ import re
 import secrets
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Final
+from typing import Final
 
 import attrs
 
 from calbridge.errors import InvalidStateError, OAuthError, ProviderNotFoundError
-from calbridge.models import Account, AccountStatus, Secret
+from calbridge.models import Account, Secret
 from calbridge.provider import AuthorizationRequest, Provider, TokenGrant
-from calbridge.store import OAuthStateRecord, Store, offload, write
+from calbridge.store import OAuthStateRecord, Store, offload
 
 __all__ = [
     "CALLBACK_HEADERS",
@@ -227,33 +227,7 @@ class OAuthFlow:
                 )
 
     def _store_grant(self, provider: str, record: OAuthStateRecord, grant: TokenGrant) -> Account:
-        details: dict[str, Any] = dict(grant.details)
-        with write(self.store.engine) as conn:
-            account = self.store.accounts.upsert_account(
-                app_user_id=record.app_user_id,
-                provider=provider,
-                provider_account_id=grant.provider_account_id,
-                email=grant.email,
-                details=details,
-                conn=conn,
-            )
-            assert account.id is not None
-            self.store.credentials.save_tokens(account.id, grant.tokens, conn=conn)
-            changed = None
-            if account.status is not AccountStatus.ACTIVE:
-                changed = self.store.accounts.set_account_status(
-                    account.id, AccountStatus.ACTIVE, reason="reconnected", conn=conn
-                )
-            self.store.audit_log.audit(
-                "auth",
-                "connected",
-                app_user_id=record.app_user_id,
-                account_id=account.id,
-                detail={"provider": provider},
-                conn=conn,
-            )
-        if changed is not None:
-            account, old = changed
-            if self.notify is not None:
-                self.notify(account, old, "reconnected")
+        account, old = self.store.save_grant(record.app_user_id, provider, grant)
+        if old is not None and self.notify is not None:
+            self.notify(account, old, "reconnected")
         return account

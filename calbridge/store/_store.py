@@ -19,9 +19,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from typing import Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import sqlalchemy as sa
+
+from calbridge.models import Account, AccountStatus
 
 from . import schema as t
 from ._accounts import AccountRepository
@@ -35,6 +37,9 @@ from ._idmap import IdMapRepository
 from ._rotate import KeyRotation
 from ._routing import RoutingRepository, StaleWriteError
 from .vault import Vault
+
+if TYPE_CHECKING:
+    from calbridge.provider import TokenGrant
 
 __all__ = ["StaleWriteError", "Store", "StoreRuntime"]
 
@@ -83,6 +88,46 @@ class Store(RepoBase):
             for account_id in account_ids:
                 c.execute(t.accounts.delete().where(t.accounts.c.id == account_id))
             c.execute(t.routing_state.delete().where(t.routing_state.c.app_user_id == app_user_id))
+
+    def save_grant(
+        self, app_user_id: str, provider: str, grant: TokenGrant, *, method: str = "oauth"
+    ) -> tuple[Account, AccountStatus | None]:
+        """Store a connection, in one write transaction: ``app_user_id``'s ``provider``
+        account (re-activated if it was disconnected or needed re-authorisation), its
+        tokens sealed in the vault and an ``auth``/``connected`` audit entry (naming
+        ``method`` unless it is ``"oauth"``). Returns the account and, when it was
+        re-activated, the status it had. Every connection ends here: the OAuth callback
+        after the code exchange, and :meth:`calbridge.CalBridge.connect_with_grant`."""
+        detail: dict[str, Any] = {"provider": provider}
+        if method != "oauth":
+            detail["auth"] = method
+        with self._tx(None) as conn:
+            account = self.accounts.upsert_account(
+                app_user_id=app_user_id,
+                provider=provider,
+                provider_account_id=grant.provider_account_id,
+                email=grant.email,
+                details=dict(grant.details),
+                conn=conn,
+            )
+            assert account.id is not None
+            self.credentials.save_tokens(account.id, grant.tokens, conn=conn)
+            old: AccountStatus | None = None
+            if account.status is not AccountStatus.ACTIVE:
+                changed = self.accounts.set_account_status(
+                    account.id, AccountStatus.ACTIVE, reason="reconnected", conn=conn
+                )
+                if changed is not None:
+                    account, old = changed
+            self.audit_log.audit(
+                "auth",
+                "connected",
+                app_user_id=app_user_id,
+                account_id=account.id,
+                detail=detail,
+                conn=conn,
+            )
+        return account, old
 
 
 class StoreRuntime(Protocol):

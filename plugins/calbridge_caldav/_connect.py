@@ -2,24 +2,24 @@
 
 CalDAV servers authorise with HTTP Basic (iCloud, Fastmail, Nextcloud and Radicale all
 take an app-specific password). :func:`connect` checks the credentials against the server
-(``current-user-principal``), then stores the account and its credentials the way an OAuth
-grant is stored: the password sealed in calbridge's token vault as the ``access_token`` of
-a :class:`calbridge.TokenSet` (the user name and an optional server URL in its non-secret
-``extra``), one audit entry, and the account is observed at once (polling).
+(``current-user-principal``), then hands them to :meth:`calbridge.CalBridge.connect_with_grant`,
+which stores them the way an OAuth grant is stored: the password sealed in calbridge's token
+vault as the ``access_token`` of a :class:`calbridge.TokenSet` (the user name and an
+optional server URL in its non-secret ``extra``), one audit entry, and the account observed
+at once (polling).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from calbridge import Account, AccountStatus, Secret, TokenSet
+from calbridge import Account, Secret, TokenGrant, TokenSet
 from calbridge.errors import ConfigurationError
-from calbridge.store import offload, write
+
+from ._provider import CalDAVProvider
 
 if TYPE_CHECKING:
     from calbridge.bridge import CalBridge
-
-    from ._provider import CalDAVProvider
 
 __all__ = ["caldav_credentials", "connect"]
 
@@ -59,57 +59,15 @@ async def connect(
         ReauthRequired: the server refused the credentials (nothing is stored).
         ConfigurationError: no vault keys, or no server URL.
     """
-    runtime: Any = bridge.runtime
-    runtime.require_vault()
-    provider: CalDAVProvider = runtime.provider("caldav")
+    bridge.runtime.require_vault()  # before the server sees the password
+    provider = bridge.runtime.provider("caldav")
+    assert isinstance(provider, CalDAVProvider)
     tokens = caldav_credentials(username, password, server=server)
     principal = await provider.principal_of(tokens)
-    server_url = provider.dav.server(tokens)
-    account = await offload(
-        _store,
-        bridge,
-        app_user_id=app_user_id,
-        provider_account_id=f"{server_url}{principal.lstrip('/')}",
-        email=email or (username if "@" in username else None),
+    grant = TokenGrant(
         tokens=tokens,
+        provider_account_id=f"{provider.dav.server(tokens)}{principal.lstrip('/')}",
+        email=email or (username if "@" in username else None),
+        details={"auth": "basic"},
     )
-    runtime.router.invalidate(app_user_id)
-    await bridge.subscribe(app_user_id)
-    return account
-
-
-def _store(
-    bridge: CalBridge,
-    *,
-    app_user_id: str,
-    provider_account_id: str,
-    email: str | None,
-    tokens: TokenSet,
-) -> Account:
-    store = bridge.store
-    with write(store.engine) as conn:
-        account = store.accounts.upsert_account(
-            app_user_id=app_user_id,
-            provider="caldav",
-            provider_account_id=provider_account_id,
-            email=email,
-            details={"auth": "basic"},
-            conn=conn,
-        )
-        assert account.id is not None
-        store.credentials.save_tokens(account.id, tokens, conn=conn)
-        if account.status is not AccountStatus.ACTIVE:
-            changed = store.accounts.set_account_status(
-                account.id, AccountStatus.ACTIVE, reason="reconnected", conn=conn
-            )
-            if changed is not None:
-                account = changed[0]
-        store.audit_log.audit(
-            "auth",
-            "connected",
-            app_user_id=app_user_id,
-            account_id=account.id,
-            detail={"provider": "caldav", "auth": "basic"},
-            conn=conn,
-        )
-    return account
+    return await bridge.connect_with_grant(app_user_id, "caldav", grant, method="basic")
