@@ -16,19 +16,7 @@ import pytest
 
 import calbridge
 from calbridge import ProviderCall, RetryPolicy, errors
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1_800_000_000.0
-        self.sleeps: list[float] = []
-
-    async def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
-
-    def time(self) -> float:
-        return self.now
+from tests.test_http import FakeClock
 
 
 class Body(httpx.AsyncByteStream):
