@@ -23,6 +23,7 @@ from .router import Decision
 if TYPE_CHECKING:
     from .bridge import CalBridge, ForgetReport
     from .jobs import Worker
+    from .provider import TokenGrant
     from .store import Store
 
 __all__ = ["SyncCalBridge"]
@@ -190,6 +191,14 @@ class SyncCalBridge:
     def complete_connect(self, provider: str, params: Mapping[str, str]) -> Account:
         """See :meth:`CalBridge.complete_connect <calbridge.CalBridge.complete_connect>`."""
         return self._call(self._bridge.complete_connect(provider, params))
+
+    def connect_with_grant(
+        self, app_user_id: str, provider: str, grant: TokenGrant, *, method: str
+    ) -> Account:
+        """See :meth:`CalBridge.connect_with_grant <calbridge.CalBridge.connect_with_grant>`."""
+        return self._call(
+            self._bridge.connect_with_grant(app_user_id, provider, grant, method=method)
+        )
 
     # -- calendars and events ------------------------------------------------------------
 

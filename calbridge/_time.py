@@ -38,6 +38,14 @@ _FLOATING = TimeKind.FLOATING
 _ZONED = TimeKind.ZONED
 
 
+def _instant(value: dt.datetime | None) -> dt.datetime | None:
+    """What a time's ``datetime`` compares by: the UTC instant when aware (Python's
+    inter-zone equality is False for times in a DST gap or fold, PEP 495), else itself."""
+    if value is None or value.tzinfo is None:
+        return value
+    return value.astimezone(_UTC)
+
+
 @attrs.frozen(kw_only=True)
 class EventTime:
     """The start or end of an event, keeping all-day, floating and zoned times apart.
@@ -51,8 +59,10 @@ class EventTime:
 
     kind: TimeKind
     date: dt.date | None = None
-    #: naive for FLOATING; timezone-aware (any offset) for ZONED
-    datetime: dt.datetime | None = None
+    #: naive for FLOATING; timezone-aware (any offset) for ZONED. Zoned times compare (and
+    #: hash) by instant: the same instant with another tzinfo object (a fixed offset read
+    #: back from storage, a time in a DST gap or fold) is the same time
+    datetime: dt.datetime | None = attrs.field(default=None, eq=_instant)
     #: IANA zone name for ZONED times (``"UTC"`` when the provider gave only an offset)
     tzid: str | None = None
 

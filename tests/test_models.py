@@ -457,3 +457,32 @@ def test_token_expiry() -> None:
     assert t.expired(now=950)
     assert not t.expired(now=900)
     assert not TokenSet(access_token="a").expired(now=10**12)
+
+
+@pytest.mark.parametrize(
+    "local",
+    [
+        dt.datetime(2010, 3, 14, 2, 0),  # a DST gap in New York: 02:00 never happened
+        dt.datetime(2010, 11, 7, 1, 30),  # a fold: 01:30 happened twice
+        dt.datetime(2010, 11, 7, 1, 30, fold=1),
+        dt.datetime(2010, 7, 1, 9, 0),
+    ],
+)
+def test_zoned_times_in_dst_gaps_and_folds_round_trip(local: dt.datetime) -> None:
+    """A zoned time read back from storage (a fixed offset, not the zone object) equals
+    the one written, also in a DST gap or fold (found by the round-trip property above:
+    Python's inter-zone equality is always False there, PEP 495)."""
+    zone = zoneinfo.ZoneInfo("America/New_York")
+    value = EventTime.zoned(local.replace(tzinfo=zone), "America/New_York")
+    conv = calbridge.make_converter()
+    back = conv.structure(json.loads(json.dumps(conv.unstructure(value))), EventTime)
+    assert back == value
+    assert hash(back) == hash(value)
+    assert back.datetime is not None and value.datetime is not None  # noqa: PT018
+    assert back.datetime.utcoffset() == value.datetime.utcoffset()
+    later = EventTime.zoned(
+        value.datetime.astimezone(dt.UTC) + dt.timedelta(hours=1), "America/New_York"
+    )
+    assert later != value
+    elsewhere = EventTime.zoned(value.datetime, "Europe/Paris")
+    assert elsewhere != value  # the same instant shown in another zone is another time
