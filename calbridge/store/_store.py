@@ -12,7 +12,8 @@ The repositories (``store.accounts``, ``store.credentials``, ``store.routing``,
 ``store.events``, ``store.ids``, ``store.channels``, ``store.audit_log``, ``store.feed``,
 ``store.keys``) own the SQL of their tables; callers name the repository
 (``store.accounts.get_account``). The store itself holds the engine, the vault and the
-clock they share, and what spans repositories (:meth:`Store.erase_user`).
+clock they share, and what spans repositories (:meth:`Store.erase_user`,
+:meth:`Store.save_grant`).
 """
 
 from __future__ import annotations

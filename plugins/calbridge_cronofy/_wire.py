@@ -208,7 +208,6 @@ class CronofyEvent(WireStruct, frozen=True, gc=False):
     created: str | None = None
     updated: str | None = None
     location: Location | None = None
-    #: a tuple, so a whole list can key the conversion's interning
     attendees: tuple[Person, ...] | None = None
     organizer: Person | None = None
     transparency: str | None = None
