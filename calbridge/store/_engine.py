@@ -17,6 +17,8 @@ transactions; take row locks with ``SELECT ... FOR UPDATE`` where needed.
 from __future__ import annotations
 
 import os
+import sqlite3
+import time
 from typing import Any, Final
 
 import sqlalchemy as sa
@@ -160,7 +162,7 @@ def _sqlite_engine(parsed: sa.URL, *, echo: bool) -> sa.Engine:
         cur = dbapi_conn.cursor()
         try:
             cur.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
-            cur.execute("PRAGMA journal_mode = WAL")
+            _enable_wal(cur)
             cur.execute("PRAGMA synchronous = FULL")
             cur.execute("PRAGMA foreign_keys = ON")
         finally:
@@ -174,6 +176,29 @@ def _sqlite_engine(parsed: sa.URL, *, echo: bool) -> sa.Engine:
             conn.exec_driver_sql("BEGIN")
 
     return engine
+
+
+def _enable_wal(cur: Any) -> None:
+    """Switch the database to WAL, waiting out a writer of another process.
+
+    SQLite answers ``PRAGMA journal_mode = WAL`` with "database is locked" at once, without
+    its busy handler, while another connection holds a write lock on a database still in
+    rollback-journal mode (as when several processes open a new database together), so the
+    wait the busy timeout promises is made here, within that same timeout.
+    """
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_MS / 1000
+    pause = 0.005
+    while True:
+        try:
+            cur.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) and "busy" not in str(exc):
+                raise
+            if time.monotonic() + pause > deadline:
+                raise
+        time.sleep(pause)
+        pause = min(pause * 2, 0.1)
 
 
 def engine_url(engine: Engine, *, with_password: bool = False) -> str:

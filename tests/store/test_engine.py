@@ -146,6 +146,32 @@ def test_default_url(monkeypatch: pytest.MonkeyPatch) -> None:
     assert resolve_url("sqlite:///y.db") == "sqlite:///y.db"
 
 
+def test_opening_waits_out_a_writer_of_a_database_not_yet_in_wal(tmp_path: Path) -> None:
+    """SQLite refuses the switch to WAL at once, without its busy handler, while another
+    connection writes to a rollback-journal database: opening waits for that writer."""
+    import sqlite3
+
+    path = tmp_path / "calbridge.db"
+    other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    other.execute("CREATE TABLE t (x INTEGER)")
+    other.execute("BEGIN IMMEDIATE")
+    other.execute("INSERT INTO t VALUES (1)")
+    releaser = threading.Timer(0.5, lambda: other.execute("COMMIT"))
+    releaser.start()
+    try:
+        engine = create_engine(f"sqlite:///{path}", upgrade=False)
+        started = time.monotonic()
+        with engine.connect() as conn:
+            mode = conn.exec_driver_sql("PRAGMA journal_mode").scalar()
+        waited = time.monotonic() - started
+    finally:
+        releaser.join()
+        other.close()
+    assert mode == "wal"
+    assert waited >= 0.3
+    engine.dispose()
+
+
 def test_concurrent_first_open_from_several_processes(db_url: str) -> None:
     """Four processes migrating one empty database at once: one migrates, all succeed."""
     import subprocess
