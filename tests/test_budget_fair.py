@@ -22,7 +22,7 @@ from calbridge import RateBudget, RateQuota, RateWindow, background_calls
 from calbridge._budget import call_account, calls_for_account
 from calbridge.store import create_engine
 from calbridge.store.testing import db_url, fresh_postgres_url
-from tests.test_rate_budget import results, spawn_code
+from tests.test_rate_budget import results, spawn_code, start_signal, start_together
 
 __all__ = ["db_url", "fresh_postgres_url"]
 
@@ -55,9 +55,7 @@ async def run_fair_worker(spec: dict[str, Any]) -> dict[str, Any]:
     engine = create_engine(spec["url"], upgrade=False)
     budget = RateBudget(engine, provider="cronofy", app="app-1", quota=quota(float(spec["share"])))
     budget.state()  # connected, rows made: the first call is not slowed by the setup
-    delay = spec["start_at"] - time.time()
-    if delay > 0:
-        await asyncio.sleep(delay)
+    await start_signal(spec["offset"])
     calls: list[list[float]] = []
 
     async def task() -> None:
@@ -74,12 +72,12 @@ async def run_fair_worker(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def spawn(
-    url: str, account: str, *, start_at: float, tasks: int, n: int, share: float
+    url: str, account: str, *, tasks: int, n: int, share: float, offset: float = 0.0
 ) -> subprocess.Popen[str]:
     spec = {
         "url": url,
         "account": account,
-        "start_at": start_at,
+        "offset": offset,
         "tasks": tasks,
         "n": n,
         "share": share,
@@ -137,12 +135,12 @@ async def test_waiters_in_a_process_are_served_round_robin_by_account(tmp_path: 
 
 
 def test_one_account_flooding_does_not_starve_another_across_processes(url: str) -> None:
-    start = time.time() + 2.0
     big = [
-        spawn(url, "big", start_at=start, tasks=6, n=6, share=0.25),
-        spawn(url, "big", start_at=start, tasks=6, n=6, share=0.25),
+        spawn(url, "big", tasks=6, n=6, share=0.25),
+        spawn(url, "big", tasks=6, n=6, share=0.25),
     ]
-    small = spawn(url, "small", start_at=start + 0.8, tasks=1, n=4, share=0.25)
+    small = spawn(url, "small", offset=0.8, tasks=1, n=4, share=0.25)
+    start_together([*big, small])
     flood = [c for r in results(big) for c in r["calls"]]
     few = results([small])[0]["calls"]
     assert len(flood) == 72
@@ -155,8 +153,8 @@ def test_one_account_flooding_does_not_starve_another_across_processes(url: str)
 
 
 def test_an_account_alone_gets_the_whole_budget(url: str) -> None:
-    start = time.time() + 2.0
-    only = spawn(url, "big", start_at=start, tasks=4, n=10, share=0.25)
+    only = spawn(url, "big", tasks=4, n=10, share=0.25)
+    start_together([only])
     calls = results([only])[0]["calls"]
     granted = sorted(g for _r, g in calls)
     assert len(granted) == 40

@@ -76,9 +76,7 @@ async def run_worker(spec: dict[str, Any]) -> dict[str, Any]:
         warm = [client.get(f"{spec['base']}/_sandbox/requests") for _ in range(spec["tasks"])]
         for answer in await asyncio.gather(*warm):
             answer.raise_for_status()
-    delay = spec["start_at"] - time.time()
-    if delay > 0:
-        await asyncio.sleep(delay)
+    await start_signal(spec["offset"])
 
     async def task() -> None:
         if spec["priority"] == "background":
@@ -112,6 +110,31 @@ async def run_worker(spec: dict[str, Any]) -> dict[str, Any]:
     return {"at": stamps, "statuses": statuses}
 
 
+async def start_signal(offset: float) -> None:
+    """In a worker, set up and ready: say so, then wait for the start time the test sends
+    (:func:`start_together`) and ``offset`` seconds more."""
+    print("ready", flush=True)
+    line = await asyncio.to_thread(sys.stdin.readline)
+    delay = float(line) + offset - time.time()
+    if delay > 0:
+        await asyncio.sleep(delay)
+
+
+def start_together(procs: list[subprocess.Popen[str]], lead: float = 0.2) -> None:
+    """Once every worker is ready (imported, connected: a slow start on a busy host is
+    not the budget's business), send them all one start time, ``lead`` seconds ahead."""
+    for proc in procs:
+        assert proc.stdout is not None
+        if proc.stdout.readline().strip() != "ready":
+            _out, err = proc.communicate(timeout=60)
+            raise AssertionError(f"a worker failed before the start: {err}")
+    go = time.time() + lead
+    for proc in procs:
+        assert proc.stdin is not None
+        proc.stdin.write(f"{go}\n")
+        proc.stdin.flush()
+
+
 _WORKER = (
     "import asyncio, json, sys\n"
     "from tests.test_rate_budget import run_worker\n"
@@ -133,6 +156,7 @@ def spawn_code(code: str, argument: str) -> subprocess.Popen[str]:
         [sys.executable, "-c", code, argument],
         cwd=ROOT,
         env=env,
+        stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -168,7 +192,7 @@ def worker_spec(url: str, quota: RateQuota, **kw: Any) -> dict[str, Any]:
         "priority": "user",
         "tasks": 2,
         "n": 7,
-        "start_at": 0.0,
+        "offset": 0.0,
         **kw,
     }
 
@@ -216,8 +240,8 @@ def test_priority_is_user_unless_background() -> None:
 
 def test_processes_sharing_a_store_never_exceed_the_caps(url: str) -> None:
     quota = RateQuota(windows=(HALF, TWO), margin=0.0)
-    start = time.time() + 2.0
-    procs = [spawn(worker_spec(url, quota, start_at=start)) for _ in range(3)]
+    procs = [spawn(worker_spec(url, quota)) for _ in range(3)]
+    start_together(procs)
     stamps = [t for r in results(procs) for t in r["at"]]
     assert len(stamps) == 3 * 2 * 7
     assert most_in_window(stamps, HALF.period) <= HALF.limit
@@ -229,8 +253,8 @@ def test_processes_sharing_a_store_never_exceed_the_caps(url: str) -> None:
 
 def test_batches_never_exceed_the_caps(url: str) -> None:
     quota = RateQuota(windows=(RateWindow("one", 40, 1.0, slots=10),), margin=0.0, batch=4)
-    start = time.time() + 2.0
-    procs = [spawn(worker_spec(url, quota, start_at=start, n=10)) for _ in range(3)]
+    procs = [spawn(worker_spec(url, quota, n=10)) for _ in range(3)]
+    start_together(procs)
     stamps = [t for r in results(procs) for t in r["at"]]
     assert len(stamps) == 60
     assert most_in_window(stamps, 1.0) <= 40
@@ -238,11 +262,9 @@ def test_batches_never_exceed_the_caps(url: str) -> None:
 
 def test_background_work_leaves_the_reserve_to_user_calls(url: str) -> None:
     quota = RateQuota(windows=(HALF, TWO), margin=0.0, reserve=0.3)
-    start = time.time() + 2.0
-    background = [
-        spawn(worker_spec(url, quota, start_at=start, priority="background", n=8)) for _ in range(2)
-    ]
-    user = spawn(worker_spec(url, quota, start_at=start + 0.3, tasks=1, n=8))
+    background = [spawn(worker_spec(url, quota, priority="background", n=8)) for _ in range(2)]
+    user = spawn(worker_spec(url, quota, offset=0.3, tasks=1, n=8))
+    start_together([*background, user])
     bg_stamps = [t for r in results(background) for t in r["at"]]
     user_stamps = results([user])[0]["at"]
     everything = bg_stamps + user_stamps
@@ -261,10 +283,8 @@ def test_background_work_leaves_the_reserve_to_user_calls(url: str) -> None:
 
 def test_with_no_user_calls_about_background_work_uses_the_whole_window(url: str) -> None:
     quota = RateQuota(windows=(HALF, TWO), margin=0.0, min_margin=0.0, reserve=0.3)
-    start = time.time() + 2.0
-    background = [
-        spawn(worker_spec(url, quota, start_at=start, priority="background", n=8)) for _ in range(2)
-    ]
+    background = [spawn(worker_spec(url, quota, priority="background", n=8)) for _ in range(2)]
+    start_together(background)
     stamps = [t for r in results(background) for t in r["at"]]
     assert len(stamps) == 32
     assert most_in_window(stamps, HALF.period) == HALF.limit  # the reserve is lent, not idle
@@ -283,6 +303,7 @@ def test_a_429_pauses_every_process(url: str) -> None:
     finally:
         engine.dispose()
     procs = [spawn(worker_spec(url, quota, n=2)) for _ in range(2)]
+    start_together(procs)
     stamps = [t for r in results(procs) for t in r["at"]]
     assert len(stamps) == 8
     assert min(stamps) >= paused_until
@@ -418,11 +439,8 @@ def test_processes_against_the_sandbox_get_no_429(url: str) -> None:
                 },
             ).json()["access_token"]
             http.delete("/_sandbox/requests")
-            start = time.time() + 2.0
-            procs = [
-                spawn(worker_spec(url, quota, start_at=start, base=base, token=token, n=7))
-                for _ in range(3)
-            ]
+            procs = [spawn(worker_spec(url, quota, base=base, token=token, n=7)) for _ in range(3)]
+            start_together(procs)
             found = results(procs)
             counts = http.get("/_sandbox/requests").json()["providers"]["cronofy"]
     statuses = [s for r in found for s in r["statuses"]]
