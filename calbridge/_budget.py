@@ -58,12 +58,10 @@ from typing import TYPE_CHECKING, Any, Final, Literal
 import attrs
 import httpx
 
-from ._tally import THROTTLED
 from .errors import RateLimited
 from .store import BudgetRows
 
 if TYPE_CHECKING:
-    from ._tally import Tally
     from .store import Engine
 
 __all__ = [
@@ -365,8 +363,7 @@ class RateBudget:
     ``await budget.acquire()`` waits until a call fits in every window (and no pause is
     on), then returns; :meth:`pause` slows every process after a 429. ``clock`` (epoch
     seconds) defaults to the database's clock on PostgreSQL (processes on several hosts
-    agree on it) and to the system clock on SQLite (one host). ``tally``: where each
-    429 is counted for the metrics (the runtime passes its own).
+    agree on it) and to the system clock on SQLite (one host).
     """
 
     def __init__(
@@ -378,10 +375,8 @@ class RateBudget:
         quota: RateQuota,
         clock: Callable[[], float] | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-        tally: Tally | None = None,
     ) -> None:
         self.engine = engine
-        self._tally = tally
         self.provider = provider
         self.app = app or "-"
         self.quota = quota
@@ -494,8 +489,6 @@ class RateBudget:
         provider said nothing, for ``first_pause`` doubled after each 429 that follows a
         pause (up to ``max_pause``). Returns the pause recorded, in seconds."""
         self._ensure_rows()
-        if self._tally is not None:
-            self._tally.add(THROTTLED, self.provider)
         with self._lock:
             self._local = 0
         with self._rows.change() as tx:

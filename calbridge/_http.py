@@ -27,9 +27,11 @@ from ._budget import RateBudget, rate_budget
 from ._resilience import (
     IDEMPOTENT_METHODS,
     RETRY_STATUSES,
+    CallCounter,
     ProviderCall,
     ResilientTransport,
     RetryPolicy,
+    call_counter,
     mark_streamed,
     parse_retry_after,
     redact_url,
@@ -102,6 +104,15 @@ class _SharedClient(httpx.AsyncClient):
     def rate_budgets(self) -> dict[str, RateBudget]:
         """The application-wide budgets calls are taken from (see install_rate_budget)."""
         return self.resilience.rate_budgets
+
+    @property
+    def call_counter(self) -> CallCounter | None:
+        """Told each provider call attempt's outcome (see :func:`count_calls`)."""
+        return self.resilience.call_counter
+
+    @call_counter.setter
+    def call_counter(self, counter: CallCounter | None) -> None:
+        self.resilience.call_counter = counter
 
     @property
     def cookies(self) -> httpx.Cookies:
@@ -250,6 +261,7 @@ async def send(
         attempt,
         breaker=circuit_breaker(client, provider),
         budget=rate_budget(client, provider),
+        counter=call_counter(client),
     )
 
 

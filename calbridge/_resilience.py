@@ -23,7 +23,11 @@ carries a :class:`ProviderCall` (an extension set by :meth:`ProviderCall.apply`,
   next attempt;
 - before each attempt of a counted call (not OAuth token endpoint calls) a grant from the
   provider's application-wide rate budget (:mod:`calbridge._budget`), when one is
-  installed; a 429 pauses it for every process on the store.
+  installed; a 429 pauses it for every process on the store;
+- after each attempt, its outcome to the client's call counter (:func:`count_calls`; the
+  runtime's :class:`calbridge._tally.Tally`, for ``GET /metrics``), when one is set: the
+  status class (``2xx``, ``3xx``, ``4xx``, ``429``, ``5xx``) or ``error`` (no answer: the
+  connection failed or timed out).
 
 A request without the extension passes straight through: no span, no retry, no breaker,
 no budget. The transport does not guess the provider from the host (a CalDAV server or a
@@ -62,11 +66,15 @@ from .errors import RateLimited, Unavailable
 __all__ = [
     "IDEMPOTENT_METHODS",
     "RETRY_STATUSES",
+    "CallCounter",
     "ProviderCall",
     "ResilientTransport",
     "RetryPolicy",
+    "call_counter",
+    "count_calls",
     "parse_retry_after",
     "redact_url",
+    "status_class",
 ]
 
 log = logging.getLogger("calbridge.http")
@@ -78,6 +86,32 @@ RETRY_STATUSES = frozenset({429, 502, 503, 504})
 _CALL: Final = "calbridge.call"
 #: the request extension saying the caller streams the answer (set by the shared client)
 _STREAMED: Final = "calbridge.streamed"
+
+
+#: told ``(provider, outcome)`` after each attempt of a provider call (see :func:`count_calls`)
+CallCounter = Callable[[str, str], None]
+
+
+def count_calls(client: httpx.AsyncClient, counter: CallCounter | None) -> None:
+    """Tell ``counter`` the outcome of every attempt of a provider call ``client`` makes
+    (the shared client: every request marked with a :class:`ProviderCall`; another
+    client: the calls :func:`calbridge.send` makes); None stops counting.
+
+    The outcome is :func:`status_class` of the answer, or ``error`` when none came. The
+    counter is called on the event loop on every attempt: it must only add in memory."""
+    client.call_counter = counter  # type: ignore[attr-defined]
+
+
+def call_counter(client: httpx.AsyncClient | httpx.AsyncBaseTransport) -> CallCounter | None:
+    """The counter set on ``client`` (or on the shared client's transport), if any."""
+    found: CallCounter | None = getattr(client, "call_counter", None)
+    return found
+
+
+def status_class(status: int) -> str:
+    """How a provider call's status is counted: ``429`` apart, otherwise its class
+    (``2xx`` ... ``5xx``)."""
+    return "429" if status == 429 else f"{status // 100}xx"
 
 
 def redact_url(url: httpx.URL | str) -> str:
@@ -200,12 +234,13 @@ class ProviderCall:
         *,
         breaker: CircuitBreaker | None,
         budget: RateBudget | None,
+        counter: CallCounter | None = None,
     ) -> httpx.Response:
         """Make the call: ``attempt`` sends ``request`` once (and reads the answer); this
-        adds the span, the breaker, the budget and the retries around it."""
+        adds the span, the breaker, the budget, the retries and the counting around it."""
         if budget is not None and not budget.counts(request):
             budget = None
-        return await _Exchange(self, request, attempt, breaker, budget).run()
+        return await _Exchange(self, request, attempt, breaker, budget, counter).run()
 
 
 def mark_streamed(request: httpx.Request, stream: bool) -> None:
@@ -229,6 +264,7 @@ class _Exchange:
     attempt_once: Callable[[httpx.Request], Awaitable[httpx.Response]]
     breaker: CircuitBreaker | None
     budget: RateBudget | None
+    counter: CallCounter | None
     #: the answer of the last attempt, while it may still be retried (closed if it is)
     pending: httpx.Response | None = None
 
@@ -277,13 +313,25 @@ class _Exchange:
             pending, self.pending = self.pending, None
             await pending.aclose()
         budget = self.budget
-        if budget is None:
-            return await self.attempt_once(self.request)
-        await budget.acquire(max_wait=self.call.policy.max_wait)
-        response = await self.attempt_once(self.request)
-        if response.status_code == 429:
+        if budget is not None:
+            await budget.acquire(max_wait=self.call.policy.max_wait)
+        response = await self._counted()
+        if budget is not None and response.status_code == 429:
             hinted = parse_retry_after(response.headers.get("retry-after"), now=self.call.clock())
             await budget.apause(hinted)
+        return response
+
+    async def _counted(self) -> httpx.Response:
+        """The attempt itself, its outcome told to the counter (when there is one)."""
+        counter = self.counter
+        if counter is None:
+            return await self.attempt_once(self.request)
+        try:
+            response = await self.attempt_once(self.request)
+        except Exception:
+            counter(self.call.provider, "error")
+            raise
+        counter(self.call.provider, status_class(response.status_code))
         return response
 
     async def _retried(self) -> httpx.Response:
@@ -412,6 +460,8 @@ class ResilientTransport(httpx.AsyncBaseTransport):
         self.breakers: dict[str, CircuitBreaker] | None = {} if breaker is not None else None
         #: the application-wide budgets calls are taken from (see calbridge.install_rate_budget)
         self.rate_budgets: dict[str, RateBudget] = {}
+        #: told each attempt's outcome (see :func:`count_calls`)
+        self.call_counter: CallCounter | None = None
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         call = ProviderCall.of(request)
@@ -423,6 +473,7 @@ class ResilientTransport(httpx.AsyncBaseTransport):
             attempt,
             breaker=circuit_breaker(self, call.provider),
             budget=rate_budget(self, call.provider),
+            counter=self.call_counter,
         )
 
     async def _attempt(self, request: httpx.Request) -> httpx.Response:

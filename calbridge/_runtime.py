@@ -20,6 +20,7 @@ from ._budget import DEFAULT_QUOTAS, RateBudget, RateQuota, install_rate_budget
 from ._config import BridgeConfig
 from ._http import make_http_client
 from ._manager import PluginHost, get_plugin_host
+from ._resilience import count_calls
 from ._tally import Tally
 from .errors import ConfigurationError, NotFound
 from .models import Account
@@ -56,12 +57,13 @@ class Runtime:
     #: called ``(account, old_status, reason)`` when an account's status changes, before
     #: the ``account_status_changed`` hook (the bridge parks the account's jobs here)
     status_listeners: list[Callable[..., None]] = attrs.field(init=False, factory=list)
-    #: what this process counts per provider (sync rounds, 429s), written to the store
-    #: for ``GET /metrics`` (:mod:`calbridge._tally`)
+    #: what this process counts per provider (sync rounds, calls by outcome), written to
+    #: the store for ``GET /metrics`` (:mod:`calbridge._tally`)
     tally: Tally = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
         self.tally = Tally(self.engine)
+        count_calls(self.http, self.tally.count_call)
         self.router = Router(
             load_facts=self.user_facts,
             target=self.config.target_provider,
@@ -159,9 +161,7 @@ class Runtime:
         quota = option if isinstance(option, RateQuota) else DEFAULT_QUOTAS.get(provider)
         if quota is None:
             return settings
-        budget = RateBudget(
-            self.engine, provider=provider, app=settings.client_id, quota=quota, tally=self.tally
-        )
+        budget = RateBudget(self.engine, provider=provider, app=settings.client_id, quota=quota)
         install_rate_budget(self.http, budget)
         if explicit_local:
             return settings

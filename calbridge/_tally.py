@@ -13,9 +13,12 @@ most its last ``interval`` of counts.
 
 What is counted (names of :class:`calbridge.store.CountKey`):
 
-* ``sync_rounds``: sync rounds by provider and outcome (``ok``, ``error``);
-* ``throttled``: 429 answers received by provider (counted where the shared rate budget
-  is paused, so only for providers with a budget, which every built-in one has).
+* ``sync_rounds``: sync rounds by provider and outcome (``ok``, ``error``,
+  ``cursor_expired``);
+* ``provider_calls``: attempts sent to providers, by provider and outcome (the status
+  class, ``429`` apart, or ``error`` when no answer came), counted by the shared client's
+  transport (:func:`calbridge._resilience.count_calls`) for every provider, with a rate
+  budget or not.
 """
 
 from __future__ import annotations
@@ -31,13 +34,13 @@ from typing import TYPE_CHECKING, Final
 if TYPE_CHECKING:
     from .store import CountKey, CountRows, Engine
 
-__all__ = ["SYNC_ROUNDS", "THROTTLED", "Tally"]
+__all__ = ["PROVIDER_CALLS", "SYNC_ROUNDS", "Tally"]
 
 log = logging.getLogger("calbridge.tally")
 
 #: the names counted
 SYNC_ROUNDS: Final = "sync_rounds"
-THROTTLED: Final = "throttled"
+PROVIDER_CALLS: Final = "provider_calls"
 
 
 class Tally:
@@ -86,6 +89,11 @@ class Tally:
                     target=self._run, name="calbridge-tally", daemon=True
                 )
                 self._thread.start()
+
+    def count_call(self, provider: str, outcome: str) -> None:
+        """Count one attempt of a call to ``provider`` that ended in ``outcome`` (a
+        :data:`calbridge._resilience.CallCounter`)."""
+        self.add(PROVIDER_CALLS, provider, outcome)
 
     def pending(self) -> dict[CountKey, int]:
         """What has been counted and not written yet."""

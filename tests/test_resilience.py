@@ -16,6 +16,7 @@ import pytest
 
 import calbridge
 from calbridge import ProviderCall, RetryPolicy, errors
+from calbridge._resilience import count_calls
 from tests.test_http import FakeClock
 
 
@@ -38,7 +39,8 @@ class Body(httpx.AsyncByteStream):
 
 
 class Scripted(httpx.AsyncBaseTransport):
-    """Answers in turn with the given statuses (``"read error"``: a body cut short)."""
+    """Answers in turn with the given statuses (``"read error"``: a body cut short;
+    ``"connect error"``: no connection)."""
 
     def __init__(self, *answers: int | str) -> None:
         self.answers = list(answers)
@@ -46,6 +48,8 @@ class Scripted(httpx.AsyncBaseTransport):
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         answer = self.answers.pop(0)
+        if answer == "connect error":
+            raise httpx.ConnectError("connection refused")
         name = f"{len([e for e in self.log if e.startswith('sent')]) + 1}"
         self.log.append(f"sent {name}")
         if answer == "read error":
@@ -190,6 +194,34 @@ async def test_a_plain_send_takes_grants_and_a_429_pauses_the_budget() -> None:
         token = call(clock).apply(http.build_request("POST", "https://api.acme.test/oauth/token"))
         assert (await http.send(token)).status_code == 200
         assert budget.log == ["grant", "pause 1.0", "grant"]  # token calls are not counted
+
+
+async def test_every_attempt_is_counted_by_outcome_on_any_client() -> None:
+    clock = FakeClock()
+    seen: list[tuple[str, str]] = []
+    counter = lambda provider, outcome: seen.append((provider, outcome))  # noqa: E731
+    inner = Scripted("connect error", 429, 503, 200, 404, 200)
+    async with calbridge.make_http_client(transport=inner) as http:
+        count_calls(http, counter)
+        request = call(clock).apply(http.build_request("GET", "https://api.acme.test/v1/x"))
+        assert (await http.send(request)).status_code == 200
+        request = call(clock).apply(http.build_request("GET", "https://api.acme.test/v1/y"))
+        assert (await http.send(request)).status_code == 404
+        assert (await http.get("https://api.acme.test/plain")).status_code == 200
+    assert seen == [
+        ("acme", "error"),
+        ("acme", "429"),
+        ("acme", "5xx"),
+        ("acme", "2xx"),
+        ("acme", "4xx"),
+    ]  # the unmarked request is not a call
+    seen.clear()
+    async with httpx.AsyncClient(transport=Scripted(502, 302)) as plain:
+        count_calls(plain, counter)
+        request = plain.build_request("GET", "https://api.acme.test/v1/x")
+        response = await calbridge.send(plain, request, provider="acme", sleep=clock.sleep)
+        assert response.status_code == 302
+    assert seen == [("acme", "5xx"), ("acme", "3xx")]
 
 
 async def test_send_marks_the_request_and_the_client_does_the_rest() -> None:

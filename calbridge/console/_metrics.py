@@ -16,7 +16,7 @@ from prometheus_client import CollectorRegistry, Counter, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from .._tally import SYNC_ROUNDS, THROTTLED
+from .._tally import PROVIDER_CALLS, SYNC_ROUNDS
 from ..store import CountRows, CountTotal, read
 from ..store import _console_queries as q
 
@@ -193,18 +193,29 @@ class StoreCollector(Collector):
             "refused and a full read followed), summed over every process.",
             labels=["provider", "outcome"],
         )
+        calls = CounterMetricFamily(
+            "calbridge_provider_calls",
+            "Attempts sent to each provider (retries included) by outcome: the status class "
+            "(2xx, 3xx, 4xx, 5xx), 429 apart, or error (no answer: connection failed or "
+            "timed out); summed over every process.",
+            labels=["provider", "outcome"],
+        )
         throttled = CounterMetricFamily(
             "calbridge_provider_throttled",
-            "429 answers received from each provider (each pauses the shared rate budget), "
-            "summed over every process.",
+            "429 answers received from each provider (each pauses its shared rate budget, "
+            "when it has one), summed over every process.",
             labels=["provider"],
         )
         for total in totals:
-            if total.key.name == SYNC_ROUNDS:
-                rounds.add_metric([total.key.provider, total.key.outcome], total.value)
-            elif total.key.name == THROTTLED:
-                throttled.add_metric([total.key.provider], total.value)
+            key = total.key
+            if key.name == SYNC_ROUNDS:
+                rounds.add_metric([key.provider, key.outcome], total.value)
+            elif key.name == PROVIDER_CALLS:
+                calls.add_metric([key.provider, key.outcome], total.value)
+                if key.outcome == "429":
+                    throttled.add_metric([key.provider], total.value)
         yield rounds
+        yield calls
         yield throttled
 
 

@@ -10,12 +10,12 @@ import time
 import pytest
 import sqlalchemy as sa
 
-from calbridge._tally import SYNC_ROUNDS, THROTTLED, Tally
+from calbridge._tally import PROVIDER_CALLS, SYNC_ROUNDS, Tally
 from calbridge.store import CountKey, CountRows, schema
 
 OK = CountKey(SYNC_ROUNDS, "google", "ok")
 ERROR = CountKey(SYNC_ROUNDS, "google", "error")
-THROTTLED_CRONOFY = CountKey(THROTTLED, "cronofy")
+THROTTLED_CRONOFY = CountKey(PROVIDER_CALLS, "cronofy", "429")
 
 
 def _totals(rows: CountRows) -> dict[CountKey, int]:
@@ -52,7 +52,7 @@ def test_a_tally_counts_in_memory_and_writes_on_flush_and_close(engine: sa.Engin
     try:
         tally.add(SYNC_ROUNDS, "google", "ok")
         tally.add(SYNC_ROUNDS, "google", "ok")
-        other.add(THROTTLED, "cronofy")
+        other.count_call("cronofy", "429")
         assert _totals(rows) == {}  # nothing written before a flush
         assert tally.pending() == {OK: 2}
         assert tally.flush()
@@ -86,7 +86,7 @@ def test_a_refused_write_keeps_the_counts_for_the_next(
     engine: sa.Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     tally = Tally(engine, interval=3600.0, source="proc-1")
-    tally.add(THROTTLED, "cronofy", n=2)
+    tally.add(PROVIDER_CALLS, "cronofy", "429", n=2)
     refused = [True]
     real_add = CountRows.add
 
@@ -99,20 +99,65 @@ def test_a_refused_write_keeps_the_counts_for_the_next(
     monkeypatch.setattr(CountRows, "add", add)
     assert tally.flush() is False
     assert tally.pending() == {THROTTLED_CRONOFY: 2}
-    tally.add(THROTTLED, "cronofy")
+    tally.count_call("cronofy", "429")
     assert tally.flush() is True
     tally.close()
     assert _totals(CountRows(engine)) == {THROTTLED_CRONOFY: 3}
 
 
-def test_each_429_that_pauses_the_shared_budget_is_counted(engine: sa.Engine) -> None:
-    from calbridge import RateBudget, RateQuota, RateWindow
+async def test_the_shared_clients_calls_are_counted_and_scraped(engine: sa.Engine) -> None:
+    """Every attempt of a provider call on a runtime's client is counted by outcome, with
+    or without a rate budget, and ``GET /metrics`` shows them (429s also as throttled)."""
+    import httpx
+    from prometheus_client import generate_latest
+    from prometheus_client.parser import text_string_to_metric_families
 
-    tally = Tally(engine, interval=3600.0, source="proc-1")
-    quota = RateQuota(windows=(RateWindow("1s", 10, 1.0),))
-    budget = RateBudget(engine, provider="cronofy", app="app-1", quota=quota, tally=tally)
-    budget.pause(0.01)
-    budget.pause()
-    assert tally.pending() == {THROTTLED_CRONOFY: 2}
-    tally.close()
-    assert _totals(CountRows(engine)) == {THROTTLED_CRONOFY: 2}
+    import calbridge
+    from calbridge import BridgeConfig
+    from calbridge._runtime import Runtime
+    from calbridge.console import make_registry
+
+    answers = [429, 200, 404, 503]
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/plain":
+            return httpx.Response(200)
+        status = answers.pop(0)
+        return httpx.Response(status, headers={"Retry-After": "0"} if status == 429 else {})
+
+    config = BridgeConfig(database_url=str(engine.url.render_as_string(hide_password=False)))
+    runtime = Runtime.open(config, transport=httpx.MockTransport(answer))
+    try:
+        http = runtime.http
+        assert (
+            await calbridge.send(
+                http, http.build_request("GET", "https://a.test/x"), provider="acme"
+            )
+        ).status_code == 200
+        get = http.build_request("GET", "https://a.test/y")
+        assert (await calbridge.send(http, get, provider="acme")).status_code == 404
+        post = http.build_request("POST", "https://b.test/z")
+        assert (await calbridge.send(http, post, provider="other")).status_code == 503
+        assert (await http.get("https://a.test/plain")).status_code == 200  # not a call
+        assert runtime.tally.pending() == {
+            CountKey(PROVIDER_CALLS, "acme", "429"): 1,
+            CountKey(PROVIDER_CALLS, "acme", "2xx"): 1,
+            CountKey(PROVIDER_CALLS, "acme", "4xx"): 1,
+            CountKey(PROVIDER_CALLS, "other", "5xx"): 1,
+        }
+    finally:
+        await runtime.aclose()
+    text = generate_latest(make_registry(engine)).decode()
+    samples = {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name.startswith("calbridge_provider_")
+    }
+    assert samples == {
+        ("calbridge_provider_calls_total", (("outcome", "429"), ("provider", "acme"))): 1,
+        ("calbridge_provider_calls_total", (("outcome", "2xx"), ("provider", "acme"))): 1,
+        ("calbridge_provider_calls_total", (("outcome", "4xx"), ("provider", "acme"))): 1,
+        ("calbridge_provider_calls_total", (("outcome", "5xx"), ("provider", "other"))): 1,
+        ("calbridge_provider_throttled_total", (("provider", "acme"),)): 1,
+    }
